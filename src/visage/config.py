@@ -1,0 +1,82 @@
+"""Settings: every tunable of the engine and server, from defaults, ``VISAGE_*`` variables or flags.
+
+A :class:`Settings` is an immutable value passed to whatever needs it; there is
+no global settings object. ``Settings.from_env()`` reads ``VISAGE_<FIELD>`` for
+each field (``VISAGE_MAX_IMAGE_BYTES=10485760``), and keyword overrides win
+over the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+LandmarkSource = Literal["dlib68", "yunet5"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Images ---------------------------------------------------------------------------
+    #: Largest accepted image, in bytes (Rekognition: 5 MiB for Image.Bytes).
+    max_image_bytes: int = 5_242_880
+    #: Largest accepted image, in decoded pixels; checked from the header, before decoding.
+    max_image_pixels: int = 40_000_000
+    #: Smallest accepted width and height, in pixels (Rekognition: 80).
+    min_image_side: int = 80
+
+    # Detection ------------------------------------------------------------------------
+    #: YuNet score (0-1) below which a candidate box is dropped.
+    detection_threshold: float = 0.75
+    #: Long side of the first (coarse) detection pass; larger images are downscaled to it.
+    detection_base_side: int = 640
+    #: Long side of the finest detection pass; images bigger than the base side are also
+    #: searched at min(their long side, this) so that small faces are found.
+    detection_max_side: int = 1280
+    #: At most this many faces are reported per image, the largest first (Rekognition: 100).
+    max_faces: int = 100
+    #: Where the 30 landmarks come from: dlib's 68-point model (its training data, iBUG
+    #: 300-W, excludes commercial use) or YuNet's own 5 points (no such restriction).
+    landmarks: LandmarkSource = "dlib68"
+
+    # Recognition ----------------------------------------------------------------------
+    #: Face model used for new collections and for CompareFaces.
+    face_model: str = "sface"
+
+    # Server ---------------------------------------------------------------------------
+    data_dir: Path = field(default_factory=lambda: Path("visage-data"))
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by ``VISAGE_<FIELD>`` variables, overridden by ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"VISAGE_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.landmarks not in ("dlib68", "yunet5"):
+            raise ValueError(f"landmarks must be 'dlib68' or 'yunet5', not {self.landmarks!r}")
+        if not 0 < self.detection_threshold < 1:
+            raise ValueError("detection_threshold must be between 0 and 1")
+        if self.max_image_bytes < 1 or self.max_image_pixels < 1:
+            raise ValueError("image limits must be positive")
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "int":
+        return int(raw)
+    if kind == "float":
+        return float(raw)
+    if kind == "Path":
+        return Path(raw)
+    return raw

@@ -1,0 +1,194 @@
+"""The face engine: image bytes to faces, embeddings and comparisons, in-process.
+
+This is Visage's Python API. Load an :class:`Engine` once; it loads each model
+the first time a call needs it and shares it between threads::
+
+    from visage import Engine
+
+    engine = Engine()
+    faces = engine.detect_faces(open("group.jpg", "rb").read(), attributes=["ALL"])
+    result = engine.compare_faces(source_bytes, target_bytes, threshold=99)
+
+Every result is a dataclass with ``to_rekognition()``, so the HTTP server only
+translates. Failures raise the named exceptions of :mod:`visage.errors`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+import cv2
+
+from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_curve
+from visage.config import Settings
+from visage.detection import Detection, FaceDetector
+from visage.errors import InvalidParameterException
+from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, SFaceModel, cosine
+from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
+from visage.images import DecodedImage, decode_image
+from visage.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
+from visage.quality import measure_quality, quality_filter_reasons
+
+T = TypeVar("T")
+ImageInput = bytes | DecodedImage
+
+
+class Engine:
+    """Detection, landmarks, attributes and face models, loaded once and shared."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self._lock = threading.Lock()
+        self._loaded: dict[str, object] = {}
+
+    # Models, each loaded on first use ------------------------------------------------
+
+    def _load(self, key: str, factory: Callable[[], T]) -> T:
+        model = self._loaded.get(key)
+        if model is None:
+            with self._lock:
+                model = self._loaded.get(key)
+                if model is None:
+                    model = factory()
+                    self._loaded[key] = model
+        return model  # type: ignore[return-value]
+
+    @property
+    def detector(self) -> FaceDetector:
+        return self._load("detector", lambda: FaceDetector(self.settings))
+
+    def _shape_predictor(self, points: int) -> ShapePredictor:
+        return self._load(f"shape{points}", lambda: ShapePredictor(points))
+
+    def face_model(self, name: str | None = None) -> FaceModel:
+        """The face model called ``name`` (default: the configured one)."""
+        name = name or self.settings.face_model
+        if name == "sface":
+            return self._load("sface", SFaceModel)
+        if name == "dlib":
+            return self._load("dlib", lambda: DlibModel(self._shape_predictor(5)))
+        raise InvalidParameterException(f"Unknown face model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+
+    def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:
+        """Load everything a server will need, so the first request is not slow."""
+        self.detector
+        if self.settings.landmarks == "dlib68":
+            self._shape_predictor(68)
+        for name in models:
+            self.face_model(name)
+        if attributes:
+            self._shape_predictor(5)
+            self._load("age_gender", AgeGenderModel)
+
+    # The API -------------------------------------------------------------------------
+
+    def decode(self, image: ImageInput) -> DecodedImage:
+        return image if isinstance(image, DecodedImage) else decode_image(image, self.settings)
+
+    def analyze(
+        self,
+        image: ImageInput,
+        attributes: Iterable[str] | None = None,
+        model: str | None = None,
+        embed: bool = False,
+    ) -> list[Face]:
+        """Faces in the image (largest first), with the requested attributes and, if
+        ``embed``, their vectors from face model ``model``."""
+        decoded = self.decode(image)
+        detections = self.detector.detect(decoded)
+        if not detections:
+            return []
+        details = self._describe(decoded, detections, wanted_attributes(attributes))
+        if not embed:
+            return [Face(detail=d) for d in details]
+        embeddings = self.face_model(model).embed(decoded, detections)
+        return [Face(detail=d, embedding=e) for d, e in zip(details, embeddings)]
+
+    def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
+        """Rekognition's DetectFaces: up to 100 faces, largest first."""
+        return [face.detail for face in self.analyze(image, attributes)]
+
+    def embed(self, image: ImageInput, model: str | None = None) -> list[Face]:
+        """Faces with their embeddings (default attributes only)."""
+        return self.analyze(image, model=model, embed=True)
+
+    def similarity(self, a: Embedding, b: Embedding) -> float:
+        """Calibrated Similarity (0-100) of two embeddings of the same model."""
+        return float(self.face_model(a.model).similarity(cosine(a, b)))
+
+    def compare_faces(
+        self,
+        source: ImageInput,
+        target: ImageInput,
+        threshold: float = 80.0,
+        model: str | None = None,
+        quality_filter: str = "NONE",
+    ) -> Comparison:
+        """Rekognition's CompareFaces: the largest source face against every target face."""
+        sources = self.analyze(source, model=model, embed=True)
+        if not sources:
+            raise InvalidParameterException("No face was found in the source image.")
+        target_image = self.decode(target)
+        targets = [
+            face
+            for face in self.analyze(target_image, model=model, embed=True)
+            if not quality_filter_reasons(face.detail, quality_filter, target_image.width, target_image.height)
+        ]
+        if not targets:
+            raise InvalidParameterException("No face was found in the target image.")
+        source_face = sources[0]
+        scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedding, t.embedding)) for t in targets]
+        matches = sorted((m for m in scored if m.similarity >= threshold), key=lambda m: -m.similarity)
+        unmatched = [m for m in scored if m.similarity < threshold]
+        return Comparison(source=source_face, matches=matches, unmatched=unmatched)
+
+    # Internals ---------------------------------------------------------------------
+
+    def _describe(self, image: DecodedImage, detections: list[Detection], wanted: frozenset[str]) -> list[FaceDetail]:
+        width, height = image.width, image.height
+        gray = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
+        use_68 = self.settings.landmarks == "dlib68"
+        points68 = (
+            [shape_points(self._shape_predictor(68).shape(image.rgb, d)) for d in detections] if use_68 else None
+        )
+        age_gender = [None] * len(detections)
+        if wanted & {"AGE_RANGE", "GENDER"}:
+            five = self._shape_predictor(5)
+            shapes = [five.shape(image.rgb, d) for d in detections]
+            age_gender = self._load("age_gender", AgeGenderModel).estimate(image.rgb, shapes)
+        details = []
+        for i, detection in enumerate(detections):
+            points = points68[i] if points68 is not None else None
+            landmarks = (
+                landmarks_from_68(points, gray, width, height)
+                if points is not None
+                else landmarks_from_yunet(detection, width, height)
+            )
+            extra: dict[str, object] = {}
+            if age_gender[i] is not None:
+                age, gender = age_gender[i]
+                if "AGE_RANGE" in wanted:
+                    extra["age_range"] = age
+                if "GENDER" in wanted:
+                    extra["gender"] = gender
+            if points is not None:
+                if "EYES_OPEN" in wanted:
+                    extra["eyes_open"] = EYES_OPEN.estimate(eye_openness(points))
+                if "MOUTH_OPEN" in wanted:
+                    extra["mouth_open"] = MOUTH_OPEN.estimate(mouth_openness(points))
+                if "SMILE" in wanted:
+                    extra["smile"] = SMILE.estimate(smile_curve(points))
+            details.append(
+                FaceDetail(
+                    bounding_box=BoundingBox.from_pixels(*(float(v) for v in detection.box), width, height),
+                    confidence=round(detection.score * 100.0, 4),
+                    landmarks=landmarks,
+                    pose=solve_pose(points if points is not None else detection.points, width, height),
+                    quality=measure_quality(gray, detection.box),
+                    **extra,  # type: ignore[arg-type]
+                )
+            )
+        return details
+

@@ -1,0 +1,106 @@
+"""Face models: alignment + embedding + scoring, under one name and version.
+
+``sface`` (the default): YuNet's five points align a 112 px crop
+(``cv2.FaceRecognizerSF.alignCrop``), SFace int8 embeds it in 128 dimensions.
+``dlib``: dlib's 5-point predictor aligns a 150 px chip, dlib's ResNet embeds it in
+128 dimensions.
+
+Every vector is L2-normalised and tagged with its model's name and version;
+the raw score of a pair is their cosine (a dot product), and the model's
+:class:`~visage.similarity.SimilarityMap` turns it into a Similarity. Vectors
+of different models are never compared.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import cv2
+import dlib
+import numpy as np
+
+from visage.bundled import DLIB_RESNET, SFACE, verified_path
+from visage.detection import Detection
+from visage.errors import InvalidParameterException
+from visage.faces import Embedding
+from visage.images import DecodedImage
+from visage.landmarks import ShapePredictor
+from visage.similarity import SimilarityMap
+
+
+class FaceModel(Protocol):
+    name: str
+    version: str
+    dimension: int
+    similarity: SimilarityMap
+
+    def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]: ...
+
+
+class SFaceModel:
+    name = "sface"
+    version = "sface-1"
+    dimension = 128
+
+    def __init__(self) -> None:
+        self._path = verified_path(SFACE)
+        self._local = threading.local()
+        self.similarity = SimilarityMap.load(self.name)
+
+    def _recognizer(self) -> cv2.FaceRecognizerSF:
+        recognizer = getattr(self._local, "recognizer", None)
+        if recognizer is None:
+            recognizer = cv2.FaceRecognizerSF.create(self._path, "")
+            self._local.recognizer = recognizer
+        return recognizer
+
+    def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
+        bgr = np.ascontiguousarray(image.rgb[:, :, ::-1])
+        recognizer = self._recognizer()
+        out = []
+        for detection in detections:
+            aligned = recognizer.alignCrop(bgr, detection.yunet_row())
+            vector = recognizer.feature(aligned).reshape(-1)
+            out.append(_embedding(self, vector))
+        return out
+
+
+class DlibModel:
+    name = "dlib"
+    version = "dlib-1"
+    dimension = 128
+
+    def __init__(self, five_points: ShapePredictor) -> None:
+        self._five_points = five_points
+        self._net = dlib.face_recognition_model_v1(verified_path(DLIB_RESNET))
+        self._lock = threading.Lock()
+        self.similarity = SimilarityMap.load(self.name)
+
+    def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
+        if not detections:
+            return []
+        shapes = [self._five_points.shape(image.rgb, d) for d in detections]
+        chips = dlib.get_face_chips(image.rgb, dlib.full_object_detections(shapes), size=150, padding=0.25)
+        with self._lock:
+            vectors = self._net.compute_face_descriptor(chips)
+        return [_embedding(self, np.asarray(v)) for v in vectors]
+
+
+def _embedding(model: FaceModel, vector: np.ndarray) -> Embedding:
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = float(np.linalg.norm(vector))
+    return Embedding(model=model.name, version=model.version, vector=vector / (norm or 1.0))
+
+
+def cosine(a: Embedding, b: Embedding) -> float:
+    """The raw score of a pair: the cosine of two unit vectors of the same model."""
+    if a.model != b.model or a.version != b.version:
+        raise InvalidParameterException(
+            f"Cannot compare a {a.version} vector with a {b.version} vector: "
+            "faces from different face models live in different spaces."
+        )
+    return float(np.dot(a.vector, b.vector))
+
+
+MODEL_NAMES = ("sface", "dlib")

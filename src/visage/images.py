@@ -1,0 +1,124 @@
+"""Image bytes in, a validated RGB array out.
+
+Owns everything Visage accepts or refuses about an input image: the byte limit,
+the formats (PNG and JPEG, as Rekognition), the pixel limit checked from the
+header before any pixel is decoded (decompression bombs), truncated or corrupt
+files, EXIF orientation, and the minimum size.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from visage.config import Settings
+from visage.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
+
+_SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB image, ready for the engine."""
+
+    rgb: np.ndarray = field(repr=False)  # H x W x 3, uint8, C-contiguous
+    format: str  # "JPEG" or "PNG"
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @classmethod
+    def from_array(cls, rgb: np.ndarray) -> DecodedImage:
+        """Wrap an RGB uint8 array that did not come from bytes (tests, video frames)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InvalidParameterException("expected an H x W x 3 uint8 RGB array")
+        return cls(rgb=np.ascontiguousarray(rgb), format="RAW")
+
+
+def decode_image(data: bytes, settings: Settings | None = None) -> DecodedImage:
+    """Decode PNG or JPEG bytes into an upright RGB image, or raise a named error."""
+    settings = settings or Settings()
+    if not data:
+        raise InvalidImageFormatException("The image is empty (0 bytes); send PNG or JPEG bytes.")
+    if len(data) > settings.max_image_bytes:
+        raise ImageTooLargeException(
+            f"The image is {len(data):,} bytes; the limit is {settings.max_image_bytes:,} bytes. "
+            "Send a smaller or more compressed image."
+        )
+    kind = _sniff(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=[kind])
+        except Image.DecompressionBombError as error:
+            raise ImageTooLargeException(f"The image has too many pixels: {error}") from error
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise InvalidImageFormatException(f"The {kind} image could not be read: {error}") from error
+        width, height = image.size
+        if width * height > settings.max_image_pixels:
+            raise ImageTooLargeException(
+                f"The image is {width}x{height} = {width * height:,} pixels; the limit is "
+                f"{settings.max_image_pixels:,}. Downscale it before sending."
+            )
+        try:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            rgb = np.asarray(_to_rgb(image))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise InvalidImageFormatException(
+                f"The {kind} image is truncated or corrupt and could not be decoded: {error}"
+            ) from error
+    if min(rgb.shape[:2]) < settings.min_image_side:
+        raise InvalidParameterException(
+            f"The image is {rgb.shape[1]}x{rgb.shape[0]} pixels; both sides must be at least "
+            f"{settings.min_image_side} pixels."
+        )
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=kind)
+
+
+def _sniff(data: bytes) -> str:
+    for signature, kind in _SIGNATURES.items():
+        if data.startswith(signature):
+            return kind
+    found = _identify(data)
+    if found:
+        raise InvalidImageFormatException(
+            f"The image is {found}; only PNG and JPEG are supported. Convert it first."
+        )
+    raise InvalidImageFormatException(
+        f"The bytes are not a PNG or JPEG image (they start with {data[:8].hex(' ')}). "
+        "Send the raw file bytes (the SDK base64-encodes them for you)."
+    )
+
+
+def _identify(data: bytes) -> str | None:
+    """Name the format of an image Visage does not take, if Pillow can tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - anything unreadable is simply "not an image"
+        return None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, as most viewers show them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit samples: keep the 8 high bits.
+        array = np.asarray(image, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(array, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
