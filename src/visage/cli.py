@@ -1,0 +1,142 @@
+"""The ``visage`` command line.
+
+Every command calls the engine or the service directly, never the HTTP layer.
+A missing file or a bad image prints one line and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from visage.config import Settings
+from visage.errors import VisageError
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Visage and file errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except VisageError as error:
+            err.print(f"[red]error:[/red] {error.code}: {error.message}", highlight=False)
+        except OSError as error:
+            where = f"{error.filename}: " if error.filename else ""
+            err.print(f"[red]error:[/red] {where}{error.strerror or error}", highlight=False)
+        sys.exit(1)
+
+    return wrapper
+
+
+def read_image(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+@click.group()
+@click.version_option(package_name="visage")
+def main() -> None:
+    """Visage: face detection and recognition that speaks Amazon Rekognition's API."""
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--attributes", default="DEFAULT", show_default=True, help="DEFAULT, ALL, or a comma list (AGE_RANGE,GENDER,...).")
+@click.option("--json", "as_json", is_flag=True, help="Print Rekognition's DetectFaces JSON.")
+@click.option("--draw", type=click.Path(path_type=Path), help="Write the image with boxes and landmarks here (a folder if several images).")
+@fails_cleanly
+def detect(images: tuple[str, ...], attributes: str, as_json: bool, draw: Path | None) -> None:
+    """Detect faces in IMAGES and describe them."""
+    from visage.drawing import draw_faces
+    from visage.engine import Engine
+
+    engine = Engine(Settings.from_env(max_image_bytes=_local_file_limit()))
+    wanted = [a.strip().upper() for a in attributes.split(",") if a.strip()]
+    results = {}
+    for path in images:
+        decoded = engine.decode(read_image(path))
+        faces = engine.detect_faces(decoded, attributes=wanted)
+        results[path] = {"FaceDetails": [f.to_rekognition() for f in faces]}
+        if draw is not None:
+            target = draw / f"{Path(path).stem}.png" if len(images) > 1 else draw
+            draw_faces(decoded, faces, target)
+            if not as_json:
+                err.print(f"wrote {target}")
+        if not as_json:
+            out.print(_faces_table(path, faces))
+    if as_json:
+        click.echo(json.dumps(results[images[0]] if len(images) == 1 else results, indent=2))
+
+
+def _faces_table(path: str, faces: list[Any]) -> Table:
+    table = Table(title=f"{path}: {len(faces)} face(s)")
+    for column in ("#", "box (L,T,W,H)", "conf", "roll/yaw/pitch", "bright/sharp", "age", "gender", "smile", "eyes open"):
+        table.add_column(column)
+    for i, face in enumerate(faces, start=1):
+        b, p, q = face.bounding_box, face.pose, face.quality
+        table.add_row(
+            str(i),
+            f"{b.left:.3f},{b.top:.3f},{b.width:.3f},{b.height:.3f}",
+            f"{face.confidence:.1f}",
+            f"{p.roll:.0f}/{p.yaw:.0f}/{p.pitch:.0f}",
+            f"{q.brightness:.0f}/{q.sharpness:.0f}",
+            f"{face.age_range.low}-{face.age_range.high}" if face.age_range else "",
+            f"{face.gender.value} {face.gender.confidence:.0f}" if face.gender else "",
+            _flag(face.smile),
+            _flag(face.eyes_open),
+        )
+    return table
+
+
+def _flag(estimate: Any) -> str:
+    return "" if estimate is None else f"{'yes' if estimate.value else 'no'} {estimate.confidence:.0f}"
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target")
+@click.option("--threshold", default=80.0, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
+@click.option("--model", default=None, help="Face model: sface (default) or dlib.")
+@click.option("--json", "as_json", is_flag=True, help="Print Rekognition's CompareFaces JSON.")
+@fails_cleanly
+def compare(source: str, target: str, threshold: float, model: str | None, as_json: bool) -> None:
+    """Compare the largest face in SOURCE with every face in TARGET."""
+    from visage.engine import Engine
+
+    engine = Engine(Settings.from_env(max_image_bytes=_local_file_limit()))
+    result = engine.compare_faces(read_image(source), read_image(target), threshold=threshold, model=model)
+    if as_json:
+        click.echo(json.dumps(result.to_rekognition(), indent=2))
+        return
+    scored = sorted(result.matches + result.unmatched, key=lambda m: -m.similarity)
+    table = Table(title=f"{source} vs {target} (threshold {threshold:g})")
+    for column in ("target face", "similarity", "match"):
+        table.add_column(column)
+    for match in scored:
+        b = match.face.detail.bounding_box
+        table.add_row(f"{b.left:.3f},{b.top:.3f}", f"{match.similarity:.2f}", "yes" if match.similarity >= threshold else "no")
+    out.print(table)
+
+
+def _local_file_limit() -> int | None:
+    """Local files on the command line may be larger than Rekognition's 5 MB request limit,
+    unless VISAGE_MAX_IMAGE_BYTES says otherwise."""
+    import os
+
+    return None if "VISAGE_MAX_IMAGE_BYTES" in os.environ else 50 * 1024 * 1024
+
+
+if __name__ == "__main__":
+    main()
