@@ -40,7 +40,7 @@ class Engine:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a model's factory may load another model
         self._loaded: dict[str, object] = {}
 
     # Models, each loaded on first use ------------------------------------------------

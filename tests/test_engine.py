@@ -1,0 +1,180 @@
+"""The engine on real images: detection, landmarks, pose, attributes, face models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visage.config import Settings
+from visage.engine import Engine
+from visage.errors import InvalidParameterException
+from visage.facemodels import cosine
+from visage.faces import FaceDetail
+
+LANDMARK_TYPES = {
+    "eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight", "leftEyeBrowLeft", "leftEyeBrowRight",
+    "leftEyeBrowUp", "rightEyeBrowLeft", "rightEyeBrowRight", "rightEyeBrowUp", "leftEyeLeft", "leftEyeRight",
+    "leftEyeUp", "leftEyeDown", "rightEyeLeft", "rightEyeRight", "rightEyeUp", "rightEyeDown", "noseLeft",
+    "noseRight", "mouthUp", "mouthDown", "leftPupil", "rightPupil", "upperJawlineLeft", "midJawlineLeft",
+    "chinBottom", "midJawlineRight", "upperJawlineRight",
+}
+
+
+def _inside(face: FaceDetail, margin: float = 0.15) -> bool:
+    box = face.bounding_box
+    mx, my = box.width * margin, box.height * margin
+    return all(
+        box.left - mx <= lm.x <= box.left + box.width + mx and box.top - my <= lm.y <= box.top + box.height + my
+        for lm in face.landmarks
+    )
+
+
+class TestAstronaut:
+    """skimage's astronaut (Eileen Collins, NASA portrait): one frontal face."""
+
+    @pytest.fixture(scope="class")
+    def face(self, engine: Engine, astronaut_jpeg: bytes) -> FaceDetail:
+        faces = engine.detect_faces(astronaut_jpeg, attributes=["ALL"])
+        assert len(faces) == 1
+        return faces[0]
+
+    def test_box_is_where_the_face_is(self, face: FaceDetail) -> None:
+        box = face.bounding_box
+        # The face sits in the upper middle of the 512x512 image.
+        assert 0.30 < box.left < 0.40 and 0.08 < box.top < 0.18
+        assert 0.12 < box.width < 0.25 and 0.15 < box.height < 0.30
+        assert 80 < face.confidence <= 100
+
+    def test_thirty_landmarks_inside_the_box(self, face: FaceDetail) -> None:
+        assert {lm.type for lm in face.landmarks} == LANDMARK_TYPES
+        assert _inside(face)
+        by_type = {lm.type: lm for lm in face.landmarks}
+        # Image-left before image-right; eyes above nose above mouth above chin.
+        assert by_type["eyeLeft"].x < by_type["eyeRight"].x
+        assert by_type["mouthLeft"].x < by_type["mouthRight"].x
+        assert by_type["eyeLeft"].y < by_type["nose"].y < by_type["mouthUp"].y < by_type["chinBottom"].y
+        # Each pupil lies within its eye's corners.
+        assert by_type["leftEyeLeft"].x < by_type["leftPupil"].x < by_type["leftEyeRight"].x
+        assert by_type["rightEyeLeft"].x < by_type["rightPupil"].x < by_type["rightEyeRight"].x
+
+    def test_pose_is_near_frontal(self, face: FaceDetail) -> None:
+        assert abs(face.pose.roll) < 10
+        assert abs(face.pose.yaw) < 20
+        assert abs(face.pose.pitch) < 25
+
+    def test_quality_in_range(self, face: FaceDetail) -> None:
+        assert 30 < face.quality.brightness < 90
+        assert 20 < face.quality.sharpness <= 100
+
+    def test_attributes_are_plausible(self, face: FaceDetail) -> None:
+        assert face.gender is not None and face.gender.value == "Female"
+        # Collins was in her late thirties in this portrait.
+        assert face.age_range is not None and face.age_range.low <= 40 <= face.age_range.high
+        assert face.eyes_open is not None and face.eyes_open.value is True
+        assert face.smile is not None and face.smile.value is True
+        for estimate in (face.gender, face.eyes_open, face.smile, face.mouth_open):
+            assert 50 <= estimate.confidence <= 100
+
+    def test_unsupported_attributes_are_left_out(self, face: FaceDetail) -> None:
+        shape = face.to_rekognition()
+        for absent in ("Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded", "EyeDirection"):
+            assert absent not in shape
+        assert {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "AgeRange", "Gender"} <= shape.keys()
+
+
+def test_default_attributes_only(engine: Engine, astronaut_jpeg: bytes) -> None:
+    shape = engine.detect_faces(astronaut_jpeg)[0].to_rekognition()
+    assert set(shape) == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality"}
+    one = engine.detect_faces(astronaut_jpeg, attributes=["SMILE", "BEARD"])[0].to_rekognition()
+    assert set(one) == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "Smile"}
+
+
+def test_yunet_five_point_fallback(astronaut_jpeg: bytes) -> None:
+    engine = Engine(Settings(landmarks="yunet5"))
+    face = engine.detect_faces(astronaut_jpeg, attributes=["ALL"])[0]
+    assert {lm.type for lm in face.landmarks} == {"eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight"}
+    assert _inside(face)
+    assert abs(face.pose.yaw) < 20 and abs(face.pose.roll) < 10
+    # Geometry attributes need the 68 points; age and gender do not.
+    assert face.smile is None and face.eyes_open is None and face.mouth_open is None
+    assert face.gender is not None and face.gender.value == "Female"
+
+
+def test_flipped_face_mirrors_yaw_and_roll(engine: Engine, astronaut_rgb: np.ndarray) -> None:
+    from .conftest import encode
+
+    turned = engine.detect_faces(encode(np.ascontiguousarray(astronaut_rgb[:, ::-1]), "PNG"))[0]
+    original = engine.detect_faces(encode(astronaut_rgb, "PNG"))[0]
+    assert turned.pose.yaw == pytest.approx(-original.pose.yaw, abs=4)
+    assert turned.pose.roll == pytest.approx(-original.pose.roll, abs=3)
+    assert turned.pose.pitch == pytest.approx(original.pose.pitch, abs=4)
+
+
+def test_image_without_a_face(engine: Engine) -> None:
+    from skimage import data
+
+    from .conftest import encode
+
+    assert engine.detect_faces(encode(data.coffee(), "JPEG")) == []
+    with pytest.raises(InvalidParameterException, match="source image"):
+        engine.compare_faces(encode(data.coffee(), "JPEG"), encode(data.astronaut(), "JPEG"))
+
+
+@pytest.mark.parametrize("model", ["sface", "dlib"])
+def test_embeddings_are_unit_vectors_tagged_with_their_model(engine: Engine, astronaut_jpeg: bytes, model: str) -> None:
+    (face,) = engine.embed(astronaut_jpeg, model=model)
+    assert face.embedding.model == model and face.embedding.vector.shape == (128,)
+    assert np.linalg.norm(face.embedding.vector) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_vectors_of_different_models_are_never_compared(engine: Engine, astronaut_jpeg: bytes) -> None:
+    (a,) = engine.embed(astronaut_jpeg, model="sface")
+    (b,) = engine.embed(astronaut_jpeg, model="dlib")
+    with pytest.raises(InvalidParameterException, match="different face models"):
+        cosine(a.embedding, b.embedding)
+
+
+# With the evaluation data -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["sface", "dlib"])
+def test_portraits_match_their_person_and_no_one_else(engine: Engine, portraits: Path, model: str) -> None:
+    def face(name: str):
+        (found,) = engine.embed((portraits / f"{name}.jpg").read_bytes(), model=model)
+        return found.embedding
+
+    people = {n: face(n) for n in ("person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2")}
+    same = [("person_a_1", "person_a_2"), ("person_b_1", "person_b_2")]
+    for a, b in same:
+        assert engine.similarity(people[a], people[b]) >= 80, (a, b)
+    for a in people:
+        for b in people:
+            if a < b and (a, b) not in same:
+                assert engine.similarity(people[a], people[b]) < 80, (a, b)
+
+
+def test_compare_faces_on_portraits(engine: Engine, portraits: Path) -> None:
+    a1, a2 = (portraits / "person_a_1.jpg").read_bytes(), (portraits / "person_a_2.jpg").read_bytes()
+    result = engine.compare_faces(a1, a2, threshold=80)
+    assert len(result.matches) == 1 and not result.unmatched
+    impostor = engine.compare_faces(a1, (portraits / "impostor_1.jpg").read_bytes(), threshold=80)
+    assert not impostor.matches and len(impostor.unmatched) == 1
+    shape = result.to_rekognition()
+    assert set(shape) == {"SourceImageFace", "FaceMatches", "UnmatchedFaces"}
+    assert set(shape["FaceMatches"][0]["Face"]) <= {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "Smile"}
+
+
+def test_solvay_conference_all_29_faces(engine: Engine, portraits: Path) -> None:
+    faces = engine.detect_faces((portraits / "solvay_conference_1927.jpg").read_bytes())
+    assert len(faces) == 29
+    # Distinct people: no two boxes overlap much.
+    centres = np.array([(f.bounding_box.left + f.bounding_box.width / 2, f.bounding_box.top + f.bounding_box.height / 2) for f in faces])
+    distances = np.linalg.norm(centres[:, None] - centres[None], axis=2) + np.eye(29)
+    assert distances.min() > min(f.bounding_box.width for f in faces) * 0.8
+
+
+def test_two_people(engine: Engine, eval_data: Path) -> None:
+    image = eval_data / "face_recognition_examples" / "examples" / "two_people.jpg"
+    assert len(engine.detect_faces(image.read_bytes())) == 2
