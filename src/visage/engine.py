@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import cv2
 
-from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_curve
+from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_score
 from visage.config import Settings
 from visage.detection import Detection, FaceDetector
 from visage.errors import InvalidParameterException
@@ -179,7 +179,7 @@ class Engine:
                 if "MOUTH_OPEN" in wanted:
                     extra["mouth_open"] = MOUTH_OPEN.estimate(mouth_openness(points))
                 if "SMILE" in wanted:
-                    extra["smile"] = SMILE.estimate(smile_curve(points))
+                    extra["smile"] = SMILE.estimate(smile_score(points))
             details.append(
                 FaceDetail(
                     bounding_box=BoundingBox.from_pixels(*(float(v) for v in detection.box), width, height),

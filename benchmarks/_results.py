@@ -1,0 +1,54 @@
+"""Shared by the benchmarks: timing summaries and writing results where the docs read them.
+
+Each benchmark writes ``benchmarks/results/<name>.json`` (machine-readable) and
+``<name>.md`` (a table), and replaces the block between
+``<!-- <name>:start -->`` and ``<!-- <name>:end -->`` in docs/performance.md, so
+no figure in the docs is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import resource
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOC = ROOT / "docs" / "performance.md"
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000.0
+    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown + "\n")
+    if DOC.exists():
+        text = DOC.read_text()
+        block = f"<!-- {name}:start -->\n{markdown}\n<!-- {name}:end -->"
+        pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+        DOC.write_text(pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n")
+    print(f"results: {RESULTS / (name + '.json')}")
