@@ -31,14 +31,15 @@ def _inside(face: FaceDetail, margin: float = 0.15) -> bool:
     )
 
 
+@pytest.fixture(scope="module")
+def face(engine: Engine, astronaut_jpeg: bytes) -> FaceDetail:
+    faces = engine.detect_faces(astronaut_jpeg, attributes=["ALL"])
+    assert len(faces) == 1
+    return faces[0]
+
+
 class TestAstronaut:
     """skimage's astronaut (Eileen Collins, NASA portrait): one frontal face."""
-
-    @pytest.fixture(scope="class")
-    def face(self, engine: Engine, astronaut_jpeg: bytes) -> FaceDetail:
-        faces = engine.detect_faces(astronaut_jpeg, attributes=["ALL"])
-        assert len(faces) == 1
-        return faces[0]
 
     def test_box_is_where_the_face_is(self, face: FaceDetail) -> None:
         box = face.bounding_box

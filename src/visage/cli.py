@@ -130,6 +130,110 @@ def compare(source: str, target: str, threshold: float, model: str | None, as_js
     out.print(table)
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@click.option("--workers", default=1, show_default=True, type=int, help="Server processes sharing the data dir.")
+@click.option("--s3-root", type=click.Path(path_type=Path, file_okay=False), help="Serve Image.S3Object from this folder (Bucket = sub-folder).")
+@click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
+@click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
+@fails_cleanly
+def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool) -> None:
+    """Run the Rekognition-compatible server."""
+    import os
+
+    import uvicorn
+
+    from visage.keys import KeyStore
+
+    if no_auth and host not in LOOPBACK:
+        raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(data_dir / "keys.json")
+    endpoint = f"http://{host}:{port}"
+    if not keys.access_key_ids():
+        credentials = keys.create()
+        out.print(f"Created an access key in {keys.path}. Point any AWS client at this server:\n")
+        out.print(f"  export AWS_ACCESS_KEY_ID={credentials.access_key_id}", highlight=False)
+        out.print(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}", highlight=False)
+        out.print("  export AWS_DEFAULT_REGION=us-east-1", highlight=False)
+        out.print(f"  aws rekognition list-collections --endpoint-url {endpoint}", highlight=False)
+        out.print(f"  # boto3: boto3.client('rekognition', endpoint_url='{endpoint}')\n", highlight=False)
+    else:
+        out.print(f"Access keys: {keys.path} ({len(keys.access_key_ids())}); `visage keys create` adds one.")
+    if no_auth:
+        err.print("[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
+                  f"{host}:{port}.[/bold red]")
+    os.environ["VISAGE_DATA_DIR"] = str(data_dir.resolve())
+    if s3_root is not None:
+        os.environ["VISAGE_S3_ROOT"] = str(s3_root.resolve())
+    if s3_endpoint_url:
+        os.environ["VISAGE_S3_ENDPOINT_URL"] = s3_endpoint_url
+    os.environ["VISAGE_NO_AUTH"] = "1" if no_auth else "0"
+    out.print(f"Visage listening on {endpoint} (data in {data_dir})")
+    uvicorn.run("visage.api.app:create_app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+
+
+@main.group()
+def keys() -> None:
+    """Manage the access keys this server accepts."""
+
+
+@keys.command("create")
+@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@fails_cleanly
+def keys_create(data_dir: Path) -> None:
+    """Make a new access key pair (the secret is shown once)."""
+    from visage.keys import KeyStore
+
+    credentials = KeyStore(data_dir / "keys.json").create()
+    click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
+    click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
+
+
+@keys.command("list")
+@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+def keys_list(data_dir: Path) -> None:
+    """Access key ids (never the secrets)."""
+    from visage.keys import KeyStore
+
+    for key_id in KeyStore(data_dir / "keys.json").access_key_ids():
+        click.echo(key_id)
+
+
+@main.command("audit-log")
+@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only records at or after this UTC time.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@fails_cleanly
+def audit_log(data_dir: Path, since: Any, fmt: str) -> None:
+    """Export the audit log of comparisons and searches."""
+    import csv
+    from datetime import timezone
+
+    from visage.store.sqlite import SQLiteStore
+
+    if not (data_dir / "visage.db").exists():
+        raise click.UsageError(f"No Visage database in {data_dir}.")
+    store = SQLiteStore(data_dir / "visage.db")
+    records = store.audit_records(since.replace(tzinfo=timezone.utc) if since else None)
+    fields = ["time", "access_key_id", "operation", "collection_id", "threshold", "match_count", "best_similarity", "face_ids", "user_ids"]
+    if fmt == "jsonl":
+        for r in records:
+            click.echo(json.dumps({f: (getattr(r, f).isoformat() if f == "time" else getattr(r, f)) for f in fields}))
+        return
+    writer = csv.writer(sys.stdout)
+    writer.writerow(fields)
+    for r in records:
+        writer.writerow([r.time.isoformat(), r.access_key_id, r.operation, r.collection_id or "", r.threshold,
+                         r.match_count, "" if r.best_similarity is None else r.best_similarity,
+                         " ".join(r.face_ids), " ".join(r.user_ids)])
+
+
 def _local_file_limit() -> int | None:
     """Local files on the command line may be larger than Rekognition's 5 MB request limit,
     unless VISAGE_MAX_IMAGE_BYTES says otherwise."""

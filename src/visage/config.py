@@ -22,6 +22,8 @@ class Settings:
     # Images ---------------------------------------------------------------------------
     #: Largest accepted image, in bytes (Rekognition: 5 MiB for Image.Bytes).
     max_image_bytes: int = 5_242_880
+    #: Largest accepted image read through Image.S3Object, in bytes (Rekognition: 15 MB).
+    max_s3_image_bytes: int = 15 * 1024 * 1024
     #: Largest accepted image, in decoded pixels; checked from the header, before decoding.
     max_image_pixels: int = 40_000_000
     #: Smallest accepted width and height, in pixels (Rekognition: 80).
@@ -47,6 +49,18 @@ class Settings:
 
     # Server ---------------------------------------------------------------------------
     data_dir: Path = field(default_factory=lambda: Path("visage-data"))
+    #: Region and account that appear in collection ARNs.
+    region: str = "us-east-1"
+    account_id: str = "000000000000"
+    #: Image.S3Object on the embedded default: Bucket is a sub-folder of this folder.
+    s3_root: Path | None = None
+    #: Image.S3Object through any S3-compatible endpoint (credentials from the usual AWS
+    #: variables); used when s3_root is not set.
+    s3_endpoint_url: str | None = None
+    #: Threads that run engine work in the server (each holds its own OpenCV networks).
+    threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    #: Faces one collection may hold (Rekognition's maximum is 20 million).
+    max_faces_per_collection: int = 20_000_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -77,6 +91,6 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         return int(raw)
     if kind == "float":
         return float(raw)
-    if kind == "Path":
+    if kind in ("Path", "Path | None"):
         return Path(raw)
     return raw

@@ -43,14 +43,18 @@ class DecodedImage:
         return cls(rgb=np.ascontiguousarray(rgb), format="RAW")
 
 
-def decode_image(data: bytes, settings: Settings | None = None) -> DecodedImage:
-    """Decode PNG or JPEG bytes into an upright RGB image, or raise a named error."""
+def decode_image(data: bytes, settings: Settings | None = None, max_bytes: int | None = None) -> DecodedImage:
+    """Decode PNG or JPEG bytes into an upright RGB image, or raise a named error.
+
+    ``max_bytes`` overrides the settings' byte limit (images read from S3 may be larger).
+    """
     settings = settings or Settings()
+    max_bytes = max_bytes or settings.max_image_bytes
     if not data:
         raise InvalidImageFormatException("The image is empty (0 bytes); send PNG or JPEG bytes.")
-    if len(data) > settings.max_image_bytes:
+    if len(data) > max_bytes:
         raise ImageTooLargeException(
-            f"The image is {len(data):,} bytes; the limit is {settings.max_image_bytes:,} bytes. "
+            f"The image is {len(data):,} bytes; the limit is {max_bytes:,} bytes. "
             "Send a smaller or more compressed image."
         )
     kind = _sniff(data)

@@ -155,7 +155,8 @@ class SQLiteStore:
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise RuntimeError(
-                    f"SQLite could not use WAL mode on {self.path} (got {mode!r}); put the data directory on a local file system."
+                    f"SQLite could not use WAL mode on {self.path} (got {mode!r});"
+                    " put the data directory on a local file system."
                 )
             con.execute("PRAGMA synchronous = FULL")
             con.execute("PRAGMA foreign_keys = ON")
@@ -290,10 +291,10 @@ class SQLiteStore:
         rows = [_face_row(face) for face in faces]
         dims = {len(row[-1]) // _VECTOR_DTYPE.itemsize for row in rows}
         if len(dims) > 1 or 0 in dims:
-            raise ValueError(f"Face vectors of one batch must be non-empty and of one length, got lengths {sorted(dims)}.")
+            raise ValueError(f"The vectors of a batch must be non-empty and of one length, got lengths {sorted(dims)}.")
         repeated = [face_id for face_id, n in Counter(face.face_id for face in faces).items() if n > 1]
         if repeated:
-            raise ConflictException(f"The batch holds face {repeated[0]} more than once; give each face its own FaceId.")
+            raise ConflictException(f"The batch holds face {repeated[0]} twice; give each face its own FaceId.")
 
         def write(con: sqlite3.Connection) -> None:
             pk = _pk(con, collection_id)
@@ -309,8 +310,9 @@ class SQLiteStore:
                 )
             stored = con.execute("SELECT length(vector) FROM faces WHERE collection_pk = ? LIMIT 1", (pk,)).fetchone()
             if stored is not None and stored[0] != len(rows[0][-1]):
+                size = _VECTOR_DTYPE.itemsize
                 raise ValueError(
-                    f"Collection {collection_id} holds vectors of {stored[0] // 4} floats, not {len(rows[0][-1]) // 4}."
+                    f"Collection {collection_id} holds vectors of {stored[0] // size} floats, not {dims.pop()}."
                 )
             con.executemany(
                 f"INSERT INTO faces (collection_pk, {_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -390,7 +392,8 @@ class SQLiteStore:
         query = np.asarray(vector, dtype=np.float32)
 
         def read(con: sqlite3.Connection) -> list[ScoredFace]:
-            row = con.execute("SELECT pk, generation FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
+            sql = "SELECT pk, generation FROM collections WHERE collection_id = ?"
+            row = con.execute(sql, (collection_id,)).fetchone()
             if row is None:
                 self._indexes.pop(collection_id, None)
                 raise _no_collection(collection_id)
@@ -479,11 +482,13 @@ class SQLiteStore:
             pk = _pk(con, collection_id)
             if _replayed(con, pk, token):
                 return
-            if con.execute("SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?", (pk, user_id)).fetchone() is None:
+            user = con.execute("SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?", (pk, user_id))
+            if user.fetchone() is None:
                 raise _no_user(collection_id, user_id)
             ids = json.dumps(list(face_ids))
             if associate:
-                sql, params = f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND face_id {_IN_JSON}", (user_id, pk, ids)
+                sql = f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND face_id {_IN_JSON}"
+                params: tuple[Any, ...] = (user_id, pk, ids)
             else:
                 sql = f"UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ? AND face_id {_IN_JSON}"
                 params = (pk, user_id, ids)
@@ -564,7 +569,7 @@ class _Index:
             "SELECT face_id, user_id IS NOT NULL, vector FROM faces WHERE collection_pk = ? ORDER BY face_id",
             (stamp[0],),
         ).fetchall()
-        matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype=_VECTOR_DTYPE).astype(np.float32)
+        matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype=_VECTOR_DTYPE).astype(np.float32, copy=False)
         return cls(
             stamp=stamp,
             face_ids=[row[0] for row in rows],
@@ -579,7 +584,8 @@ class _Index:
         if not self.face_ids or limit <= 0:
             return []
         if query.shape != (self.matrix.shape[1],):
-            raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {self.matrix.shape[1]} floats.")
+            dim = self.matrix.shape[1]
+            raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {dim} floats.")
         # einsum, not matmul: BLAS may round identical rows differently, and equal vectors must tie exactly.
         scores = np.einsum("ij,j->i", self.matrix, query)
         keep = scores >= np.float64(min_score)  # compared as float64, so every returned float(score) >= min_score
@@ -605,7 +611,8 @@ def _migrate(con: sqlite3.Connection) -> None:
     version = con.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
         raise RuntimeError(
-            f"The database has schema version {version}, newer than this Visage knows ({len(MIGRATIONS)}); upgrade Visage."
+            f"The database has schema version {version}, newer than this Visage knows ({len(MIGRATIONS)});"
+            " upgrade Visage."
         )
     for statements in MIGRATIONS[version:]:
         for statement in statements:
@@ -646,7 +653,8 @@ def _put_tags(con: sqlite3.Connection, pk: int, tags: dict[str, str]) -> None:
 
 def _users(con: sqlite3.Connection, pk: int, where: str, params: tuple[Any, ...]) -> list[User]:
     rows = con.execute(
-        "SELECT user_id, (SELECT count(*) FROM faces f WHERE f.collection_pk = u.collection_pk AND f.user_id = u.user_id)"
+        "SELECT user_id, (SELECT count(*) FROM faces f"
+        " WHERE f.collection_pk = u.collection_pk AND f.user_id = u.user_id)"
         f" FROM users u WHERE collection_pk = ? {where}",
         (pk, *params),
     )
@@ -671,7 +679,8 @@ def _replayed(con: sqlite3.Connection, pk: int, token: RequestToken | None) -> b
     seen = _token(con, pk, token.token)
     if seen is None:
         con.execute(
-            "INSERT INTO request_tokens (collection_pk, token, operation, request_digest, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO request_tokens (collection_pk, token, operation, request_digest, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
             (pk, token.token, token.operation, token.request_digest, _to_text(_now())),
         )
         return False
@@ -684,7 +693,8 @@ def _replayed(con: sqlite3.Connection, pk: int, token: RequestToken | None) -> b
 
 def _faces_by_id(con: sqlite3.Connection, pk: int, face_ids: Sequence[str]) -> list[StoredFace]:
     rows = con.execute(
-        f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_pk = ? AND face_id {_IN_JSON}", (pk, json.dumps(list(face_ids)))
+        f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_pk = ? AND face_id {_IN_JSON}",
+        (pk, json.dumps(list(face_ids))),
     )
     return [_face(row) for row in rows]
 
@@ -730,7 +740,7 @@ def _face(row: tuple[Any, ...]) -> StoredFace:
 def _is_busy(error: sqlite3.OperationalError) -> bool:
     code = getattr(error, "sqlite_errorcode", None)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     message = str(error).lower()
     return "locked" in message or "busy" in message
 
@@ -764,5 +774,6 @@ def _no_collection(collection_id: str) -> ResourceNotFoundException:
 
 def _no_user(collection_id: str, user_id: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(
-        f"The user {user_id} does not exist in collection {collection_id}; create it with CreateUser or check the UserId."
+        f"The user {user_id} does not exist in collection {collection_id};"
+        " create it with CreateUser or check the UserId."
     )

@@ -1,0 +1,124 @@
+"""The ASGI app: one ``POST /`` endpoint that speaks Rekognition's JSON 1.1 protocol.
+
+It only translates: check the SigV4 signature, route ``X-Amz-Target`` to the
+operation, validate the body against the service model, call the service in a
+worker thread, and write the response or the error as Rekognition does, with
+an ``x-amzn-RequestId`` header on every answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from visage.api.protocol import CONTENT_TYPE, encode_error, rekognition
+from visage.api.sigv4 import verify_request
+from visage.config import Settings
+from visage.engine import Engine
+from visage.errors import ImageTooLargeException, InternalServerError, SerializationException, VisageError
+from visage.keys import KeyStore
+from visage.service import Caller, RekognitionService
+from visage.store.sqlite import SQLiteStore
+
+log = logging.getLogger("visage")
+
+ANONYMOUS = "anonymous"
+
+
+def open_service(settings: Settings) -> RekognitionService:
+    """The service over the configured store, with the engine's models loaded."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(settings.data_dir / "visage.db")
+    return RekognitionService(Engine(settings), store, settings)
+
+
+def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette:
+    settings = settings or Settings.from_env()
+    service = open_service(settings)
+    keys = KeyStore(settings.data_dir / "keys.json")
+    model = rekognition()
+    workers = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="visage")
+    # Two base64 images (CompareFaces) and some JSON around them.
+    max_body = 2 * (settings.max_image_bytes * 4 // 3 + 4) + 65_536
+
+    async def handle(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        headers = {"x-amzn-RequestId": request_id}
+        try:
+            body = await _read_body(request, max_body)
+            caller = ANONYMOUS
+            if auth:
+                caller = verify_request(
+                    request.method,
+                    request.scope.get("raw_path", b"/").decode("latin-1"),
+                    request.scope.get("query_string", b"").decode("latin-1"),
+                    request.headers.items(),
+                    body,
+                    keys.secret,
+                )
+            operation = model.parse_target(request.headers.get("x-amz-target"))
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if content_type != CONTENT_TYPE:
+                raise SerializationException(
+                    f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}."
+                )
+            params = model.decode_request(operation, body)
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(workers, service.call, operation, params, Caller(caller))
+            payload = model.encode_response(operation, result)
+            return Response(payload, 200, headers=headers, media_type=CONTENT_TYPE)
+        except VisageError as error:
+            status, payload = encode_error(error)
+            if status >= 500:
+                log.error("request %s failed: %s", request_id, error)
+            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)
+        except Exception:  # noqa: BLE001 - every failure becomes Rekognition's InternalServerError
+            log.exception("request %s failed", request_id)
+            status, payload = encode_error(InternalServerError(f"Internal error; request id {request_id}."))
+            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "operations": sorted(service.operations)})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(workers, service.engine.warm_up)
+        yield
+        workers.shutdown(wait=True)
+        service.store.close()
+
+    app = Starlette(
+        routes=[Route("/", handle, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory``: settings from ``VISAGE_*`` variables."""
+    import os
+
+    return create_app(Settings.from_env(), auth=os.environ.get("VISAGE_NO_AUTH") != "1")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ImageTooLargeException(
+                f"The request body is over {limit:,} bytes; images are limited to "
+                f"{request.app.state.service.settings.max_image_bytes:,} bytes each."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)

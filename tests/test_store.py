@@ -1,0 +1,938 @@
+"""Conformance tests of the store backends (visage.store.base.Store).
+
+The shared tests run against every backend through the ``open_store`` fixture;
+a backend passes them all or it is not a Visage store. Tests of one backend's
+own machinery (SQLite's pragmas, schema version, retries) are at the end, in
+their own section, and open that backend directly.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from visage.errors import (
+    ConflictException,
+    IdempotentParameterMismatchException,
+    ResourceAlreadyExistsException,
+    ResourceNotFoundException,
+    ThrottlingException,
+)
+from visage.faces import BoundingBox
+from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, Store, User
+from visage.store.sqlite import MIGRATIONS, SQLiteStore
+
+DIM = 128
+UTC = timezone.utc
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+# Fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens one more store on the same database at each call: another process, or a restart."""
+    opened: list[Store] = []
+
+    def open_() -> Store:
+        if request.param == "sqlite":
+            store: Store = SQLiteStore(tmp_path / "data" / "visage.db")
+        else:  # pragma: no cover
+            raise ValueError(request.param)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20250301)
+
+
+@pytest.fixture
+def cid(store: Store) -> str:
+    """A fresh empty collection."""
+    store.create_collection(collection("faces"))
+    return "faces"
+
+
+# Builders ------------------------------------------------------------------------------
+
+
+def collection(collection_id: str, tags: dict[str, str] | None = None, created_at: datetime = T0) -> Collection:
+    return Collection(
+        collection_id=collection_id,
+        arn=f"aws:rekognition:us-east-1:000000000000:collection/{collection_id}",
+        face_model="sface",
+        face_model_version="sface-1",
+        created_at=created_at,
+        tags=tags or {},
+    )
+
+
+def unit_vectors(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def with_cosines(rng: np.random.Generator, query: np.ndarray, cosines: Sequence[float]) -> np.ndarray:
+    """Random unit vectors whose cosines with ``query`` are ``cosines`` (up to float32 rounding)."""
+    q = query.astype(np.float64)
+    out = []
+    for c in cosines:
+        w = rng.standard_normal(q.shape)
+        w -= (w @ q) * q
+        w /= np.linalg.norm(w)
+        out.append(c * q + math.sqrt(1 - c * c) * w)
+    return np.array(out, dtype=np.float32).reshape(len(out), len(q))
+
+
+def face(
+    vector: np.ndarray,
+    face_id: str | None = None,
+    user_id: str | None = None,
+    external_image_id: str | None = None,
+    image_hash: str | None = None,
+    image_id: str | None = None,
+) -> StoredFace:
+    return StoredFace(
+        face_id=face_id or str(uuid.uuid4()),
+        image_id=image_id or str(uuid.uuid4()),
+        bounding_box=BoundingBox(left=0.125, top=0.25, width=0.3, height=1 / 3),
+        confidence=99.87654321,
+        vector=vector,
+        external_image_id=external_image_id,
+        user_id=user_id,
+        image_hash=image_hash,
+    )
+
+
+def random_faces(rng: np.random.Generator, n: int, **kwargs: str | None) -> list[StoredFace]:
+    return [face(v, **kwargs) for v in unit_vectors(rng, n)]
+
+
+def ids(faces: Sequence[StoredFace]) -> list[str]:
+    return [f.face_id for f in faces]
+
+
+def assert_same_faces(got: Sequence[StoredFace], want: Sequence[StoredFace]) -> None:
+    """Equal faces, in the same order, vectors included (the dataclass compares all but vectors)."""
+    assert list(got) == list(want)
+    for g, w in zip(got, want):
+        assert g.vector.dtype == np.float32
+        np.testing.assert_array_equal(g.vector, w.vector)
+
+
+# Brute-force search reference ------------------------------------------------------------
+
+
+def brute_force(
+    faces: Sequence[StoredFace],
+    query: np.ndarray,
+    limit: int,
+    min_score: float,
+    exclude_face_id: str | None = None,
+    with_user_only: bool = False,
+) -> list[tuple[str, float]]:
+    """(face_id, exact cosine) of the best faces: products of float32 are exact in float64, fsum rounds once."""
+    q = query.astype(np.float64)
+    scored = [
+        (math.fsum(f.vector.astype(np.float64) * q), f.face_id)
+        for f in faces
+        if f.face_id != exclude_face_id and (f.user_id is not None or not with_user_only)
+    ]
+    scored.sort(key=lambda sf: (-sf[0], sf[1]))
+    return [(face_id, score) for score, face_id in scored if score >= min_score][:limit]
+
+
+def assert_search_matches(
+    store: Store, collection_id: str, faces: Sequence[StoredFace], query: np.ndarray, **kwargs: object
+) -> None:
+    got = store.search(collection_id, query, **kwargs)  # type: ignore[arg-type]
+    want = brute_force(faces, query, **kwargs)  # type: ignore[arg-type]
+    assert [s.face.face_id for s in got] == [face_id for face_id, _ in want]
+    assert [s.score for s in got] == pytest.approx([score for _, score in want], abs=1e-5)
+    assert all(s.score >= kwargs["min_score"] for s in got)  # type: ignore[operator]
+    by_id = {f.face_id: f for f in faces}
+    assert_same_faces([s.face for s in got], [by_id[s.face.face_id] for s in got])
+
+
+def tied_faces(
+    rng: np.random.Generator, query: np.ndarray, n: int, distinct: int, users: float = 0.5
+) -> list[StoredFace]:
+    """``n`` faces over ``distinct`` vectors (so equal vectors tie exactly), some with a user.
+
+    Their cosines with ``query`` are distinct multiples of 1/256, so faces of different
+    vectors never tie, even after float32 rounding; ``min_score`` values between two
+    multiples are therefore safe to compare with the exact reference.
+    """
+    cosines = rng.choice(np.arange(-255, 256), size=distinct, replace=False) / 256
+    vectors = with_cosines(rng, query, cosines)
+    picks = rng.integers(0, distinct, size=n)
+    return [face(vectors[i], user_id="u1" if rng.random() < users else None) for i in picks]
+
+
+# Collections ---------------------------------------------------------------------------
+
+
+def test_create_and_get_collection(store: Store) -> None:
+    in_paris = datetime(2025, 3, 1, 13, 0, tzinfo=timezone(timedelta(hours=1)))
+    created = collection("c1", tags={"team": "vision"}, created_at=in_paris)
+    store.create_collection(created)
+    got = store.get_collection("c1")
+    assert got == created
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_duplicate_collection_is_rejected(store: Store) -> None:
+    store.create_collection(collection("c1"))
+    with pytest.raises(ResourceAlreadyExistsException, match="c1"):
+        store.create_collection(collection("c1", tags={"other": "tags"}))
+    assert store.get_collection("c1").tags == {}
+
+
+def test_list_collections_pages_in_id_order(store: Store) -> None:
+    names = ["b", "a", "c-2", "c-10", "Z", "d", "e"]
+    for name in names:
+        store.create_collection(collection(name, tags={"name": name}))
+    pages, after = [], None
+    while page := store.list_collections(after, 3):
+        assert len(page) <= 3
+        pages.append(page)
+        after = page[-1].collection_id
+    assert [len(p) for p in pages] == [3, 3, 1]
+    listed = [c for page in pages for c in page]
+    assert [c.collection_id for c in listed] == sorted(names)
+    assert all(c.tags == {"name": c.collection_id} for c in listed)
+    assert store.list_collections(None, 0) == []
+    assert [c.collection_id for c in store.list_collections("c-2", 2)] == ["d", "e"]
+
+
+def test_delete_collection_removes_its_faces_users_tags_and_tokens(store: Store, rng: np.random.Generator) -> None:
+    store.create_collection(collection("c1", tags={"k": "v"}))
+    store.create_collection(collection("keep"))
+    faces = random_faces(rng, 3)
+    store.add_faces("c1", faces)
+    store.add_faces("keep", random_faces(rng, 2))
+    store.create_user("c1", "alice", RequestToken("t1", "CreateUser", "digest"))
+    store.associate_faces("c1", "alice", ids(faces[:1]))
+    store.search("c1", faces[0].vector, 10, 0.0)  # warm any cache
+
+    store.delete_collection("c1")
+    with pytest.raises(ResourceNotFoundException, match="c1"):
+        store.get_collection("c1")
+    with pytest.raises(ResourceNotFoundException, match="c1"):
+        store.delete_collection("c1")
+    assert [c.collection_id for c in store.list_collections(None, 10)] == ["keep"]
+    assert store.count("keep") == (2, 0)
+
+    store.create_collection(collection("c1"))  # the same id again starts empty
+    assert store.get_collection("c1").tags == {}
+    assert store.count("c1") == (0, 0)
+    assert store.list_faces("c1", None, 10) == []
+    assert store.search("c1", faces[0].vector, 10, -1.0) == []
+    assert store.get_token("c1", "t1") is None
+
+
+MISSING = "no-such-collection"
+_VECTOR = np.eye(DIM, dtype=np.float32)[0]
+CALLS_ON_MISSING: dict[str, Callable[[Store], object]] = {
+    "delete_collection": lambda s: s.delete_collection(MISSING),
+    "get_collection": lambda s: s.get_collection(MISSING),
+    "count": lambda s: s.count(MISSING),
+    "add_faces": lambda s: s.add_faces(MISSING, [face(_VECTOR)]),
+    "add_faces_empty": lambda s: s.add_faces(MISSING, []),
+    "list_faces": lambda s: s.list_faces(MISSING, None, 10),
+    "get_faces": lambda s: s.get_faces(MISSING, ["f"]),
+    "delete_faces": lambda s: s.delete_faces(MISSING, ["f"]),
+    "find_image": lambda s: s.find_image(MISSING, "hash", None),
+    "search": lambda s: s.search(MISSING, _VECTOR, 10, 0.0),
+    "create_user": lambda s: s.create_user(MISSING, "u"),
+    "delete_user": lambda s: s.delete_user(MISSING, "u"),
+    "get_user": lambda s: s.get_user(MISSING, "u"),
+    "list_users": lambda s: s.list_users(MISSING, None, 10),
+    "associate_faces": lambda s: s.associate_faces(MISSING, "u", ["f"]),
+    "disassociate_faces": lambda s: s.disassociate_faces(MISSING, "u", ["f"]),
+    "set_tags": lambda s: s.set_tags(MISSING, {"k": "v"}),
+    "remove_tags": lambda s: s.remove_tags(MISSING, ["k"]),
+    "get_token": lambda s: s.get_token(MISSING, "token"),
+}
+
+
+@pytest.mark.parametrize("call", CALLS_ON_MISSING.values(), ids=CALLS_ON_MISSING.keys())
+def test_missing_collection_is_not_found(store: Store, call: Callable[[Store], object]) -> None:
+    store.create_collection(collection("other"))
+    with pytest.raises(ResourceNotFoundException, match=MISSING):
+        call(store)
+
+
+# Faces ---------------------------------------------------------------------------------
+
+
+def test_faces_round_trip(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = [
+        face(unit_vectors(rng, 1)[0], user_id=None, external_image_id="photo.jpg", image_hash="ab" * 32),
+        face(unit_vectors(rng, 1)[0]),
+    ]
+    store.add_faces(cid, faces)
+    got = sorted(store.get_faces(cid, ids(faces)), key=lambda f: ids(faces).index(f.face_id))
+    assert_same_faces(got, faces)
+    assert store.count(cid) == (2, 0)
+
+
+def test_add_faces_is_atomic(store: Store, cid: str, rng: np.random.Generator) -> None:
+    first = random_faces(rng, 2)
+    store.add_faces(cid, first)
+    batch = random_faces(rng, 3)
+    clash = face(unit_vectors(rng, 1)[0], face_id=first[1].face_id)
+    with pytest.raises(ConflictException, match=first[1].face_id):
+        store.add_faces(cid, [*batch, clash])
+    with pytest.raises(ConflictException, match=batch[0].face_id):
+        store.add_faces(cid, [*batch, batch[0]])  # a face twice in one batch
+    assert store.count(cid) == (2, 0)
+    assert store.get_faces(cid, ids(batch)) == []
+    assert_same_faces(store.get_faces(cid, ids(first[1:])), first[1:])  # the original is untouched
+
+
+def test_list_faces_pages_and_filters(store: Store, cid: str, rng: np.random.Generator) -> None:
+    store.create_user(cid, "alice")
+    faces = random_faces(rng, 7)
+    store.add_faces(cid, faces[:4])
+    store.add_faces(cid, faces[4:])
+    store.associate_faces(cid, "alice", ids(faces[1:4]))
+    ordered = sorted(ids(faces))
+
+    pages, after = [], None
+    while page := store.list_faces(cid, after, 3):
+        pages.append(ids(page))
+        after = page[-1].face_id
+    assert pages == [ordered[0:3], ordered[3:6], ordered[6:]]
+
+    alice = sorted(ids(faces[1:4]))
+    assert ids(store.list_faces(cid, None, 10, user_id="alice")) == alice
+    assert ids(store.list_faces(cid, alice[0], 1, user_id="alice")) == alice[1:2]
+    assert store.list_faces(cid, None, 10, user_id="bob") == []
+
+    wanted = [faces[0].face_id, faces[5].face_id, "not-a-face"]
+    assert ids(store.list_faces(cid, None, 10, face_ids=wanted)) == sorted(wanted[:2])
+    assert ids(store.list_faces(cid, None, 10, user_id="alice", face_ids=[faces[0].face_id, faces[2].face_id])) == [
+        faces[2].face_id
+    ]
+    assert store.list_faces(cid, None, 10, face_ids=[]) == []
+    assert store.list_faces(cid, None, 0) == []
+    assert all(f.user_id == "alice" for f in store.list_faces(cid, None, 10, user_id="alice"))
+
+
+def test_get_faces_returns_only_existing(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 3)
+    store.add_faces(cid, faces)
+    got = store.get_faces(cid, [faces[2].face_id, "missing", faces[0].face_id])
+    assert sorted(ids(got)) == sorted([faces[0].face_id, faces[2].face_id])
+    assert store.get_faces(cid, []) == []
+
+
+def test_delete_faces_returns_only_existing(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 4)
+    store.add_faces(cid, faces)
+    deleted = store.delete_faces(cid, [faces[0].face_id, "missing", faces[3].face_id])
+    assert sorted(deleted) == sorted([faces[0].face_id, faces[3].face_id])
+    assert store.delete_faces(cid, [faces[0].face_id]) == []
+    assert sorted(ids(store.list_faces(cid, None, 10))) == sorted(ids(faces[1:3]))
+
+
+def test_faces_are_scoped_to_their_collection(store: Store, cid: str, rng: np.random.Generator) -> None:
+    store.create_collection(collection("other"))
+    faces = random_faces(rng, 2)
+    store.add_faces(cid, faces)
+    store.add_faces("other", [face(faces[0].vector, face_id=faces[0].face_id)])  # same id elsewhere is fine
+    assert store.delete_faces("other", ids(faces)) == [faces[0].face_id]
+    assert store.count(cid) == (2, 0)
+
+
+def test_find_image_matches_hash_and_external_id(store: Store, cid: str, rng: np.random.Generator) -> None:
+    h, other = "1" * 64, "2" * 64
+    v = unit_vectors(rng, 5)
+    same = [face(v[0], image_hash=h, external_image_id="a.jpg"), face(v[1], image_hash=h, external_image_id="a.jpg")]
+    unnamed = face(v[2], image_hash=h)
+    others = [face(v[3], image_hash=h, external_image_id="b.jpg"), face(v[4], image_hash=other)]
+    store.add_faces(cid, [*same, unnamed, *others])
+    assert sorted(ids(store.find_image(cid, h, "a.jpg"))) == sorted(ids(same))
+    assert ids(store.find_image(cid, h, None)) == [unnamed.face_id]
+    assert store.find_image(cid, h, "c.jpg") == []
+    assert store.find_image(cid, "3" * 64, None) == []
+
+
+# Search --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"limit": 10, "min_score": -1.0},
+        {"limit": 1, "min_score": -1.0},
+        {"limit": 1000, "min_score": -1.0},
+        {"limit": 7, "min_score": 0.5 / 256},
+        {"limit": 50, "min_score": 100.5 / 256},
+        {"limit": 5, "min_score": 1.0},  # nothing scores that high
+        {"limit": 0, "min_score": -1.0},
+        {"limit": 8, "min_score": -1.0, "with_user_only": True},
+        {"limit": 8, "min_score": -0.5 / 256, "with_user_only": True},
+    ],
+)
+def test_search_matches_brute_force_with_ties(
+    store: Store, cid: str, rng: np.random.Generator, kwargs: dict[str, object]
+) -> None:
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=300, distinct=60)  # about 5 faces per vector: ties everywhere
+    store.create_user(cid, "u1")
+    store.add_faces(cid, faces)
+    assert_search_matches(store, cid, faces, query, **kwargs)
+    excluded = brute_force(faces, query, 3, -1.0)[1][0]
+    assert_search_matches(store, cid, faces, query, exclude_face_id=excluded, **kwargs)
+
+
+def test_search_breaks_a_tie_cut_by_the_limit_by_face_id(store: Store, cid: str, rng: np.random.Generator) -> None:
+    query = unit_vectors(rng, 1)[0]
+    v = with_cosines(rng, query, [0.9, 0.5])
+    faces = [face(v[0]), *(face(v[1]) for _ in range(9))]
+    store.add_faces(cid, faces)
+    got = store.search(cid, query, 4, 0.0)
+    assert [s.face.face_id for s in got] == [faces[0].face_id, *sorted(ids(faces[1:]))[:3]]
+    assert got[1].score == got[2].score == got[3].score
+
+
+def test_search_scores_equal_vectors_equally(store: Store, cid: str, rng: np.random.Generator) -> None:
+    # Equal vectors must tie exactly wherever they sit (a BLAS matrix product may round rows differently).
+    twin = unit_vectors(rng, 1)[0]
+    faces = [*random_faces(rng, 10), *(face(twin) for _ in range(1021))]  # twins in every row position
+    store.add_faces(cid, faces)
+    for query in unit_vectors(rng, 5):
+        got = store.search(cid, query, len(faces), -1.0)
+        twins = [s for s in got if np.array_equal(s.face.vector, twin)]
+        assert len({s.score for s in twins}) == 1
+        assert [s.face.face_id for s in twins] == sorted(s.face.face_id for s in twins)
+
+
+def test_search_random_vectors(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 500)
+    store.add_faces(cid, faces)
+    probe = faces[17]
+    assert_search_matches(store, cid, faces, unit_vectors(rng, 1)[0], limit=20, min_score=-1.0)
+    got = store.search(cid, probe.vector, 5, 0.0)
+    assert got[0].face.face_id == probe.face_id and got[0].score == pytest.approx(1.0, abs=1e-5)
+    assert_search_matches(store, cid, faces, probe.vector, limit=20, min_score=0.0, exclude_face_id=probe.face_id)
+
+
+def test_search_min_score_is_inclusive(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 50)
+    store.add_faces(cid, faces)
+    query = unit_vectors(rng, 1)[0]
+    ranked = store.search(cid, query, 50, -1.0)
+    for s in (ranked[0].score, ranked[10].score, ranked[-1].score):
+        got = store.search(cid, query, 50, s)
+        assert [x.face.face_id for x in got] == [x.face.face_id for x in ranked if x.score >= s]
+        assert got[-1].score == s
+        just_above = math.nextafter(s, 2.0)  # rounds to s in float32: compare as given, not as float32
+        assert [x.face.face_id for x in store.search(cid, query, 50, just_above)] == [
+            x.face.face_id for x in ranked if x.score > s
+        ]
+
+
+def test_search_of_an_empty_collection(store: Store, cid: str) -> None:
+    assert store.search(cid, _VECTOR, 10, -1.0) == []
+
+
+def test_search_follows_writes(store: Store, cid: str, rng: np.random.Generator) -> None:
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=40, distinct=30, users=0)
+    store.create_user(cid, "u1")
+    store.add_faces(cid, faces[:20])
+    assert_search_matches(store, cid, faces[:20], query, limit=10, min_score=-1.0)
+    store.add_faces(cid, faces[20:])
+    assert_search_matches(store, cid, faces, query, limit=10, min_score=-1.0)
+    best = store.search(cid, query, 3, -1.0)
+    store.delete_faces(cid, [best[0].face.face_id])
+    alive = [f for f in faces if f.face_id != best[0].face.face_id]
+    assert_search_matches(store, cid, alive, query, limit=10, min_score=-1.0)
+    assert store.search(cid, query, 10, -1.0, with_user_only=True) == []
+    store.associate_faces(cid, "u1", [best[2].face.face_id])
+    assert [s.face.face_id for s in store.search(cid, query, 10, -1.0, with_user_only=True)] == [best[2].face.face_id]
+    store.disassociate_faces(cid, "u1", [best[2].face.face_id])
+    assert store.search(cid, query, 10, -1.0, with_user_only=True) == []
+
+
+def test_search_sees_writes_of_another_instance(open_store: Callable[[], Store], rng: np.random.Generator) -> None:
+    mine, theirs = open_store(), open_store()
+    mine.create_collection(collection("c1"))
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=30, distinct=30, users=0)
+    mine.add_faces("c1", faces[:10])
+    assert_search_matches(mine, "c1", faces[:10], query, limit=100, min_score=-1.0)  # cached now
+
+    theirs.add_faces("c1", faces[10:])
+    assert_search_matches(mine, "c1", faces, query, limit=100, min_score=-1.0)
+    gone = ids(faces[::3])
+    theirs.delete_faces("c1", gone)
+    alive = [f for f in faces if f.face_id not in gone]
+    assert_search_matches(mine, "c1", alive, query, limit=100, min_score=-1.0)
+
+    theirs.create_user("c1", "u1")
+    theirs.associate_faces("c1", "u1", ids(alive[:2]))
+    got = mine.search("c1", query, 100, -1.0, with_user_only=True)
+    assert sorted(s.face.face_id for s in got) == sorted(ids(alive[:2]))
+    assert all(s.face.user_id == "u1" for s in got)
+
+    # Deleted and created again with as many writes: must not pass for the cached collection.
+    theirs.delete_collection("c1")
+    with pytest.raises(ResourceNotFoundException):
+        mine.search("c1", query, 100, -1.0)
+    theirs.create_collection(collection("c1"))
+    fresh = tied_faces(rng, query, n=10, distinct=10, users=0)
+    theirs.add_faces("c1", fresh)
+    assert_search_matches(mine, "c1", fresh, query, limit=100, min_score=-1.0)
+
+
+def test_search_cache_is_not_fooled_by_a_recreated_collection(
+    open_store: Callable[[], Store], rng: np.random.Generator
+) -> None:
+    mine, theirs = open_store(), open_store()
+    mine.create_collection(collection("c1"))
+    query = unit_vectors(rng, 1)[0]
+    old = tied_faces(rng, query, n=5, distinct=5, users=0)
+    mine.add_faces("c1", old)
+    assert_search_matches(mine, "c1", old, query, limit=10, min_score=-1.0)
+    theirs.delete_collection("c1")  # mine does not search in between
+    theirs.create_collection(collection("c1"))
+    new = tied_faces(rng, query, n=5, distinct=5, users=0)
+    theirs.add_faces("c1", new)  # the same number of writes as before
+    assert_search_matches(mine, "c1", new, query, limit=10, min_score=-1.0)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n=st.integers(0, 80),
+    distinct=st.integers(1, 40),
+    limit=st.integers(0, 90),
+    min_step=st.integers(-256, 255),
+    exclude=st.booleans(),
+    with_user_only=st.booleans(),
+)
+def test_search_equals_brute_force_property(
+    store: Store,
+    seed: int,
+    n: int,
+    distinct: int,
+    limit: int,
+    min_step: int,
+    exclude: bool,
+    with_user_only: bool,
+) -> None:
+    rng = np.random.default_rng(seed)
+    collection_id = f"prop-{uuid.uuid4()}"  # the store is shared by the examples
+    store.create_collection(collection(collection_id))
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=n, distinct=distinct)
+    store.add_faces(collection_id, faces)
+    assert_search_matches(
+        store,
+        collection_id,
+        faces,
+        query,
+        limit=limit,
+        min_score=(min_step + 0.5) / 256,
+        exclude_face_id=faces[len(faces) // 2].face_id if exclude and faces else None,
+        with_user_only=with_user_only,
+    )
+
+
+# Users ---------------------------------------------------------------------------------
+
+
+def test_users_lifecycle(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 4)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    with pytest.raises(ConflictException, match="alice"):
+        store.create_user(cid, "alice")
+    assert store.get_user(cid, "alice") == User("alice", "CREATED", 0)
+
+    store.associate_faces(cid, "alice", ids(faces[:3]))
+    assert store.get_user(cid, "alice") == User("alice", "ACTIVE", 3)
+    assert store.count(cid) == (4, 1)
+    store.disassociate_faces(cid, "alice", ids(faces[:2]))
+    assert store.get_user(cid, "alice") == User("alice", "ACTIVE", 1)
+    store.disassociate_faces(cid, "alice", ids(faces[2:3]))
+    assert store.get_user(cid, "alice") == User("alice", "CREATED", 0)
+    assert all(f.user_id is None for f in store.list_faces(cid, None, 10))
+
+
+def test_disassociate_touches_only_that_users_faces(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 2)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    store.create_user(cid, "bob")
+    store.associate_faces(cid, "alice", ids(faces[:1]))
+    store.associate_faces(cid, "bob", ids(faces[1:]))
+    store.disassociate_faces(cid, "alice", ids(faces))
+    assert {f.face_id: f.user_id for f in store.list_faces(cid, None, 10)} == {
+        faces[0].face_id: None,
+        faces[1].face_id: "bob",
+    }
+
+
+def test_delete_user_keeps_its_faces(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 3)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    store.associate_faces(cid, "alice", ids(faces[:2]))
+    store.delete_user(cid, "alice")
+    with pytest.raises(ResourceNotFoundException, match="alice"):
+        store.get_user(cid, "alice")
+    with pytest.raises(ResourceNotFoundException, match="alice"):
+        store.delete_user(cid, "alice")
+    assert store.count(cid) == (3, 0)
+    assert all(f.user_id is None for f in store.list_faces(cid, None, 10))
+    store.create_user(cid, "alice")  # the id is free again, with no faces
+    assert store.get_user(cid, "alice") == User("alice", "CREATED", 0)
+
+
+def test_face_writes_on_a_missing_user_are_not_found(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 1)
+    store.add_faces(cid, faces)
+    for call in (store.associate_faces, store.disassociate_faces):
+        with pytest.raises(ResourceNotFoundException, match="ghost"):
+            call(cid, "ghost", ids(faces))
+    assert store.list_faces(cid, None, 10)[0].user_id is None
+
+
+def test_list_users_pages_with_counts(store: Store, cid: str, rng: np.random.Generator) -> None:
+    names = ["mallory", "alice", "bob", "eve", "carol", "dave", "trent"]
+    for name in names:
+        store.create_user(cid, name)
+    faces = random_faces(rng, 2)
+    store.add_faces(cid, faces)
+    store.associate_faces(cid, "carol", ids(faces))
+    pages, after = [], None
+    while page := store.list_users(cid, after, 3):
+        pages.append(page)
+        after = page[-1].user_id
+    assert [len(p) for p in pages] == [3, 3, 1]
+    users = [u for page in pages for u in page]
+    assert [u.user_id for u in users] == sorted(names)
+    assert {u.user_id: (u.status, u.face_count) for u in users}["carol"] == ("ACTIVE", 2)
+    assert all(u.status == "CREATED" and u.face_count == 0 for u in users if u.user_id != "carol")
+    assert store.list_users(cid, "trent", 10) == []
+
+
+# Tokens --------------------------------------------------------------------------------
+
+
+def test_tokens_are_recorded_with_user_writes(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 1)
+    store.add_faces(cid, faces)
+    tokens = [
+        RequestToken("t-create", "CreateUser", "d1"),
+        RequestToken("t-assoc", "AssociateFaces", "d2"),
+        RequestToken("t-disassoc", "DisassociateFaces", "d3"),
+        RequestToken("t-delete", "DeleteUser", "d4"),
+    ]
+    store.create_user(cid, "alice", tokens[0])
+    store.associate_faces(cid, "alice", ids(faces), tokens[1])
+    store.disassociate_faces(cid, "alice", ids(faces), tokens[2])
+    store.delete_user(cid, "alice", tokens[3])
+    for token in tokens:
+        assert store.get_token(cid, token.token) == token
+    assert store.get_token(cid, "never-used") is None
+    store.create_collection(collection("other"))
+    assert store.get_token("other", "t-create") is None  # tokens belong to one collection
+
+
+def test_a_failed_write_records_no_token(store: Store, cid: str) -> None:
+    store.create_user(cid, "alice")
+    with pytest.raises(ConflictException):
+        store.create_user(cid, "alice", RequestToken("t1", "CreateUser", "d"))
+    with pytest.raises(ResourceNotFoundException):
+        store.delete_user(cid, "bob", RequestToken("t2", "DeleteUser", "d"))
+    assert store.get_token(cid, "t1") is None
+    assert store.get_token(cid, "t2") is None
+
+
+def test_a_replayed_token_skips_the_write(store: Store, cid: str) -> None:
+    # Two identical requests that both passed the service's get_token check: the second is a no-op.
+    token = RequestToken("t1", "CreateUser", "d")
+    store.create_user(cid, "alice", token)
+    store.create_user(cid, "alice", token)  # no ConflictException
+    assert store.count(cid) == (0, 1)
+    with pytest.raises(IdempotentParameterMismatchException, match="t1"):
+        store.create_user(cid, "bob", RequestToken("t1", "CreateUser", "other digest"))
+    with pytest.raises(IdempotentParameterMismatchException, match="t1"):
+        store.delete_user(cid, "alice", RequestToken("t1", "DeleteUser", "d"))
+    assert store.count(cid) == (0, 1)
+
+
+# Tags ----------------------------------------------------------------------------------
+
+
+def test_tags(store: Store) -> None:
+    store.create_collection(collection("c1", tags={"a": "1"}))
+    store.set_tags("c1", {"b": "2", "a": "one"})
+    assert store.get_collection("c1").tags == {"a": "one", "b": "2"}
+    store.remove_tags("c1", ["a", "not-there"])
+    assert store.get_collection("c1").tags == {"b": "2"}
+    assert store.list_collections(None, 10)[0].tags == {"b": "2"}
+    store.set_tags("c1", {})
+    assert store.get_collection("c1").tags == {"b": "2"}
+
+
+# Audit log -----------------------------------------------------------------------------
+
+
+def test_audit_records_are_kept_in_time_order(store: Store) -> None:
+    def record(minutes: int, operation: str, **kwargs: object) -> AuditRecord:
+        base = {
+            "time": T0 + timedelta(minutes=minutes),
+            "access_key_id": "AKIDEXAMPLE",
+            "operation": operation,
+            "collection_id": "c1",
+            "threshold": 80.0,
+            "match_count": 2,
+            "best_similarity": 99.5,
+            "face_ids": ["f1", "f2"],
+            "user_ids": ["u1"],
+        }
+        return AuditRecord(**{**base, **kwargs})  # type: ignore[arg-type]
+
+    late = record(10, "SearchUsers")
+    early = record(0, "SearchFaces")
+    middle = record(5, "SearchFacesByImage", collection_id=None, threshold=None, match_count=0, best_similarity=None,
+                    face_ids=[], user_ids=[])
+    tie = record(5, "CompareFaces")
+    for r in (late, early, middle, tie):
+        store.append_audit(r)
+    assert store.audit_records() == [early, middle, tie, late]
+    assert store.audit_records(since=T0 + timedelta(minutes=5)) == [middle, tie, late]
+    assert store.audit_records(since=T0 + timedelta(minutes=5, microseconds=1)) == [late]
+    in_paris = (T0 + timedelta(minutes=5)).astimezone(timezone(timedelta(hours=1)))
+    assert store.audit_records(since=in_paris) == [middle, tie, late]
+    assert all(r.time.utcoffset() == timedelta(0) for r in store.audit_records())
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        store.create_collection(collection("c1", created_at=datetime(2025, 1, 1)))
+
+
+# Persistence and concurrency -------------------------------------------------------------
+
+
+def test_data_survives_reopening(open_store: Callable[[], Store], rng: np.random.Generator) -> None:
+    first = open_store()
+    first.create_collection(collection("c1", tags={"k": "v"}))
+    faces = random_faces(rng, 20, image_hash="f" * 64)
+    first.add_faces("c1", faces)
+    first.create_user("c1", "alice", RequestToken("t1", "CreateUser", "d"))
+    first.associate_faces("c1", "alice", ids(faces[:2]))
+    audit = AuditRecord(T0, "AKID", "SearchFaces", "c1", 90.0, 1, 95.0, ids(faces[:1]), [])
+    first.append_audit(audit)
+    query = unit_vectors(rng, 1)[0]
+    before = first.search("c1", query, 5, -1.0)
+    first.close()
+
+    second = open_store()
+    assert second.get_collection("c1") == collection("c1", tags={"k": "v"})
+    expected = [replace(f, user_id="alice") if f in faces[:2] else f for f in faces]
+    assert_same_faces(second.list_faces("c1", None, 100), sorted(expected, key=lambda f: f.face_id))
+    assert second.get_user("c1", "alice") == User("alice", "ACTIVE", 2)
+    assert second.get_token("c1", "t1") == RequestToken("t1", "CreateUser", "d")
+    assert second.audit_records() == [audit]
+    assert second.search("c1", query, 5, -1.0) == before
+
+
+def test_concurrent_writers_on_one_database(open_store: Callable[[], Store], rng: np.random.Generator) -> None:
+    main = open_store()
+    main.create_collection(collection("c1"))
+    writers = [open_store() for _ in range(4)]
+    batches = [[[f] for f in random_faces(rng, 50)] for _ in writers]
+    errors: list[BaseException] = []
+    query = unit_vectors(rng, 1)[0]
+    done = threading.Event()
+
+    def write(store: Store, faces: list[list[StoredFace]]) -> None:
+        try:
+            for batch in faces:
+                store.add_faces("c1", batch)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                main.search("c1", query, 10, -1.0)
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(s, b)) for s, b in zip(writers, batches)]
+    reader = threading.Thread(target=search)
+    for t in [*threads, reader]:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+
+    assert errors == []
+    everything = [f for batch in batches for [f] in batch]
+    assert main.count("c1") == (200, 0)
+    assert sorted(ids(main.list_faces("c1", None, 1000))) == sorted(ids(everything))
+    assert_search_matches(main, "c1", everything, query, limit=200, min_score=-1.0)
+
+
+def test_threads_sharing_one_instance(store: Store, cid: str, rng: np.random.Generator) -> None:
+    errors: list[BaseException] = []
+    faces = random_faces(rng, 80)
+
+    def work(part: list[StoredFace]) -> None:
+        try:
+            for f in part:
+                store.add_faces(cid, [f])
+                assert any(s.face.face_id == f.face_id for s in store.search(cid, f.vector, 1, 0.99))
+        except BaseException as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(faces[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.count(cid) == (80, 0)
+
+
+# SQLite only -----------------------------------------------------------------------------
+
+
+def test_sqlite_pragmas(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "visage.db") as store, store._connection() as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert con.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert con.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert con.execute("PRAGMA busy_timeout").fetchone()[0] >= 30_000
+
+
+def test_sqlite_schema_version_and_idempotent_migrations(tmp_path: Path) -> None:
+    path = tmp_path / "visage.db"
+    SQLiteStore(path).close()
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        con.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        SQLiteStore(path)
+
+
+def test_sqlite_deleting_a_collection_leaves_no_rows_behind(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "visage.db"
+    with SQLiteStore(path) as store:
+        store.create_collection(collection("c1", tags={"k": "v"}))
+        faces = random_faces(rng, 3)
+        store.add_faces("c1", faces)
+        store.create_user("c1", "alice", RequestToken("t1", "CreateUser", "d"))
+        store.associate_faces("c1", "alice", ids(faces))
+        store.delete_collection("c1")
+    with sqlite3.connect(path) as con:
+        for table in ("collections", "tags", "faces", "users", "request_tokens"):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
+
+
+def test_sqlite_waits_for_a_held_write_lock(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "visage.db"
+    store = SQLiteStore(path)
+    store.create_collection(collection("c1"))
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(1.0, blocker.execute, args=("COMMIT",))
+    timer.start()
+    store.add_faces("c1", random_faces(rng, 1))  # waits for the lock, does not fail
+    timer.join()
+    blocker.close()
+    assert store.count("c1") == (1, 0)
+    store.close()
+
+
+def test_sqlite_retries_busy_transactions(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "visage.db", retry_for=0.3)
+    attempts: list[int] = []
+
+    def flaky(con: sqlite3.Connection) -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "done"
+
+    def stuck(con: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    assert store._run(flaky, write=True) == "done"
+    assert len(attempts) == 3
+    with pytest.raises(ThrottlingException, match="locked"):
+        store._run(stuck, write=True)
+    store.close()
+
+
+_KILLED_WRITER = """
+import sys, time, uuid
+import numpy as np
+from visage.faces import BoundingBox
+from visage.store.base import StoredFace
+from visage.store.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+vector = np.zeros(128, dtype=np.float32)
+vector[0] = 1
+box = BoundingBox(0.1, 0.1, 0.5, 0.5)
+store.add_faces("c1", [StoredFace(sys.argv[2], str(uuid.uuid4()), box, 99.0, vector)])
+print("stored", flush=True)
+time.sleep(60)
+"""
+
+
+def test_sqlite_a_stored_face_survives_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "visage.db"
+    with SQLiteStore(path) as store:
+        store.create_collection(collection("c1"))
+    face_id = str(uuid.uuid4())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(path), face_id], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "stored"
+    finally:
+        writer.kill()  # SIGKILL: no atexit, no close, no checkpoint
+        writer.wait()
+    with SQLiteStore(path) as store:
+        assert ids(store.list_faces("c1", None, 10)) == [face_id]
