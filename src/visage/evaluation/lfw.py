@@ -9,13 +9,13 @@ vector and its pairs score -1 (counted, never dropped).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from visage.engine import Engine
+from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.data import eval_data_dir
 from visage.facemodels import cosine
 from visage.faces import Face
@@ -62,13 +62,12 @@ def central_face(faces: list[Face]) -> Face | None:
 
 
 def embed_images(engine: Engine, paths: Iterable[Path], model: str, threads: int = 2) -> dict[Path, Face | None]:
-    """The central face of each image, with its embedding (None where no face was found)."""
+    """The central face of each image, with its embedding (None where no face was found).
 
-    def one(path: Path) -> tuple[Path, Face | None]:
-        return path, central_face(engine.embed(path.read_bytes(), model=model))
-
-    with ThreadPoolExecutor(threads) as pool:
-        return dict(pool.map(one, sorted(set(paths))))
+    Results are kept in the evaluation cache (:mod:`visage.evaluation.cache`).
+    """
+    found = AnalysisCache(engine, model).many(paths, threads)
+    return {path: central_face(faces) for path, faces in found.items()}
 
 
 def pair_scores(pairs: list[Pair], faces: dict[Path, Face | None], root: Path) -> np.ndarray:

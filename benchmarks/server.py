@@ -1,0 +1,168 @@
+"""Server latency and throughput over loopback, against the engine called in-process.
+
+A real ``visage serve`` process is started on a fresh data dir holding a collection of
+10,000 faces: the sface vectors of 2,000 real LFW images plus 8,000 distractors (random
+unit vectors in the same 128-d space, Gaussian, seed 0) written straight into the store.
+Then, with the real boto3 client:
+
+- DetectFaces on a one-face 640 px portrait,
+- SearchFacesByImage on the 10k-face collection with a held-out LFW image,
+
+each with 1, 2 and 4 concurrent clients (one thread and one boto3 client each). The same
+images go through the service in-process (no HTTP, no JSON, no SigV4) in the same run;
+the HTTP overhead is the ratio of the two p50s at one client.
+
+Goals: DetectFaces p50 <= 30 ms; HTTP overhead <= 15 %.
+
+    python benchmarks/server.py [--requests 40] [--gallery 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _results import summary_ms, write_results  # noqa: E402
+from engine_speed import jpeg_640  # noqa: E402
+
+from tests.conftest import RunningServer  # noqa: E402
+from visage.config import Settings  # noqa: E402
+from visage.engine import Engine  # noqa: E402
+from visage.evaluation.data import eval_data_dir  # noqa: E402
+from visage.evaluation.lfw import central_face  # noqa: E402
+from visage.faces import BoundingBox  # noqa: E402
+from visage.service import Caller, RekognitionService  # noqa: E402
+from visage.store.base import Collection, StoredFace  # noqa: E402
+from visage.store.sqlite import SQLiteStore  # noqa: E402
+
+
+def build_gallery(engine: Engine, data_dir: Path, size: int, real: int) -> bytes:
+    """Fill collection "bench" and return the bytes of a held-out probe image."""
+    from datetime import datetime, timezone
+
+    images = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
+    random.Random(0).shuffle(images)
+    store = SQLiteStore(data_dir / "visage.db")
+    model = engine.face_model("sface")
+    store.create_collection(Collection("bench", "arn:aws:rekognition:us-east-1:000000000000:collection/bench",
+                                       model.name, model.version, datetime.now(timezone.utc)))
+    box = BoundingBox(0.3, 0.3, 0.4, 0.4)
+    faces = []
+    for path in images[:real]:
+        face = central_face(engine.embed(path.read_bytes()))
+        if face is not None:
+            faces.append(StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), box, 99.0, face.embedding.vector,
+                                    external_image_id=path.parent.name))
+    rng = np.random.default_rng(0)
+    noise = rng.standard_normal((size - len(faces), 128)).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    faces += [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), box, 99.0, v) for v in noise]
+    for start in range(0, len(faces), 1000):
+        store.add_faces("bench", faces[start:start + 1000])
+    store.close()
+    return images[real].read_bytes()
+
+
+def load(server: RunningServer, clients: int, requests: int, call) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        client = server.client()
+        call(client)  # warm the connection
+        mine = []
+        for _ in range(requests):
+            start = time.perf_counter()
+            call(client)
+            mine.append(time.perf_counter() - start)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    return latencies, len(latencies) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=40, help="per client and setting")
+    parser.add_argument("--gallery", type=int, default=10_000)
+    parser.add_argument("--real", type=int, default=2_000, help="real LFW faces in the gallery")
+    args = parser.parse_args()
+
+    from PIL import Image
+
+    portrait = jpeg_640(Image.open(eval_data_dir() / "portraits" / "person_b_1.jpg"))
+    root = Path(tempfile.mkdtemp(prefix="visage-bench-"))
+    (root / "s3").mkdir()
+    (root / "data").mkdir()
+    engine = Engine(Settings(data_dir=root / "data"))
+    engine.warm_up()
+    probe = build_gallery(engine, root / "data", args.gallery, args.real)
+
+    calls = {
+        "DetectFaces": lambda c: c.detect_faces(Image={"Bytes": portrait}),
+        "SearchFacesByImage": lambda c: c.search_faces_by_image(CollectionId="bench", Image={"Bytes": probe}),
+    }
+    service = RekognitionService(engine, SQLiteStore(root / "data" / "visage.db"))
+    caller = Caller("in-process")
+    in_process = {
+        "DetectFaces": lambda: service.detect_faces({"Image": {"Bytes": portrait}}, caller),
+        "SearchFacesByImage": lambda: service.search_faces_by_image({"CollectionId": "bench", "Image": {"Bytes": probe}}, caller),
+    }
+    results: dict[str, dict[str, object]] = {}
+    for name, call in in_process.items():
+        call()
+        times = []
+        for _ in range(args.requests):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        results[name] = {"in_process": summary_ms(times)}
+    service.store.close()
+
+    server = RunningServer(root / "data", root / "s3").start()
+    try:
+        for name, call in calls.items():
+            for clients in (1, 2, 4):
+                latencies, rps = load(server, clients, args.requests, call)
+                results[name][f"http_{clients}_clients"] = {**summary_ms(latencies), "requests_per_s": round(rps, 1)}
+            overhead = results[name]["http_1_clients"]["p50_ms"] / results[name]["in_process"]["p50_ms"] - 1
+            results[name]["http_overhead_p50"] = round(overhead, 3)
+    finally:
+        server.stop()
+
+    lines = ["| operation | setting | p50 ms | p95 ms | requests/s |", "|---|---|---|---|---|"]
+    for name, rows in results.items():
+        for setting, s in rows.items():
+            if isinstance(s, dict):
+                lines.append(f"| {name} | {setting} | {s['p50_ms']} | {s['p95_ms']} | {s.get('requests_per_s', '')} |")
+    lines.append("")
+    lines.append(
+        f"HTTP overhead at one client (p50 over in-process p50, minus 1): DetectFaces "
+        f"{results['DetectFaces']['http_overhead_p50']:.1%}, SearchFacesByImage "
+        f"{results['SearchFacesByImage']['http_overhead_p50']:.1%} (goal <= 15 %). Gallery: {args.gallery:,} faces "
+        f"({args.real:,} real LFW vectors, the rest random unit vectors)."
+    )
+    markdown = "\n".join(lines)
+    print(markdown)
+    write_results("server", {"results": results, "gallery": args.gallery}, markdown)
+
+
+if __name__ == "__main__":
+    main()

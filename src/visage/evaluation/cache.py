@@ -1,0 +1,57 @@
+"""A disk cache of what the engine found in each evaluation image, per face model version.
+
+Evaluations run the same 13,000 LFW images (and the UTKFace and FairFace faces)
+through the engine again and again; each result is kept under
+``VISAGE_EVAL_CACHE`` (default ``~/.cache/visage/eval``), keyed by the face model
+version, the attributes asked for, and the image's path, size and modification time.
+A cached entry is exactly what :meth:`Engine.analyze` returned, so results do not
+depend on whether the cache was warm. Delete the folder to start afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from visage.engine import Engine
+from visage.faces import Face
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VISAGE_EVAL_CACHE", "~/.cache/visage/eval")).expanduser()
+
+
+class AnalysisCache:
+    def __init__(self, engine: Engine, model: str, attributes: tuple[str, ...] = (), root: Path | None = None) -> None:
+        self.engine, self.model, self.attributes = engine, model, tuple(sorted(attributes))
+        version = engine.face_model(model).version
+        tag = hashlib.sha1(repr((version, self.attributes, engine.settings.landmarks)).encode()).hexdigest()[:12]
+        self.folder = (root or cache_dir()) / f"{version}-{tag}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def _entry(self, path: Path) -> Path:
+        stat = path.stat()
+        key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        return self.folder / f"{hashlib.sha1(key.encode()).hexdigest()}.pkl"
+
+    def faces(self, path: Path) -> list[Face]:
+        """The engine's faces (with embeddings) for one image file, computed once."""
+        entry = self._entry(path)
+        if entry.exists():
+            with entry.open("rb") as handle:
+                return pickle.load(handle)
+        faces = self.engine.analyze(path.read_bytes(), attributes=self.attributes or None, model=self.model, embed=True)
+        temporary = entry.with_suffix(f".{os.getpid()}.tmp")
+        with temporary.open("wb") as handle:
+            pickle.dump(faces, handle)
+        os.replace(temporary, entry)
+        return faces
+
+    def many(self, paths: Iterable[Path], threads: int = 2) -> dict[Path, list[Face]]:
+        unique = sorted(set(paths))
+        with ThreadPoolExecutor(threads) as pool:
+            return dict(zip(unique, pool.map(self.faces, unique)))
