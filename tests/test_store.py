@@ -33,6 +33,7 @@ from visage.errors import (
 )
 from visage.faces import BoundingBox
 from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, Store, User
+from visage.store.postgres import PostgresStore
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
 
 DIM = 128
@@ -43,14 +44,18 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 # Fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
     """Opens one more store on the same database at each call: another process, or a restart."""
     opened: list[Store] = []
+    # A fresh PostgreSQL database per test (tests/conftest.py), asked for only by that backend.
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
 
     def open_() -> Store:
         if request.param == "sqlite":
             store: Store = SQLiteStore(tmp_path / "data" / "visage.db")
+        elif request.param == "postgresql":
+            store = PostgresStore(dsn)
         else:  # pragma: no cover
             raise ValueError(request.param)
         opened.append(store)

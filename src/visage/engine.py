@@ -25,7 +25,7 @@ from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_
 from visage.config import Settings
 from visage.detection import Detection, FaceDetector
 from visage.errors import InvalidParameterException
-from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, SFaceModel, cosine
+from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
 from visage.images import DecodedImage, decode_image
 from visage.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
@@ -69,6 +69,8 @@ class Engine:
             return self._load("sface", SFaceModel)
         if name == "dlib":
             return self._load("dlib", lambda: DlibModel(self._shape_predictor(5)))
+        if name == "fusion":
+            return self._load("fusion", lambda: FusionModel(self.face_model("sface"), self.face_model("dlib")))
         raise InvalidParameterException(f"Unknown face model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
 
     def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:

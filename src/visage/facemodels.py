@@ -4,6 +4,8 @@
 (``cv2.FaceRecognizerSF.alignCrop``), SFace int8 embeds it in 128 dimensions.
 ``dlib``: dlib's 5-point predictor aligns a 150 px chip, dlib's ResNet embeds it in
 128 dimensions.
+``fusion``: both of them on the same face, one 256-dimensional vector whose cosine
+is a weighted mean of the two cosines.
 
 Every vector is L2-normalised and tagged with its model's name and version;
 the raw score of a pair is their cosine (a dot product), and the model's
@@ -13,7 +15,12 @@ of different models are never compared.
 
 from __future__ import annotations
 
+import json
+import math
 import threading
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 from typing import Protocol
 
 import cv2
@@ -87,6 +94,56 @@ class DlibModel:
         return [_embedding(self, np.asarray(v)) for v in vectors]
 
 
+FUSION_FILE = Path(str(files("visage") / "data" / "fusion.json"))
+
+
+@dataclass(frozen=True)
+class FusionWeight:
+    """The fusion model's sface weight ``w`` and version, kept in ``visage/data/fusion.json``.
+
+    ``w`` is chosen on LFW pairsDevTrain by ``visage eval fusion-weight``; a new
+    weight is a new version, since vectors made with the old one would not match.
+    """
+
+    version: str
+    sface_weight: float
+
+    @classmethod
+    def load(cls, path: Path = FUSION_FILE) -> FusionWeight:
+        data = json.loads(path.read_text())
+        return cls(version=data["version"], sface_weight=float(data["sface_weight"]))
+
+    def combine(self, sface: Embedding, dlib: Embedding) -> Embedding:
+        """The fusion vector of one face from its sface and dlib vectors."""
+        if (sface.model, dlib.model) != ("sface", "dlib"):
+            raise InvalidParameterException(f"fusion combines an sface and a dlib vector, not {sface.model} and {dlib.model}")
+        w = self.sface_weight
+        vector = np.concatenate([math.sqrt(w) * sface.vector, math.sqrt(1.0 - w) * dlib.vector]).astype(np.float32)
+        return Embedding(model="fusion", version=self.version, vector=vector / np.float32(np.linalg.norm(vector)))
+
+
+class FusionModel:
+    """sface and dlib on the same face: the vector is [sqrt(w) * sface, sqrt(1 - w) * dlib].
+
+    Both parts are unit vectors, so the concatenation is too, and its cosine with
+    another fusion vector is ``w * cos_sface + (1 - w) * cos_dlib``: one score, stored
+    and searched like any other vector (see :class:`FusionWeight`).
+    """
+
+    name = "fusion"
+    dimension = 256
+
+    def __init__(self, sface: FaceModel, dlib: FaceModel, weight: FusionWeight | None = None) -> None:
+        self.weight = weight or FusionWeight.load()
+        self.version = self.weight.version
+        self._sface, self._dlib = sface, dlib
+        self.similarity = SimilarityMap.load(self.name)
+
+    def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
+        pairs = zip(self._sface.embed(image, detections), self._dlib.embed(image, detections))
+        return [self.weight.combine(a, b) for a, b in pairs]
+
+
 def _embedding(model: FaceModel, vector: np.ndarray) -> Embedding:
     vector = np.asarray(vector, dtype=np.float32)
     norm = float(np.linalg.norm(vector))
@@ -103,4 +160,4 @@ def cosine(a: Embedding, b: Embedding) -> float:
     return float(np.dot(a.vector, b.vector))
 
 
-MODEL_NAMES = ("sface", "dlib")
+MODEL_NAMES = ("sface", "dlib", "fusion")

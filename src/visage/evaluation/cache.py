@@ -3,7 +3,8 @@
 Evaluations run the same 13,000 LFW images (and the UTKFace and FairFace faces)
 through the engine again and again; each result is kept under
 ``VISAGE_EVAL_CACHE`` (default ``~/.cache/visage/eval``), keyed by the face model
-version, the attributes asked for, and the image's path, size and modification time.
+version, the attributes asked for, the source of the engine's modules (so a code
+change starts a fresh cache), and the image's path, size and modification time.
 A cached entry is exactly what :meth:`Engine.analyze` returned, so results do not
 depend on whether the cache was warm. Delete the folder to start afresh.
 """
@@ -25,11 +26,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VISAGE_EVAL_CACHE", "~/.cache/visage/eval")).expanduser()
 
 
+_ENGINE_MODULES = ("images", "detection", "landmarks", "quality", "attributes", "facemodels", "engine", "bundled")
+
+
+def _engine_source_digest() -> str:
+    digest = hashlib.sha1()
+    for name in _ENGINE_MODULES:
+        digest.update((Path(__file__).parent.parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
 class AnalysisCache:
     def __init__(self, engine: Engine, model: str, attributes: tuple[str, ...] = (), root: Path | None = None) -> None:
         self.engine, self.model, self.attributes = engine, model, tuple(sorted(attributes))
         version = engine.face_model(model).version
-        tag = hashlib.sha1(repr((version, self.attributes, engine.settings.landmarks)).encode()).hexdigest()[:12]
+        tag = hashlib.sha1(repr((version, self.attributes, engine.settings, _engine_source_digest())).encode()).hexdigest()[:12]
         self.folder = (root or cache_dir()) / f"{version}-{tag}"
         self.folder.mkdir(parents=True, exist_ok=True)
 

@@ -17,7 +17,7 @@ import numpy as np
 from visage.engine import Engine
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.data import eval_data_dir
-from visage.facemodels import cosine
+from visage.facemodels import FusionModel, cosine
 from visage.faces import Face
 
 
@@ -66,8 +66,34 @@ def embed_images(engine: Engine, paths: Iterable[Path], model: str, threads: int
 
     Results are kept in the evaluation cache (:mod:`visage.evaluation.cache`).
     """
+    if model == "fusion":
+        return fused_images(engine, paths, threads)
     found = AnalysisCache(engine, model).many(paths, threads)
     return {path: central_face(faces) for path, faces in found.items()}
+
+
+def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dict[Path, Face | None]:
+    """Fusion vectors composed from the cached sface and dlib results of each image.
+
+    Both come from the same detections in the same order, so this is what
+    ``FusionModel.embed`` computes, without running detection a third time.
+    """
+    fusion = engine.face_model("fusion")
+    assert isinstance(fusion, FusionModel)
+    paths = list(paths)
+    sface = AnalysisCache(engine, "sface").many(paths, threads)
+    dlib = AnalysisCache(engine, "dlib").many(paths, threads)
+    out: dict[Path, Face | None] = {}
+    for path, faces in sface.items():
+        if [f.detail.bounding_box for f in faces] != [f.detail.bounding_box for f in dlib[path]]:
+            raise RuntimeError(f"sface and dlib cache entries of {path} hold different detections")
+        fused = [
+            Face(detail=a.detail, embedding=fusion.combine(a.embedding, b.embedding))
+            for a, b in zip(faces, dlib[path])
+            if a.embedding is not None and b.embedding is not None
+        ]
+        out[path] = central_face(fused)
+    return out
 
 
 def pair_scores(pairs: list[Pair], faces: dict[Path, Face | None], root: Path) -> np.ndarray:
