@@ -35,9 +35,19 @@ ANONYMOUS = "anonymous"
 
 
 def open_service(settings: Settings) -> RekognitionService:
-    """The service over the configured store, with the engine's models loaded."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = SQLiteStore(settings.data_dir / "visage.db")
+    """The service over the configured store (``settings.store``), with the engine's models loaded."""
+    from visage.store.base import Store
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # keys.json lives there, whatever the store
+    store: Store
+    if settings.store in (None, "", "sqlite"):
+        store = SQLiteStore(settings.data_dir / "visage.db")
+    elif settings.store.startswith(("postgresql://", "postgres://")):
+        from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
+
+        store = PostgresStore(settings.store, pool_size=settings.threads + 2)  # a connection per worker thread
+    else:  # not echoed: a URL may hold a password
+        raise ValueError("The store (--store, VISAGE_STORE) must be 'sqlite' or a postgresql:// URL.")
     return RekognitionService(Engine(settings), store, settings)
 
 
@@ -91,7 +101,9 @@ def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await asyncio.get_running_loop().run_in_executor(workers, service.engine.warm_up)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(workers, service.engine.warm_up)
+        await loop.run_in_executor(workers, service.store.warm)
         yield
         workers.shutdown(wait=True)
         service.store.close()

@@ -193,4 +193,7 @@ class Store(Protocol):
     def audit_records(self, since: datetime | None = None) -> list[AuditRecord]:
         """Records at or after ``since``, oldest first."""
 
+    def warm(self) -> None:
+        """Prepare for the first searches (load or build indexes); may take a while."""
+
     def close(self) -> None: ...

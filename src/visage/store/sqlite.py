@@ -52,6 +52,7 @@ from visage.errors import (
 )
 from visage.faces import BoundingBox
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, StoredFace, User
+from visage.store.index import VectorIndex
 
 T = TypeVar("T")
 
@@ -124,7 +125,37 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_by_time ON audit_log (time, seq)",
     ),
+    (
+        # Scale: a per-collection face count and a log of face changes, both kept by
+        # triggers in the writing transaction, so the HNSW index of a big collection can
+        # be brought up to date (in this process or another) without rereading it.
+        "ALTER TABLE collections ADD COLUMN face_count INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE collections ADD COLUMN changes_trimmed_to INTEGER NOT NULL DEFAULT 0",
+        "UPDATE collections SET face_count = (SELECT count(*) FROM faces WHERE faces.collection_pk = collections.pk)",
+        """CREATE TABLE face_changes (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            collection_pk INTEGER NOT NULL REFERENCES collections (pk) ON DELETE CASCADE,
+            face_seq INTEGER NOT NULL,  -- faces.seq, the key in the HNSW index
+            added INTEGER NOT NULL  -- 1 added, 0 deleted
+        )""",
+        "CREATE INDEX face_changes_by_collection ON face_changes (collection_pk, seq)",
+        """CREATE TRIGGER face_added AFTER INSERT ON faces BEGIN
+            INSERT INTO face_changes (collection_pk, face_seq, added) VALUES (NEW.collection_pk, NEW.seq, 1);
+            UPDATE collections SET face_count = face_count + 1 WHERE pk = NEW.collection_pk;
+        END""",
+        # Not when the whole collection goes (ON DELETE CASCADE): its log goes with it.
+        """CREATE TRIGGER face_deleted AFTER DELETE ON faces
+            WHEN EXISTS (SELECT 1 FROM collections WHERE pk = OLD.collection_pk) BEGIN
+            INSERT INTO face_changes (collection_pk, face_seq, added) VALUES (OLD.collection_pk, OLD.seq, 0);
+            UPDATE collections SET face_count = face_count - 1 WHERE pk = OLD.collection_pk;
+        END""",
+    ),
 )
+
+#: Collections up to this many faces are searched exactly; bigger ones through HNSW.
+EXACT_SEARCH_LIMIT = 50_000
+#: A process saves a collection's HNSW index after folding in this many changes.
+SAVE_INDEX_EVERY = 20_000
 
 _FACE_COLUMNS = (
     "face_id, image_id, external_image_id, user_id, bbox_left, bbox_top, bbox_width, bbox_height,"
@@ -144,6 +175,11 @@ class SQLiteStore:
         self._closed = False
         self._indexes: dict[str, _Index] = {}
         self._load_lock = threading.Lock()
+        self.index_dir = self.path.parent / "index"
+        self._ann: dict[int, _Ann] = {}  # collection pk -> HNSW index and what it has applied
+        self._ann_lock = threading.Lock()
+        self._trim_to: list[tuple[int, int]] = []
+        self.exact_search_limit = EXACT_SEARCH_LIMIT
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._run(_migrate, write=True)
 
@@ -206,7 +242,13 @@ class SQLiteStore:
                 delay = min(delay * 2, 1.0)
 
     def close(self) -> None:
-        """Closes the idle connections; those in use close when their call returns."""
+        """Saves HNSW indexes with unsaved changes, then closes the idle connections; those
+        in use close when their call returns."""
+        with self._ann_lock:
+            for pk, ann in self._ann.items():
+                if ann.index.applied > ann.saved:
+                    ann.index.save(self.index_dir, str(pk))
+            self._ann.clear()
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
@@ -244,14 +286,18 @@ class SQLiteStore:
         self._run(write, write=True)
 
     def delete_collection(self, collection_id: str) -> None:
-        def write(con: sqlite3.Connection) -> None:
-            # Faces, users, tags and tokens go with it (ON DELETE CASCADE).
-            cursor = con.execute("DELETE FROM collections WHERE collection_id = ?", (collection_id,))
-            if cursor.rowcount == 0:
-                raise _no_collection(collection_id)
+        def write(con: sqlite3.Connection) -> int:
+            pk = _pk(con, collection_id)
+            # Faces, users, tags, tokens and the change log go with it (ON DELETE CASCADE).
+            con.execute("DELETE FROM collections WHERE pk = ?", (pk,))
+            return pk
 
-        self._run(write, write=True)
+        pk = self._run(write, write=True)
         self._indexes.pop(collection_id, None)
+        self._indexes.pop(f"{collection_id}\0users", None)
+        with self._ann_lock:
+            self._ann.pop(pk, None)
+        VectorIndex.discard(self.index_dir, str(pk))
 
     def get_collection(self, collection_id: str) -> Collection:
         def read(con: sqlite3.Connection) -> Collection:
@@ -280,7 +326,7 @@ class SQLiteStore:
     def count(self, collection_id: str) -> tuple[int, int]:
         def read(con: sqlite3.Connection) -> tuple[int, int]:
             pk = _pk(con, collection_id)
-            faces = con.execute("SELECT count(*) FROM faces WHERE collection_pk = ?", (pk,)).fetchone()[0]
+            faces = con.execute("SELECT face_count FROM collections WHERE pk = ?", (pk,)).fetchone()[0]
             users = con.execute("SELECT count(*) FROM users WHERE collection_pk = ?", (pk,)).fetchone()[0]
             return faces, users
 
@@ -392,29 +438,114 @@ class SQLiteStore:
         query = np.asarray(vector, dtype=np.float32)
 
         def read(con: sqlite3.Connection) -> list[ScoredFace]:
-            sql = "SELECT pk, generation FROM collections WHERE collection_id = ?"
+            sql = "SELECT pk, generation, face_count FROM collections WHERE collection_id = ?"
             row = con.execute(sql, (collection_id,)).fetchone()
             if row is None:
                 self._indexes.pop(collection_id, None)
                 raise _no_collection(collection_id)
-            index = self._index(con, collection_id, (row[0], row[1]))
-            best = index.top(query, limit, min_score, exclude_face_id, with_user_only)
-            faces = {face.face_id: face for face in _faces_by_id(con, row[0], [face_id for face_id, _ in best])}
+            pk, generation, face_count = row
+            if face_count > self.exact_search_limit and not with_user_only:
+                best = self._approximate_top(con, pk, query, limit, min_score, exclude_face_id)
+            else:
+                # Users hold at most 100 faces each: their faces are few even in a big collection.
+                key = f"{collection_id}\0users" if face_count > self.exact_search_limit else collection_id
+                index = self._index(con, key, (pk, generation), users_only=key != collection_id)
+                best = index.top(query, limit, min_score, exclude_face_id, with_user_only)
+            faces = {face.face_id: face for face in _faces_by_id(con, pk, [face_id for face_id, _ in best])}
             return [ScoredFace(faces[face_id], score) for face_id, score in best]
 
-        return self._run(read, write=False)
+        found = self._run(read, write=False)
+        if self._trim_to:
+            self._trim_changes()
+        return found
 
-    def _index(self, con: sqlite3.Connection, collection_id: str, stamp: tuple[int, int]) -> _Index:
+    def _index(self, con: sqlite3.Connection, key: str, stamp: tuple[int, int], users_only: bool = False) -> _Index:
         """The cached vectors of the collection, reloaded if ``stamp`` (pk, generation) moved on."""
-        index = self._indexes.get(collection_id)
+        index = self._indexes.get(key)
         if index is not None and index.stamp == stamp:
             return index
         with self._load_lock:  # one load at a time: a big collection is not read twice at once
-            index = self._indexes.get(collection_id)
+            index = self._indexes.get(key)
             if index is None or index.stamp != stamp:
-                index = _Index.load(con, stamp)
-                self._indexes[collection_id] = index
+                index = _Index.load(con, stamp, users_only)
+                self._indexes[key] = index
             return index
+
+    # Big collections: HNSW proposes, the float32 vectors decide -----------------------
+    def _approximate_top(
+        self, con: sqlite3.Connection, pk: int, query: np.ndarray, limit: int, min_score: float, exclude: str | None
+    ) -> list[tuple[str, float]]:
+        ann = self._current_ann(con, pk)
+        if query.shape != (ann.index.dimension,):
+            raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
+        candidates = ann.index.search(query, limit + (exclude is not None), min_score)
+        rows = con.execute(
+            f"SELECT face_id, vector FROM faces WHERE seq {_IN_JSON}", (json.dumps(candidates.keys.tolist()),)
+        ).fetchall()
+        if not rows:
+            return []
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=_VECTOR_DTYPE).reshape(len(rows), -1)
+        scores = np.einsum("ij,j->i", matrix.astype(np.float32), query)
+        best = sorted(
+            ((face_id, float(score)) for (face_id, _), score in zip(rows, scores)
+             if score >= np.float64(min_score) and face_id != exclude),
+            key=lambda item: (-item[1], item[0]),
+        )
+        return best[:limit]
+
+    def _current_ann(self, con: sqlite3.Connection, pk: int) -> _Ann:
+        """The collection's HNSW index, with every change up to this transaction folded in.
+
+        Loaded from its last save (or built, the first time or when the save and the
+        database disagree), then caught up from the change log.
+        """
+        with self._ann_lock:
+            ann = self._ann.get(pk)
+            trimmed, face_count = con.execute(
+                "SELECT changes_trimmed_to, face_count FROM collections WHERE pk = ?", (pk,)
+            ).fetchone()
+            if ann is None or ann.index.applied < trimmed:
+                loaded = VectorIndex.load(self.index_dir, str(pk))
+                ann = _Ann(loaded, loaded.applied) if loaded is not None and loaded.applied >= trimmed else None
+            if ann is not None:
+                _catch_up(con, pk, ann.index)
+            if ann is None or len(ann.index) != face_count:
+                ann = _Ann(_build(con, pk), 0)
+            self._ann[pk] = ann
+            if ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0:
+                self._save_ann(con, pk, ann)
+            return ann
+
+    def _save_ann(self, con: sqlite3.Connection, pk: int, ann: _Ann) -> None:
+        ann.index.save(self.index_dir, str(pk))
+        ann.saved = ann.index.applied
+        # Changes the saved file holds are no longer needed by anyone: a process behind it
+        # reloads the file. (Trimmed in a later write transaction, not this read one.)
+        self._trim_to.append((pk, ann.saved))
+
+    def warm(self) -> None:
+        """Load (or build) the HNSW index of every big collection, so first searches are fast."""
+
+        def big(con: sqlite3.Connection) -> list[int]:
+            sql = "SELECT pk FROM collections WHERE face_count > ?"
+            return [row[0] for row in con.execute(sql, (self.exact_search_limit,))]
+
+        for pk in self._run(big, write=False):
+            self._run(lambda con, pk=pk: self._current_ann(con, pk), write=False)
+        self._trim_changes()
+
+    def _trim_changes(self) -> None:
+        with self._ann_lock:
+            pending, self._trim_to = self._trim_to, []
+        for pk, upto in pending:
+
+            def write(con: sqlite3.Connection, pk: int = pk, upto: int = upto) -> None:
+                con.execute("DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto))
+                con.execute(
+                    "UPDATE collections SET changes_trimmed_to = max(changes_trimmed_to, ?) WHERE pk = ?", (upto, pk)
+                )
+
+            self._run(write, write=True)
 
     # Users -------------------------------------------------------------------------
     def create_user(self, collection_id: str, user_id: str, token: RequestToken | None = None) -> None:
@@ -564,9 +695,10 @@ class _Index:
     matrix: np.ndarray  # float32, (rows, dim)
 
     @classmethod
-    def load(cls, con: sqlite3.Connection, stamp: tuple[int, int]) -> _Index:
+    def load(cls, con: sqlite3.Connection, stamp: tuple[int, int], users_only: bool = False) -> _Index:
+        where = " AND user_id IS NOT NULL" if users_only else ""
         rows = con.execute(
-            "SELECT face_id, user_id IS NOT NULL, vector FROM faces WHERE collection_pk = ? ORDER BY face_id",
+            f"SELECT face_id, user_id IS NOT NULL, vector FROM faces WHERE collection_pk = ?{where} ORDER BY face_id",
             (stamp[0],),
         ).fetchall()
         matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype=_VECTOR_DTYPE).astype(np.float32, copy=False)
@@ -602,6 +734,44 @@ class _Index:
             rows = rows[scores[rows] >= kth]
         rows = rows[np.lexsort((rows, -scores[rows]))][:limit]  # row order is face_id order
         return [(self.face_ids[row], float(scores[row])) for row in rows]
+
+
+@dataclass
+class _Ann:
+    index: VectorIndex
+    saved: int  # the change number of its last save by this process (0: not saved yet)
+
+
+def _build(con: sqlite3.Connection, pk: int) -> VectorIndex:
+    """A new HNSW index of every face of the collection, as of this transaction."""
+    applied = con.execute("SELECT coalesce(max(seq), 0) FROM face_changes").fetchone()[0]
+    index: VectorIndex | None = None
+    cursor = con.execute("SELECT seq, vector FROM faces WHERE collection_pk = ?", (pk,))
+    while batch := cursor.fetchmany(50_000):
+        keys = np.array([row[0] for row in batch], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=_VECTOR_DTYPE).reshape(len(batch), -1)
+        if index is None:
+            index = VectorIndex(vectors.shape[1])
+        index.add(keys, vectors)
+    index = index or VectorIndex(0)
+    index.applied = applied
+    return index
+
+
+def _catch_up(con: sqlite3.Connection, pk: int, index: VectorIndex) -> None:
+    """Fold the collection's changes after ``index.applied`` into the index, in order."""
+    rows = con.execute(
+        "SELECT c.seq, c.face_seq, c.added, f.vector FROM face_changes c LEFT JOIN faces f ON f.seq = c.face_seq"
+        " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
+        (pk, index.applied),
+    ).fetchall()
+    for seq, face_seq, added, vector in rows:
+        key = np.array([face_seq], dtype=np.int64)
+        if added and vector is not None:
+            index.add(key, np.frombuffer(vector, dtype=_VECTOR_DTYPE).reshape(1, -1))
+        else:
+            index.remove(key)  # deleted, or added and since deleted
+        index.applied = seq
 
 
 # Helpers working inside a transaction -------------------------------------------------

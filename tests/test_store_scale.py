@@ -1,0 +1,147 @@
+"""The embedded store's HNSW path: recall against exact search, deletes, other processes'
+writes, the index saved on disk and checked against the database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from visage.faces import BoundingBox
+from visage.store.base import Collection, StoredFace
+from visage.store.index import VectorIndex
+from visage.store.sqlite import SQLiteStore
+
+LIMIT = 300  # collections bigger than this go through HNSW in these tests
+
+
+def clustered(rng: np.random.Generator, people: int, per_person: int) -> tuple[np.ndarray, np.ndarray]:
+    """Face-like unit vectors: a centre per person and noisy samples around it."""
+    centres = rng.standard_normal((people, 128))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    samples = np.repeat(centres, per_person, axis=0) + 0.08 * rng.standard_normal((people * per_person, 128))
+    samples /= np.linalg.norm(samples, axis=1, keepdims=True)
+    return samples.astype(np.float32), np.repeat(np.arange(people), per_person)
+
+
+def open_store(path: Path) -> SQLiteStore:
+    store = SQLiteStore(path)
+    store.exact_search_limit = LIMIT
+    return store
+
+
+def faces(vectors: np.ndarray) -> list[StoredFace]:
+    box = BoundingBox(0.1, 0.1, 0.5, 0.5)
+    return [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), box, 99.0, v) for v in vectors]
+
+
+@pytest.fixture()
+def big(tmp_path: Path) -> tuple[SQLiteStore, list[StoredFace], np.ndarray]:
+    rng = np.random.default_rng(7)
+    vectors, _ = clustered(rng, 400, 3)
+    store = open_store(tmp_path / "visage.db")
+    store.create_collection(Collection("big", "arn", "sface", "sface-1", datetime.now(timezone.utc)))
+    stored = faces(vectors)
+    for start in range(0, len(stored), 200):
+        store.add_faces("big", stored[start : start + 200])
+    return store, stored, vectors
+
+
+def exact(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
+    return np.argsort(-(vectors @ query), kind="stable")
+
+
+def test_recall_against_exact_search(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
+    store, stored, vectors = big
+    rng = np.random.default_rng(1)
+    queries = vectors[rng.choice(len(vectors), 200, replace=False)] + 0.05 * rng.standard_normal((200, 128)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    hits_1 = hits_10 = 0
+    for query in queries:
+        truth = exact(vectors, query)
+        found = [s.face.face_id for s in store.search("big", query, 10, -1.0)]
+        hits_1 += found[0] == stored[truth[0]].face_id
+        hits_10 += len(set(found) & {stored[i].face_id for i in truth[:10]}) / 10
+    assert hits_1 / len(queries) >= 0.99
+    # Beyond the 3 faces of the same person, the rest of the top 10 are near-ties among
+    # strangers (cosine about 0.1), where int8 storage blurs the order most.
+    assert hits_10 / len(queries) >= 0.9
+    assert (store.index_dir).exists() and any(store.index_dir.glob("*.usearch"))
+
+
+def test_scores_are_exact_and_thresholded(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
+    store, stored, vectors = big
+    query = vectors[5]
+    results = store.search("big", query, 50, 0.5)
+    assert results and all(r.score >= 0.5 for r in results)
+    for r in results:
+        i = next(j for j, s in enumerate(stored) if s.face_id == r.face.face_id)
+        assert r.score == pytest.approx(float(vectors[i] @ query), abs=1e-6)
+    assert [r.score for r in results] == sorted((r.score for r in results), reverse=True)
+    excluded = store.search("big", query, 5, -1.0, exclude_face_id=stored[5].face_id)
+    assert stored[5].face_id not in [r.face.face_id for r in excluded]
+
+
+def test_deletes_and_other_processes_writes_are_seen(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+    store, stored, vectors = big
+    store.search("big", vectors[0], 1, -1.0)  # builds the index in this "process"
+    other = open_store(tmp_path / "visage.db")  # another process on the same file
+    assert other.delete_faces("big", [stored[0].face_id]) == [stored[0].face_id]
+    newcomer = faces(vectors[:1] * 1.0)
+    other.add_faces("big", newcomer)
+    top = store.search("big", vectors[0], 1, -1.0)[0]
+    assert top.face.face_id == newcomer[0].face_id and top.score == pytest.approx(1.0, abs=1e-6)
+    assert stored[0].face_id not in [r.face.face_id for r in store.search("big", vectors[0], 20, -1.0)]
+
+
+def test_saved_index_is_loaded_and_checked(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+    store, stored, vectors = big
+    store.search("big", vectors[0], 1, -1.0)
+    store.close()
+    (saved,) = list((tmp_path / "index").glob("*.usearch"))
+    loaded = VectorIndex.load(tmp_path / "index", saved.name.split(".")[0])
+    assert loaded is not None and len(loaded) == len(stored)
+
+    # A damaged save is rebuilt from the database, and search stays right.
+    saved.write_bytes(b"not an index")
+    reopened = open_store(tmp_path / "visage.db")
+    assert reopened.search("big", vectors[3], 1, -1.0)[0].face.face_id == stored[3].face_id
+
+
+def test_change_log_is_trimmed_and_late_processes_catch_up(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+    import sqlite3
+
+    store, stored, vectors = big
+    late = open_store(tmp_path / "visage.db")
+    late.search("big", vectors[0], 1, -1.0)  # its index applies everything so far
+    store.search("big", vectors[0], 1, -1.0)  # saves, then trims the log up to its save
+    with sqlite3.connect(tmp_path / "visage.db") as con:
+        assert con.execute("SELECT count(*) FROM face_changes").fetchone()[0] == 0
+    more = faces(vectors[10:20])
+    store.add_faces("big", more)
+    store.delete_faces("big", [stored[11].face_id])
+    store.search("big", vectors[0], 1, -1.0)
+    # The late process folds in the new changes and finds the new faces.
+    top = late.search("big", vectors[12], 2, -1.0)
+    assert {r.face.face_id for r in top} == {stored[12].face_id, more[2].face_id}
+    assert stored[11].face_id not in {r.face.face_id for r in late.search("big", vectors[11], 5, -1.0)}
+    assert late.count("big")[0] == len(stored) + 10 - 1
+
+
+def test_users_search_stays_exact_in_a_big_collection(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
+    store, stored, vectors = big
+    store.create_user("big", "u")
+    store.associate_faces("big", "u", [stored[42].face_id])
+    (hit,) = store.search("big", vectors[42], 10, -1.0, with_user_only=True)
+    assert hit.face.face_id == stored[42].face_id and hit.face.user_id == "u"
+
+
+def test_deleting_the_collection_removes_its_index_files(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
+    store, stored, vectors = big
+    store.search("big", vectors[0], 1, -1.0)
+    assert any(store.index_dir.glob("*.usearch"))
+    store.delete_collection("big")
+    assert not any(store.index_dir.glob("*.usearch"))
