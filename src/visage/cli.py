@@ -141,8 +141,9 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @click.option("--s3-root", type=click.Path(path_type=Path, file_okay=False), help="Serve Image.S3Object from this folder (Bucket = sub-folder).")
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
+@click.option("--store", help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).")
 @fails_cleanly
-def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool) -> None:
+def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool, store: str | None) -> None:
     """Run the Rekognition-compatible server."""
     import os
 
@@ -174,6 +175,8 @@ def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | No
     if s3_endpoint_url:
         os.environ["VISAGE_S3_ENDPOINT_URL"] = s3_endpoint_url
     os.environ["VISAGE_NO_AUTH"] = "1" if no_auth else "0"
+    if store:
+        os.environ["VISAGE_STORE"] = store
     out.print(f"Visage listening on {endpoint} (data in {data_dir})")
     uvicorn.run("visage.api.app:create_app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
 
@@ -232,6 +235,51 @@ def audit_log(data_dir: Path, since: Any, fmt: str) -> None:
         writer.writerow([r.time.isoformat(), r.access_key_id, r.operation, r.collection_id or "", r.threshold,
                          r.match_count, "" if r.best_similarity is None else r.best_similarity,
                          " ".join(r.face_ids), " ".join(r.user_ids)])
+
+
+@main.command("index")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--collection", required=True, help="Collection to index into (created if missing).")
+@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
+@click.option("--external-id-from", type=click.Choice(["filename", "path", "none"]), default="filename", show_default=True,
+              help="ExternalImageId from the file name, the relative path (':' for '/'), or none.")
+@fails_cleanly
+def index(folder: Path, collection: str, data_dir: Path, workers: int, external_id_from: str) -> None:
+    """Index every PNG and JPEG under FOLDER; rerun to resume (indexed images are skipped)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visage.bulk import find_images, index_folder
+
+    settings = Settings.from_env(data_dir=data_dir, max_image_bytes=_local_file_limit())
+    total = len(find_images(folder))
+    counts = {"faces": 0, "errors": 0}
+    columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} images/s  {task.fields[faces]} faces  {task.fields[errors]} errors"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("index", total=total, rate=0.0, faces=0, errors=0)
+
+        def advance(result: Any) -> None:
+            counts["faces"] += result.faces
+            counts["errors"] += result.status == "error"
+            elapsed = progress.tasks[task].elapsed or 1e-9
+            progress.update(task, advance=1, rate=(progress.tasks[task].completed + 1) / elapsed, **counts)
+
+        summary = index_folder(folder, collection, settings, workers, external_id_from, progress=advance)
+    out.print(f"{summary.images} images: {summary.indexed} indexed ({summary.faces} faces), "
+              f"{summary.skipped} already indexed, {len(summary.no_face)} without a face, "
+              f"{len(summary.refused)} with every face refused, {len(summary.errors)} errors.")
+    for reason, n in summary.unindexed_reasons.most_common():
+        out.print(f"  faces not indexed, {reason}: {n}")
+    for path in summary.no_face[:20]:
+        out.print(f"  no face: {path}")
+    for path, reasons in list(summary.refused.items())[:20]:
+        out.print(f"  refused ({', '.join(sorted(set(reasons)))}): {path}")
+    for path, error in list(summary.errors.items())[:20]:
+        out.print(f"  error: {path}: {error}")
+    if summary.errors:
+        sys.exit(1)
 
 
 def _local_file_limit() -> int | None:

@@ -49,6 +49,10 @@ class Settings:
 
     # Server ---------------------------------------------------------------------------
     data_dir: Path = field(default_factory=lambda: Path("visage-data"))
+    #: Where collections and faces are kept: None or "sqlite" for SQLite in data_dir, or a
+    #: postgresql:// URL for PostgreSQL with pgvector, which several servers can share
+    #: (docs/postgres.md).
+    store: str | None = None
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
