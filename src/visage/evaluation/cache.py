@@ -12,6 +12,7 @@ depend on whether the cache was warm. Delete the folder to start afresh.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import pickle
 from collections.abc import Iterable
@@ -26,22 +27,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VISAGE_EVAL_CACHE", "~/.cache/visage/eval")).expanduser()
 
 
-_ENGINE_MODULES = ("images", "detection", "landmarks", "quality", "attributes", "facemodels", "engine", "bundled")
+#: Modules whose code decides what the engine finds; with the face model's class and the
+#: engine's analysis methods, their source is part of the cache key.
+_ENGINE_MODULES = ("images", "detection", "landmarks", "quality", "attributes", "bundled")
+#: Settings that change results (not, say, the data dir or the thread count).
+_RESULT_SETTINGS = (
+    "max_image_pixels", "min_image_side", "detection_threshold", "detection_base_side",
+    "detection_max_side", "max_faces", "landmarks",
+)
 
 
-def _engine_source_digest() -> str:
+def _source_digest(model_class: type) -> str:
+    import visage.engine as engine_module
+
     digest = hashlib.sha1()
     for name in _ENGINE_MODULES:
         digest.update((Path(__file__).parent.parent / f"{name}.py").read_bytes())
+    for piece in (model_class, engine_module.Engine.analyze, engine_module.Engine._describe):
+        digest.update(inspect.getsource(piece).encode())
     return digest.hexdigest()
 
 
 class AnalysisCache:
     def __init__(self, engine: Engine, model: str, attributes: tuple[str, ...] = (), root: Path | None = None) -> None:
         self.engine, self.model, self.attributes = engine, model, tuple(sorted(attributes))
-        version = engine.face_model(model).version
-        tag = hashlib.sha1(repr((version, self.attributes, engine.settings, _engine_source_digest())).encode()).hexdigest()[:12]
-        self.folder = (root or cache_dir()) / f"{version}-{tag}"
+        face_model = engine.face_model(model)
+        settings = engine.settings
+        what = (
+            face_model.version,
+            self.attributes,
+            [getattr(settings, name) for name in _RESULT_SETTINGS],
+            _source_digest(type(face_model)),
+        )
+        tag = hashlib.sha1(repr(what).encode()).hexdigest()[:12]
+        self.folder = (root or cache_dir()) / f"{face_model.version}-{tag}"
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def _entry(self, path: Path) -> Path:
