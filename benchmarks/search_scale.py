@@ -1,0 +1,323 @@
+"""Search at scale: exact numpy, the embedded HNSW index, and pgvector HNSW, per gallery size.
+
+Vectors. Queries are real: one sface vector for each of 1,000 LFW people with at least
+two images. The gallery holds every other real LFW vector (about 12,000), padded to the
+wanted size with distractors from a documented generator: a multivariate normal with
+the mean and covariance of the 13,233 real LFW sface vectors, normalised to unit length
+(numpy seed 0, drawn in blocks of 100,000 so a block is reproducible on its own). They
+look like faces to the index (same spread, same correlations between dimensions), unlike
+uniform random vectors, which are far from everything and flatter an index.
+
+For each size, in one run: build time, memory, p50/p95 single-query latency (1,000
+queries, one at a time) and recall@1 and @10 against exact search, for
+
+- exact: a float32 numpy matrix and a matrix-vector product (only up to --exact-max);
+- embedded: ``SQLiteStore.search`` on a real SQLite file (HNSW, int8, exact float32
+  re-scoring of the candidates), through the same code the server runs; above
+  --store-max faces the HNSW index alone (``VectorIndex``) is measured, since writing
+  20 million rows to SQLite is its own benchmark;
+- pgvector: ``PostgresStore.search`` on a real PostgreSQL server with pgvector (HNSW,
+  ``vector_cosine_ops``), when one can be started (--pg-max bounds the size).
+
+Ground truth for recall is exact search over the same gallery (chunked, so it needs
+no more memory than one block). Also measures ``visage index`` throughput on LFW images.
+
+Goals: at 1M, p50 <= 5 ms with recall@1 >= 0.99; at 20M, p50 <= 50 ms and RAM <= 8 GiB;
+``visage index`` >= 40 images/s on 2 cores.
+
+    python benchmarks/search_scale.py                      # 100k and 1M
+    python benchmarks/search_scale.py --sizes 10000000 20000000 --pg-max 0   # once, recorded
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import summary_ms, write_results  # noqa: E402
+
+from visage.engine import Engine  # noqa: E402
+from visage.evaluation.data import eval_data_dir  # noqa: E402
+from visage.evaluation.lfw import embed_images  # noqa: E402
+from visage.faces import BoundingBox  # noqa: E402
+from visage.store.base import Collection, StoredFace  # noqa: E402
+from visage.store.index import VectorIndex  # noqa: E402
+from visage.store.sqlite import SQLiteStore  # noqa: E402
+
+BLOCK = 100_000
+QUERIES = 1_000
+
+
+# Vectors ------------------------------------------------------------------------------
+
+
+def real_vectors() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(queries, real gallery vectors, gallery labels) from LFW."""
+    root = eval_data_dir() / "lfw" / "lfw-deepfunneled"
+    paths = sorted(root.glob("*/*.jpg"))
+    faces = embed_images(Engine(), paths, "sface")
+    by_person: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        face = faces[path]
+        if face is not None:
+            by_person.setdefault(path.parent.name, []).append(face.embedding.vector)
+    people = sorted(p for p, v in by_person.items() if len(v) >= 2)
+    probes = set(random.Random(0).sample(people, min(QUERIES, len(people))))
+    queries, gallery, labels = [], [], []
+    for person, vectors in sorted(by_person.items()):
+        start = 0
+        if person in probes:
+            queries.append(vectors[0])
+            start = 1
+        gallery += vectors[start:]
+        labels += [person] * (len(vectors) - start)
+    return np.array(queries, np.float32), np.array(gallery, np.float32), labels
+
+
+class Distractors:
+    """Face-like unit vectors: a normal fitted to the real vectors, normalised."""
+
+    def __init__(self, real: np.ndarray) -> None:
+        self.mean = real.mean(axis=0)
+        self.factor = np.linalg.cholesky(np.cov(real.T) + 1e-6 * np.eye(real.shape[1]))
+
+    def block(self, index: int, size: int = BLOCK) -> np.ndarray:
+        rng = np.random.default_rng([0, index])
+        x = self.mean + rng.standard_normal((size, len(self.mean))) @ self.factor.T
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def gallery_blocks(real: np.ndarray, distractors: Distractors, size: int) -> Iterator[np.ndarray]:
+    """The gallery of ``size`` vectors, in blocks: the real ones first, then distractors."""
+    yield real[:size]
+    left, index = size - len(real), 0
+    while left > 0:
+        block = distractors.block(index, min(BLOCK, left))
+        yield block
+        left -= len(block)
+        index += 1
+
+
+def exact_top(queries: np.ndarray, blocks: Iterator[np.ndarray], k: int = 10) -> np.ndarray:
+    """Row numbers of the exact top k of each query, streaming over the gallery."""
+    best_scores = np.full((len(queries), k), -np.inf, np.float32)
+    best_rows = np.zeros((len(queries), k), np.int64)
+    offset = 0
+    for block in blocks:
+        scores = queries @ block.T
+        rows = np.broadcast_to(np.arange(offset, offset + len(block)), scores.shape)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_rows = np.concatenate([best_rows, rows], axis=1)
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+        best_scores = np.take_along_axis(all_scores, order, axis=1)
+        best_rows = np.take_along_axis(all_rows, order, axis=1)
+        offset += len(block)
+    return best_rows
+
+
+def recall(found: list[list[int]], truth: np.ndarray) -> dict[str, float]:
+    at1 = np.mean([bool(f) and f[0] == t[0] for f, t in zip(found, truth)])
+    at10 = np.mean([len(set(f[:10]) & set(t[:10].tolist())) / 10 for f, t in zip(found, truth)])
+    return {"recall_at_1": round(float(at1), 4), "recall_at_10": round(float(at10), 4)}
+
+
+def timed_queries(queries: np.ndarray, search: Callable[[np.ndarray], list[int]]) -> tuple[list[list[int]], dict[str, float]]:
+    search(queries[0])
+    found, times = [], []
+    for query in queries:
+        start = time.perf_counter()
+        found.append(search(query))
+        times.append(time.perf_counter() - start)
+    return found, summary_ms(times)
+
+
+def rss_mib() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+# Methods ------------------------------------------------------------------------------
+
+
+def run_exact(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: np.ndarray) -> dict[str, object]:
+    start = time.perf_counter()
+    matrix = np.concatenate(list(blocks))
+    build = time.perf_counter() - start
+
+    def search(query: np.ndarray) -> list[int]:
+        scores = matrix @ query
+        top = np.argpartition(-scores, 10)[:10]
+        return top[np.argsort(-scores[top], kind="stable")].tolist()
+
+    found, latency = timed_queries(queries, search)
+    return {"build_s": round(build, 1), "memory_mib": round(matrix.nbytes / 2**20, 1), **latency, **recall(found, truth)}
+
+
+def run_store(store_factory: Callable[[], object], queries: np.ndarray, blocks: Iterator[np.ndarray], truth: np.ndarray, warm: bool) -> dict[str, object]:
+    """Fill a real store through add_faces, then search it with store.search."""
+    store = store_factory()
+    store.create_collection(Collection("scale", "arn", "sface", "sface-1", datetime.now(timezone.utc)))
+    box = BoundingBox(0.25, 0.25, 0.5, 0.5)
+    ids: list[str] = []
+    before = rss_mib()
+    start = time.perf_counter()
+    for block in blocks:
+        for chunk in range(0, len(block), 5_000):
+            faces = [StoredFace(str(uuid.uuid4()), "image", box, 99.0, v) for v in block[chunk:chunk + 5_000]]
+            ids += [f.face_id for f in faces]
+            store.add_faces("scale", faces)
+    load = time.perf_counter() - start
+    start = time.perf_counter()
+    if warm:
+        store.warm()
+    build = time.perf_counter() - start
+    row_of = {face_id: row for row, face_id in enumerate(ids)}
+
+    def search(query: np.ndarray) -> list[int]:
+        return [row_of[s.face.face_id] for s in store.search("scale", query, 10, -1.0)]
+
+    found, latency = timed_queries(queries, search)
+    result = {"insert_s": round(load, 1), "build_s": round(build, 1), "rss_growth_mib": round(rss_mib() - before, 1),
+              **latency, **recall(found, truth)}
+    store.close()
+    return result
+
+
+def run_index_only(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: np.ndarray) -> dict[str, object]:
+    """The embedded HNSW index alone (above --store-max): build, memory, search."""
+    before = rss_mib()
+    start = time.perf_counter()
+    index: VectorIndex | None = None
+    offset = 0
+    for block in blocks:
+        if index is None:
+            index = VectorIndex(block.shape[1])
+        index.add(np.arange(offset, offset + len(block), dtype=np.int64), block)
+        offset += len(block)
+    build = time.perf_counter() - start
+    assert index is not None
+
+    def search(query: np.ndarray) -> list[int]:
+        return index.search(query, 10, -1.0).keys.tolist()
+
+    found, latency = timed_queries(queries, search)
+    return {"build_s": round(build, 1), "index_memory_mib": round(index.memory_bytes / 2**20, 1),
+            "rss_growth_mib": round(rss_mib() - before, 1), **latency, **recall(found, truth)}
+
+
+def index_throughput(count: int) -> dict[str, object]:
+    """``visage index`` on ``count`` LFW images (symlinked into a temporary folder)."""
+    paths = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
+    chosen = random.Random(1).sample(paths, count)
+    root = Path(tempfile.mkdtemp(prefix="visage-index-"))
+    for path in chosen:
+        (root / "images").mkdir(exist_ok=True)
+        (root / "images" / f"{path.parent.name}-{path.name}").symlink_to(path)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "visage.cli", "index", str(root / "images"), "--collection", "lfw",
+                    "--data-dir", str(root / "data"), "--workers", str(os.cpu_count() or 2)],
+                   check=True, capture_output=True)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(root)
+    return {"images": count, "seconds": round(elapsed, 1), "images_per_s": round(count / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--exact-max", type=int, default=2_000_000, help="largest size for the exact numpy method")
+    parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the HNSW index alone")
+    parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
+    parser.add_argument("--index-images", type=int, default=2_000, help="LFW images for the visage index run (0: skip)")
+    args = parser.parse_args()
+
+    queries, real, _ = real_vectors()
+    distractors = Distractors(real)
+    results: dict[str, object] = {"queries": len(queries), "real_gallery_vectors": len(real), "sizes": {}}
+    postgres = _postgres_factory() if args.pg_max else None
+    for size in args.sizes:
+        print(f"== {size:,} faces")
+        truth = exact_top(queries, gallery_blocks(real, distractors, size))
+        row: dict[str, object] = {}
+        if size <= args.exact_max:
+            row["exact"] = run_exact(queries, gallery_blocks(real, distractors, size), truth)
+            print("exact", row["exact"])
+        gc.collect()
+        if size <= args.store_max:
+            folder = Path(tempfile.mkdtemp(prefix="visage-scale-"))
+            row["embedded"] = run_store(lambda: SQLiteStore(folder / "visage.db"), queries,
+                                        gallery_blocks(real, distractors, size), truth, warm=True)
+            shutil.rmtree(folder)
+        else:
+            row["embedded_index_only"] = run_index_only(queries, gallery_blocks(real, distractors, size), truth)
+        print("embedded", row.get("embedded") or row.get("embedded_index_only"))
+        gc.collect()
+        if postgres is not None and size <= args.pg_max:
+            row["pgvector"] = run_store(postgres, queries, gallery_blocks(real, distractors, size), truth, warm=True)
+            print("pgvector", row["pgvector"])
+        results["sizes"][str(size)] = row
+    if args.index_images:
+        results["visage_index"] = index_throughput(args.index_images)
+        print("visage index", results["visage_index"])
+
+    name = "search_scale" if max(args.sizes) <= 2_000_000 else "search_scale_large"
+    markdown = _table(results)
+    print(markdown)
+    write_results(name, results, markdown)
+
+
+def _postgres_factory() -> Callable[[], object] | None:
+    """A fresh PostgresStore on a pgserver, or None (printed) if PostgreSQL cannot start."""
+    try:
+        from visage.store.postgres import PostgresStore
+        from tests.pgserver import start_pgserver  # the same server the tests use
+    except ImportError as error:
+        print(f"pgvector skipped: {error}")
+        return None
+    dsn = start_pgserver(Path(tempfile.mkdtemp(prefix="visage-pg-")))
+
+    def factory() -> object:
+        return PostgresStore(dsn)
+
+    return factory
+
+
+def _table(results: dict[str, object]) -> str:
+    lines = [
+        f"Queries: {results['queries']} real LFW faces; gallery: {results['real_gallery_vectors']:,} real LFW vectors "
+        "padded with distractors (see the script's docstring).",
+        "",
+        "| faces | method | build s | memory MiB | p50 ms | p95 ms | recall@1 | recall@10 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size, methods in results["sizes"].items():
+        for method, r in methods.items():
+            memory = r.get("memory_mib", r.get("index_memory_mib", r.get("rss_growth_mib", "")))
+            build = r.get("build_s", "")
+            if "insert_s" in r:
+                build = f"{r['build_s']} (+{r['insert_s']} insert)"
+            lines.append(f"| {int(size):,} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
+                         f"{r['recall_at_1']} | {r['recall_at_10']} |")
+    if "visage_index" in results:
+        v = results["visage_index"]
+        lines += ["", f"`visage index` on {v['images']} LFW images with {os.cpu_count()} workers: "
+                      f"{v['images_per_s']} images/s ({v['seconds']} s including start-up; goal >= 40)."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
