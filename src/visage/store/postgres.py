@@ -21,9 +21,9 @@ A ``vector(128)`` column would need a new column, table or migration per model.
 
 Search. A score is the cosine, ``1 - (embedding <=> query)``, computed by
 PostgreSQL in float64 (from float32 sums) and compared with ``min_score`` as
-float64; best first, ties by face_id. Below ``exact_below`` faces a collection is
-scanned exactly, every face scored (the query cannot use the HNSW index, whose
-expression it does not name). From ``exact_below`` faces on, the HNSW index picks
+float64; best first, ties by face_id. Up to ``exact_search_limit`` faces a collection
+is scanned exactly, every face scored (the query cannot use the HNSW index, whose
+expression it does not name). Above ``exact_search_limit`` faces, the HNSW index picks
 candidates (``hnsw.ef_search``; with pgvector 0.8+ an iterative scan, so that the
 collection and user filters do not starve it), and the candidates are re-scored
 exactly and sorted as above: results may then miss a true neighbour, the price of
@@ -143,6 +143,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX audit_by_time ON audit_log (time, seq)",
     ),
+    (
+        # Kept by add_faces and delete_faces in their transactions: count() and the exact/HNSW
+        # choice of every search read it instead of counting a big collection each time.
+        "ALTER TABLE collections ADD COLUMN face_count bigint NOT NULL DEFAULT 0",
+        "UPDATE collections SET face_count = (SELECT count(*) FROM faces WHERE faces.collection_pk = collections.pk)",
+    ),
 )
 
 _FACE_COLUMNS = (
@@ -161,16 +167,16 @@ class PostgresStore:
         dsn: str,
         *,
         pool_size: int = 10,
-        exact_below: int = 20_000,
+        exact_search_limit: int = 50_000,
         ef_search: int = 400,
         retry_for: float = 30.0,
     ) -> None:
-        """``dsn``: a libpq URL or key=value string. Collections of at least ``exact_below``
-        faces are searched through HNSW with ``ef_search`` (at most 1000); a caller waits at
-        most ``retry_for`` seconds for a connection or a busy database."""
-        if exact_below < 0 or not 1 <= ef_search <= MAX_EF_SEARCH or pool_size < 1:
-            raise ValueError(f"Need exact_below >= 0, 1 <= ef_search <= {MAX_EF_SEARCH}, pool_size >= 1.")
-        self.exact_below = exact_below
+        """``dsn``: a libpq URL or key=value string. Collections of up to ``exact_search_limit``
+        faces are searched exactly, bigger ones through HNSW with ``ef_search`` (at most 1000);
+        a caller waits at most ``retry_for`` seconds for a connection or a busy database."""
+        if exact_search_limit < 0 or not 1 <= ef_search <= MAX_EF_SEARCH or pool_size < 1:
+            raise ValueError(f"Need exact_search_limit >= 0, 1 <= ef_search <= {MAX_EF_SEARCH}, pool_size >= 1.")
+        self.exact_search_limit = exact_search_limit
         self.ef_search = ef_search
         self.retry_for = retry_for
         self._where = _describe(dsn)
@@ -214,6 +220,11 @@ class PostgresStore:
                     ) from error
                 time.sleep(random.uniform(delay / 2, delay))
                 delay = min(delay * 2, 1.0)
+
+    def warm(self) -> None:
+        """Checks that the database answers. There is nothing to load: the HNSW indexes live in
+        PostgreSQL, whose buffer cache keeps their hot pages (pg_prewarm can preload them)."""
+        self._run(lambda con: con.execute("SELECT 1"), write=False)
 
     def close(self) -> None:
         self._pool.close()
@@ -280,13 +291,13 @@ class PostgresStore:
 
     def count(self, collection_id: str) -> tuple[int, int]:
         def read(con: Connection) -> tuple[int, int]:
-            pk, _ = _collection(con, collection_id)
             row = con.execute(
-                "SELECT (SELECT count(*) FROM faces WHERE collection_pk = %(pk)s),"
-                " (SELECT count(*) FROM users WHERE collection_pk = %(pk)s)",
-                {"pk": pk},
+                "SELECT face_count, (SELECT count(*) FROM users WHERE collection_pk = pk)"
+                " FROM collections WHERE collection_id = %s",
+                (collection_id,),
             ).fetchone()
-            assert row is not None
+            if row is None:
+                raise _no_collection(collection_id)
             return int(row[0]), int(row[1])
 
         return self._run(read, write=False)
@@ -326,6 +337,8 @@ class PostgresStore:
                     )
             except errors.UniqueViolation:  # a concurrent call stored one of these ids first
                 raise _face_taken("of this batch", collection_id) from None
+            # Last, so that concurrent writers to the collection queue on its row only briefly.
+            con.execute("UPDATE collections SET face_count = face_count + %s WHERE pk = %s", (len(rows), pk))
 
         self._run(write, write=True)
 
@@ -373,6 +386,8 @@ class PostgresStore:
                 (pk, list(face_ids)),
             )
             deleted = {row[0] for row in rows}
+            if deleted:
+                con.execute("UPDATE collections SET face_count = face_count - %s WHERE pk = %s", (len(deleted), pk))
             return [face_id for face_id in dict.fromkeys(face_ids) if face_id in deleted]
 
         return self._run(write, write=True)
@@ -408,57 +423,26 @@ class PostgresStore:
             params["exclude"] = exclude_face_id
 
         def read(con: Connection) -> list[ScoredFace]:
-            pk, dim = _collection(con, collection_id)
+            row = con.execute(
+                "SELECT pk, dim, face_count FROM collections WHERE collection_id = %s", (collection_id,)
+            ).fetchone()
+            if row is None:
+                raise _no_collection(collection_id)
+            pk, dim, face_count = row
             if dim is None or limit == 0:
-                return []  # no face was ever stored: nothing to match
+                return []  # no face was ever stored, or none asked for
             if query.shape != (dim,):
                 raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {dim} floats.")
             params.update(pk=pk, query=query)
-            if self._is_large(con, pk):
-                rows = self._approximate(con, where, dim, params)
+            if face_count > self.exact_search_limit:
+                candidates = max(2 * limit, 100)  # room for ties at the limit and for the re-ranking
+                use_hnsw(con, max(self.ef_search, candidates))
+                rows = con.execute(approximate_search_sql(where, dim), {**params, "candidates": candidates})
             else:
-                rows = con.execute(
-                    f"SELECT {_FACE_COLUMNS}, {_SCORE} AS score FROM faces"
-                    f" WHERE {where} AND {_SCORE} >= %(min_score)s"
-                    " ORDER BY score DESC, face_id LIMIT %(limit)s",
-                    params,
-                ).fetchall()
+                rows = con.execute(exact_search_sql(where), params)
             return [ScoredFace(_face(row[:-1]), float(row[-1])) for row in rows]
 
         return self._run(read, write=False)
-
-    def _is_large(self, con: Connection, pk: int) -> bool:
-        """Whether the collection has at least ``exact_below`` faces (counts no further than that)."""
-        row = con.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM faces WHERE collection_pk = %s LIMIT %s) AS head",
-            (pk, self.exact_below),
-        ).fetchone()
-        assert row is not None
-        return int(row[0]) >= self.exact_below
-
-    def _approximate(self, con: Connection, where: str, dim: int, params: dict[str, Any]) -> list[TupleRow]:
-        """HNSW candidates (the index on this dimension), re-scored exactly and sorted like the exact scan."""
-        candidates = max(2 * params["limit"], 100)  # room for ties at the limit and for the re-ranking
-        con.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(MAX_EF_SEARCH, max(self.ef_search, candidates))),))
-        if _pgvector_version(con) >= ITERATIVE_SCAN_PGVECTOR:
-            # Keep scanning the graph while the filters (collection, user) reject what it finds.
-            con.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-        con.execute("SELECT set_config('enable_sort', 'off', true)")  # the index's order, not a sort of the collection
-        typed = sql.SQL("embedding::vector({dim}) <=> %(query)s::vector({dim})").format(dim=sql.Literal(dim))
-        query = sql.SQL(
-            "SELECT {columns}, score FROM ("
-            " SELECT {columns}, {score} AS score FROM ("
-            "  SELECT {columns} FROM faces WHERE {where} AND dim = {dim} ORDER BY {typed} LIMIT %(candidates)s"
-            " ) AS candidates"
-            ") AS scored WHERE score >= %(min_score)s ORDER BY score DESC, face_id LIMIT %(limit)s"
-        ).format(
-            columns=sql.SQL(_FACE_COLUMNS),
-            score=sql.SQL(_SCORE),
-            where=sql.SQL(where),
-            dim=sql.Literal(dim),
-            typed=typed,
-        )
-        return con.execute(query, {**params, "candidates": candidates}).fetchall()
 
     # Users -------------------------------------------------------------------------
     def create_user(self, collection_id: str, user_id: str, token: RequestToken | None = None) -> None:
@@ -634,8 +618,8 @@ def _require_pgvector(con: Connection) -> None:
                 con.execute("CREATE EXTENSION IF NOT EXISTS vector")
         except (errors.InsufficientPrivilege, errors.FeatureNotSupported, errors.UndefinedFile) as error:
             raise RuntimeError(
-                "The pgvector extension is not installed in this database, and this role may not install it:"
-                f" have a superuser run `CREATE EXTENSION vector;` in it ({error})."
+                f"The pgvector extension is missing from this database and could not be installed ({error})."
+                " Install pgvector on the server, then have a superuser run `CREATE EXTENSION vector;` in this database."
             ) from error
     version = _pgvector_version(con)
     if version < MIN_PGVECTOR:
@@ -651,6 +635,40 @@ def _pgvector_version(con: Connection, missing_ok: bool = False) -> tuple[int, .
             return ()
         raise RuntimeError("The pgvector extension is not installed in this database.")
     return tuple(int(part) for part in str(row[0]).split("-")[0].split(".") if part.isdigit())
+
+
+# Search ---------------------------------------------------------------------------------
+# Parameters: %(pk)s, %(query)s, %(min_score)s, %(limit)s, %(exclude)s if ``where`` names it,
+# and %(candidates)s for the approximate search.
+
+
+def exact_search_sql(where: str) -> sql.Composed:
+    """Every face of the collection scored: the plan cannot use an HNSW index (it names no index expression)."""
+    return sql.SQL(
+        "SELECT {columns}, {score} AS score FROM faces WHERE {where} AND {score} >= %(min_score)s"
+        " ORDER BY score DESC, face_id LIMIT %(limit)s"
+    ).format(columns=sql.SQL(_FACE_COLUMNS), score=sql.SQL(_SCORE), where=sql.SQL(where))
+
+
+def approximate_search_sql(where: str, dim: int) -> sql.Composed:
+    """The HNSW index's ``candidates`` nearest faces, scored exactly, then filtered and sorted like the exact scan."""
+    return sql.SQL(
+        "SELECT {columns}, score FROM ("
+        " SELECT {columns}, {score} AS score FROM ("
+        "  SELECT {columns} FROM faces WHERE {where} AND dim = {dim}"
+        "  ORDER BY embedding::vector({dim}) <=> %(query)s::vector({dim}) LIMIT %(candidates)s"
+        " ) AS candidates"
+        ") AS scored WHERE score >= %(min_score)s ORDER BY score DESC, face_id LIMIT %(limit)s"
+    ).format(columns=sql.SQL(_FACE_COLUMNS), score=sql.SQL(_SCORE), where=sql.SQL(where), dim=sql.Literal(dim))
+
+
+def use_hnsw(con: Connection, ef_search: int) -> None:
+    """Settings, for the rest of the transaction, under which the approximate query walks the HNSW index."""
+    con.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(ef_search, MAX_EF_SEARCH)),))
+    if _pgvector_version(con) >= ITERATIVE_SCAN_PGVECTOR:
+        # Keep walking the graph while the filters (collection, user) reject what it finds.
+        con.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+    con.execute("SELECT set_config('enable_sort', 'off', true)")  # the index's order, not a sort of the collection
 
 
 def hnsw_index_name(dim: int) -> str:

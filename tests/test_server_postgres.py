@@ -1,0 +1,72 @@
+"""Two real servers on one PostgreSQL database (``visage serve --store postgresql://...``), through boto3."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import RunningServer
+
+
+def faces_by_external_id(client: Any, collection_id: str) -> dict[str, str]:
+    faces = client.list_faces(CollectionId=collection_id, MaxResults=100)["Faces"]
+    return {face["FaceId"]: face["ExternalImageId"] for face in faces}
+
+
+def best_match(client: Any, collection_id: str, image: bytes) -> tuple[str, float]:
+    matches = client.search_faces_by_image(CollectionId=collection_id, Image={"Bytes": image}, FaceMatchThreshold=80)[
+        "FaceMatches"
+    ]
+    assert matches, "no face matched"
+    return matches[0]["Face"]["ExternalImageId"], matches[0]["Similarity"]
+
+
+def test_two_servers_share_one_postgresql_database(postgres_dsn: str, portraits: Path, tmp_path: Path) -> None:
+    people = {path.stem: path.read_bytes() for path in portraits.glob("*.jpg")}
+    data, s3 = tmp_path / "data", tmp_path / "s3"
+    s3.mkdir()
+    first = RunningServer(data, s3, ("--store", postgres_dsn)).start()
+    second: RunningServer | None = None
+    try:
+        second = RunningServer(data, s3, ("--store", postgres_dsn)).start()  # the same keys, another process
+        one, two = first.client(), second.client()
+
+        one.create_collection(CollectionId="staff")
+        for name in ("person_a_1", "person_b_1", "impostor_1"):
+            indexed = one.index_faces(
+                CollectionId="staff", Image={"Bytes": people[name]}, ExternalImageId=name, MaxFaces=1
+            )
+            assert len(indexed["FaceRecords"]) == 1, name
+
+        # The second server sees what the first stored, and both find the same people.
+        assert [c for c in two.list_collections()["CollectionIds"]] == ["staff"]
+        assert two.describe_collection(CollectionId="staff")["FaceCount"] == 3
+        assert faces_by_external_id(two, "staff") == faces_by_external_id(one, "staff")
+        assert best_match(one, "staff", people["person_a_2"])[0] == "person_a_1"
+        assert best_match(two, "staff", people["person_a_2"]) == best_match(one, "staff", people["person_a_2"])
+        assert best_match(two, "staff", people["person_b_2"])[0] == "person_b_1"
+
+        # And the other way round: a write through the second is seen by the first.
+        impostor = [face_id for face_id, name in faces_by_external_id(one, "staff").items() if name == "impostor_1"]
+        assert two.delete_faces(CollectionId="staff", FaceIds=impostor)["DeletedFaces"] == impostor
+        assert sorted(faces_by_external_id(one, "staff").values()) == ["person_a_1", "person_b_1"]
+        two.create_user(CollectionId="staff", UserId="alice")
+        (alice_face,) = [face_id for face_id, name in faces_by_external_id(two, "staff").items() if name == "person_a_1"]
+        two.associate_faces(CollectionId="staff", UserId="alice", FaceIds=[alice_face])
+        found = one.search_users_by_image(CollectionId="staff", Image={"Bytes": people["person_a_2"]})
+        assert found["UserMatches"][0]["User"]["UserId"] == "alice"
+
+        assert not (data / "visage.db").exists()  # nothing went to SQLite
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+
+
+def test_an_unknown_store_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "s3").mkdir()
+    server = RunningServer(tmp_path / "data", tmp_path / "s3", ("--store", "mysql://somewhere/visage"))
+    with pytest.raises(RuntimeError, match="postgresql://"):
+        server.start()
