@@ -210,19 +210,21 @@ def keys_list(data_dir: Path) -> None:
 
 @main.command("audit-log")
 @click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@click.option("--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only records at or after this UTC time.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @fails_cleanly
-def audit_log(data_dir: Path, since: Any, fmt: str) -> None:
+def audit_log(data_dir: Path, store_url: str | None, since: Any, fmt: str) -> None:
     """Export the audit log of comparisons and searches."""
     import csv
     from datetime import timezone
 
-    from visage.store.sqlite import SQLiteStore
+    from visage.store import open_store
 
-    if not (data_dir / "visage.db").exists():
+    settings = Settings.from_env(data_dir=data_dir, store=store_url)
+    if settings.store in (None, "", "sqlite") and not (data_dir / "visage.db").exists():
         raise click.UsageError(f"No Visage database in {data_dir}.")
-    store = SQLiteStore(data_dir / "visage.db")
+    store = open_store(settings)
     records = store.audit_records(since.replace(tzinfo=timezone.utc) if since else None)
     fields = ["time", "access_key_id", "operation", "collection_id", "threshold", "match_count", "best_similarity", "face_ids", "user_ids"]
     if fmt == "jsonl":

@@ -27,7 +27,7 @@ from visage.engine import Engine
 from visage.errors import ImageTooLargeException, InternalServerError, SerializationException, VisageError
 from visage.keys import KeyStore
 from visage.service import Caller, RekognitionService
-from visage.store.sqlite import SQLiteStore
+from visage.store import open_store
 
 log = logging.getLogger("visage")
 
@@ -35,23 +35,9 @@ ANONYMOUS = "anonymous"
 
 
 def open_service(settings: Settings) -> RekognitionService:
-    """The service over the configured store (``settings.store``), with the engine's models loaded."""
-    from visage.store.base import Store
-
+    """The service over the configured store (``settings.store``)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # keys.json lives there, whatever the store
-    store: Store
-    if settings.store in (None, "", "sqlite"):
-        store = SQLiteStore(settings.data_dir / "visage.db", exact_search_limit=settings.exact_search_limit)
-    elif settings.store.startswith(("postgresql://", "postgres://")):
-        from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
-
-        # A connection per worker thread, and the same exact/HNSW boundary as the embedded store.
-        store = PostgresStore(
-            settings.store, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit
-        )
-    else:  # not echoed: a URL may hold a password
-        raise ValueError("The store (--store, VISAGE_STORE) must be 'sqlite' or a postgresql:// URL.")
-    return RekognitionService(Engine(settings), store, settings)
+    return RekognitionService(Engine(settings), open_store(settings), settings)
 
 
 def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette:
