@@ -281,17 +281,22 @@ def main() -> None:
 
 
 def _postgres_factory() -> Callable[[], object] | None:
-    """A fresh PostgresStore on a pgserver, or None (printed) if PostgreSQL cannot start."""
+    """A fresh PostgresStore on a private pgserver (the tests' server: PostgreSQL 18 with
+    pgvector 0.8, fsync off), or None, printed, if PostgreSQL cannot start."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:
+        from tests.conftest import TestPostgres, _start_pgserver
+
         from visage.store.postgres import PostgresStore
-        from tests.pgserver import start_pgserver  # the same server the tests use
-    except ImportError as error:
-        print(f"pgvector skipped: {error}")
+
+        server = _start_pgserver(Path(tempfile.mkdtemp(prefix="visage-pg-")))
+        databases = TestPostgres(str(server.get_uri()))
+    except Exception as error:  # noqa: BLE001 - the benchmark runs on without pgvector
+        print(f"pgvector skipped: {type(error).__name__}: {error}")
         return None
-    dsn = start_pgserver(Path(tempfile.mkdtemp(prefix="visage-pg-")))
 
     def factory() -> object:
-        return PostgresStore(dsn)
+        return PostgresStore(databases.create_database())
 
     return factory
 
