@@ -11,10 +11,8 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pytest
 from botocore.exceptions import ClientError
 
 from visage.store.sqlite import SQLiteStore

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
@@ -61,11 +60,21 @@ from visage.errors import (
     ConflictException,
     IdempotentParameterMismatchException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, StoredFace, User
+from visage.store.base import (
+    AuditRecord,
+    Collection,
+    RequestToken,
+    ScoredFace,
+    StoredFace,
+    User,
+    check_batch,
+    check_limit,
+    no_collection,
+    no_user,
+)
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
@@ -263,7 +272,7 @@ class PostgresStore:
         def write(con: Connection) -> None:
             # Faces, users, tags and tokens go with it (ON DELETE CASCADE).
             if con.execute("DELETE FROM collections WHERE collection_id = %s", (collection_id,)).rowcount == 0:
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
 
         self._run(write, write=True)
 
@@ -273,7 +282,7 @@ class PostgresStore:
                 f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id = %s", (collection_id,)
             ).fetchall()
             if not rows:
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
             return _collections(con, rows)[0]
 
         return self._run(read, write=False)
@@ -283,7 +292,7 @@ class PostgresStore:
             rows = con.execute(
                 f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id > %s"
                 " ORDER BY collection_id LIMIT %s",
-                (after or "", _limit(limit)),
+                (after or "", check_limit(limit)),
             ).fetchall()
             return _collections(con, rows)
 
@@ -297,20 +306,15 @@ class PostgresStore:
                 (collection_id,),
             ).fetchone()
             if row is None:
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
             return int(row[0]), int(row[1])
 
         return self._run(read, write=False)
 
     # Faces -------------------------------------------------------------------------
     def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
+        check_batch(faces)
         rows = [_face_row(face) for face in faces]
-        dims = {len(row[-1]) for row in rows}
-        if len(dims) > 1 or 0 in dims:
-            raise ValueError(f"The vectors of a batch must be non-empty and of one length, got lengths {sorted(dims)}.")
-        repeated = [face_id for face_id, n in Counter(face.face_id for face in faces).items() if n > 1]
-        if repeated:
-            raise ConflictException(f"The batch holds face {repeated[0]} twice; give each face its own FaceId.")
         length = len(rows[0][-1]) if rows else 0
 
         def write(con: Connection) -> None:
@@ -359,7 +363,7 @@ class PostgresStore:
             query += " AND face_id = ANY(%s::text[])"
             params.append(list(face_ids))
         query += " ORDER BY face_id LIMIT %s"
-        params.append(_limit(limit))
+        params.append(check_limit(limit))
 
         def read(con: Connection) -> list[StoredFace]:
             pk, _ = _collection(con, collection_id)
@@ -414,7 +418,7 @@ class PostgresStore:
         with_user_only: bool = False,
     ) -> list[ScoredFace]:
         query = np.asarray(vector, dtype=np.float32)
-        params: dict[str, Any] = {"limit": _limit(limit), "min_score": float(min_score)}
+        params: dict[str, Any] = {"limit": check_limit(limit), "min_score": float(min_score)}
         where = "collection_pk = %(pk)s"
         if with_user_only:
             where += " AND user_id IS NOT NULL"
@@ -427,7 +431,7 @@ class PostgresStore:
                 "SELECT pk, dim, face_count FROM collections WHERE collection_id = %s", (collection_id,)
             ).fetchone()
             if row is None:
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
             pk, dim, face_count = row
             if dim is None or limit == 0:
                 return []  # no face was ever stored, or none asked for
@@ -468,7 +472,7 @@ class PostgresStore:
                 return
             deleted = con.execute("DELETE FROM users WHERE collection_pk = %s AND user_id = %s", (pk, user_id))
             if deleted.rowcount == 0:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             con.execute("UPDATE faces SET user_id = NULL WHERE collection_pk = %s AND user_id = %s", (pk, user_id))
 
         self._run(write, write=True)
@@ -478,7 +482,7 @@ class PostgresStore:
             pk, _ = _collection(con, collection_id)
             users = _users(con, pk, "AND u.user_id = %s", (user_id,))
             if not users:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             return users[0]
 
         return self._run(read, write=False)
@@ -486,7 +490,7 @@ class PostgresStore:
     def list_users(self, collection_id: str, after: str | None, limit: int) -> list[User]:
         def read(con: Connection) -> list[User]:
             pk, _ = _collection(con, collection_id)
-            return _users(con, pk, "AND u.user_id > %s ORDER BY u.user_id LIMIT %s", (after or "", _limit(limit)))
+            return _users(con, pk, "AND u.user_id > %s ORDER BY u.user_id LIMIT %s", (after or "", check_limit(limit)))
 
         return self._run(read, write=False)
 
@@ -512,7 +516,7 @@ class PostgresStore:
                 "SELECT 1 FROM users WHERE collection_pk = %s AND user_id = %s FOR KEY SHARE", (pk, user_id)
             ).fetchone()
             if user is None:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             if associate:
                 con.execute(
                     "UPDATE faces SET user_id = %s WHERE collection_pk = %s AND face_id = ANY(%s::text[])",
@@ -717,7 +721,7 @@ def _collection(con: Connection, collection_id: str, lock: bool = False) -> tupl
     query = "SELECT pk, dim FROM collections WHERE collection_id = %s" + (" FOR KEY SHARE" if lock else "")
     row = con.execute(query, (collection_id,)).fetchone()
     if row is None:
-        raise _no_collection(collection_id)
+        raise no_collection(collection_id)
     return int(row[0]), row[1]
 
 
@@ -821,11 +825,6 @@ def _face(row: Sequence[Any]) -> StoredFace:
 # Small pure helpers -------------------------------------------------------------------
 
 
-def _limit(limit: int) -> int:
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}.")
-    return limit
-
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
@@ -848,15 +847,3 @@ def _face_taken(face_id: str, collection_id: str) -> ConflictException:
         f"The face {face_id} already exists in collection {collection_id}; give each face a new FaceId."
     )
 
-
-def _no_collection(collection_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The collection {collection_id} does not exist; create it with CreateCollection or check the CollectionId."
-    )
-
-
-def _no_user(collection_id: str, user_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The user {user_id} does not exist in collection {collection_id};"
-        " create it with CreateUser or check the UserId."
-    )

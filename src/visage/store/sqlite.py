@@ -33,7 +33,6 @@ import sqlite3
 import threading
 import time
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,11 +46,21 @@ from visage.errors import (
     ConflictException,
     IdempotentParameterMismatchException,
     ResourceAlreadyExistsException,
-    ResourceNotFoundException,
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, StoredFace, User
+from visage.store.base import (
+    AuditRecord,
+    Collection,
+    RequestToken,
+    ScoredFace,
+    StoredFace,
+    User,
+    check_batch,
+    check_limit,
+    no_collection,
+    no_user,
+)
 from visage.store.index import VectorIndex
 
 T = TypeVar("T")
@@ -309,7 +318,7 @@ class SQLiteStore:
                 (collection_id,),
             ).fetchone()
             if row is None:
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
             return _collections(con, [row])[0]
 
         return self._run(read, write=False)
@@ -319,7 +328,7 @@ class SQLiteStore:
             rows = con.execute(
                 "SELECT pk, collection_id, arn, face_model, face_model_version, created_at FROM collections"
                 " WHERE collection_id > ? ORDER BY collection_id LIMIT ?",
-                (after or "", _limit(limit)),
+                (after or "", check_limit(limit)),
             ).fetchall()
             return _collections(con, rows)
 
@@ -336,13 +345,8 @@ class SQLiteStore:
 
     # Faces -------------------------------------------------------------------------
     def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
+        check_batch(faces)
         rows = [_face_row(face) for face in faces]
-        dims = {len(row[-1]) // _VECTOR_DTYPE.itemsize for row in rows}
-        if len(dims) > 1 or 0 in dims:
-            raise ValueError(f"The vectors of a batch must be non-empty and of one length, got lengths {sorted(dims)}.")
-        repeated = [face_id for face_id, n in Counter(face.face_id for face in faces).items() if n > 1]
-        if repeated:
-            raise ConflictException(f"The batch holds face {repeated[0]} twice; give each face its own FaceId.")
 
         def write(con: sqlite3.Connection) -> None:
             pk = _pk(con, collection_id)
@@ -360,7 +364,7 @@ class SQLiteStore:
             if stored is not None and stored[0] != len(rows[0][-1]):
                 size = _VECTOR_DTYPE.itemsize
                 raise ValueError(
-                    f"Collection {collection_id} holds vectors of {stored[0] // size} floats, not {dims.pop()}."
+                    f"Collection {collection_id} holds vectors of {stored[0] // size} floats, not {len(faces[0].vector)}."
                 )
             con.executemany(
                 f"INSERT INTO faces (collection_pk, {_FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -387,7 +391,7 @@ class SQLiteStore:
             sql += f" AND face_id {_IN_JSON}"
             params.append(json.dumps(list(face_ids)))
         sql += " ORDER BY face_id LIMIT ?"
-        params.append(_limit(limit))
+        params.append(check_limit(limit))
 
         def read(con: sqlite3.Connection) -> list[StoredFace]:
             pk = _pk(con, collection_id)
@@ -444,7 +448,7 @@ class SQLiteStore:
             row = con.execute(sql, (collection_id,)).fetchone()
             if row is None:
                 self._indexes.pop(collection_id, None)
-                raise _no_collection(collection_id)
+                raise no_collection(collection_id)
             pk, generation, face_count = row
             if face_count > self.exact_search_limit and not with_user_only:
                 best = self._approximate_top(con, pk, query, limit, min_score, exclude_face_id)
@@ -573,7 +577,7 @@ class SQLiteStore:
             if _replayed(con, pk, token):
                 return
             if con.execute("DELETE FROM users WHERE collection_pk = ? AND user_id = ?", (pk, user_id)).rowcount == 0:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             released = con.execute(
                 "UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ?", (pk, user_id)
             ).rowcount
@@ -586,7 +590,7 @@ class SQLiteStore:
         def read(con: sqlite3.Connection) -> User:
             users = _users(con, _pk(con, collection_id), "AND user_id = ?", (user_id,))
             if not users:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             return users[0]
 
         return self._run(read, write=False)
@@ -594,7 +598,7 @@ class SQLiteStore:
     def list_users(self, collection_id: str, after: str | None, limit: int) -> list[User]:
         def read(con: sqlite3.Connection) -> list[User]:
             pk = _pk(con, collection_id)
-            return _users(con, pk, "AND user_id > ? ORDER BY user_id LIMIT ?", (after or "", _limit(limit)))
+            return _users(con, pk, "AND user_id > ? ORDER BY user_id LIMIT ?", (after or "", check_limit(limit)))
 
         return self._run(read, write=False)
 
@@ -617,7 +621,7 @@ class SQLiteStore:
                 return
             user = con.execute("SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?", (pk, user_id))
             if user.fetchone() is None:
-                raise _no_user(collection_id, user_id)
+                raise no_user(collection_id, user_id)
             ids = json.dumps(list(face_ids))
             if associate:
                 sql = f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND face_id {_IN_JSON}"
@@ -795,7 +799,7 @@ def _migrate(con: sqlite3.Connection) -> None:
 def _pk(con: sqlite3.Connection, collection_id: str) -> int:
     row = con.execute("SELECT pk FROM collections WHERE collection_id = ?", (collection_id,)).fetchone()
     if row is None:
-        raise _no_collection(collection_id)
+        raise no_collection(collection_id)
     return row[0]
 
 
@@ -917,11 +921,6 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in message or "busy" in message
 
 
-def _limit(limit: int) -> int:
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}.")  # SQLite would read a negative LIMIT as "no limit"
-    return limit
-
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
@@ -937,15 +936,3 @@ def _to_text(moment: datetime) -> str:
 def _from_text(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
-
-def _no_collection(collection_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The collection {collection_id} does not exist; create it with CreateCollection or check the CollectionId."
-    )
-
-
-def _no_user(collection_id: str, user_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The user {user_id} does not exist in collection {collection_id};"
-        " create it with CreateUser or check the UserId."
-    )
