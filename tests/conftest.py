@@ -8,16 +8,11 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 import numpy as np
 import pytest
@@ -26,6 +21,7 @@ from skimage import data as skdata
 
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
+from visage.evaluation.local_server import LocalServer
 
 
 def _require(path: Path, what: str) -> Path:
@@ -76,85 +72,8 @@ def astronaut_jpeg(astronaut_rgb: np.ndarray) -> bytes:
 # A real server ---------------------------------------------------------------------------
 
 
-class RunningServer:
-    """A ``visage serve`` process on a free loopback port with its own data dir."""
-
-    def __init__(
-        self, data_dir: Path, s3_root: Path, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
-    ) -> None:
-        from visage.keys import KeyStore
-
-        self.data_dir, self.s3_root = data_dir, s3_root
-        keys = KeyStore(data_dir / "keys.json")
-        self.credentials = keys.create() if not keys.access_key_ids() else None
-        self.extra_args = extra_args
-        self.env = env or {}
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> RunningServer:
-        self.port = _free_port()
-        command = [
-            sys.executable, "-m", "visage.cli", "serve", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), "--s3-root", str(self.s3_root), *self.extra_args,
-        ]
-        self.log = open(self.data_dir / f"server-{self.port}.log", "wb")
-        # Its own process group, so that a kill reaches uvicorn's worker processes too.
-        self.process = subprocess.Popen(
-            command, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}, start_new_session=True
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {(self.data_dir / f'server-{self.port}.log').read_text()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start within 120 s")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
-
-    def client(self, service: str = "rekognition", credentials: Any = None) -> Any:
-        import boto3
-        from botocore.config import Config
-
-        from visage.keys import KeyStore
-
-        credentials = credentials or self.credentials
-        if credentials is None:
-            keys = KeyStore(self.data_dir / "keys.json")
-            key_id = keys.access_key_ids()[0]
-            secret = keys.secret(key_id)
-        else:
-            key_id, secret = credentials.access_key_id, credentials.secret_access_key
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name="us-east-1",
-            aws_access_key_id=key_id,
-            aws_secret_access_key=secret,
-            config=Config(retries={"max_attempts": 1}, read_timeout=300),
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# The same launcher the evaluations use: a ``visage serve`` process on a free loopback port.
+RunningServer = LocalServer
 
 
 @pytest.fixture(scope="session")

@@ -292,5 +292,17 @@ def _local_file_limit() -> int | None:
     return None if "VISAGE_MAX_IMAGE_BYTES" in os.environ else 50 * 1024 * 1024
 
 
+def _register_evaluation_commands() -> None:
+    from visage.evaluation.audit import audit_command
+    from visage.evaluation.cli import eval_group
+    from visage.evaluation.gallery import gallery_command
+
+    eval_group.add_command(gallery_command)
+    main.add_command(eval_group)
+    main.add_command(audit_command)
+
+
+_register_evaluation_commands()
+
 if __name__ == "__main__":
     main()

@@ -115,3 +115,30 @@ def all_pair_scores(labelled: LabelledVectors, chunk: int = 1024) -> PairScores:
             genuine.append(block[np.triu_indices(end - start, k=1)])
     genuine_scores = np.sort(np.concatenate(genuine)).astype(np.float32) if genuine else np.empty(0, np.float32)
     return PairScores(genuine=genuine_scores, impostor=impostor)
+
+
+@dataclass(frozen=True)
+class ScoredPair:
+    """One impostor pair: its score, both images, and the two people's names."""
+
+    score: float
+    left: str
+    right: str
+
+    @property
+    def people(self) -> tuple[str, str]:
+        return self.left.split("/")[0], self.right.split("/")[0]
+
+
+def impostor_pairs_at_or_above(labelled: LabelledVectors, threshold: float, chunk: int = 1024) -> list[ScoredPair]:
+    """Every impostor pair scoring at least ``threshold``, highest first (meant for the sparse tail)."""
+    vectors, people = labelled.vectors, labelled.people
+    ends = np.searchsorted(people, people, side="right")
+    found: list[ScoredPair] = []
+    for first in range(0, len(people), chunk):
+        last = min(len(people), first + chunk)
+        block = vectors[first:last] @ vectors.T
+        for row, column in zip(*np.nonzero(block >= threshold)):
+            if column >= ends[first + row]:  # a later person: each unordered pair once
+                found.append(ScoredPair(float(block[row, column]), labelled.paths[first + row], labelled.paths[column]))
+    return sorted(found, key=lambda pair: -pair.score)

@@ -1,7 +1,7 @@
 """The audit's figures (matplotlib, written as PNG).
 
-- ``<dataset>_attributes.png`` / ``<dataset>_matching.png``: one panel per measure, a
-  bar per cell with its 95 % interval (exact binomial for rates, bootstrap for means);
+- ``<dataset>_attributes.png`` / ``<dataset>_matching.png`` (the measures at a Similarity
+  threshold): one panel per measure, a bar per cell with its 95 % interval (exact binomial for rates, bootstrap for means);
   a cell with no errors shows "0/N" and an error bar up to its 95 % upper bound, and
   the FMR panels mark the rate the calibration promises.
 - ``<dataset>_scores.png``: the cosine scores of impostor (and genuine) pairs per
@@ -18,24 +18,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from visage.evaluation.audit import Audit, DatasetAudit, MeasureInfo  # noqa: E402
+from visage.evaluation.audit_run import BINS, Audit, DatasetAudit, MeasureInfo  # noqa: E402
 from visage.evaluation.intervals import Rate  # noqa: E402
-from visage.evaluation.pairs import BINS  # noqa: E402
-
-_MATCHING = ("fmr@", "fnmr@")
-
 
 def write_plots(audit: Audit, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in audit.datasets:
-        attributes = [m for m in dataset.measures if not m.key.startswith(_MATCHING)]
-        matching = [m for m in dataset.measures if m.key.startswith(_MATCHING)]
+        attributes = [m for m in dataset.measures if m.threshold is None]
+        matching = [m for m in dataset.measures if m.threshold is not None]
         if attributes:
             written.append(_bars(audit, dataset, attributes, folder / f"{dataset.key}_attributes.png"))
         if matching:
             written.append(_bars(audit, dataset, matching, folder / f"{dataset.key}_matching.png"))
-        if any(c.impostor is not None for c in dataset.cells):
+        if any(c.histograms for c in dataset.cells):
             written.append(_scores(audit, dataset, folder / f"{dataset.key}_scores.png"))
     return written
 
@@ -48,17 +44,17 @@ def _bars(audit: Audit, dataset: DatasetAudit, measures: list[MeasureInfo], path
     x = np.arange(len(names))
     for ax, info in zip(axes.flat, measures):
         values = [c.measures[info.key] for c in dataset.cells]
-        centre = np.array([v.value for v in values])
-        low = np.array([v.interval[0] for v in values])
-        high = np.array([v.interval[1] for v in values])
+        centre = np.array([v.value for v in values]) * info.scale
+        low = np.array([v.interval[0] for v in values]) * info.scale
+        high = np.array([v.interval[1] for v in values]) * info.scale
         ax.bar(x, np.nan_to_num(centre), color="#4c72b0", width=0.7)
         ax.errorbar(x, np.nan_to_num(centre), yerr=[np.nan_to_num(centre - low), np.nan_to_num(high - centre)],
                     fmt="none", ecolor="black", capsize=2, linewidth=0.8)
         for xi, v in zip(x, values):
             if isinstance(v, Rate) and v.events == 0 and v.total > 0 and not info.higher_is_better:
                 ax.annotate(f"0/{v.total:,}", (xi, v.interval[1]), fontsize=6, ha="center", va="bottom", rotation=90)
-        if info.key.startswith("fmr@"):
-            predicted = audit.predicted(float(info.key.split("@")[1]))
+        if info.false_match and info.threshold is not None:
+            predicted = audit.predicted(info.threshold)
             if predicted is not None:
                 ax.axhline(predicted, color="#c44e52", linestyle="--", linewidth=1, label=f"promised {predicted:.1e}")
                 ax.legend(fontsize=7, loc="upper right")
@@ -80,12 +76,11 @@ def _scores(audit: Audit, dataset: DatasetAudit, path: Path) -> Path:
     figure, ax = plt.subplots(figsize=(8, 4.2))
     colours = plt.get_cmap("tab10")
     for i, cell in enumerate(dataset.cells):
-        for kind, scores, style in (("impostor", cell.impostor, "-"), ("genuine", cell.genuine, ":")):
-            if scores is None or scores.pairs == 0:
-                continue
-            density = scores.histogram / scores.pairs
+        for kind, histogram in cell.histograms.items():
+            density = histogram / max(int(histogram.sum()), 1)
             shown = np.where(density > 0, density, np.nan)
-            label = f"{cell.name} {kind}" if cell.genuine is not None else cell.name
+            style = ":" if kind == "genuine" else "-"
+            label = f"{cell.name} {kind}" if "genuine" in cell.histograms else cell.name
             ax.step(centres, shown, where="mid", linestyle=style, color=colours(i % 10), linewidth=1, label=label)
     for threshold in audit.thresholds:
         raw = audit.raw_threshold(threshold)

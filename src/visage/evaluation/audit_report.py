@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from visage.evaluation.audit import Audit, DatasetAudit, Extremes, MeasureInfo
+from visage.evaluation.audit_run import Audit, DatasetAudit, Extremes, MeasureInfo
 from visage.evaluation.audit_plots import write_plots
 from visage.evaluation.intervals import Mean, Measure, Rate, clopper_pearson
 
@@ -87,7 +87,7 @@ def report_blocks(audit: Audit, plots: list[Path]) -> list[Block]:
 
 def dataset_blocks(audit: Audit, dataset: DatasetAudit, plots: list[Path]) -> list[Block]:
     sizes = ", ".join(f"{c.name} {c.size}" for c in dataset.cells)
-    header = ["cell", "faces", *[m.label + m.unit for m in dataset.measures]]
+    header = ["cell", "faces", *[m.label + (f" ({m.unit.strip()})" if m.unit else "") for m in dataset.measures]]
     rows = [[c.name, str(c.size), *[describe(c.measures[m.key], m) for m in dataset.measures]] for c in dataset.cells]
     extreme_rows = [
         [e.measure.label, f"{e.worst}: {describe(e.worst_value, e.measure)}", f"{e.best}: {describe(e.best_value, e.measure)}",
@@ -109,7 +109,7 @@ def dataset_blocks(audit: Audit, dataset: DatasetAudit, plots: list[Path]) -> li
 
 def describe(measure: Measure, info: MeasureInfo) -> str:
     if isinstance(measure, Mean):
-        return measure.describe(info.unit)
+        return measure.describe(info.unit, info.scale)
     return measure.describe()
 
 
@@ -118,8 +118,10 @@ def ratio_text(e: Extremes) -> str:
     if e.ratio is not None:
         return f"{e.ratio:.2f} ({what})"
     if e.ratio_at_least is not None:
-        return f"best cell had none; at least {e.ratio_at_least:.2f} (worst / best's 95 % upper bound)"
-    return "no errors in any cell" if _value(e.worst_value, e.measure) == 0 else "n/a"
+        return f"at least {e.ratio_at_least:.2f} (best cell has none; worst / best's 95 % upper bound)"
+    if _value(e.worst_value, e.measure) == 0:
+        return "no errors in any cell"
+    return "undefined (best cell has none; too few faces to say by how much the worst is worse)"
 
 
 def _value(measure: Measure, info: MeasureInfo) -> float:
@@ -143,54 +145,66 @@ def pooled(measures: list[Measure]) -> Measure:
     return Mean(value, n, float("nan"), float("nan"), float("nan"))
 
 
+def short(measure: Measure, info: MeasureInfo) -> str:
+    return measure.short(info.unit, info.scale) if isinstance(measure, Mean) else measure.short()
+
+
 def summary(audit: Audit) -> list[str]:
-    items = []
+    items = [
+        "How to read these numbers: a rate is \"k of N\" with its 95 % interval; \"0/N (<= u)\" means no error was "
+        "seen and u is the upper end of the 95 % interval. A false-match rate (FMR) of 1e-4 at a threshold means "
+        "that comparing a face with 10,000 faces of other people returns, on average, one of them as a match; a false "
+        "non-match rate (FNMR) of 1 % means one in a hundred pairs of photos of the same person is missed."
+    ]
     for dataset in audit.datasets:
         for e in dataset.extremes():
             overall = pooled([c.measures[e.measure.key] for c in dataset.cells])
-            overall_text = overall.describe() if isinstance(overall, Rate) else f"{overall.value:.1f}{e.measure.unit}"
             items.append(
-                f"{dataset.title}, {e.measure.label.lower()}: {overall_text} over all cells; worst cell {e.worst} "
-                f"({describe(e.worst_value, e.measure)}), best cell {e.best} ({describe(e.best_value, e.measure)}); "
-                f"ratio {ratio_text(e)}."
+                f"{dataset.title}, {e.measure.label}: {short(overall, e.measure)} over all cells; worst {e.worst} "
+                f"{short(e.worst_value, e.measure)}, best {e.best} {short(e.best_value, e.measure)}; "
+                f"worst / best: {ratio_text(e)}."
             )
         items += promise_check(audit, dataset)
     return items
 
 
 def promise_check(audit: Audit, dataset: DatasetAudit) -> list[str]:
-    """Cells whose observed FMR interval lies wholly above or below what the map promises."""
+    """Per FMR measure: the cells whose observed interval lies wholly above or below what the map promises."""
     items = []
-    for t in audit.thresholds:
-        predicted = audit.predicted(t)
-        key = f"fmr@{t:g}"
-        rates = [(c.name, c.measures[key]) for c in dataset.cells if isinstance(c.measures.get(key), Rate)]
+    for info in dataset.measures:
+        if not info.false_match or info.threshold is None:
+            continue
+        predicted = audit.predicted(info.threshold)
+        rates = [(c.name, m) for c in dataset.cells if isinstance(m := c.measures[info.key], Rate) and m.total > 0]
         if predicted is None or not rates:
             continue
-        above = [n for n, r in rates if isinstance(r, Rate) and r.interval[0] > predicted]
-        below = [n for n, r in rates if isinstance(r, Rate) and r.interval[1] < predicted]
-        expected = [predicted * r.total for _, r in rates if isinstance(r, Rate)]
-        text = (
-            f"{dataset.title}, at Similarity {t:g} the map promises FMR {predicted:.1e}, i.e. "
-            f"{min(expected):.2g}-{max(expected):.2g} expected false matches per cell. "
-        )
+        above = [name for name, r in rates if r.interval[0] > predicted]
+        below = [name for name, r in rates if r.interval[1] < predicted]
+        expected = sorted(predicted * r.total for _, r in rates)
+        span = _count(expected[0]) if _count(expected[0]) == _count(expected[-1]) else f"{_count(expected[0])} to {_count(expected[-1])}"
+        text = f"{dataset.title}, {info.label}: the map promises {predicted:.1e}, i.e. {span} expected false matches per cell. "
         if above:
-            text += f"More false matches than promised (95 % interval wholly above): {', '.join(above)}. "
+            text += f"More than promised (95 % interval wholly above the promise): {', '.join(above)}. "
         if below:
             text += f"Fewer than promised (interval wholly below): {', '.join(below)}. "
         if not above and not below:
             text += "Every cell's 95 % interval contains the promise. "
-        if max(expected) < 3:
-            text += "With fewer than 3 expected per cell, a cell cannot show the promise is kept; zeros here are upper bounds only."
+        if expected[0] < 3:
+            text += "Where fewer than 3 are expected, a cell cannot show that the promise is kept: a zero there is only an upper bound."
         items.append(text.strip())
     return items
+
+
+def _count(expected: float) -> str:
+    return f"{expected:,.0f}" if expected >= 10 else f"{expected:.2g}"
 
 
 def caveats(audit: Audit) -> list[str]:
     sizes = {d.key: [c.size for c in d.cells] for d in audit.datasets}
     items = [
-        "Every rate carries an exact (Clopper-Pearson) 95 % interval; \"0 of N\" is shown with its 95 % upper bound "
-        "(about 3/N), which is what a cell with no errors can claim. Means (age errors) carry a bootstrap 95 % interval.",
+        "Every rate carries an exact (Clopper-Pearson) two-sided 95 % interval; \"0 of N\" is shown with the upper end "
+        "of that interval (about 3.7/N), which is all a cell with no errors can claim. Means (age errors) carry a "
+        "bootstrap 95 % interval.",
         "Age MAE uses the midpoint of the estimated AgeRange against the labelled age. FairFace labels only an age group: "
         "the age error is 0 when the midpoint lies in the group (group a-b covers a <= age < b + 1) and otherwise its "
         "distance to the group.",
@@ -201,16 +215,19 @@ def caveats(audit: Audit) -> list[str]:
         pairs = max(n * (n - 1) // 2 for n in sizes["utkface"])
         bound = clopper_pearson(0, pairs)[1]
         items.append(
-            f"UTKFace cells hold {min(sizes['utkface'])}-{max(sizes['utkface'])} faces, so at most {pairs:,} impostor pairs: "
-            f"zero false matches in a cell only bounds its FMR below {bound:.1e}, which is above the promise at 90 and 99. "
-            "UTKFace has no identity labels: all pairs within a cell are counted as impostors, and the rare pair of two "
-            "photos of the same person (UTKFace holds some) would count as a false match. The pairs share faces, so the "
+            f"UTKFace cells hold {_span(sizes['utkface'])} faces, so at most {pairs:,} impostor pairs: "
+            f"zero false matches in a cell only bounds its FMR below {bound:.1e}{_unresolved(audit, bound)}. "
+            "UTKFace has no identity labels: all pairs within a cell are counted as impostors, and a pair of two "
+            "photos of the same person counts as a false match. UTKFace holds several photos of many public figures, "
+            "labelled with different ages, and such pairs score high: at the highest thresholds they may be most of what "
+            "is counted. Each cell's ten highest-scoring pairs are listed in audit.json (`top_pairs`, file names) so that "
+            "anyone with the data can look; until then read the UTKFace FMRs as upper bounds. The pairs share faces, so the "
             "intervals, which treat pairs as independent, are narrower than they should be. Race labels are UTKFace's five "
             "coarse categories, \"other\" mixes many groups, and the labels themselves contain known errors."
         )
     if "fairface" in sizes:
         items.append(
-            f"FairFace cells hold only {min(sizes['fairface'])}-{max(sizes['fairface'])} faces: one error moves a rate by "
+            f"FairFace cells hold only {_span(sizes['fairface'])} faces: one error moves a rate by "
             f"about {100 / max(min(sizes['fairface']), 1):.0f} points, and intervals are wide. The sample has no race labels."
         )
     if "lfw" in sizes:
@@ -224,6 +241,16 @@ def caveats(audit: Audit) -> list[str]:
     if audit.limit is not None:
         items.append(f"This is a reduced run (at most {audit.limit} faces per cell): its figures are for checking the code, not for citing.")
     return items
+
+
+def _span(sizes: list[int]) -> str:
+    return f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
+
+
+def _unresolved(audit: Audit, bound: float) -> str:
+    """Which promises a bound this loose cannot confirm."""
+    loose = [f"{t:g}" for t in audit.thresholds if (p := audit.predicted(t)) is not None and p < bound]
+    return f", looser than the promise at Similarity {', '.join(loose)}" if loose else ""
 
 
 # Rendering -----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 - A rate ``k of n`` carries the exact (Clopper-Pearson) two-sided 95 % interval.
   With ``k = 0`` its upper end is the one a reader wants ("0 of 200; at most 1.8 %").
 - A mean carries a percentile bootstrap 95 % interval (seeded, so reruns agree).
-- An expected Poisson count carries the central 95 % range of counts it allows.
+- An expected Poisson (or binomial) count carries the central 95 % range of counts it allows.
 """
 
 from __future__ import annotations
@@ -68,13 +68,14 @@ class Mean:
     def interval(self) -> tuple[float, float]:
         return self.low, self.high
 
-    def describe(self, unit: str = "") -> str:
+    def describe(self, unit: str = "", scale: float = 1.0) -> str:
+        """``6.4 years (95 % CI 5.9-6.9, n = 200)``; ``scale`` 100 shows a mean of rates in %."""
         if self.n == 0:
             return "no data"
-        return f"{self.value:.1f}{unit} (95 % CI {self.low:.1f}-{self.high:.1f}, n = {self.n})"
+        return f"{self.value * scale:.1f}{unit} (95 % CI {self.low * scale:.1f}-{self.high * scale:.1f}, n = {self.n})"
 
-    def short(self, unit: str = "") -> str:
-        return "no data" if self.n == 0 else f"{self.value:.1f}{unit} (n = {self.n})"
+    def short(self, unit: str = "", scale: float = 1.0) -> str:
+        return "no data" if self.n == 0 else f"{self.value * scale:.1f}{unit} (n = {self.n})"
 
     def to_json(self) -> dict[str, Any]:
         return {"value": _round(self.value), "n": self.n, "ci95": [_round(self.low), _round(self.high)], "sd": _round(self.sd)}
@@ -113,11 +114,21 @@ def poisson_range(expected: float, level: float = LEVEL) -> tuple[int, int]:
     return int(stats.poisson.ppf(alpha / 2, expected)), int(stats.poisson.ppf(1 - alpha / 2, expected))
 
 
+def binomial_range(trials: int, probability: float, level: float = LEVEL) -> tuple[int, int]:
+    """The central range of successes a Binomial(trials, probability) falls in with probability >= ``level``."""
+    if trials == 0 or probability <= 0:
+        return 0, 0
+    alpha = 1.0 - level
+    return int(stats.binom.ppf(alpha / 2, trials, probability)), int(stats.binom.ppf(1 - alpha / 2, trials, probability))
+
+
 def _percent(x: float) -> str:
     if x == 0:
         return "0 %"
     if x < 0.001:
         return f"{x * 100:.2g} %"
+    if 0.999 < x < 1:  # 99.96 %, not a rounded 100.0 %
+        return f"{x * 100:.2f} %"
     return f"{x * 100:.1f} %"
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from visage.engine import Engine
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.data import eval_data_dir
-from visage.facemodels import FusionModel, cosine
+from visage.facemodels import FusionWeight, cosine
 from visage.faces import Face
 
 
@@ -78,8 +78,7 @@ def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dic
     Both come from the same detections in the same order, so this is what
     ``FusionModel.embed`` computes, without running detection a third time.
     """
-    fusion = engine.face_model("fusion")
-    assert isinstance(fusion, FusionModel)
+    weight = FusionWeight.load()
     paths = list(paths)
     sface = AnalysisCache(engine, "sface").many(paths, threads)
     dlib = AnalysisCache(engine, "dlib").many(paths, threads)
@@ -88,7 +87,7 @@ def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dic
         if [f.detail.bounding_box for f in faces] != [f.detail.bounding_box for f in dlib[path]]:
             raise RuntimeError(f"sface and dlib cache entries of {path} hold different detections")
         fused = [
-            Face(detail=a.detail, embedding=fusion.combine(a.embedding, b.embedding))
+            Face(detail=a.detail, embedding=weight.combine(a.embedding, b.embedding))
             for a, b in zip(faces, dlib[path])
             if a.embedding is not None and b.embedding is not None
         ]
@@ -128,7 +127,10 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     """The threshold that maximises accuracy (midpoint between neighbouring scores)."""
     order = np.sort(np.unique(scores))
     candidates = np.concatenate([[order[0] - 1e-6], (order[1:] + order[:-1]) / 2, [order[-1] + 1e-6]])
-    accuracies = [np.mean((scores >= t) == labels) for t in candidates]
+    same, different = np.sort(scores[labels]), np.sort(scores[~labels])
+    accepted_same = len(same) - np.searchsorted(same, candidates, side="left")  # same pairs scoring >= t
+    rejected_different = np.searchsorted(different, candidates, side="left")  # different pairs scoring < t
+    accuracies = (accepted_same + rejected_different) / len(scores)
     return float(candidates[int(np.argmax(accuracies))])
 
 

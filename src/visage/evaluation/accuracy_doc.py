@@ -1,0 +1,386 @@
+"""Write ``docs/accuracy.md`` and its plots from the evaluation results; nothing in it is typed by hand.
+
+Sources: ``docs/accuracy/lfw-<model>.json`` (written by ``visage eval lfw``), the
+Similarity maps with their calibration metadata (``visage eval calibrate``) and
+``visage/data/fusion.json`` (``visage eval fusion-weight``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from visage.evaluation.calibration import (
+    CHECK_DOWN_TO,
+    CHECK_FACTOR,
+    TAIL_SIMILARITY,
+    fmr_for_similarity,
+    is_checked,
+)
+from visage.evaluation.curves import Curve
+from visage.evaluation.plots import det_plot, heldout_plot, roc_plot, similarity_plot
+from visage.facemodels import FUSION_FILE
+from visage.similarity import SimilarityMap
+
+MODELS = ("sface", "dlib", "fusion")
+GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes
+
+
+def write_accuracy_doc(docs: Path) -> Path:
+    folder = docs / "accuracy"
+    results = {m: json.loads(p.read_text()) for m in MODELS if (p := folder / f"lfw-{m}.json").exists()}
+    full = {m: r for m, r in results.items() if r.get("limit") is None}
+    if len(full) != len(results):
+        raise ValueError(f"{folder} holds reduced runs (--limit): publish full runs only")
+    maps = {m: SimilarityMap.load(m) for m in MODELS}
+    fusion = json.loads(FUSION_FILE.read_text())
+    _plots(folder, results, maps)
+    text = "\n".join([
+        _header(),
+        _meaning(maps),
+        _accuracy(results, fusion),
+        _tar(results),
+        _thresholds(maps, results),
+        _heldout(maps),
+        _highest(maps),
+        _fusion(fusion, results),
+        _method(maps),
+    ])
+    path = docs / "accuracy.md"
+    path.write_text(text)
+    return path
+
+
+def _plots(folder: Path, results: dict[str, Any], maps: dict[str, SimilarityMap]) -> None:
+    curves = {}
+    for model, result in results.items():
+        label, data = ("LFW all pairs", result["curves"]["LFW all pairs"]) if "LFW all pairs" in result["curves"] \
+            else ("LFW pairs.txt", result["curves"]["LFW pairs.txt"])
+        curves[f"{model} ({label})"] = Curve.from_json(data)
+    roc_plot(curves, folder / "roc.png", "ROC of each face model on LFW")
+    det_plot(curves, folder / "det.png", "DET of each face model on LFW")
+    similarity_plot(maps, folder / "similarity.png")
+    heldout_plot({m: s.metadata["heldout_check"]["rows"] for m, s in maps.items()}, folder / "heldout.png")
+
+
+def _header() -> str:
+    return f"""# Accuracy
+
+<!-- Written by `visage eval docs` on {date.today().isoformat()}; do not edit by hand. -->
+
+Every number and plot on this page is written by a script from measurements on
+real labelled faces (LFW, see `../shared/eval/lfw/SOURCE.md`). To reproduce:
+
+```sh
+visage eval fusion-weight                               # the fusion model's weight, on LFW pairsDevTrain
+visage eval calibrate                                   # the Similarity maps (visage/data/similarity/*.json)
+visage eval lfw --model sface --out docs/accuracy       # likewise --model dlib, --model fusion
+visage eval docs                                        # this page
+```
+
+**A face match must never decide alone.** A trained person must review every
+identification that matters, with the photos side by side. LFW is mostly
+photographs of white, male, middle-aged public figures; false-match rates for
+other groups can be higher than the ones measured here (see the bias audit).
+"""
+
+
+def _meaning(maps: dict[str, SimilarityMap]) -> str:
+    comparisons = GALLERY * PROBES
+    rows = []
+    for similarity in (80.0, 90.0, 95.0, 99.0, 99.9):
+        fmr = fmr_for_similarity(similarity)
+        rows.append(f"| {similarity:g} | {_sci(fmr)} | 1 in {round(1 / fmr):,} | {_count(fmr * comparisons)} | "
+                    f"{_count(fmr * GALLERY)} |")
+    return f"""
+## What a Similarity means
+
+For every face model, **Similarity S means a false-match rate of (100 - S) x 1e-5**:
+each point of Similarity below 100 is one false match in 100,000 comparisons of
+two different people. A threshold of 99 lets through about 1 in 100,000 pairs of
+different people; 80 lets through 1 in 5,000. Pairs of different people that
+score more often than 1 in 1,000 all get Similarity 0.
+
+A search compares the probe with every face in the collection, so false matches
+add up. Searching a gallery of {GALLERY:,} faces with {PROBES} probe photos makes
+{comparisons:,} comparisons, and the expected number of false matches is the
+false-match rate times that:
+
+| Threshold | FMR | one false match in | expected false matches, {PROBES} probes x {GALLERY:,} faces | per probe |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+At a threshold of 80 (Rekognition's default, which Visage keeps), each probe would bring back about
+{_count(fmr_for_similarity(80.0) * GALLERY)} false matches from such a gallery. Use 99 or higher for anything
+consequential, and even then have a person check every match.
+
+These rates hold for faces like LFW's (news photographs, mostly frontal, good
+light). Poorer photos, other populations and larger galleries change them.
+"""
+
+
+def _accuracy(results: dict[str, Any], fusion: dict[str, Any]) -> str:
+    rows = []
+    for model, r in results.items():
+        a, cost = r["accuracy"], r.get("cost", {})
+        timed = f"{cost['embed_ms_per_face']} / {cost['embed_cpu_ms_per_face']}" if cost else "not timed"
+        rows.append(f"| {model} | {r['face_model_version']} | {100 * a['mean']:.2f} % +/- {100 * a['std']:.2f} | "
+                    f"{r['pairs_without_face']} | {timed} |")
+    machines = sorted({r["cost"]["machine"] for r in results.values() if "cost" in r})
+    return f"""
+## LFW verification accuracy
+
+The standard protocol on LFW View 2 (`pairs.txt`: 10 folds of 300 same-person and
+300 different-person pairs; each fold's threshold is chosen on the other nine; a
+pair with an image where no face is found scores -1 and counts). Mean +/- standard
+deviation over the ten folds. Embedding time is the face model alone, per face
+(detection is shared by all models and not included), wall clock and CPU, measured
+on: {"; ".join(machines) or "not timed"}.
+
+| Face model | Version | 10-fold accuracy | Pairs without a face | Embed ms per face (wall / CPU) |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+The fusion model's goal was at least 99.5 % and above either model alone:
+{_goal(results)}
+"""
+
+
+def _goal(results: dict[str, Any]) -> str:
+    if not {"sface", "dlib", "fusion"} <= set(results):
+        return "not measured (a model's results are missing)."
+    fused = results["fusion"]["accuracy"]["mean"]
+    best = max(results["sface"]["accuracy"]["mean"], results["dlib"]["accuracy"]["mean"])
+    parts = ["reached" if fused >= 0.995 else "**not reached**" + f" ({100 * fused:.2f} % < 99.5 %)",
+             "above both" if fused > best else "**not above both models**"]
+    return " and ".join([f"99.5 % {parts[0]}", parts[1]]) + "."
+
+
+def _tar(results: dict[str, Any]) -> str:
+    rows = []
+    for model, r in results.items():
+        cells = []
+        for protocol in ("pairs.txt", "all_pairs"):
+            for row in r["tar_at_far"].get(protocol, [{}, {}]):
+                if not row:
+                    cells.append("not run")
+                elif not row["resolvable"]:
+                    cells.append(f"{100 * row['tar']:.2f} % (n/r)")
+                else:
+                    cells.append(f"{100 * row['tar']:.2f} %")
+        rows.append(f"| {model} | " + " | ".join(cells) + " |")
+    counts = {(r["tar_at_far"]["all_pairs"][0]["genuine_pairs"], r["tar_at_far"]["all_pairs"][0]["impostor_pairs"])
+              for r in results.values() if "all_pairs" in r["tar_at_far"]}
+    sizes = " or ".join(f"{g:,} same-person and {i:,} different-person pairs" for g, i in sorted(counts)) or "not run"
+    return f"""
+## True accept rate at a fixed false accept rate
+
+TAR is the share of same-person pairs accepted at the threshold that accepts at
+most the given share (FAR) of different-person pairs. `pairs.txt` has only 3,000
+different-person pairs, so FAR 1e-4 cannot be resolved there (n/r: the figure is
+TAR with no impostor accepted). "All pairs" uses every pair of LFW images where
+a face was found: {sizes}. Same-person pairs there are dominated by the people
+with many photos.
+
+| Face model | pairs.txt FAR 1e-3 | pairs.txt FAR 1e-4 | all pairs FAR 1e-3 | all pairs FAR 1e-4 |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+![ROC](accuracy/roc.png) ![DET](accuracy/det.png)
+"""
+
+
+def _thresholds(maps: dict[str, SimilarityMap], results: dict[str, Any]) -> str:
+    parts = ["""
+## Thresholds: false matches and false non-matches
+
+At each Similarity threshold, per face model: the raw cosine it corresponds to;
+the FMR measured on every pair of different people in LFW, with the number of
+false matches (and, where counted, how many different pairs of people they come
+from); and the FNMR, the share of same-person pairs scoring below the threshold,
+over every same-person pair of LFW (dominated by the people with many photos)
+and over the 3,000 same-person pairs of `pairs.txt` (one pair per draw, closer
+to a typical person). The maps are fitted on these same pairs, so the measured
+FMR agrees with the definition by construction; the next section checks it on
+people the fit never saw.
+"""]
+    for model, mapping in maps.items():
+        meta = mapping.metadata
+        standard = {r["similarity"]: r for r in results.get(model, {}).get("at_similarity", [])}
+        rows = []
+        for row in meta["table"]:
+            pairs_txt = standard.get(row["similarity"])
+            people = f", {row['people_pairs']:,} pairs of people" if row.get("people_pairs") is not None else ""
+            rows.append(
+                f"| {row['similarity']:g} | {_sci(row['predicted_fmr'])} | {row['raw_threshold']:.3f} | "
+                f"{_sci(row['observed_fmr'])} ({row['false_matches']:,}{people}) | {100 * row['fnmr']:.2f} % | "
+                + (f"{100 * pairs_txt['fnmr']:.1f} % ({pairs_txt['false_non_matches']} of {pairs_txt['same_pairs']:,})"
+                   if pairs_txt else "not run") + " |"
+            )
+        parts.append(f"""
+### {model}
+
+{meta['genuine_pairs']:,} same-person and {meta['impostor_pairs']:,} different-person pairs.
+
+| Similarity | FMR by definition | cosine | FMR measured (false matches) | FNMR, all same-person pairs | FNMR, pairs.txt |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+""")
+    parts.append("\n![Similarity maps](accuracy/similarity.png)\n")
+    return "".join(parts)
+
+
+def _heldout(maps: dict[str, SimilarityMap]) -> str:
+    parts = [f"""
+## The calibration checked on people it never saw
+
+Each map is first fitted on a random half of the {next(iter(maps.values())).metadata['people']:,} LFW people, and the FMR it
+predicts at each threshold is compared with the FMR observed on the pairs of the
+other half. The rule: within a factor of {CHECK_FACTOR:g} for every predicted FMR down to
+{_sci(CHECK_DOWN_TO)}. The published maps are then fitted on everyone.
+
+Read the small counts with care. The 95 % intervals are exact binomial intervals,
+which assume every pair is an independent draw. They are not: one mislabelled or
+duplicated image makes a false match with every photo of the person it really
+shows, so false matches come in clusters. The "pairs of people" column counts the
+distinct pairs of names behind the false matches (at Similarity 99 and above);
+when it is much smaller than the count of false matches, the real uncertainty is
+wider than the interval shown. Rows below {_sci(CHECK_DOWN_TO)} are beyond what half of LFW can
+measure and are shown, not checked.
+
+![Held-out check](accuracy/heldout.png)
+"""]
+    for model, mapping in maps.items():
+        check = mapping.metadata["heldout_check"]
+        fit, held = check["fit_half"], check["check_half"]
+        rows = [
+            f"| {r['similarity']:g} | {_sci(r['predicted_fmr'])} | {r['false_matches']:,} | "
+            f"{'' if r.get('people_pairs') is None else format(r['people_pairs'], ',')} | {_sci(r['observed_fmr'])} "
+            f"({_sci(r['observed_fmr_95ci'][0])} to {_sci(r['observed_fmr_95ci'][1])}) | {r['ratio']:.2f}"
+            f"{'' if is_checked(r['predicted_fmr']) else ' (not checked)'} | {100 * r['fnmr']:.2f} % |"
+            for r in check["rows"]
+        ]
+        parts.append(f"""
+### {model}: {'passed' if check['passed'] else '**failed**'}
+
+Fitted on {fit['images']:,} images ({fit['impostor_pairs']:,} impostor pairs), checked on {held['images']:,} images
+({held['impostor_pairs']:,} impostor pairs, {held['genuine_pairs']:,} genuine pairs).
+
+| Similarity | predicted FMR | false matches | pairs of people | observed FMR (95 % CI) | observed / predicted | FNMR |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+{_other_splits(check, mapping.metadata.get("other_splits", []))}
+""")
+    return "".join(parts)
+
+
+def _other_splits(check: dict[str, Any], others: list[dict[str, Any]]) -> str:
+    """The same check on other random halves: how much the answer depends on who lands where."""
+    if not others:
+        return ""
+    splits = [{"seed": check["seed"], "passed": check["passed"],
+               "ratios": {str(r["similarity"]): r["ratio"] for r in check["rows"]},
+               "false_matches": {str(r["similarity"]): r["false_matches"] for r in check["rows"]},
+               "largest_people_pair": {str(r["similarity"]): r["largest_people_pair"] for r in check["rows"]}}] + others
+    header = "| Similarity | " + " | ".join(f"split {s['seed']}" for s in splits) + " |"
+    rule = "|---|" + "---|" * len(splits)
+    rows = []
+    for row in check["rows"]:
+        key = str(row["similarity"])
+        rows.append(f"| {row['similarity']:g} | " + " | ".join(
+            f"{s['ratios'][key]:.2f} ({s['false_matches'][key]:,})" for s in splits) + " |")
+    largest = []
+    for s in splits:
+        biggest = s["largest_people_pair"].get(str(TAIL_SIMILARITY))
+        if biggest:
+            total = s["false_matches"][str(TAIL_SIMILARITY)]
+            largest.append(f"split {s['seed']}: {' and '.join(biggest['people'])}, {biggest['false_matches']:,} of {total:,}")
+    verdicts = ", ".join(f"{s['seed']} {'passed' if s['passed'] else 'failed'}" for s in splits)
+    return f"""The same check on {len(splits)} random splits (observed / predicted, with the false matches
+counted); the first is the one above, whose seed was fixed before any result was seen.
+Verdicts: {verdicts}.
+
+{header}
+{rule}
+{chr(10).join(rows)}
+
+The pair of people with the most false matches at Similarity {TAIL_SIMILARITY:g}, per split: {"; ".join(largest)}.
+"""
+
+
+def _highest(maps: dict[str, SimilarityMap]) -> str:
+    parts = ["""
+## The highest-scoring pairs of different people
+
+At the strictest thresholds the false matches are few enough to look at. These
+are the highest-scoring pairs LFW labels as different people, per model. Looked
+at by eye, most of them are not false matches at all but errors in LFW's labels:
+one person filed under two spellings of a name, a photo filed under the wrong
+person, or the same news photo filed twice; some are twins or siblings. They are
+kept in the fit: removing them would mean trusting the face model to judge its
+own mistakes. Their effect is to make the strictest thresholds stricter than
+they need be, which errs on the side of fewer false matches.
+"""]
+    for model, mapping in maps.items():
+        rows = [f"| {score:.3f} | {left} | {right} |" for score, left, right in mapping.metadata["highest_impostor_pairs"]]
+        parts.append(f"""
+### {model}
+
+| cosine | image | image |
+|---|---|---|
+{chr(10).join(rows)}
+""")
+    return "".join(parts)
+
+
+def _fusion(fusion: dict[str, Any], results: dict[str, Any]) -> str:
+    dev = fusion["dev_train_accuracy"]
+    costs = {m: r.get("cost", {}).get("embed_ms_per_face") for m, r in results.items()}
+    return f"""
+## The fusion model
+
+`fusion` embeds each face with both sface and dlib and keeps one 256-dimensional
+unit vector, [sqrt(w) x sface, sqrt(1 - w) x dlib], whose cosine is
+w x cos(sface) + (1 - w) x cos(dlib). It is stored and searched like any other
+vector, and calibrated like the others. w = {fusion['sface_weight']} ({fusion['version']}) was chosen on
+{fusion['chosen_on']}; pairs.txt played no part. 10-fold accuracy on pairsDevTrain: fusion
+{100 * dev['fusion']:.2f} %, sface {100 * dev['sface']:.2f} %, dlib {100 * dev['dlib']:.2f} %.
+
+Its cost is both models': {costs.get('fusion')} ms per face to embed, against {costs.get('sface')} ms for sface
+and {costs.get('dlib')} ms for dlib (same machine, same run conditions as the table above).
+"""
+
+
+def _method(maps: dict[str, SimilarityMap]) -> str:
+    rows = [f"| {m} | {s.metadata['images']:,} | {s.metadata['images_without_face']} | {s.metadata['fitted']} |"
+            for m, s in maps.items()]
+    above = [f"- **{m}**: {s.metadata['extrapolation']}." for m, s in maps.items()]
+    return f"""
+## How the maps are fitted
+
+Genuine pairs are every pair of images of the same person, impostor pairs every
+pair of images of different people, over all of LFW. Each image contributes the
+face nearest its centre; images where no face is found are left out of the fit
+(listed in the map's metadata). The map's knots sit at empirical quantiles of the
+impostor scores, from FMR 1e-3 down to the last level with at least 10 impostor
+pairs above it; between knots log FMR is interpolated linearly in the cosine,
+which keeps the map smooth and strictly increasing. Above the last knot the FMR
+cannot be measured, and the map is deliberately conservative:
+
+{chr(10).join(above)}
+
+| Face model | Images | Without a face | Fitted |
+|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
+def _sci(x: float) -> str:
+    return "0" if x == 0 else f"{x:.1e}".replace("e-0", "e-")
+
+
+def _count(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"

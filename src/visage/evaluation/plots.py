@@ -1,0 +1,121 @@
+"""PNG figures of the evaluations: ROC and DET curves, the Similarity maps, the held-out check.
+
+matplotlib is imported inside each function (Agg backend, no display), so
+importing this module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visage.evaluation.curves import Curve
+from visage.similarity import SimilarityMap
+
+MARKED_SIMILARITIES = (80.0, 99.0)  # drawn as vertical lines at their FMR
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _marks(axes: Any) -> None:
+    for similarity in MARKED_SIMILARITIES:
+        fmr = (100.0 - similarity) * 1e-5
+        axes.axvline(fmr, color="grey", linestyle=":", linewidth=0.8)
+        axes.annotate(f"Similarity {similarity:g}", (fmr, 0.02), xycoords=("data", "axes fraction"),
+                      rotation=90, fontsize=7, color="grey", ha="right")
+
+
+def roc_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
+    """TAR (1 - FNMR) against FAR on a log axis, one line per labelled curve."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    for label, curve in curves.items():
+        keep = curve.fmr > 0
+        axes.plot(curve.fmr[keep], 1 - curve.fnmr[keep], label=label, linewidth=1.2)
+    axes.set_xscale("log")
+    axes.set_xlabel("false accept rate (FAR = FMR)")
+    axes.set_ylabel("true accept rate (TAR = 1 - FNMR)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    _marks(axes)
+    axes.legend(fontsize=8, loc="lower right")
+    return _save(figure, path)
+
+
+def det_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
+    """FNMR against FMR, both on log axes (a DET curve: lower is better)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    for label, curve in curves.items():
+        keep = (curve.fmr > 0) & (curve.fnmr > 0)  # a zero has no place on a log axis
+        axes.plot(curve.fmr[keep], curve.fnmr[keep], label=label, linewidth=1.2)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    if not any(np.any((c.fmr > 0) & (c.fnmr > 0)) for c in curves.values()):
+        axes.set_ylim(1e-4, 1.0)  # no non-match at all: an empty plot, but a valid one
+    axes.set_xlabel("false match rate (FMR)")
+    axes.set_ylabel("false non-match rate (FNMR)")
+    axes.set_title(title, fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    _marks(axes)
+    axes.legend(fontsize=8, loc="upper right")
+    return _save(figure, path)
+
+
+def similarity_plot(maps: Mapping[str, SimilarityMap], path: Path) -> Path:
+    """Each model's map from cosine to Similarity."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    for name, mapping in maps.items():
+        axes.plot(mapping.raw, mapping.similarity, label=name, linewidth=1.2)
+    lowest = min(float(m.raw[1]) for m in maps.values())
+    axes.set_xlim(lowest - 0.05, 1.0)
+    axes.set_xlabel("raw score (cosine)")
+    axes.set_ylabel("Similarity")
+    axes.set_title("Similarity maps: Similarity S means FMR (100 - S) x 1e-5", fontsize=10)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def heldout_plot(checks: Mapping[str, list[dict[str, Any]]], path: Path) -> Path:
+    """Observed FMR on the held-out people (95% interval) against the FMR the map predicts."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    for shift, (name, rows) in zip((0.94, 1.0, 1.06), checks.items()):
+        predicted = np.array([r["predicted_fmr"] for r in rows])
+        observed = np.array([r["observed_fmr"] for r in rows])
+        low = np.array([r["observed_fmr_95ci"][0] for r in rows])
+        high = np.array([r["observed_fmr_95ci"][1] for r in rows])
+        shown = np.maximum(observed, 1e-9)
+        axes.errorbar(predicted * shift, shown, yerr=[shown - np.maximum(low, 1e-9), high - shown],
+                      fmt="o", markersize=3, capsize=2, label=name)
+    line = np.array([5e-8, 2e-3])
+    axes.plot(line, line, color="black", linewidth=0.8, label="observed = predicted")
+    axes.fill_between(line, line / 2, line * 2, color="grey", alpha=0.2, label="within a factor of 2")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("predicted FMR (from the Similarity threshold)")
+    axes.set_ylabel("observed FMR on the held-out people")
+    axes.set_title("Calibration fitted on half the people, checked on the other half", fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left")
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+    _pyplot().close(figure)
+    return path

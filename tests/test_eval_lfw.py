@@ -1,0 +1,73 @@
+"""``visage eval lfw``: a reduced run writes every file, and agrees with the published full run.
+
+Tolerance of the comparison: the reduced run scores the first ``LIMIT`` same and
+``LIMIT`` different pairs of each fold (``2 * LIMIT * 10`` pairs, not 6,000), and
+picks each fold's threshold on nine folds of that size. Its accuracy therefore
+differs from the published one by sampling (three binomial standard errors at
+the reduced count, around the published accuracy) plus the cost of a threshold
+chosen on few pairs (allowed: one more error per fold, 1 / (2 * LIMIT)).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from visage.evaluation.cli import MODELS, eval_group
+from visage.evaluation.curves import error_curve, tar_at_far
+from visage.evaluation.lfw import Pair
+from visage.evaluation.lfw_report import limited_pairs
+from visage.facemodels import MODEL_NAMES
+
+LIMIT = 20
+PUBLISHED = Path(__file__).parent.parent / "docs" / "accuracy"
+
+
+def test_the_eval_group_knows_every_face_model() -> None:
+    assert MODELS == MODEL_NAMES
+
+
+def test_limited_pairs_keep_both_kinds_in_every_fold() -> None:
+    pairs = [Pair(f"{f}-{i}", "x", same=i < 300) for f in range(10) for i in range(600)]
+    limited = limited_pairs(pairs, 10, 3)
+    assert len(limited) == 60
+    for fold in range(10):
+        chunk = limited[fold * 6 : (fold + 1) * 6]
+        assert [p.same for p in chunk] == [True] * 3 + [False] * 3
+        assert [p.left for p in chunk] == [f"{fold}-{i}" for i in (0, 1, 2, 300, 301, 302)]
+
+
+def test_tar_at_far_counts_the_impostors_it_lets_through() -> None:
+    impostor = np.sort(np.arange(1000, dtype=np.float64) / 1000)  # 0.000 ... 0.999
+    genuine = np.sort(np.array([0.5, 0.9955, 0.9975, 0.9985, 0.9995, 1.5]))
+    row = tar_at_far(genuine, impostor, 3e-3)  # at most 3 impostors: 0.997, 0.998, 0.999
+    assert row["false_accepts"] == 3 and row["resolvable"]
+    assert row["tar"] == pytest.approx(4 / 6)  # 0.9975, 0.9985, 0.9995, 1.5
+    strict = tar_at_far(genuine, impostor, 1e-4)
+    assert strict["false_accepts"] == 0 and not strict["resolvable"] and strict["tar"] == pytest.approx(2 / 6)
+    curve = error_curve(genuine, impostor)
+    assert np.all(np.diff(curve.threshold) >= 0) and np.all(np.diff(curve.fmr) <= 0) and np.all(np.diff(curve.fnmr) >= 0)
+
+
+def test_reduced_run_writes_every_file_and_agrees_with_the_published_accuracy(lfw: Path, tmp_path: Path) -> None:
+    published_file = PUBLISHED / "lfw-sface.json"
+    assert published_file.exists(), "the published results (docs/accuracy/lfw-sface.json) are missing"
+    published = json.loads(published_file.read_text())
+    result = CliRunner().invoke(eval_group, ["lfw", "--model", "sface", "--out", str(tmp_path), "--limit", str(LIMIT)])
+    assert result.exit_code == 0, result.output
+    for name in ("lfw-sface.json", "lfw-sface-roc.png", "lfw-sface-det.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "lfw-sface-roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reduced = json.loads((tmp_path / "lfw-sface.json").read_text())
+    n = 2 * LIMIT * 10
+    assert reduced["pairs"] == n and reduced["limit"] == LIMIT and "all_pairs" not in reduced["tar_at_far"]
+    assert reduced["cost"]["embed_ms_per_face"] > 0
+    p = published["accuracy"]["mean"]
+    tolerance = 3 * math.sqrt(p * (1 - p) / n) + 1 / (2 * LIMIT)
+    assert abs(reduced["accuracy"]["mean"] - p) <= tolerance, (reduced["accuracy"], p, tolerance)
+    assert published["limit"] is None and published["pairs"] == 6000
