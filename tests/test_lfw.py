@@ -19,4 +19,4 @@ def test_lfw_dev_test_accuracy(engine: Engine, lfw: Path, model: str) -> None:
     result = kfold_accuracy(scores, labels, folds)
     print(f"{model}: LFW pairsDevTest 10-fold accuracy {result.accuracy:.4f} +/- {result.std:.4f}, "
           f"{int((scores == -1).sum())} pairs without a face")
-    assert result.accuracy >= GOALS[model]
+    assert result.accuracy >= GOALS[model] - 1e-9  # a mean of fold accuracies: allow for float rounding
