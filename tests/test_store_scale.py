@@ -67,8 +67,9 @@ def test_recall_against_exact_search(big: tuple[SQLiteStore, list[StoredFace], n
         hits_10 += len(set(found) & {stored[i].face_id for i in truth[:10]}) / 10
     assert hits_1 / len(queries) >= 0.99
     # Beyond the 3 faces of the same person, the rest of the top 10 are near-ties among
-    # strangers (cosine about 0.1), where int8 storage blurs the order most.
-    assert hits_10 / len(queries) >= 0.9
+    # strangers (cosine about 0.1); at least 64 candidates are re-scored exactly, which
+    # puts most of them right.
+    assert hits_10 / len(queries) >= 0.97
     assert (store.index_dir).exists() and any(store.index_dir.glob("*.usearch"))
 
 

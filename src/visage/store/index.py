@@ -23,7 +23,7 @@ import numpy as np
 from usearch.index import Index
 
 CONNECTIVITY = 16  # HNSW "M"
-EXPANSION_ADD = 64  # HNSW "efConstruction"
+EXPANSION_ADD = 128  # HNSW "efConstruction"
 MIN_EXPANSION_SEARCH = 128  # HNSW "ef": at least this, and at least the number of results asked for
 #: Largest error int8 storage adds to a cosine of unit vectors (measured bound, with margin).
 QUANTISATION_MARGIN = 0.03
@@ -60,7 +60,10 @@ class VectorIndex:
             present = np.array([k in self._index for k in keys.tolist()], dtype=bool) if len(self._index) else None
             if present is not None and present.any():
                 self._index.remove(keys[present])
-            self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=os.cpu_count() or 1)
+            # One thread: usearch 2.26's parallel insertion leaves some nodes unreachable
+            # (measured: the exact nearest neighbour missing from the top 64 for up to 1 % of
+            # queries on 1,200 clustered vectors, never with one thread).
+            self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=1)
 
     def remove(self, keys: np.ndarray) -> None:
         if len(keys) == 0:
