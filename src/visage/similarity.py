@@ -4,7 +4,7 @@ A face model scores a pair of faces with the cosine of their unit vectors.
 What that number means differs per model, so each model has a monotone map
 from cosine to Similarity, stored as knots in ``visage/data/similarity/<model>.json``
 and interpolated linearly. Similarity S stands for a false-match rate of
-(100 - S) x 1e-5 (see :mod:`visage.evaluation.calibration`). The file says how
+(100 - S) x 1e-6 (see :mod:`visage.evaluation.calibration`). The file says how
 it was fitted; the command that wrote it (``visage eval calibrate``) can be
 rerun by anyone. Swapping the fit means swapping the file.
 """

@@ -15,6 +15,9 @@ from typing import Any
 from visage.evaluation.calibration import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
+    FMR_PER_POINT,
+    MAX_FMR,
+    MIN_EVENTS,
     TAIL_SIMILARITY,
     fmr_for_similarity,
     is_checked,
@@ -97,11 +100,13 @@ def _meaning(maps: dict[str, SimilarityMap]) -> str:
     return f"""
 ## What a Similarity means
 
-For every face model, **Similarity S means a false-match rate of (100 - S) x 1e-5**:
-each point of Similarity below 100 is one false match in 100,000 comparisons of
-two different people. A threshold of 99 lets through about 1 in 100,000 pairs of
-different people; 80 lets through 1 in 5,000. Pairs of different people that
-score more often than 1 in 1,000 all get Similarity 0.
+For every face model, **Similarity S means a false-match rate of (100 - S) x {FMR_PER_POINT:g}**:
+each point of Similarity below 100 is one false match in {round(1 / FMR_PER_POINT):,} comparisons of
+two different people. A threshold of 99 lets through about 1 in {round(1 / fmr_for_similarity(99)):,} pairs of
+different people; 80 lets through 1 in {round(1 / fmr_for_similarity(80)):,}. Pairs of different people that
+score more often than 1 in {round(1 / fmr_for_similarity(0)):,} all get Similarity 0. (The scale keeps the
+thresholds Rekognition users already write at least as strict as Rekognition's: see
+`visage.evaluation.calibration`.)
 
 A search compares the probe with every face in the collection, so false matches
 add up. Searching a gallery of {GALLERY:,} faces with {PROBES} probe photos makes
@@ -365,7 +370,7 @@ Genuine pairs are every pair of images of the same person, impostor pairs every
 pair of images of different people, over all of LFW. Each image contributes the
 face nearest its centre; images where no face is found are left out of the fit
 (listed in the map's metadata). The map's knots sit at empirical quantiles of the
-impostor scores, from FMR 1e-3 down to the last level with at least 10 impostor
+impostor scores, from FMR {MAX_FMR:g} (Similarity 0) down to the last level with at least {MIN_EVENTS} impostor
 pairs above it; between knots log FMR is interpolated linearly in the cosine,
 which keeps the map smooth and strictly increasing. Above the last knot the FMR
 cannot be measured, and the map is deliberately conservative:

@@ -2,15 +2,22 @@
 
 The definition (decided once, for every model)::
 
-    Similarity S means a false-match rate FMR = (100 - S) x 1e-5
+    Similarity S means a false-match rate FMR = (100 - S) x 1e-6
 
-so each point of Similarity below 100 is one false match in 100,000 comparisons
-of different people: S 50 is FMR 5e-4, 80 is 2e-4, 90 is 1e-4, 95 is 5e-5, 99 is
-1e-5, 99.9 is 1e-6. Scores whose FMR is above 1e-3 all get Similarity 0.
+so each point of Similarity below 100 is one false match in a million comparisons
+of different people: S 50 is FMR 5e-5, 80 is 2e-5, 90 is 1e-5, 95 is 5e-6, 99 is
+1e-6, 99.9 is 1e-7. Scores whose FMR is above 1e-4 all get Similarity 0.
+
+Why this scale: the thresholds Rekognition users already write (80 by default, 99
+for public safety) should not become more permissive by moving to Visage. The
+ACLU's search (535 probes x 25,000 faces) had 28 false matches at Rekognition's
+80, about 2e-6 per comparison; at 1e-5 per point Visage's 80 would have meant 2e-4,
+a hundred times looser. At 1e-6 per point, 80 is 2e-5 and 99 is 1e-6, the lowest
+rate LFW's 87 million impostor pairs still measure with some precision.
 
 The fit: the impostor pairs (every pair of LFW images of different people, see
 :mod:`visage.evaluation.allpairs`) give the empirical FMR of every cosine. Knots
-are placed at empirical quantiles: FMR levels ten per decade from 1e-3 down,
+are placed at empirical quantiles: FMR levels ten per decade from 1e-4 down,
 skipping a level until its count of impostors differs from the last knot's by
 three Poisson standard deviations (so where data are thin, knots thin out and
 each segment's slope is measured rather than noise), down to the last level
@@ -48,18 +55,22 @@ from visage.evaluation.allpairs import (
 from visage.evaluation.intervals import clopper_pearson
 from visage.similarity import SimilarityMap
 
-FMR_PER_POINT = 1e-5  # one point of Similarity below 100 is this false-match rate
+FMR_PER_POINT = 1e-6  # one point of Similarity below 100 is this false-match rate
+MAX_FMR = 100 * FMR_PER_POINT  # Similarity 0; higher false-match rates are Similarity 0 too
 MIN_EVENTS = 10  # the last empirical knot has at least this many impostors above it
 LEVELS_PER_DECADE = 10
 SEGMENT_SAMPLES = 4  # knots per segment between empirical quantiles
 MIN_KNOT_GAP = 1e-4  # in cosine, between empirical knots (the map file keeps 6 decimals)
 TABLE_SIMILARITIES = (50.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.9)
-CHECK_SIMILARITIES = (1.0, 50.0, 80.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.8, 99.9, 99.95, 99.98, 99.99)
+CHECK_SIMILARITIES = (1.0, 25.0, 50.0, 70.0, 80.0, 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.8, 99.9, 99.95)
 CHECK_FACTOR = 2.0  # predicted and held-out FMR must agree within this factor ...
 CHECK_DOWN_TO = 1e-6  # ... for every predicted FMR at least this
 TAIL_SIMILARITY = 99.0  # false matches at and above this are listed by pair of people
 HIGHEST_LISTED = 20  # the highest impostor pairs kept in the map's metadata, for inspection
-DEFINITION = "Similarity S means false-match rate (100 - S) x 1e-5, for FMR in [0, 1e-3]; Similarity 0 below"
+DEFINITION = (
+    f"Similarity S means false-match rate (100 - S) x {FMR_PER_POINT:g}, for FMR in [0, {100 * FMR_PER_POINT:g}];"
+    " Similarity 0 below"
+)
 
 
 def fmr_for_similarity(similarity: float) -> float:
@@ -84,14 +95,14 @@ class Knot:
 
 
 def empirical_knots(impostor: np.ndarray) -> list[Knot]:
-    """Quantile knots of the sorted impostor scores, from FMR 1e-3 down to ``MIN_EVENTS`` events."""
+    """Quantile knots of the sorted impostor scores, from ``MAX_FMR`` down to ``MIN_EVENTS`` events."""
     total = len(impostor)
-    if total * 1e-3 < MIN_EVENTS:
-        raise ValueError(f"{total} impostor pairs are too few to measure an FMR of 1e-3")
+    if total * MAX_FMR < MIN_EVENTS:
+        raise ValueError(f"{total} impostor pairs are too few to measure an FMR of {MAX_FMR:g}")
     knots: list[Knot] = []
     level = 0
     while True:
-        count = round(total * 1e-3 * 10 ** (-level / LEVELS_PER_DECADE))
+        count = round(total * MAX_FMR * 10 ** (-level / LEVELS_PER_DECADE))
         level += 1
         if count < MIN_EVENTS:
             break

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from visage.evaluation.calibration import FMR_PER_POINT, fmr_for_similarity
 from visage.evaluation.curves import Curve
 from visage.similarity import SimilarityMap
 
@@ -29,7 +30,7 @@ def _pyplot() -> Any:
 
 def _marks(axes: Any) -> None:
     for similarity in MARKED_SIMILARITIES:
-        fmr = (100.0 - similarity) * 1e-5
+        fmr = fmr_for_similarity(similarity)
         axes.axvline(fmr, color="grey", linestyle=":", linewidth=0.8)
         axes.annotate(f"Similarity {similarity:g}", (fmr, 0.02), xycoords=("data", "axes fraction"),
                       rotation=90, fontsize=7, color="grey", ha="right")
@@ -82,7 +83,7 @@ def similarity_plot(maps: Mapping[str, SimilarityMap], path: Path) -> Path:
     axes.set_xlim(lowest - 0.05, 1.0)
     axes.set_xlabel("raw score (cosine)")
     axes.set_ylabel("Similarity")
-    axes.set_title("Similarity maps: Similarity S means FMR (100 - S) x 1e-5", fontsize=10)
+    axes.set_title(f"Similarity maps: Similarity S means FMR (100 - S) x {FMR_PER_POINT:g}", fontsize=10)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
     return _save(figure, path)
