@@ -187,3 +187,15 @@ def test_solvay_conference_all_29_faces(engine: Engine, portraits: Path) -> None
 def test_two_people(engine: Engine, eval_data: Path) -> None:
     image = eval_data / "face_recognition_examples" / "examples" / "two_people.jpg"
     assert len(engine.detect_faces(image.read_bytes())) == 2
+
+
+def test_compare_faces_quality_filter_drops_faces_in_both_images(engine: Engine, portraits: Path) -> None:
+    group = (portraits / "solvay_conference_1927.jpg").read_bytes()
+    everyone = engine.compare_faces(group, group, threshold=0)
+    strict = engine.compare_faces(group, group, threshold=0, quality_filter="HIGH")
+    assert len(everyone.matches) == 29
+    assert 0 < len(strict.matches) < 29  # HIGH refuses the small, soft faces of the 1927 photo
+    from visage.quality import quality_filter_reasons
+
+    decoded = engine.decode(group)
+    assert not quality_filter_reasons(strict.source.detail, "HIGH", decoded.width, decoded.height)

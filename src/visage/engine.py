@@ -128,18 +128,16 @@ class Engine:
         model: str | None = None,
         quality_filter: str = "NONE",
     ) -> Comparison:
-        """Rekognition's CompareFaces: the largest source face against every target face."""
-        sources = self.analyze(source, model=model, embed=True)
+        """Rekognition's CompareFaces: the largest source face against every target face.
+
+        Faces below ``quality_filter``'s bar take no part, in either image.
+        """
+        sources = self._usable_faces(source, model, quality_filter)
         if not sources:
-            raise InvalidParameterException("No face was found in the source image.")
-        target_image = self.decode(target)
-        targets = [
-            face
-            for face in self.analyze(target_image, model=model, embed=True)
-            if not quality_filter_reasons(face.detail, quality_filter, target_image.width, target_image.height)
-        ]
+            raise InvalidParameterException(f"No face was found in the source image{_passing(quality_filter)}.")
+        targets = self._usable_faces(target, model, quality_filter)
         if not targets:
-            raise InvalidParameterException("No face was found in the target image.")
+            raise InvalidParameterException(f"No face was found in the target image{_passing(quality_filter)}.")
         source_face = sources[0]
         scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedding, t.embedding)) for t in targets]
         matches = sorted((m for m in scored if m.similarity >= threshold), key=lambda m: -m.similarity)
@@ -147,6 +145,11 @@ class Engine:
         return Comparison(source=source_face, matches=matches, unmatched=unmatched)
 
     # Internals ---------------------------------------------------------------------
+
+    def _usable_faces(self, image: ImageInput, model: str | None, quality_filter: str) -> list[Face]:
+        decoded = self.decode(image)
+        faces = self.analyze(decoded, model=model, embed=True)
+        return [f for f in faces if not quality_filter_reasons(f.detail, quality_filter, decoded.width, decoded.height)]
 
     def _describe(self, image: DecodedImage, detections: list[Detection], wanted: frozenset[str]) -> list[FaceDetail]:
         width, height = image.width, image.height
@@ -194,3 +197,6 @@ class Engine:
             )
         return details
 
+
+def _passing(quality_filter: str) -> str:
+    return "" if quality_filter == "NONE" else f" that passes QualityFilter {quality_filter}"
