@@ -24,7 +24,7 @@ from usearch.index import Index
 
 CONNECTIVITY = 16  # HNSW "M"
 EXPANSION_ADD = 128  # HNSW "efConstruction"
-MIN_EXPANSION_SEARCH = 128  # HNSW "ef": at least this, and at least the number of results asked for
+MIN_EXPANSION_SEARCH = 1024  # HNSW "ef": at least this, and at least twice the results asked for
 #: Largest error int8 storage adds to a cosine of unit vectors (measured bound, with margin).
 QUANTISATION_MARGIN = 0.03
 
@@ -83,7 +83,7 @@ class VectorIndex:
             size = len(self._index)
             if size == 0 or count <= 0:
                 return Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
-            k = min(count, size, 64)
+            k = min(count, size, 256)
             while True:
                 self._index.expansion_search = max(MIN_EXPANSION_SEARCH, 2 * k)
                 found = self._index.search(np.asarray(query, dtype=np.float32), k)

@@ -166,7 +166,7 @@ EXACT_SEARCH_LIMIT = 50_000
 #: A process saves a collection's HNSW index after folding in this many changes.
 SAVE_INDEX_EVERY = 20_000
 #: At least this many HNSW candidates are re-scored exactly, whatever the limit.
-RESCORED_CANDIDATES = 64
+RESCORED_CANDIDATES = 128
 
 _FACE_COLUMNS = (
     "face_id, image_id, external_image_id, user_id, bbox_left, bbox_top, bbox_width, bbox_height,"
@@ -486,8 +486,9 @@ class SQLiteStore:
         ann = self._current_ann(con, pk)
         if query.shape != (ann.index.dimension,):
             raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
-        # int8 storage blurs near-ties: ask for a few dozen more candidates than needed, since
-        # the exact re-scoring below puts them right.
+        # The graph walk misses some near neighbours, and int8 storage blurs near-ties: ask for
+        # more candidates than needed (measured on real faces, docs/scale.md); the exact
+        # re-scoring below sorts them.
         candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
         rows = con.execute(
             f"SELECT face_id, vector FROM faces WHERE seq {_IN_JSON}", (json.dumps(candidates.keys.tolist()),)
