@@ -59,7 +59,7 @@ def decode_error(model, operation: str, params: dict, error=InvalidParameterExce
 
 def test_constants_come_from_the_model_metadata():
     metadata = botocore.loaders.Loader().load_service_model("rekognition", "service-2")["metadata"]
-    assert protocol.TARGET_PREFIX == metadata["targetPrefix"] == "RekognitionService"
+    assert protocol.rekognition().target_prefix == metadata["targetPrefix"] == "RekognitionService"
     assert CONTENT_TYPE == f"application/x-amz-json-{metadata['jsonVersion']}"
 
 

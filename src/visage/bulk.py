@@ -72,7 +72,8 @@ def external_id(path: Path, folder: Path, source: str) -> str | None:
     return _NOT_ALLOWED.sub("_", text)[:255] or None
 
 
-# One service per worker process, created by the pool's initializer.
+# The service of this worker process (each process of the pool has its own), set once by
+# the pool's initializer: the models and the store connection it holds are loaded once.
 _worker: tuple[object, str] | None = None
 
 

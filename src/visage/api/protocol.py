@@ -59,7 +59,6 @@ from visage.errors import (
 __all__ = [
     "CONTENT_TYPE",
     "TARGET_HEADER",
-    "TARGET_PREFIX",
     "ServiceModel",
     "encode_error",
     "rekognition",
@@ -243,13 +242,6 @@ def encode_error(error: VisageError) -> tuple[int, bytes]:
     """Return the HTTP status and JSON body that report ``error`` to an AWS SDK."""
     body = {"__type": error.code, "message": error.message}
     return error.status, json.dumps(body, separators=(",", ":")).encode()
-
-
-def __getattr__(name: str) -> Any:
-    # TARGET_PREFIX is read from the model metadata, so the model loads on first use.
-    if name == "TARGET_PREFIX":
-        return rekognition().target_prefix
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- decoding ------------------------------------------------------------------------------
