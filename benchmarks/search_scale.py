@@ -56,7 +56,7 @@ from visage.evaluation.data import eval_data_dir  # noqa: E402
 from visage.evaluation.lfw import embed_images  # noqa: E402
 from visage.faces import BoundingBox  # noqa: E402
 from visage.store.base import Collection, StoredFace  # noqa: E402
-from visage.store.index import VectorIndex  # noqa: E402
+from visage.store.index import CONNECTIVITY, EXPANSION_ADD, MIN_EXPANSION_SEARCH, VectorIndex  # noqa: E402
 from visage.store.sqlite import SQLiteStore  # noqa: E402
 
 BLOCK = 100_000
@@ -247,7 +247,11 @@ def main() -> None:
 
     queries, real, _ = real_vectors()
     distractors = Distractors(real)
-    results: dict[str, object] = {"queries": len(queries), "real_gallery_vectors": len(real), "sizes": {}}
+    results: dict[str, object] = {
+        "queries": len(queries), "real_gallery_vectors": len(real),
+        "hnsw": {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "min_expansion_search": MIN_EXPANSION_SEARCH},
+        "sizes": {},
+    }
     postgres = _postgres_factory() if args.pg_max else None
     for size in args.sizes:
         print(f"== {size:,} faces")
@@ -304,7 +308,9 @@ def _postgres_factory() -> Callable[[], object] | None:
 def _table(results: dict[str, object]) -> str:
     lines = [
         f"Queries: {results['queries']} real LFW faces; gallery: {results['real_gallery_vectors']:,} real LFW vectors "
-        "padded with distractors (see the script's docstring).",
+        "padded with distractors (see the script's docstring). Embedded HNSW: connectivity "
+        f"{results['hnsw']['connectivity']}, expansion {results['hnsw']['expansion_add']} on insert, at least "
+        f"{results['hnsw']['min_expansion_search']} on search.",
         "",
         "| faces | method | build s | memory MiB | p50 ms | p95 ms | recall@1 | recall@10 |",
         "|---|---|---|---|---|---|---|---|",

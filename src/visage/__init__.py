@@ -10,6 +10,10 @@ The public Python API::
 """
 
 from visage.config import Settings
+
+# The engine (and so onnxruntime) is imported before anything can import usearch
+# (visage.store.index): usearch 2.26 loaded first makes onnxruntime 1.30's import
+# crash the process (tests/test_imports.py).
 from visage.engine import Engine
 from visage.errors import VisageError
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch

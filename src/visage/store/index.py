@@ -2,10 +2,13 @@
 
 Used by the embedded store once a collection is too big for exact search to stay
 fast. Vectors are held as int8 (each unit-vector component times 127): 128 bytes
-per 128-d face plus about 140 bytes of graph, so 20 million faces fit in about
-5.5 GiB. The index only proposes candidates; the store re-scores them exactly from
-the float32 vectors it keeps, so quantisation never changes a returned score,
+per 128-d face, plus the graph (connectivity 32: 64 neighbours of 4 bytes on the
+base layer). The index only proposes candidates; the store re-scores them exactly
+from the float32 vectors it keeps, so quantisation never changes a returned score,
 only, rarely, which faces are proposed.
+
+The settings are chosen by ``benchmarks/hnsw_settings.py`` on real face vectors
+(docs/scale.md): the graph's connectivity decides recall, the storage barely does.
 
 Keys are the store's integer row keys. The index knows which change of the
 store's change log it has applied (``applied``), so a process can bring a saved
@@ -22,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from usearch.index import Index
 
-CONNECTIVITY = 16  # HNSW "M"
+CONNECTIVITY = 32  # HNSW "M"
 EXPANSION_ADD = 128  # HNSW "efConstruction"
-MIN_EXPANSION_SEARCH = 1024  # HNSW "ef": at least this, and at least twice the results asked for
+MIN_EXPANSION_SEARCH = 512  # HNSW "ef": at least this, and at least twice the results asked for
 #: Largest error int8 storage adds to a cosine of unit vectors (measured bound, with margin).
 QUANTISATION_MARGIN = 0.03
 
