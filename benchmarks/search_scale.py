@@ -20,10 +20,9 @@ queries, one at a time) and recall@1 and @10 against exact search, for
   ``vector_cosine_ops``), when one can be started (--pg-max bounds the size).
 
 Ground truth for recall is exact search over the same gallery (chunked, so it needs
-no more memory than one block). Also measures ``visage index`` throughput on LFW images.
+no more memory than one block). ``visage index`` throughput is ``benchmarks/bulk_index.py``.
 
-Goals: at 1M, p50 <= 5 ms with recall@1 >= 0.99; at 20M, p50 <= 50 ms and RAM <= 8 GiB;
-``visage index`` >= 40 images/s on 2 cores.
+Goals: at 1M, p50 <= 5 ms with recall@1 >= 0.99; at 20M, p50 <= 50 ms and RAM <= 8 GiB.
 
     python benchmarks/search_scale.py                      # 100k and 1M
     python benchmarks/search_scale.py --sizes 10000000 20000000 --pg-max 0   # once, recorded
@@ -33,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -219,30 +216,12 @@ def run_index_only(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: np.
             "rss_growth_mib": round(rss_mib() - before, 1), **latency, **recall(found, truth)}
 
 
-def index_throughput(count: int) -> dict[str, object]:
-    """``visage index`` on ``count`` LFW images (symlinked into a temporary folder)."""
-    paths = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
-    chosen = random.Random(1).sample(paths, count)
-    root = Path(tempfile.mkdtemp(prefix="visage-index-"))
-    for path in chosen:
-        (root / "images").mkdir(exist_ok=True)
-        (root / "images" / f"{path.parent.name}-{path.name}").symlink_to(path)
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "visage.cli", "index", str(root / "images"), "--collection", "lfw",
-                    "--data-dir", str(root / "data"), "--workers", str(os.cpu_count() or 2)],
-                   check=True, capture_output=True)
-    elapsed = time.perf_counter() - start
-    shutil.rmtree(root)
-    return {"images": count, "seconds": round(elapsed, 1), "images_per_s": round(count / elapsed, 1)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--exact-max", type=int, default=2_000_000, help="largest size for the exact numpy method")
     parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the HNSW index alone")
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
-    parser.add_argument("--index-images", type=int, default=2_000, help="LFW images for the visage index run (0: skip)")
     args = parser.parse_args()
 
     queries, real, _ = real_vectors()
@@ -274,9 +253,6 @@ def main() -> None:
             row["pgvector"] = run_store(postgres, queries, gallery_blocks(real, distractors, size), truth, warm=True)
             print("pgvector", row["pgvector"])
         results["sizes"][str(size)] = row
-    if args.index_images:
-        results["visage_index"] = index_throughput(args.index_images)
-        print("visage index", results["visage_index"])
 
     name = "search_scale" if max(args.sizes) <= 2_000_000 else "search_scale_large"
     markdown = _table(results)
@@ -323,10 +299,6 @@ def _table(results: dict[str, object]) -> str:
                 build = f"{r['build_s']} (+{r['insert_s']} insert)"
             lines.append(f"| {int(size):,} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
                          f"{r['recall_at_1']} | {r['recall_at_10']} |")
-    if "visage_index" in results:
-        v = results["visage_index"]
-        lines += ["", f"`visage index` on {v['images']} LFW images with {os.cpu_count()} workers: "
-                      f"{v['images_per_s']} images/s ({v['seconds']} s including start-up; goal >= 40)."]
     return "\n".join(lines)
 
 

@@ -44,3 +44,22 @@ def test_index_folder_then_resume(tmp_path: Path, portraits: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert "1 indexed (1 faces), 3 already indexed" in second.stdout.replace("\n", " ")
     assert store.count("people")[0] == 4
+
+
+def test_a_folder_without_images_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("no images here")
+    result = run_index(folder, tmp_path / "data")
+    assert result.returncode == 1
+    assert "no JPEG or PNG images" in result.stderr and str(folder) in result.stderr.replace("\n", "")
+
+
+def test_a_broken_link_is_reported_not_skipped(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "gone.jpg").symlink_to(tmp_path / "nowhere" / "gone.jpg")
+    result = run_index(folder, tmp_path / "data")
+    out = result.stdout.replace("\n", " ")
+    assert result.returncode == 1
+    assert "1 images: 0 indexed" in out and "1 errors" in out and "gone.jpg" in out

@@ -61,7 +61,9 @@ class Summary:
 
 
 def find_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Every JPEG and PNG under ``folder`` by name, broken symbolic links included (they
+    are reported as errors, not silently left out)."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
 
 
 def external_id(path: Path, folder: Path, source: str) -> str | None:

@@ -255,6 +255,9 @@ def index(folder: Path, collection: str, data_dir: Path, workers: int, external_
 
     settings = Settings.from_env(data_dir=data_dir, max_image_bytes=_local_file_limit())
     total = len(find_images(folder))
+    if total == 0:
+        err.print(f"[red]error:[/red] no JPEG or PNG images (.jpg, .jpeg, .png) under {folder}", highlight=False)
+        sys.exit(1)
     counts = {"faces": 0, "errors": 0}
     columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} images/s  {task.fields[faces]} faces  {task.fields[errors]} errors"),
