@@ -227,6 +227,7 @@ def main() -> None:
     queries, real, _ = real_vectors()
     distractors = Distractors(real)
     results: dict[str, object] = {
+        "command": " ".join(["python benchmarks/search_scale.py", *sys.argv[1:]]),
         "queries": len(queries), "real_gallery_vectors": len(real),
         "hnsw": {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "min_expansion_search": MIN_EXPANSION_SEARCH},
         "sizes": {},
@@ -284,7 +285,8 @@ def _postgres_factory() -> Callable[[], object] | None:
 def _table(results: dict[str, object]) -> str:
     lines = [
         f"Queries: {results['queries']} real LFW faces; gallery: {results['real_gallery_vectors']:,} real LFW vectors "
-        "padded with distractors (see the script's docstring). Embedded HNSW: connectivity "
+        "padded with distractors (see the script's docstring). Run: `" + results.get("command", "?") + "` "
+        "(pgvector only up to --pg-max faces). Embedded HNSW: connectivity "
         f"{results['hnsw']['connectivity']}, expansion {results['hnsw']['expansion_add']} on insert, at least "
         f"{results['hnsw']['min_expansion_search']} on search.",
         "",
