@@ -58,6 +58,7 @@ from visage.store.sqlite import SQLiteStore  # noqa: E402
 
 BLOCK = 100_000
 QUERIES = 1_000
+METHODS = ("exact", "embedded", "pgvector")
 
 
 # Vectors ------------------------------------------------------------------------------
@@ -222,6 +223,8 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=2_000_000, help="largest size for the exact numpy method")
     parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the HNSW index alone")
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
+                        help="measure only these; a run of some methods is recorded apart (search_scale_<methods>)")
     args = parser.parse_args()
 
     queries, real, _ = real_vectors()
@@ -232,23 +235,24 @@ def main() -> None:
         "hnsw": {"connectivity": CONNECTIVITY, "expansion_add": EXPANSION_ADD, "min_expansion_search": MIN_EXPANSION_SEARCH},
         "sizes": {},
     }
-    postgres = _postgres_factory() if args.pg_max else None
+    postgres = _postgres_factory() if args.pg_max and "pgvector" in args.methods else None
     for size in args.sizes:
         print(f"== {size:,} faces")
         truth = exact_top(queries, gallery_blocks(real, distractors, size))
         row: dict[str, object] = {}
-        if size <= args.exact_max:
+        if "exact" in args.methods and size <= args.exact_max:
             row["exact"] = run_exact(queries, gallery_blocks(real, distractors, size), truth)
             print("exact", row["exact"])
         gc.collect()
-        if size <= args.store_max:
+        if "embedded" in args.methods and size <= args.store_max:
             folder = Path(tempfile.mkdtemp(prefix="visage-scale-"))
             row["embedded"] = run_store(lambda: SQLiteStore(folder / "visage.db"), queries,
                                         gallery_blocks(real, distractors, size), truth, warm=True)
             shutil.rmtree(folder)
-        else:
+            print("embedded", row["embedded"])
+        elif "embedded" in args.methods:
             row["embedded_index_only"] = run_index_only(queries, gallery_blocks(real, distractors, size), truth)
-        print("embedded", row.get("embedded") or row.get("embedded_index_only"))
+            print("embedded, index only", row["embedded_index_only"])
         gc.collect()
         if postgres is not None and size <= args.pg_max:
             row["pgvector"] = run_store(postgres, queries, gallery_blocks(real, distractors, size), truth, warm=True)
@@ -256,6 +260,8 @@ def main() -> None:
         results["sizes"][str(size)] = row
 
     name = "search_scale" if max(args.sizes) <= 2_000_000 else "search_scale_large"
+    if set(args.methods) != set(METHODS):
+        name += "_" + "_".join(m for m in METHODS if m in args.methods)
     markdown = _table(results)
     print(markdown)
     write_results(name, results, markdown)
