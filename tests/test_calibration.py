@@ -94,11 +94,13 @@ def _agrees(row: dict) -> bool:
 KNOWN_MISS_ABOVE_1E6 = {"dlib"}
 
 
+def _models_failing(known: set[str], reason: str) -> list[object]:
+    """Every model, those in ``known`` marked as strict expected failures with ``reason``."""
+    return [pytest.param(m, marks=pytest.mark.xfail(m in known, strict=True, reason=reason)) for m in MODEL_NAMES]
+
+
 @pytest.mark.parametrize(
-    "model",
-    [pytest.param(m, marks=pytest.mark.xfail(m in KNOWN_MISS_ABOVE_1E6, strict=True,
-                                             reason="held-out FMR 0.47x the prediction at 3e-6 (see comment)"))
-     for m in MODEL_NAMES],
+    "model", _models_failing(KNOWN_MISS_ABOVE_1E6, "held-out FMR 0.47x the prediction at 3e-6 (see comment)")
 )
 def test_heldout_check_holds_above_1e6(model: str) -> None:
     """Predicted and held-out FMR agree within the factor at every checked threshold above 1e-6."""
@@ -118,10 +120,7 @@ KNOWN_MISS_AT_1E6 = {"sface", "fusion"}
 
 
 @pytest.mark.parametrize(
-    "model",
-    [pytest.param(m, marks=pytest.mark.xfail(m in KNOWN_MISS_AT_1E6, strict=True,
-                                             reason="held-out FMR at 1e-6 is 2.0x-2.1x the prediction (see comment)"))
-     for m in MODEL_NAMES],
+    "model", _models_failing(KNOWN_MISS_AT_1E6, "held-out FMR at 1e-6 is 2.0x-2.1x the prediction (see comment)")
 )
 def test_heldout_check_holds_at_1e6(model: str) -> None:
     (row,) = [r for r in _heldout_rows(model) if r["predicted_fmr"] == pytest.approx(CHECK_DOWN_TO)]

@@ -44,13 +44,8 @@ def roc_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
         keep = curve.fmr > 0
         axes.plot(curve.fmr[keep], 1 - curve.fnmr[keep], label=label, linewidth=1.2)
     axes.set_xscale("log")
-    axes.set_xlabel("false accept rate (FAR = FMR)")
-    axes.set_ylabel("true accept rate (TAR = 1 - FNMR)")
-    axes.set_title(title, fontsize=10)
-    axes.grid(True, which="both", alpha=0.3)
-    _marks(axes)
-    axes.legend(fontsize=8, loc="lower right")
-    return _save(figure, path)
+    return _finish_rate_plot(figure, axes, path, title, "false accept rate (FAR = FMR)",
+                             "true accept rate (TAR = 1 - FNMR)", legend="lower right")
 
 
 def det_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
@@ -64,12 +59,18 @@ def det_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
     axes.set_yscale("log")
     if not any(np.any((c.fmr > 0) & (c.fnmr > 0)) for c in curves.values()):
         axes.set_ylim(1e-4, 1.0)  # no non-match at all: an empty plot, but a valid one
-    axes.set_xlabel("false match rate (FMR)")
-    axes.set_ylabel("false non-match rate (FNMR)")
+    return _finish_rate_plot(figure, axes, path, title, "false match rate (FMR)", "false non-match rate (FNMR)",
+                             legend="upper right")
+
+
+def _finish_rate_plot(figure: Any, axes: Any, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
+    """Labels, grid, the calibrated thresholds' marks and the legend of a ROC or DET plot; saved."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     axes.set_title(title, fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
     _marks(axes)
-    axes.legend(fontsize=8, loc="upper right")
+    axes.legend(fontsize=8, loc=legend)
     return _save(figure, path)
 
 
