@@ -3,7 +3,7 @@
 Used by the embedded store once a collection is too big for exact search to stay
 fast. Vectors are held as int8 (each unit-vector component times 127): 128 bytes
 per 128-d face, plus the graph (connectivity 32: 64 links of 4 bytes on the base
-layer), so 20 million faces do not fit in 8 GiB yet (docs/scale.md). The index
+layer), so 20 million faces are at best at the edge of 8 GiB (docs/scale.md). The index
 only proposes candidates; the store re-scores them exactly from the float32 vectors
 it keeps, so quantisation never changes a returned score, only, rarely, which faces
 are proposed.
