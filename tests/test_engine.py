@@ -12,6 +12,7 @@ from visage.engine import Engine
 from visage.errors import InvalidParameterException
 from visage.facemodels import cosine
 from visage.faces import FaceDetail
+from visage.quality import quality_filter_reasons
 
 LANDMARK_TYPES = {
     "eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight", "leftEyeBrowLeft", "leftEyeBrowRight",
@@ -195,7 +196,37 @@ def test_compare_faces_quality_filter_drops_faces_in_both_images(engine: Engine,
     strict = engine.compare_faces(group, group, threshold=0, quality_filter="HIGH")
     assert len(everyone.matches) == 29
     assert 0 < len(strict.matches) < 29  # HIGH refuses the small, soft faces of the 1927 photo
-    from visage.quality import quality_filter_reasons
 
     decoded = engine.decode(group)
     assert not quality_filter_reasons(strict.source.detail, "HIGH", decoded.width, decoded.height)
+
+
+def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
+    """Visage runs SFace on onnxruntime with its weights dequantised once, and aligns the
+    crop itself; the vectors must stay those of OpenCV's own FaceRecognizerSF on the same
+    file (the calibration was fitted on them), face by face."""
+    import cv2
+
+    from visage.bundled import SFACE, verified_path
+    from visage.facemodels import align_sface
+
+    opencv = cv2.FaceRecognizerSF.create(str(verified_path(SFACE)), "")
+    group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
+    detections = engine.detector.detect(group)
+    ours = engine.face_model("sface").embed(group, detections)
+    bgr = np.ascontiguousarray(group.rgb[:, :, ::-1])
+    cosines = []
+    for detection, embedding in zip(detections, ours, strict=True):
+        crop = opencv.alignCrop(bgr, detection.yunet_row())
+        assert np.abs(crop.astype(int) - align_sface(group.rgb, detection.points)[:, :, ::-1]).max() <= 8
+        theirs = opencv.feature(crop).reshape(-1)
+        cosines.append(float(embedding.vector @ theirs / np.linalg.norm(theirs)))
+    assert len(cosines) == 29 and min(cosines) > 0.9999, sorted(cosines)[:3]
+
+
+def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: Path) -> None:
+    group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
+    faces = engine.analyze(group, embed=True, quality_filter="HIGH", max_embedded=3)
+    passing = [i for i, f in enumerate(faces) if not quality_filter_reasons(f.detail, "HIGH", group.width, group.height)]
+    assert len(faces) == 29 and len(passing) > 3
+    assert [i for i, f in enumerate(faces) if f.embedding is not None] == passing[:3]

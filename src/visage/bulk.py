@@ -8,6 +8,7 @@ before any model runs, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -86,7 +87,7 @@ def _start_worker(settings: Settings, collection: str) -> None:
     from visage.api.app import open_service
 
     cv2.setNumThreads(1)  # one process per core does the parallelism
-    _worker = (open_service(settings), collection)
+    _worker = (open_service(dataclasses.replace(settings, model_threads=1)), collection)
 
 
 def _index_one(job: tuple[str, str | None]) -> ImageResult:

@@ -63,6 +63,9 @@ class Settings:
     s3_endpoint_url: str | None = None
     #: Threads that run engine work in the server (each holds its own OpenCV networks).
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    #: Cores one face-model call may use (onnxruntime's intra-op threads). ``visage
+    #: index`` runs a process per core and sets it to 1.
+    model_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     #: Embedded store: collections up to this many faces are searched exactly, bigger
     #: ones through an HNSW index (docs/scale.md).
     exact_search_limit: int = 50_000

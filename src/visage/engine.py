@@ -66,7 +66,7 @@ class Engine:
         """The face model called ``name`` (default: the configured one)."""
         name = name or self.settings.face_model
         if name == "sface":
-            return self._load("sface", SFaceModel)
+            return self._load("sface", lambda: SFaceModel(self.settings.model_threads))
         if name == "dlib":
             return self._load("dlib", lambda: DlibModel(self._shape_predictor(5)))
         if name == "fusion":
@@ -95,9 +95,13 @@ class Engine:
         attributes: Iterable[str] | None = None,
         model: str | None = None,
         embed: bool = False,
+        quality_filter: str = "NONE",
+        max_embedded: int | None = None,
     ) -> list[Face]:
         """Faces in the image (largest first), with the requested attributes and, if
-        ``embed``, their vectors from face model ``model``."""
+        ``embed``, vectors from face model ``model`` for the faces that pass
+        ``quality_filter`` (the first ``max_embedded`` of them, if given); the others
+        are returned without one, and cost no embedding."""
         decoded = self.decode(image)
         detections = self.detector.detect(decoded)
         if not detections:
@@ -105,8 +109,11 @@ class Engine:
         details = self._describe(decoded, detections, wanted_attributes(attributes))
         if not embed:
             return [Face(detail=d) for d in details]
-        embeddings = self.face_model(model).embed(decoded, detections)
-        return [Face(detail=d, embedding=e) for d, e in zip(details, embeddings)]
+        passing = [
+            i for i, d in enumerate(details) if not quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)
+        ][:max_embedded]
+        embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
+        return [Face(detail=d, embedding=embeddings.get(i)) for i, d in enumerate(details)]
 
     def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
         """Rekognition's DetectFaces: up to 100 faces, largest first."""
@@ -147,9 +154,8 @@ class Engine:
     # Internals ---------------------------------------------------------------------
 
     def _usable_faces(self, image: ImageInput, model: str | None, quality_filter: str) -> list[Face]:
-        decoded = self.decode(image)
-        faces = self.analyze(decoded, model=model, embed=True)
-        return [f for f in faces if not quality_filter_reasons(f.detail, quality_filter, decoded.width, decoded.height)]
+        faces = self.analyze(image, model=model, embed=True, quality_filter=quality_filter)
+        return [f for f in faces if f.embedding is not None]
 
     def _describe(self, image: DecodedImage, detections: list[Detection], wanted: frozenset[str]) -> list[FaceDetail]:
         width, height = image.width, image.height

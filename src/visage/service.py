@@ -195,9 +195,9 @@ class RekognitionService:
         data, limit = self._image_bytes(request["Image"])
         image, image_hash = decode_image(data, self.settings, max_bytes=limit), hashlib.sha256(data).hexdigest()
         external_id = request.get("ExternalImageId")
-        faces = self._analyze(collection, image, attributes=request.get("DetectionAttributes"))
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
+        faces = self._analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
@@ -298,9 +298,9 @@ class RekognitionService:
     def search_faces_by_image(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
         image = self.image(request["Image"])
-        faces = self._analyze(collection, image)
         quality = request.get("QualityFilter", "NONE")
-        usable = [f for f in faces if not quality_filter_reasons(f.detail, quality, image.width, image.height)]
+        faces = self._analyze(collection, image, quality, max_embedded=1)
+        usable = [f for f in faces if f.embedding is not None]
         if not usable:
             raise InvalidParameterException(
                 "No face was found in the image" + (f" that passes QualityFilter {quality}." if faces else ".")
@@ -449,8 +449,8 @@ class RekognitionService:
     def search_users_by_image(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
         image = self.image(request["Image"])
-        faces = self._analyze(collection, image)
         quality = request.get("QualityFilter", "NONE")
+        faces = self._analyze(collection, image, quality, max_embedded=1)
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
         probe, unsearched = None, []
         for face in faces:  # largest first
@@ -502,7 +502,16 @@ class RekognitionService:
             raise ResourceNotFoundException(f"No resource has the ARN {arn}; did you mean {collection.arn}?")
         return collection
 
-    def _analyze(self, collection: Collection, image: DecodedImage, attributes: list[str] | None = None) -> list[Face]:
+    def _analyze(
+        self,
+        collection: Collection,
+        image: DecodedImage,
+        quality_filter: str,
+        max_embedded: int | None,
+        attributes: list[str] | None = None,
+    ) -> list[Face]:
+        """The faces of the image; those that pass ``quality_filter``, up to ``max_embedded``,
+        with their vectors in the collection's face model."""
         model = self.engine.face_model(collection.face_model)
         if model.version != collection.face_model_version:
             raise InvalidParameterException(
@@ -510,7 +519,9 @@ class RekognitionService:
                 f"server's {collection.face_model} model is {model.version}; vectors cannot be converted: "
                 "create a new collection and index the images again."
             )
-        return self.engine.analyze(image, attributes=attributes, model=collection.face_model, embed=True)
+        return self.engine.analyze(
+            image, attributes, collection.face_model, embed=True, quality_filter=quality_filter, max_embedded=max_embedded
+        )
 
     def _faces_or_fail(self, collection_id: str, face_ids: list[str]) -> list[StoredFace]:
         found = self.store.get_faces(collection_id, face_ids)
