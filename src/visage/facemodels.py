@@ -68,6 +68,8 @@ class SFaceModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle threads must not spin: OpenCV's detector runs between two embeddings.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graph = dequantized_sface(verified_path(SFACE))
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
