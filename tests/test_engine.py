@@ -217,7 +217,8 @@ def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
     bgr = np.ascontiguousarray(group.rgb[:, :, ::-1])
     cosines = []
     for detection, embedding in zip(detections, ours, strict=True):
-        crop = opencv.alignCrop(bgr, detection.yunet_row())
+        row = np.concatenate([detection.box, detection.points.reshape(-1), [detection.score]]).astype(np.float32)
+        crop = opencv.alignCrop(bgr, row)  # OpenCV wants YuNet's 15-value row
         assert np.abs(crop.astype(int) - align_sface(group.rgb, detection.points)[:, :, ::-1]).max() <= 8
         theirs = opencv.feature(crop).reshape(-1)
         cosines.append(float(embedding.vector @ theirs / np.linalg.norm(theirs)))
@@ -230,3 +231,22 @@ def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: P
     passing = [i for i, f in enumerate(faces) if not quality_filter_reasons(f.detail, "HIGH", group.width, group.height)]
     assert len(faces) == 29 and len(passing) > 3
     assert [i for i, f in enumerate(faces) if f.embedding is not None] == passing[:3]
+
+
+def test_sface_graph_is_rewritten_where_it_should_be() -> None:
+    """The rewrite (visage.sface_graph) leaves no per-call dequantisation and no PRelu,
+    and SFace does have channels whose slope is above 1, so the sign-flip path is taken
+    (test_sface_vectors_are_opencvs checks the result)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from visage.bundled import SFACE, verified_path
+    from visage.sface_graph import sface_graph
+
+    original = onnx.load(str(verified_path(SFACE)))
+    slopes = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer if t.name.endswith("relu_gamma")}
+    assert sum(int((s > 1).sum()) for s in slopes.values()) > 0
+    rewritten = onnx.load_from_string(sface_graph(verified_path(SFACE)))
+    ops = {node.op_type for node in rewritten.graph.node}
+    assert not ops & {"PRelu", "DequantizeLinear", "Reshape"}
+    assert [i.name for i in rewritten.graph.input] == ["data"]

@@ -39,10 +39,6 @@ class Detection:
     def area(self) -> float:
         return float(self.box[2] * self.box[3])
 
-    def yunet_row(self) -> np.ndarray:
-        """The 15-value row OpenCV's ``FaceRecognizerSF.alignCrop`` expects."""
-        return np.concatenate([self.box, self.points.reshape(-1), [self.score]]).astype(np.float32)
-
 
 class FaceDetector:
     """YuNet, run once per pyramid level; safe to share between threads."""
