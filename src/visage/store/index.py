@@ -66,7 +66,8 @@ class VectorIndex:
                 self._index.remove(keys[present])
             # One thread: usearch 2.26's parallel insertion leaves some nodes unreachable
             # (measured: the exact nearest neighbour missing from the top 64 for up to 1 % of
-            # queries on 1,200 clustered vectors, never with one thread).
+            # queries on 1,200 clustered vectors, never with one thread; upstream issue
+            # unum-cloud/USearch#735, fix proposed in #772).
             self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=1)
 
     def remove(self, keys: np.ndarray) -> None:
