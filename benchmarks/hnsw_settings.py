@@ -1,6 +1,7 @@
-"""How the embedded HNSW index's settings were chosen: recall and latency per setting.
+"""The HNSW graph the embedded store used before its product-quantised scan: recall and
+latency per setting (usearch, a dev dependency, is needed only here).
 
-Builds the usearch index (``visage.store.index``'s metric and insertion, one thread)
+Builds a usearch index (cosine metric, insertion on one thread, as the store did)
 with each connectivity and storage below over the gallery of
 ``benchmarks/search_scale.py`` (the same real LFW queries and face-like distractors),
 then searches it at several expansions the way the store does: 128 candidates, each
@@ -27,8 +28,9 @@ from search_scale import Distractors, gallery_blocks, real_vectors  # noqa: E402
 from usearch.index import Index  # noqa: E402  (after onnxruntime: see visage/__init__.py)
 
 from visage.similarity import SimilarityMap  # noqa: E402
-from visage.store.index import EXPANSION_ADD  # noqa: E402
 from visage.store.sqlite import RESCORED_CANDIDATES  # noqa: E402
+
+EXPANSION_ADD = 128  # HNSW "efConstruction", as the store had it
 
 SETTINGS = [(16, "i8"), (16, "f32"), (32, "i8")]  # (connectivity, storage)
 EXPANSIONS = [256, 512, 1024]

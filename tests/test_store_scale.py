@@ -1,5 +1,5 @@
-"""The embedded store's HNSW path: recall against exact search, deletes, other processes'
-writes, the index saved on disk and checked against the database."""
+"""The embedded store's vector-index path: recall against exact search, deletes, other
+processes' writes, the index saved on disk and checked against the database."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from visage.store.base import Collection, StoredFace
 from visage.store.index import VectorIndex
 from visage.store.sqlite import SQLiteStore
 
-LIMIT = 300  # collections bigger than this go through HNSW in these tests
+LIMIT = 300  # collections bigger than this go through the vector index in these tests
 
 
 def clustered(rng: np.random.Generator, people: int, per_person: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +70,7 @@ def test_recall_against_exact_search(big: tuple[SQLiteStore, list[StoredFace], n
     # strangers (cosine about 0.1); at least 64 candidates are re-scored exactly, which
     # puts most of them right.
     assert hits_10 / len(queries) >= 0.97
-    assert (store.index_dir).exists() and any(store.index_dir.glob("*.usearch"))
+    assert (store.index_dir).exists() and any(store.index_dir.glob("*.faiss"))
 
 
 def test_scores_are_exact_and_thresholded(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
@@ -102,7 +102,7 @@ def test_saved_index_is_loaded_and_checked(big: tuple[SQLiteStore, list[StoredFa
     store, stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
     store.close()
-    (saved,) = list((tmp_path / "index").glob("*.usearch"))
+    (saved,) = list((tmp_path / "index").glob("*.faiss"))
     loaded = VectorIndex.load(tmp_path / "index", saved.name.split(".")[0])
     assert loaded is not None and len(loaded) == len(stored)
 
@@ -143,6 +143,6 @@ def test_users_search_stays_exact_in_a_big_collection(big: tuple[SQLiteStore, li
 def test_deleting_the_collection_removes_its_index_files(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
     store, stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
-    assert any(store.index_dir.glob("*.usearch"))
+    assert any(store.index_dir.glob("*.faiss"))
     store.delete_collection("big")
-    assert not any(store.index_dir.glob("*.usearch"))
+    assert not any(store.index_dir.glob("*.faiss"))

@@ -11,9 +11,9 @@ The public Python API::
 
 from visage.config import Settings
 
-# The engine (and so onnxruntime) is imported before anything can import usearch
-# (visage.store.index): usearch 2.26 loaded first makes onnxruntime 1.30's import
-# crash the process (tests/test_imports.py).
+# The engine (and so onnxruntime) is imported first: native libraries that bring their
+# own OpenMP or SIMD runtimes have crashed onnxruntime's import when loaded before it
+# (usearch 2.26 did; tests/test_imports.py guards the orders visage uses).
 from visage.engine import Engine
 from visage.errors import VisageError
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch

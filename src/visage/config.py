@@ -67,7 +67,7 @@ class Settings:
     #: index`` runs a process per core and sets it to 1.
     model_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
     #: Embedded store: collections up to this many faces are searched exactly, bigger
-    #: ones through an HNSW index (docs/scale.md).
+    #: ones through a product-quantised index (docs/scale.md).
     exact_search_limit: int = 50_000
     #: Faces one collection may hold (Rekognition's maximum is 20 million).
     max_faces_per_collection: int = 20_000_000

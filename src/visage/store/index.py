@@ -1,19 +1,25 @@
-"""An approximate nearest-neighbour index over one collection's vectors (HNSW, usearch).
+"""The approximate index of one big collection's vectors: a 4-bit product-quantised scan (faiss).
 
 Used by the embedded store once a collection is too big for exact search to stay
-fast. Vectors are held as int8 (each unit-vector component times 127): 128 bytes
-per 128-d face, plus the graph (connectivity 32: 64 links of 4 bytes on the base
-layer), so 20 million faces are at best at the edge of 8 GiB (docs/scale.md). The index
-only proposes candidates; the store re-scores them exactly from the float32 vectors
-it keeps, so quantisation never changes a returned score, only, rarely, which faces
-are proposed.
+fast. Each vector is cut into pairs of dimensions and each pair stored as one of 16
+centroids (4 bits), learnt from the collection's own vectors when the index is built:
+32 bytes a 128-d face, plus its 8-byte key, so 20 million faces take 0.8 GB. A search
+scores every code with faiss's SIMD "fast scan" (lookup tables held in registers) and
+proposes the best; the store then re-scores the candidates exactly from the float32
+vectors it keeps, so quantisation never changes a returned score, only, rarely, which
+faces are proposed.
 
-The settings are chosen by ``benchmarks/hnsw_settings.py`` on real face vectors
-(docs/scale.md): the graph's connectivity decides recall, the storage barely does.
+Why a scan and not a graph: on real face queries against a million face-like vectors,
+an HNSW graph (usearch, connectivity 32, expansion 512) missed the true best face for
+3.8 % of queries, nearly all of them real matches, at 8.7 ms a query; this scan, with
+128 candidates re-scored, missed 0.1 % at a fraction of the time (docs/scale.md). A
+same-person pair of face vectors is not close in absolute terms (cosine 0.4 to 0.9),
+which is what a graph walk needs; a scan needs only that the match scores above the
+crowd.
 
-Keys are the store's integer row keys. The index knows which change of the
-store's change log it has applied (``applied``), so a process can bring a saved
-index up to date instead of rebuilding it.
+Keys are the store's integer row keys. The index knows which change of the store's
+change log it has applied (``applied``), so a process can bring a saved index up to
+date instead of rebuilding it.
 """
 
 from __future__ import annotations
@@ -23,14 +29,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
-from usearch.index import Index
 
-CONNECTIVITY = 32  # HNSW "M"
-EXPANSION_ADD = 128  # HNSW "efConstruction"
-MIN_EXPANSION_SEARCH = 512  # HNSW "ef": at least this, and at least twice the results asked for
-#: Largest error int8 storage adds to a cosine of unit vectors (measured bound, with margin).
-QUANTISATION_MARGIN = 0.03
+#: Largest error the 4-bit codes add to a cosine of unit vectors: measured 0.17 over
+#: the 512 best candidates of 1,000 real queries against a million vectors, with margin.
+QUANTISATION_MARGIN = 0.25
+#: Vectors the codebook is learnt from (a sample of the collection when it is bigger).
+TRAINING_VECTORS = 100_000
+_SUFFIX = ".faiss"
 
 
 @dataclass
@@ -40,78 +47,82 @@ class Candidates:
 
 
 class VectorIndex:
-    """HNSW over unit vectors with cosine similarity; thread-safe."""
+    """Product-quantised codes of unit vectors, scored by inner product; thread-safe.
 
-    def __init__(self, dimension: int, applied: int = 0, index: Index | None = None) -> None:
-        self.dimension = dimension
+    The codebook is learnt from the first vectors added (up to ``TRAINING_VECTORS``
+    of them: the store builds an index from the collection in batches of that size).
+    """
+
+    def __init__(self, index: faiss.IndexIDMap | None = None, applied: int = 0) -> None:
+        self._index = index
         self.applied = applied  # the last change-log sequence number folded in
-        self._index = index or Index(
-            ndim=dimension, metric="cos", dtype="i8", connectivity=CONNECTIVITY, expansion_add=EXPANSION_ADD
-        )
         self._lock = threading.RLock()
 
+    @property
+    def dimension(self) -> int:
+        return int(self._index.d) if self._index is not None else 0
+
     def __len__(self) -> int:
-        return len(self._index)
+        return int(self._index.ntotal) if self._index is not None else 0
 
     @property
     def memory_bytes(self) -> int:
-        return int(self._index.memory_usage)
+        """Codes and keys (the codebook and lookup tables are a few kilobytes)."""
+        return len(self) * (self.dimension // 4 + 8)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Adds faces by key; a key must not be in the index already (the store's change
+        log applies each face's insertion once)."""
         if len(keys) == 0:
             return
         with self._lock:
-            present = np.array([k in self._index for k in keys.tolist()], dtype=bool) if len(self._index) else None
-            if present is not None and present.any():
-                self._index.remove(keys[present])
-            # One thread: usearch 2.26's parallel insertion leaves some nodes unreachable
-            # (measured: the exact nearest neighbour missing from the top 64 for up to 1 % of
-            # queries on 1,200 clustered vectors, never with one thread; upstream issue
-            # unum-cloud/USearch#735, fix proposed in #772).
-            self._index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32), threads=1)
+            if self._index is None:
+                self._index = _trained(vectors[:TRAINING_VECTORS])
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
 
     def remove(self, keys: np.ndarray) -> None:
-        if len(keys) == 0:
+        """Removes these keys (those not in the index are ignored); one pass over the codes."""
+        if len(keys) == 0 or self._index is None:
             return
         with self._lock:
-            present = [k for k in keys.tolist() if k in self._index]
-            if present:
-                self._index.remove(np.array(present, dtype=np.int64))
+            self._index.remove_ids(np.asarray(keys, dtype=np.int64))
 
     def search(self, query: np.ndarray, count: int, min_score: float) -> Candidates:
-        """Up to ``count`` nearest keys, keeping only those that may reach ``min_score``.
+        """Up to ``count`` best keys by approximate score, keeping only those that may reach
+        ``min_score``.
 
         Widens the search while every candidate found is still above the bar, so a
         generous ``count`` (4,096) costs little when few faces are close.
         """
+        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         with self._lock:
-            size = len(self._index)
+            size = len(self)
             if size == 0 or count <= 0:
                 return Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             k = min(count, size, 256)
             while True:
-                self._index.expansion_search = max(MIN_EXPANSION_SEARCH, 2 * k)
-                found = self._index.search(np.asarray(query, dtype=np.float32), k)
-                keys = np.asarray(found.keys, dtype=np.int64)
-                scores = 1.0 - np.asarray(found.distances, dtype=np.float32)
+                scores, keys = self._index.search(query, k)
+                scores, keys = scores[0], keys[0]
                 if k >= min(count, size) or scores[-1] < min_score - QUANTISATION_MARGIN:
                     break
                 k = min(count, size, k * 4)
-        keep = scores >= min_score - QUANTISATION_MARGIN
-        return Candidates(keys[keep], scores[keep])
+        keep = (keys >= 0) & (scores >= min_score - QUANTISATION_MARGIN)
+        return Candidates(keys[keep].astype(np.int64), scores[keep].astype(np.float32))
 
     def save(self, folder: Path, name: str) -> Path:
-        """Write ``<folder>/<name>.<applied>.usearch`` atomically and drop older saves of ``name``.
+        """Write ``<folder>/<name>.<applied>.faiss`` atomically and drop older saves of ``name``.
 
         The applied change number is in the file name, so a file and what it has applied
         can never disagree, whenever the process stops.
         """
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
+            if self._index is None:
+                raise ValueError("An index with no vectors has nothing to save")
             applied = self.applied
-            path = folder / f"{name}.{applied}.usearch"
+            path = folder / f"{name}.{applied}{_SUFFIX}"
             temporary = folder / f"{name}.{applied}.{os.getpid()}.tmp"
-            self._index.save(str(temporary))
+            faiss.write_index(self._index, str(temporary))
         os.replace(temporary, path)
         for old in _saves(folder, name):
             if old[0] < applied:
@@ -123,11 +134,11 @@ class VectorIndex:
         """The newest saved index of ``name``, or None if there is none readable (rebuild)."""
         for applied, path in sorted(_saves(folder, name), reverse=True):
             try:
-                index = Index.restore(str(path))
+                index = faiss.read_index(str(path))
             except (OSError, ValueError, RuntimeError):
-                index = None
-            if index is not None:
-                return cls(index.ndim, applied=applied, index=index)
+                continue
+            if isinstance(index, faiss.IndexIDMap):
+                return cls(index, applied=applied)
         return None
 
     @staticmethod
@@ -136,10 +147,28 @@ class VectorIndex:
             path.unlink(missing_ok=True)
 
 
+def _trained(sample: np.ndarray) -> faiss.IndexIDMap:
+    """An empty index whose codebook (16 centroids per pair of dimensions) is learnt from
+    ``sample``, unit vectors one per row."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    dimension = sample.shape[1]
+    if dimension % 2:
+        raise ValueError(f"Vectors of {dimension} dimensions: the index codes pairs of dimensions")
+    codes = faiss.IndexPQFastScan(dimension, dimension // 2, 4, faiss.METRIC_INNER_PRODUCT)
+    codes.train(_at_least(sample, 16))
+    return faiss.IndexIDMap(codes)
+
+
+def _at_least(sample: np.ndarray, rows: int) -> np.ndarray:
+    """The sample repeated up to ``rows`` rows: k-means needs as many points as centroids
+    (only a collection made exact-search-sized by configuration is ever this small)."""
+    return sample if len(sample) >= rows else np.resize(sample, (rows, sample.shape[1]))
+
+
 def _saves(folder: Path, name: str) -> list[tuple[int, Path]]:
     out = []
-    for path in folder.glob(f"{name}.*.usearch"):
-        middle = path.name[len(name) + 1 : -len(".usearch")]
+    for path in folder.glob(f"{name}.*{_SUFFIX}"):
+        middle = path.name[len(name) + 1 : -len(_SUFFIX)]
         if middle.isdigit():
             out.append((int(middle), path))
     return out

@@ -61,7 +61,7 @@ from visage.store.base import (
     no_collection,
     no_user,
 )
-from visage.store.index import VectorIndex
+from visage.store.index import TRAINING_VECTORS, VectorIndex
 
 T = TypeVar("T")
 
@@ -136,7 +136,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # Scale: a per-collection face count and a log of face changes, both kept by
-        # triggers in the writing transaction, so the HNSW index of a big collection can
+        # triggers in the writing transaction, so the vector index of a big collection can
         # be brought up to date (in this process or another) without rereading it.
         "ALTER TABLE collections ADD COLUMN face_count INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE collections ADD COLUMN changes_trimmed_to INTEGER NOT NULL DEFAULT 0",
@@ -144,7 +144,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE face_changes (
             seq INTEGER PRIMARY KEY AUTOINCREMENT,
             collection_pk INTEGER NOT NULL REFERENCES collections (pk) ON DELETE CASCADE,
-            face_seq INTEGER NOT NULL,  -- faces.seq, the key in the HNSW index
+            face_seq INTEGER NOT NULL,  -- faces.seq, the key in the vector index
             added INTEGER NOT NULL  -- 1 added, 0 deleted
         )""",
         "CREATE INDEX face_changes_by_collection ON face_changes (collection_pk, seq)",
@@ -161,11 +161,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-#: Collections up to this many faces are searched exactly; bigger ones through HNSW.
+#: Collections up to this many faces are searched exactly; bigger ones through the vector index.
 EXACT_SEARCH_LIMIT = 50_000
-#: A process saves a collection's HNSW index after folding in this many changes.
+#: A process saves a collection's vector index after folding in this many changes.
 SAVE_INDEX_EVERY = 20_000
-#: At least this many HNSW candidates are re-scored exactly, whatever the limit.
+#: At least this many candidates of the vector index are re-scored exactly, whatever the limit.
 RESCORED_CANDIDATES = 128
 
 _FACE_COLUMNS = (
@@ -189,7 +189,7 @@ class SQLiteStore:
         self._indexes: dict[str, _Index] = {}
         self._load_lock = threading.Lock()
         self.index_dir = self.path.parent / "index"
-        self._ann: dict[int, _Ann] = {}  # collection pk -> HNSW index and what it has applied
+        self._ann: dict[int, _Ann] = {}  # collection pk -> vector index and what it has applied
         self._ann_lock = threading.Lock()
         self._trim_to: list[tuple[int, int]] = []
         self.exact_search_limit = exact_search_limit
@@ -255,11 +255,11 @@ class SQLiteStore:
                 delay = min(delay * 2, 1.0)
 
     def close(self) -> None:
-        """Saves HNSW indexes with unsaved changes, then closes the idle connections; those
+        """Saves vector indexes with unsaved changes, then closes the idle connections; those
         in use close when their call returns."""
         with self._ann_lock:
             for pk, ann in self._ann.items():
-                if ann.index.applied > ann.saved:
+                if ann.index.applied > ann.saved and len(ann.index):
                     ann.index.save(self.index_dir, str(pk))
             self._ann.clear()
         with self._lock:
@@ -479,16 +479,15 @@ class SQLiteStore:
                 self._indexes[key] = index
             return index
 
-    # Big collections: HNSW proposes, the float32 vectors decide -----------------------
+    # Big collections: the vector index proposes, the float32 vectors decide ------------
     def _approximate_top(
         self, con: sqlite3.Connection, pk: int, query: np.ndarray, limit: int, min_score: float, exclude: str | None
     ) -> list[tuple[str, float]]:
         ann = self._current_ann(con, pk)
         if query.shape != (ann.index.dimension,):
             raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
-        # The graph walk misses some near neighbours, and int8 storage blurs near-ties: ask for
-        # more candidates than needed (measured on real faces, docs/scale.md); the exact
-        # re-scoring below sorts them.
+        # The 4-bit codes blur scores (by up to 0.17 in a cosine): ask for more candidates than
+        # needed (measured on real faces, docs/scale.md); the exact re-scoring below sorts them.
         candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
         rows = con.execute(
             f"SELECT face_id, vector FROM faces WHERE seq {_IN_JSON}", (json.dumps(candidates.keys.tolist()),)
@@ -505,7 +504,7 @@ class SQLiteStore:
         return best[:limit]
 
     def _current_ann(self, con: sqlite3.Connection, pk: int) -> _Ann:
-        """The collection's HNSW index, with every change up to this transaction folded in.
+        """The collection's vector index, with every change up to this transaction folded in.
 
         Loaded from its last save (or built, the first time or when the save and the
         database disagree), then caught up from the change log.
@@ -523,7 +522,7 @@ class SQLiteStore:
             if ann is None or len(ann.index) != face_count:
                 ann = _Ann(_build(con, pk), 0)
             self._ann[pk] = ann
-            if ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0:
+            if len(ann.index) and (ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0):
                 self._save_ann(con, pk, ann)
             return ann
 
@@ -535,7 +534,7 @@ class SQLiteStore:
         self._trim_to.append((pk, ann.saved))
 
     def warm(self) -> None:
-        """Load (or build) the HNSW index of every big collection, so first searches are fast."""
+        """Load (or build) the vector index of every big collection, so first searches are fast."""
 
         def big(con: sqlite3.Connection) -> list[int]:
             sql = "SELECT pk FROM collections WHERE face_count > ?"
@@ -754,35 +753,40 @@ class _Ann:
 
 
 def _build(con: sqlite3.Connection, pk: int) -> VectorIndex:
-    """A new HNSW index of every face of the collection, as of this transaction."""
+    """A new index of every face of the collection, as of this transaction (its codebook
+    learnt from the first batch)."""
     applied = con.execute("SELECT coalesce(max(seq), 0) FROM face_changes").fetchone()[0]
-    index: VectorIndex | None = None
+    index = VectorIndex(applied=applied)
     cursor = con.execute("SELECT seq, vector FROM faces WHERE collection_pk = ?", (pk,))
-    while batch := cursor.fetchmany(50_000):
+    while batch := cursor.fetchmany(TRAINING_VECTORS):
         keys = np.array([row[0] for row in batch], dtype=np.int64)
         vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=_VECTOR_DTYPE).reshape(len(batch), -1)
-        if index is None:
-            index = VectorIndex(vectors.shape[1])
         index.add(keys, vectors)
-    index = index or VectorIndex(0)
-    index.applied = applied
     return index
 
 
 def _catch_up(con: sqlite3.Connection, pk: int, index: VectorIndex) -> None:
-    """Fold the collection's changes after ``index.applied`` into the index, in order."""
+    """Fold the collection's changes after ``index.applied`` into the index.
+
+    A key is added once and removed at most once, so the changes need not be replayed
+    one by one: every face in the log that is gone is removed (one pass over the
+    index), and every face still present is added.
+    """
     rows = con.execute(
         "SELECT c.seq, c.face_seq, c.added, f.vector FROM face_changes c LEFT JOIN faces f ON f.seq = c.face_seq"
         " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
         (pk, index.applied),
     ).fetchall()
-    for seq, face_seq, added, vector in rows:
-        key = np.array([face_seq], dtype=np.int64)
-        if added and vector is not None:
-            index.add(key, np.frombuffer(vector, dtype=_VECTOR_DTYPE).reshape(1, -1))
-        else:
-            index.remove(key)  # deleted, or added and since deleted
-        index.applied = seq
+    if not rows:
+        return
+    gone = np.array(sorted({face for _, face, _, vector in rows if vector is None}), dtype=np.int64)
+    added = [(face, vector) for _, face, is_add, vector in rows if is_add and vector is not None]
+    index.remove(gone)
+    if added:
+        keys = np.array([face for face, _ in added], dtype=np.int64)
+        vectors = np.frombuffer(b"".join(vector for _, vector in added), dtype=_VECTOR_DTYPE).reshape(len(added), -1)
+        index.add(keys, vectors)
+    index.applied = rows[-1][0]
 
 
 # Helpers working inside a transaction -------------------------------------------------
