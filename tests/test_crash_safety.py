@@ -1,6 +1,6 @@
 """Several server processes on one SQLite file, concurrent writers, and a SIGKILL mid-flight.
 
-The servers run with a tiny exact-search limit, so that searches go through the HNSW
+The servers run with a tiny exact-search limit, so that searches go through the vector
 index and the index is checked against the database too.
 """
 
@@ -137,7 +137,7 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
     finally:
         restarted.stop()
 
-    # The HNSW index agrees with the database.
+    # The vector index agrees with the database.
     store = SQLiteStore(tmp_path / "data" / "visage.db", exact_search_limit=20)
     count = store.count("crash")[0]
     store.search("crash", np.ones(128, np.float32) / np.sqrt(128), 1, -1.0)

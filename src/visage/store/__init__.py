@@ -21,7 +21,7 @@ def open_store(settings: Settings) -> Store:
     if settings.store.startswith(("postgresql://", "postgres://")):
         from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 
-        # A connection per worker thread, and the same exact/HNSW boundary as the embedded store.
+        # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
         return PostgresStore(settings.store, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)
     # Not echoed: a URL may hold a password.
     raise ValueError("The store (--store, VISAGE_STORE) must be 'sqlite' or a postgresql:// URL.")
