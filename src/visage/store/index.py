@@ -11,9 +11,9 @@ faces are proposed.
 
 Why a scan and not a graph: on real face queries against a million face-like vectors,
 an HNSW graph (usearch, connectivity 32, expansion 512) missed the true best face for
-3.8 % of queries, nearly all of them real matches, at 8.7 ms a query; this scan, with
-128 candidates re-scored, missed 0.1 % at a fraction of the time (docs/scale.md). A
-same-person pair of face vectors is not close in absolute terms (cosine 0.4 to 0.9),
+3.8 % of queries, most of them real matches, at 8.7 ms a query; this scan, with 128
+candidates re-scored, misses 0.2 % in a third of the time (docs/scale.md). A
+match need not be close in absolute terms (SFace's Similarity 80 is a cosine of 0.47),
 which is what a graph walk needs; a scan needs only that the match scores above the
 crowd.
 
@@ -127,6 +127,8 @@ class VectorIndex:
         for old in _saves(folder, name):
             if old[0] < applied:
                 old[1].unlink(missing_ok=True)
+        for graph in folder.glob(f"{name}.*.usearch"):  # the HNSW index of earlier versions
+            graph.unlink(missing_ok=True)
         return path
 
     @classmethod
