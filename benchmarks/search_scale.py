@@ -177,15 +177,25 @@ def timed_queries(queries: np.ndarray, search: Callable[[np.ndarray], list[int]]
 
 
 def rss_mib() -> float:
-    """Resident memory, after handing freed heap back to the system: the benchmark's own
-    gallery blocks (50 MB each, hundreds of them at 20M) are freed as it goes, but glibc
-    keeps freed heap mapped, which would otherwise be counted against the index."""
+    """The process's own resident memory (anonymous pages), after handing freed heap back
+    to the system.
+
+    File pages are left out: the float32 vectors are re-scored from a file (SQLite's, or
+    the index-only run's), and the kernel maps in the cached pages around each row it
+    reads, so plain RSS would grow towards the size of that file with pages it may drop
+    at any time. glibc keeps freed heap mapped, and the benchmark frees a 50 MB gallery
+    block hundreds of times; ``malloc_trim`` returns it first.
+    """
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:  # not glibc: the figure then includes freed heap
         pass
-    return psutil.Process().memory_info().rss / 2**20
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("RssAnon:")) / 1024
+    except (OSError, StopIteration):  # not Linux
+        return psutil.Process().memory_info().rss / 2**20
 
 
 # Methods ------------------------------------------------------------------------------
