@@ -35,7 +35,7 @@ import numpy as np
 #: Largest error the 4-bit codes add to a cosine of unit vectors: measured 0.17 over
 #: the 512 best candidates of 1,000 real queries against a million vectors, with margin.
 QUANTISATION_MARGIN = 0.25
-#: Vectors the codebook is learnt from (a sample of the collection when it is bigger).
+#: The codebook is learnt from the first this many vectors of the collection.
 TRAINING_VECTORS = 100_000
 _SUFFIX = ".faiss"
 
