@@ -201,14 +201,12 @@ class RekognitionService:
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
-        for face in faces:  # largest first
-            reasons = quality_filter_reasons(face.detail, quality, image.width, image.height)
-            if not reasons and len(indexed) >= max_faces:
-                reasons = ["EXCEEDS_MAX_FACES"]
-            if reasons:
-                unindexed.append({"Reasons": reasons, "FaceDetail": face.detail.to_rekognition()})
-            else:
+        for face in faces:  # largest first; the engine embedded exactly the faces to index
+            if face.embedding is not None:
                 indexed.append(face)
+            else:
+                reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["EXCEEDS_MAX_FACES"]
+                unindexed.append({"Reasons": reasons, "FaceDetail": face.detail.to_rekognition()})
 
         existing = self.store.find_image(collection.collection_id, image_hash, external_id)
         if existing:
@@ -453,12 +451,12 @@ class RekognitionService:
         faces = self._analyze(collection, image, quality, max_embedded=1)
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
         probe, unsearched = None, []
-        for face in faces:  # largest first
-            reasons = quality_filter_reasons(face.detail, quality, image.width, image.height)
-            if probe is None and not reasons:
+        for face in faces:  # largest first; the engine embedded only the probe
+            if face.embedding is not None:
                 probe = face
                 continue
-            unsearched.append({"FaceDetails": face.detail.to_rekognition(), "Reasons": reasons or ["FACE_NOT_LARGEST"]})
+            reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["FACE_NOT_LARGEST"]
+            unsearched.append({"FaceDetails": face.detail.to_rekognition(), "Reasons": reasons})
         response: Response = {"FaceModelVersion": collection.face_model_version, "UnsearchedFaces": unsearched}
         matches: list[tuple[str, float]] = []
         if probe is not None:

@@ -107,7 +107,7 @@ class VectorIndex:
                     break
                 k = min(count, size, k * 4)
         keep = (keys >= 0) & (scores >= min_score - QUANTISATION_MARGIN)
-        return Candidates(keys[keep].astype(np.int64), scores[keep].astype(np.float32))
+        return Candidates(keys[keep], scores[keep])  # faiss answers int64 keys, float32 scores
 
     def save(self, folder: Path, name: str) -> Path:
         """Write ``<folder>/<name>.<applied>.faiss`` atomically and drop older saves of ``name``.
