@@ -9,6 +9,11 @@ proposes the best; the store then re-scores the candidates exactly from the floa
 vectors it keeps, so quantisation never changes a returned score, only, rarely, which
 faces are proposed.
 
+The codes are split into shards, one per core, that share the codebook and are
+scanned at once (``faiss.IndexShards``, which merges their answers): one core scans
+about 8 GB of codes a second, so at 20 million faces a query takes half as long on
+two cores as on one.
+
 Why a scan and not a graph: on real face queries against a million face-like vectors,
 an HNSW graph (usearch, connectivity 32, expansion 512) missed the true best face for
 3.8 % of queries, most of them real matches, at 8.7 ms a query; this scan, with 128
@@ -25,6 +30,7 @@ date instead of rebuilding it.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,8 @@ QUANTISATION_MARGIN = 0.25
 #: The codebook is learnt from the first this many vectors of the collection.
 TRAINING_VECTORS = 100_000
 _SUFFIX = ".faiss"
+#: A save starts with this, then the number of shards, then each shard as faiss writes it.
+_MAGIC = b"visage-pq-shards\n"
 
 
 @dataclass
@@ -51,19 +59,29 @@ class VectorIndex:
 
     The codebook is learnt from the first vectors added (up to ``TRAINING_VECTORS``
     of them: the store builds an index from the collection in batches of that size).
+    ``shards`` defaults to the cores this process may use.
     """
 
-    def __init__(self, index: faiss.IndexIDMap | None = None, applied: int = 0) -> None:
-        self._index = index
+    def __init__(self, applied: int = 0, shards: int | None = None) -> None:
         self.applied = applied  # the last change-log sequence number folded in
+        self._wanted = shards or cores()
+        self._use([])
         self._lock = threading.RLock()
+
+    def _use(self, shards: list[faiss.IndexIDMap]) -> None:
+        self._shards = shards
+        self._scan = _scan(shards)
 
     @property
     def dimension(self) -> int:
-        return int(self._index.d) if self._index is not None else 0
+        return int(self._scan.d)
+
+    @property
+    def shards(self) -> int:
+        return len(self._shards)
 
     def __len__(self) -> int:
-        return int(self._index.ntotal) if self._index is not None else 0
+        return int(self._scan.ntotal)
 
     @property
     def memory_bytes(self) -> int:
@@ -71,21 +89,27 @@ class VectorIndex:
         return len(self) * (self.dimension // 4 + 8)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Adds faces by key; a key must not be in the index already (the store's change
-        log applies each face's insertion once)."""
+        """Adds faces by key, to the smallest shard; a key must not be in the index already
+        (the store's change log applies each face's insertion once)."""
         if len(keys) == 0:
             return
         with self._lock:
-            if self._index is None:
-                self._index = _trained(vectors[:TRAINING_VECTORS])
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+            if not self._shards:
+                codes = _trained(vectors[:TRAINING_VECTORS])
+                self._use([faiss.IndexIDMap(faiss.clone_index(codes)) for _ in range(self._wanted)])
+            smallest = min(self._shards, key=lambda shard: shard.ntotal)
+            smallest.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+            self._scan.syncWithSubIndexes()
 
     def remove(self, keys: np.ndarray) -> None:
         """Removes these keys (those not in the index are ignored); one pass over the codes."""
-        if len(keys) == 0 or self._index is None:
+        if len(keys) == 0:
             return
+        keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
-            self._index.remove_ids(np.asarray(keys, dtype=np.int64))
+            for shard in self._shards:
+                shard.remove_ids(keys)
+            self._scan.syncWithSubIndexes()
 
     def search(self, query: np.ndarray, count: int, min_score: float) -> Candidates:
         """Up to ``count`` best keys by approximate score, keeping only those that may reach
@@ -101,7 +125,7 @@ class VectorIndex:
                 return Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             k = min(count, size, 256)
             while True:
-                scores, keys = self._index.search(query, k)
+                scores, keys = self._scan.search(query, k)
                 scores, keys = scores[0], keys[0]
                 if k >= min(count, size) or scores[-1] < min_score - QUANTISATION_MARGIN:
                     break
@@ -117,12 +141,17 @@ class VectorIndex:
         """
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            if self._index is None:
+            if not len(self):
                 raise ValueError("An index with no vectors has nothing to save")
             applied = self.applied
             path = folder / f"{name}.{applied}{_SUFFIX}"
             temporary = folder / f"{name}.{applied}.{os.getpid()}.tmp"
-            faiss.write_index(self._index, str(temporary))
+            with open(temporary, "wb") as file:
+                file.write(_MAGIC + struct.pack("<I", len(self._shards)))
+                writer = faiss.PyCallbackIOWriter(file.write)
+                for shard in self._shards:
+                    faiss.write_index(shard, writer)
+                del writer  # flushes
         os.replace(temporary, path)
         for old in _saves(folder, name):
             if old[0] < applied:
@@ -135,12 +164,11 @@ class VectorIndex:
     def load(cls, folder: Path, name: str) -> VectorIndex | None:
         """The newest saved index of ``name``, or None if there is none readable (rebuild)."""
         for applied, path in sorted(_saves(folder, name), reverse=True):
-            try:
-                index = faiss.read_index(str(path))
-            except (OSError, ValueError, RuntimeError):
-                continue
-            if isinstance(index, faiss.IndexIDMap):
-                return cls(index, applied=applied)
+            shards = _read_shards(path)
+            if shards:
+                index = cls(applied=applied, shards=len(shards))
+                index._use(shards)
+                return index
         return None
 
     @staticmethod
@@ -149,8 +177,37 @@ class VectorIndex:
             path.unlink(missing_ok=True)
 
 
-def _trained(sample: np.ndarray) -> faiss.IndexIDMap:
-    """An empty index whose codebook (16 centroids per pair of dimensions) is learnt from
+def cores() -> int:
+    """The cores this process may run on: the default number of shards."""
+    return len(os.sched_getaffinity(0))
+
+
+def _scan(shards: list[faiss.IndexIDMap]) -> faiss.IndexShards:
+    """One search over all shards, each scanned by its own thread, answers merged."""
+    scan = faiss.IndexShards(shards[0].d if shards else 0, True, False)  # threaded; keys are the shards' own
+    for shard in shards:
+        scan.add_shard(shard)
+    return scan
+
+
+def _read_shards(path: Path) -> list[faiss.IndexIDMap] | None:
+    """The shards saved in ``path``, or None if it is not a whole save of this version."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(len(_MAGIC)) != _MAGIC:
+                return None
+            (count,) = struct.unpack("<I", file.read(4))
+            reader = faiss.PyCallbackIOReader(file.read)
+            shards = [faiss.read_index(reader) for _ in range(count)]
+            if file.read(1) or not shards or not all(isinstance(s, faiss.IndexIDMap) for s in shards):
+                return None
+    except (OSError, ValueError, RuntimeError, struct.error):
+        return None
+    return shards
+
+
+def _trained(sample: np.ndarray) -> faiss.IndexPQFastScan:
+    """Empty codes whose codebook (16 centroids per pair of dimensions) is learnt from
     ``sample``, unit vectors one per row."""
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     dimension = sample.shape[1]
@@ -158,7 +215,7 @@ def _trained(sample: np.ndarray) -> faiss.IndexIDMap:
         raise ValueError(f"Vectors of {dimension} dimensions: the index codes pairs of dimensions")
     codes = faiss.IndexPQFastScan(dimension, dimension // 2, 4, faiss.METRIC_INNER_PRODUCT)
     codes.train(_at_least(sample, 16))
-    return faiss.IndexIDMap(codes)
+    return codes
 
 
 def _at_least(sample: np.ndarray, rows: int) -> np.ndarray:

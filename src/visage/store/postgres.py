@@ -681,14 +681,17 @@ def hnsw_index_name(dim: int) -> str:
 
 def _pin_dimension(con: Connection, pk: int, dim: int) -> int:
     """Pins the collection to vectors of ``dim`` floats (if no one did first); returns its pinned length."""
-    _ensure_hnsw_index(con, dim)
+    ensure_hnsw_index(con, dim)
     row = con.execute("UPDATE collections SET dim = coalesce(dim, %s) WHERE pk = %s RETURNING dim", (dim, pk)).fetchone()
     assert row is not None  # the caller holds the row FOR KEY SHARE: it cannot have gone
     return int(row[0])
 
 
-def _ensure_hnsw_index(con: Connection, dim: int) -> None:
-    """Builds the HNSW index of ``dim``-float vectors unless it exists; one builder at a time."""
+def ensure_hnsw_index(con: Connection, dim: int) -> None:
+    """Builds the HNSW index of ``dim``-float vectors unless it exists; one builder at a time.
+
+    Run in a transaction. The store builds it when a collection gets its first faces of
+    that length; a bulk load (docs/postgres.md) drops it and calls this once loaded."""
     name = hnsw_index_name(dim)
     if _relation_exists(con, name):
         return
