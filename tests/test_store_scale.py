@@ -164,7 +164,7 @@ def test_an_earlier_versions_hnsw_file_is_removed(tmp_path: Path) -> None:
 
 def test_shards_answer_as_one_index(tmp_path: Path) -> None:
     """Codes split over shards, scanned at once, give the answers of one unsplit index,
-    through adds, removes, and a save and load."""
+    through adds, removes (tombstones), and a save (which compacts) and load."""
     vectors, _ = clustered(np.random.default_rng(5), 300, 4)
     keys = np.arange(len(vectors), dtype=np.int64) * 7 + 3
     one, three = VectorIndex(shards=1), VectorIndex(shards=3)
@@ -172,7 +172,7 @@ def test_shards_answer_as_one_index(tmp_path: Path) -> None:
         for start in range(0, len(vectors), 250):  # the same first batch: the same codebook
             index.add(keys[start : start + 250], vectors[start : start + 250])
     assert three.shards == 3 and len(three) == len(one) == len(vectors)
-    assert sorted(s.ntotal for s in three._shards) == [250, 450, 500]  # each batch to the smallest
+    assert sorted(s.size for s in three._shards) == [250, 450, 500]  # each batch to the smallest
     gone = keys[::5]
     for index in (one, three):
         index.remove(np.concatenate([gone, [10**9]]))  # an unknown key is ignored
@@ -205,5 +205,52 @@ def test_a_save_cut_short_or_of_another_format_is_not_loaded(tmp_path: Path) -> 
         (tmp_path / "c.5.faiss").write_bytes(damaged)
         assert VectorIndex.load(tmp_path, "c") is None
     # An earlier version saved one bare faiss index: rebuilt, not half-read.
-    faiss.write_index(index._shards[0], str(tmp_path / "c.5.faiss"))
+    faiss.write_index(index._shards[0].index, str(tmp_path / "c.5.faiss"))
     assert VectorIndex.load(tmp_path, "c") is None
+
+
+def test_compaction_keeps_codes_and_keys_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead faces are dropped from answers at once, and rewriting the codes (here after
+    every 50) keeps each remaining code with its key."""
+    import visage.store.index as index_module
+
+    monkeypatch.setattr(index_module, "COMPACT_AFTER", 50)
+    vectors, _ = clustered(np.random.default_rng(8), 500, 2)
+    keys = np.arange(len(vectors), dtype=np.int64) + 1000
+    index = VectorIndex(shards=2)
+    index.add(keys[:600], vectors[:600])
+    index.add(keys[600:], vectors[600:])
+    rng = np.random.default_rng(0)
+    dead = rng.choice(keys, 130, replace=False)
+    for start in range(0, 130, 10):
+        index.remove(dead[start : start + 10])
+        assert len(index) == len(keys) - start - 10
+    assert len(index._dead) == 30 and sum(s.size for s in index._shards) == len(keys) - 100  # compacted at 50, 100
+    for row in rng.choice(len(vectors), 200, replace=False):
+        found = index.search(vectors[row], 3, -1.0)
+        assert not set(found.keys) & set(dead)
+        if keys[row] not in dead:
+            assert found.keys[0] == keys[row]
+
+
+def test_a_key_given_again_after_a_delete_is_folded_in(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+    """SQLite gives the key of the newest face, once deleted, to the next face inserted.
+    The change log then holds a delete and an insert of one key: the index drops the old
+    face and holds the new one, without a rebuild."""
+    import sqlite3
+
+    store, stored, vectors = big
+    store.search("big", vectors[0], 1, -1.0)
+    (pk,) = store._ann
+    before = store._ann[pk].index
+    with sqlite3.connect(tmp_path / "visage.db") as con:
+        newest = con.execute("SELECT max(seq) FROM faces").fetchone()[0]
+    assert store.delete_faces("big", [stored[-1].face_id]) == [stored[-1].face_id]
+    newcomer = faces(vectors[:1] * -1.0)  # far from every stored face
+    store.add_faces("big", newcomer)
+    with sqlite3.connect(tmp_path / "visage.db") as con:
+        assert con.execute("SELECT seq FROM faces WHERE face_id = ?", (newcomer[0].face_id,)).fetchone()[0] == newest
+    top = store.search("big", -vectors[0], 1, -1.0)[0]
+    assert top.face.face_id == newcomer[0].face_id and top.score == pytest.approx(1.0, abs=1e-6)
+    assert stored[-1].face_id not in {r.face.face_id for r in store.search("big", vectors[-1], 5, -1.0)}
+    assert store._ann[pk].index is before and len(before) == len(stored)

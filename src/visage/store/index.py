@@ -1,26 +1,36 @@
-"""The approximate index of one big collection's vectors: a 4-bit product-quantised scan (faiss).
+"""The approximate index of one big collection's vectors: product-quantised scans (faiss).
 
 Used by the embedded store once a collection is too big for exact search to stay
-fast. Each vector is cut into pairs of dimensions and each pair stored as one of 16
-centroids (4 bits), learnt from the collection's own vectors when the index is built:
-32 bytes a 128-d face, plus its 8-byte key, so 20 million faces take 0.8 GB. A search
-scores every code with faiss's SIMD "fast scan" (lookup tables held in registers) and
-proposes the best; the store then re-scores the candidates exactly from the float32
-vectors it keeps, so quantisation never changes a returned score, only, rarely, which
-faces are proposed.
+fast. Each face is held twice, compressed, with codebooks learnt from the
+collection's own vectors when the index is built:
 
-The codes are split into shards, one per core, that share the codebook and are
-scanned at once (``faiss.IndexShards``, which merges their answers): one core scans
-about 8 GB of codes a second, so at 20 million faces a query takes half as long on
-two cores as on one.
+- a coarse code of 16 bytes (each group of 4 dimensions as one of 16 centroids,
+  4 bits), which faiss scores with its SIMD "fast scan" (lookup tables held in
+  registers); every search reads every coarse code;
+- a fine code of 32 bytes (each group of 4 dimensions as one of 256 centroids),
+  which re-scores the 16 best coarse candidates for each face asked for
+  (``faiss.IndexRefine``).
+
+With its 8-byte key that is 56 bytes a 128-d face: 20 million faces take 1.1 GB.
+The store then re-scores the candidates exactly from the float32 vectors it keeps, so
+quantisation never changes a returned score, only, rarely, which faces are proposed.
+
+The codes are split into shards, one per core, that share the codebooks and are
+scanned at once (``faiss.IndexShards``, which merges their answers). A search is bound
+by the bytes it reads: the 16-byte coarse codes on two cores scan 20 million faces in
+about a quarter of the time of the 32-byte codes of an earlier version on one
+(docs/scale.md).
+
+Deletes leave a tombstone: the face is dropped from answers at once, and the codes are
+rewritten (one ordered pass over each shard) when ``COMPACT_AFTER`` faces are dead, or
+at a save, so a DeleteFaces costs no pass over 20 million codes.
 
 Why a scan and not a graph: on real face queries against a million face-like vectors,
 an HNSW graph (usearch, connectivity 32, expansion 512) missed the true best face for
-3.8 % of queries, most of them real matches, at 8.7 ms a query; this scan, with 128
-candidates re-scored, misses 0.2 % in a third of the time (docs/scale.md). A
-match need not be close in absolute terms (SFace's Similarity 80 is a cosine of 0.47),
-which is what a graph walk needs; a scan needs only that the match scores above the
-crowd.
+3.8 % of queries, most of them real matches, at 8.7 ms a query; a scan misses 0.2 % in
+a third of the time (docs/scale.md). A match need not be close in absolute terms
+(SFace's Similarity 80 is a cosine of 0.47), which is what a graph walk needs; a scan
+needs only that the match scores above the crowd.
 
 Keys are the store's integer row keys. The index knows which change of the store's
 change log it has applied (``applied``), so a process can bring a saved index up to
@@ -32,20 +42,25 @@ from __future__ import annotations
 import os
 import struct
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-#: Largest error the 4-bit codes add to a cosine of unit vectors: measured 0.17 over
-#: the 512 best candidates of 1,000 real queries against a million vectors, with margin.
+#: Largest error the codes add to a cosine of unit vectors, with margin (see
+#: benchmarks/search_scale.py, which measures it: "largest score error").
 QUANTISATION_MARGIN = 0.25
-#: The codebook is learnt from the first this many vectors of the collection.
+#: The codebooks are learnt from the first this many vectors of the collection.
 TRAINING_VECTORS = 100_000
+#: Coarse candidates re-scored with the fine codes, per face asked for.
+REFINE_FACTOR = 16
+#: Dead faces kept as tombstones before their codes are rewritten.
+COMPACT_AFTER = 1024
 _SUFFIX = ".faiss"
-#: A save starts with this, then the number of shards, then each shard as faiss writes it.
-_MAGIC = b"visage-pq-shards\n"
+#: A save: this, the number of shards, then per shard its faiss index and its keys,
+#: each as a little-endian 8-byte length and the bytes.
+_MAGIC = b"visage-pq-refine-shards\n"
 
 
 @dataclass
@@ -54,10 +69,48 @@ class Candidates:
     scores: np.ndarray  # approximate cosine, float32
 
 
+@dataclass
+class _Shard:
+    """One shard: coarse and fine codes in the same order, and the key at each position."""
+
+    index: faiss.IndexRefine
+    coarse: faiss.IndexPQFastScan
+    fine: faiss.IndexPQ
+    _keys: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    size: int = 0
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self._keys[: self.size]
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        end = self.size + len(keys)
+        if end > len(self._keys):  # grow by half, so adding one face does not copy them all
+            grown = np.empty(max(end, len(self._keys) * 3 // 2), np.int64)
+            grown[: self.size] = self.keys
+            self._keys = grown
+        self.index.add(vectors)
+        self._keys[self.size : end] = keys
+        self.size = end
+
+    def compact(self, dead: np.ndarray) -> None:
+        """Drops the codes of these keys (one ordered pass over the codes)."""
+        gone = np.isin(self.keys, dead)
+        if not gone.any():
+            return
+        bitmap = np.packbits(gone, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        self.coarse.remove_ids(selector)
+        self.fine.remove_ids(selector)
+        self.index.ntotal = self.coarse.ntotal
+        self._keys = self.keys[~gone].copy()
+        self.size = len(self._keys)
+
+
 class VectorIndex:
     """Product-quantised codes of unit vectors, scored by inner product; thread-safe.
 
-    The codebook is learnt from the first vectors added (up to ``TRAINING_VECTORS``
+    The codebooks are learnt from the first vectors added (up to ``TRAINING_VECTORS``
     of them: the store builds an index from the collection in batches of that size).
     ``shards`` defaults to the cores this process may use.
     """
@@ -66,11 +119,14 @@ class VectorIndex:
         self.applied = applied  # the last change-log sequence number folded in
         self._wanted = shards or cores()
         self._use([])
+        self._dead: set[int] = set()
         self._lock = threading.RLock()
 
-    def _use(self, shards: list[faiss.IndexIDMap]) -> None:
+    def _use(self, shards: list[_Shard]) -> None:
         self._shards = shards
-        self._scan = _scan(shards)
+        self._scan = faiss.IndexShards(shards[0].index.d if shards else 0, True, True)  # threaded, positions in order
+        for shard in shards:
+            self._scan.add_shard(shard.index)
 
     @property
     def dimension(self) -> int:
@@ -81,35 +137,44 @@ class VectorIndex:
         return len(self._shards)
 
     def __len__(self) -> int:
-        return int(self._scan.ntotal)
+        return int(self._scan.ntotal) - len(self._dead)
 
     @property
     def memory_bytes(self) -> int:
-        """Codes and keys (the codebook and lookup tables are a few kilobytes)."""
-        return len(self) * (self.dimension // 4 + 8)
+        """Codes and keys (the codebooks and lookup tables are a few hundred kilobytes)."""
+        return int(self._scan.ntotal) * (self.dimension // 8 + self.dimension // 4 + 8)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Adds faces by key, to the smallest shard; a key must not be in the index already
         (the store's change log applies each face's insertion once)."""
+        keys = np.asarray(keys, dtype=np.int64)
         if len(keys) == 0:
             return
         with self._lock:
+            if not self._dead.isdisjoint(keys.tolist()):  # a key removed and given again
+                self._compact()
             if not self._shards:
-                codes = _trained(vectors[:TRAINING_VECTORS])
-                self._use([faiss.IndexIDMap(faiss.clone_index(codes)) for _ in range(self._wanted)])
-            smallest = min(self._shards, key=lambda shard: shard.ntotal)
-            smallest.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(keys, dtype=np.int64))
+                self._use(_trained(vectors[:TRAINING_VECTORS], self._wanted))
+            smallest = min(self._shards, key=lambda shard: shard.size)
+            smallest.add(keys, np.ascontiguousarray(vectors, dtype=np.float32))
             self._scan.syncWithSubIndexes()
 
     def remove(self, keys: np.ndarray) -> None:
-        """Removes these keys (those not in the index are ignored); one pass over the codes."""
+        """Removes these keys, which must be in the index (the store's change log removes
+        each face once, and only a face it added)."""
         if len(keys) == 0:
             return
-        keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
-            for shard in self._shards:
-                shard.remove_ids(keys)
-            self._scan.syncWithSubIndexes()
+            self._dead.update(int(key) for key in keys)
+            if len(self._dead) >= COMPACT_AFTER:
+                self._compact()
+
+    def _compact(self) -> None:
+        dead = np.fromiter(self._dead, np.int64, len(self._dead))
+        for shard in self._shards:
+            shard.compact(dead)
+        self._scan.syncWithSubIndexes()
+        self._dead.clear()
 
     def search(self, query: np.ndarray, count: int, min_score: float) -> Candidates:
         """Up to ``count`` best keys by approximate score, keeping only those that may reach
@@ -125,33 +190,51 @@ class VectorIndex:
                 return Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             k = min(count, size, 256)
             while True:
-                scores, keys = self._scan.search(query, k)
-                scores, keys = scores[0], keys[0]
+                keys, scores = self._search(query, k)
                 if k >= min(count, size) or scores[-1] < min_score - QUANTISATION_MARGIN:
                     break
                 k = min(count, size, k * 4)
-        keep = (keys >= 0) & (scores >= min_score - QUANTISATION_MARGIN)
-        return Candidates(keys[keep], scores[keep])  # faiss answers int64 keys, float32 scores
+        keep = scores >= min_score - QUANTISATION_MARGIN
+        return Candidates(keys[keep], scores[keep])
+
+    def _search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best live keys and their scores (asks for as many more as are dead)."""
+        scores, positions = self._scan.search(query, k + len(self._dead))
+        scores, positions = scores[0], positions[0]
+        found = positions >= 0
+        scores, positions = scores[found], positions[found]
+        starts = np.cumsum([0] + [shard.size for shard in self._shards])
+        owner = np.searchsorted(starts, positions, side="right") - 1
+        keys = np.empty(len(positions), np.int64)
+        for number, shard in enumerate(self._shards):
+            mine = owner == number
+            keys[mine] = shard.keys[positions[mine] - starts[number]]
+        if self._dead:
+            live = np.array([key not in self._dead for key in keys.tolist()], dtype=bool)
+            keys, scores = keys[live], scores[live]
+        return keys[:k], scores[:k]
 
     def save(self, folder: Path, name: str) -> Path:
         """Write ``<folder>/<name>.<applied>.faiss`` atomically and drop older saves of ``name``.
 
         The applied change number is in the file name, so a file and what it has applied
-        can never disagree, whenever the process stops.
+        can never disagree, whenever the process stops. Tombstones are compacted first.
         """
         folder.mkdir(parents=True, exist_ok=True)
         with self._lock:
             if not len(self):
                 raise ValueError("An index with no vectors has nothing to save")
+            if self._dead:
+                self._compact()
             applied = self.applied
             path = folder / f"{name}.{applied}{_SUFFIX}"
             temporary = folder / f"{name}.{applied}.{os.getpid()}.tmp"
             with open(temporary, "wb") as file:
                 file.write(_MAGIC + struct.pack("<I", len(self._shards)))
-                writer = faiss.PyCallbackIOWriter(file.write)
                 for shard in self._shards:
-                    faiss.write_index(shard, writer)
-                del writer  # flushes
+                    for part in (faiss.serialize_index(shard.index), shard.keys):
+                        file.write(struct.pack("<Q", part.nbytes))
+                        file.write(part.tobytes())
         os.replace(temporary, path)
         for old in _saves(folder, name):
             if old[0] < applied:
@@ -182,40 +265,54 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _scan(shards: list[faiss.IndexIDMap]) -> faiss.IndexShards:
-    """One search over all shards, each scanned by its own thread, answers merged."""
-    scan = faiss.IndexShards(shards[0].d if shards else 0, True, False)  # threaded; keys are the shards' own
-    for shard in shards:
-        scan.add_shard(shard)
-    return scan
+def _trained(sample: np.ndarray, shards: int) -> list[_Shard]:
+    """Empty shards sharing codebooks learnt from ``sample``, unit vectors one per row."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    dimension = sample.shape[1]
+    if dimension % 4:
+        raise ValueError(f"Vectors of {dimension} dimensions: the index codes groups of 4 dimensions")
+    coarse = faiss.IndexPQFastScan(dimension, dimension // 4, 4, faiss.METRIC_INNER_PRODUCT)
+    coarse.train(_at_least(sample, 16))
+    fine = faiss.IndexPQ(dimension, dimension // 4, 8, faiss.METRIC_INNER_PRODUCT)
+    fine.train(_at_least(sample, 256))
+    return [_shard(faiss.IndexRefine(faiss.clone_index(coarse), faiss.clone_index(fine))) for _ in range(shards)]
 
 
-def _read_shards(path: Path) -> list[faiss.IndexIDMap] | None:
+def _shard(index: faiss.IndexRefine, keys: np.ndarray | None = None) -> _Shard:
+    index.k_factor = REFINE_FACTOR
+    shard = _Shard(index, faiss.downcast_index(index.base_index), faiss.downcast_index(index.refine_index))
+    if keys is not None:
+        shard._keys, shard.size = keys, len(keys)
+    return shard
+
+
+def _read_shards(path: Path) -> list[_Shard] | None:
     """The shards saved in ``path``, or None if it is not a whole save of this version."""
+
+    def part(file: object) -> bytes:
+        (length,) = struct.unpack("<Q", file.read(8))
+        data = file.read(length)
+        if len(data) != length:
+            raise ValueError("cut short")
+        return data
+
     try:
         with open(path, "rb") as file:
             if file.read(len(_MAGIC)) != _MAGIC:
                 return None
             (count,) = struct.unpack("<I", file.read(4))
-            reader = faiss.PyCallbackIOReader(file.read)
-            shards = [faiss.read_index(reader) for _ in range(count)]
-            if file.read(1) or not shards or not all(isinstance(s, faiss.IndexIDMap) for s in shards):
+            shards = []
+            for _ in range(count):
+                index = faiss.deserialize_index(np.frombuffer(part(file), np.uint8))
+                keys = np.frombuffer(part(file), np.int64).copy()
+                if not isinstance(index, faiss.IndexRefine) or index.ntotal != len(keys):
+                    return None
+                shards.append(_shard(index, keys))
+            if file.read(1) or not shards:
                 return None
     except (OSError, ValueError, RuntimeError, struct.error):
         return None
     return shards
-
-
-def _trained(sample: np.ndarray) -> faiss.IndexPQFastScan:
-    """Empty codes whose codebook (16 centroids per pair of dimensions) is learnt from
-    ``sample``, unit vectors one per row."""
-    sample = np.ascontiguousarray(sample, dtype=np.float32)
-    dimension = sample.shape[1]
-    if dimension % 2:
-        raise ValueError(f"Vectors of {dimension} dimensions: the index codes pairs of dimensions")
-    codes = faiss.IndexPQFastScan(dimension, dimension // 2, 4, faiss.METRIC_INNER_PRODUCT)
-    codes.train(_at_least(sample, 16))
-    return codes
 
 
 def _at_least(sample: np.ndarray, rows: int) -> np.ndarray:

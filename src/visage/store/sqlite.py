@@ -768,20 +768,27 @@ def _build(con: sqlite3.Connection, pk: int) -> VectorIndex:
 def _catch_up(con: sqlite3.Connection, pk: int, index: VectorIndex) -> None:
     """Fold the collection's changes after ``index.applied`` into the index.
 
-    A key is added once and removed at most once, so the changes need not be replayed
-    one by one: every face in the log that is gone is removed (one pass over the
-    index), and every face still present is added.
+    The changes need not be replayed one by one. A face's changes alternate between
+    insert and delete, so the index holds a face whose first change since is a delete,
+    and should hold it if its last change is an insert. (SQLite may give the key of the
+    newest face, once deleted, to the next face inserted: a delete and an insert of one
+    key.)
     """
     rows = con.execute(
-        "SELECT c.seq, c.face_seq, c.added, f.vector FROM face_changes c LEFT JOIN faces f ON f.seq = c.face_seq"
+        "SELECT c.seq, c.face_seq, c.added, f.vector FROM face_changes c"
+        " LEFT JOIN faces f ON f.seq = c.face_seq AND f.collection_pk = c.collection_pk"
         " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
         (pk, index.applied),
     ).fetchall()
     if not rows:
         return
-    gone = np.array(sorted({face for _, face, _, vector in rows if vector is None}), dtype=np.int64)
-    added = [(face, vector) for _, face, is_add, vector in rows if is_add and vector is not None]
-    index.remove(gone)
+    first: dict[int, bool] = {}
+    last: dict[int, tuple[bool, bytes | None]] = {}
+    for _, face, is_add, vector in rows:
+        first.setdefault(face, bool(is_add))
+        last[face] = (bool(is_add), vector)
+    index.remove(np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64))
+    added = [(face, vector) for face, (is_add, vector) in last.items() if is_add and vector is not None]
     if added:
         keys = np.array([face for face, _ in added], dtype=np.int64)
         vectors = np.frombuffer(b"".join(vector for _, vector in added), dtype=_VECTOR_DTYPE).reshape(len(added), -1)
