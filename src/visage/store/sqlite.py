@@ -486,8 +486,8 @@ class SQLiteStore:
         ann = self._current_ann(con, pk)
         if query.shape != (ann.index.dimension,):
             raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
-        # The 4-bit codes blur scores (by up to 0.17 in a cosine): ask for more candidates than
-        # needed (measured on real faces, docs/scale.md); the exact re-scoring below sorts them.
+        # The codes blur scores (by up to 0.17 in a cosine, measured on real faces: docs/scale.md):
+        # ask for more candidates than needed; the exact re-scoring below sorts them.
         candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
         rows = con.execute(
             f"SELECT face_id, vector FROM faces WHERE seq {_IN_JSON}", (json.dumps(candidates.keys.tolist()),)
