@@ -65,7 +65,7 @@ from visage.evaluation.lfw import embed_images  # noqa: E402
 from visage.faces import BoundingBox  # noqa: E402
 from visage.store.base import Collection, StoredFace  # noqa: E402
 from visage.similarity import SimilarityMap  # noqa: E402
-from visage.store.index import COARSE_CANDIDATES, COMPACT_AFTER, QUANTISATION_MARGIN, TRAINING_VECTORS, VectorIndex, cores  # noqa: E402
+from visage.store.index import COARSE_CANDIDATES, COMPACT_AFTER, FACES_PER_COARSE_CANDIDATE, QUANTISATION_MARGIN, TRAINING_VECTORS, VectorIndex, cores  # noqa: E402
 from visage.store.sqlite import RESCORED_CANDIDATES, SQLiteStore  # noqa: E402
 
 BLOCK = 100_000
@@ -351,7 +351,8 @@ def main() -> None:
         "command": " ".join(["python benchmarks/search_scale.py", *sys.argv[1:]]),
         "queries": len(queries), "real_gallery_vectors": len(real),
         "index": {"codes": "16-byte 4-bit product-quantised codes scanned (faiss IndexPQFastScan), the best "
-                           f"{COARSE_CANDIDATES:,} re-scored with 32-byte 8-bit codes (IndexRefine)",
+                           f"(one per {FACES_PER_COARSE_CANDIDATE} faces, {COARSE_CANDIDATES[0]:,} to {COARSE_CANDIDATES[1]:,}) "
+                           "re-scored with 32-byte 8-bit codes (IndexRefine)",
                   "rescored_candidates": RESCORED_CANDIDATES, "quantisation_margin": QUANTISATION_MARGIN,
                   "training_vectors": TRAINING_VECTORS, "shards": cores()},
         "sizes": {},
