@@ -23,7 +23,7 @@ about a quarter of the time of the 32-byte codes of an earlier version on one
 
 Deletes leave a tombstone: the face is dropped from answers at once, and the codes are
 rewritten (one ordered pass over each shard) when ``COMPACT_AFTER`` faces are dead, or
-at a save, so a DeleteFaces costs no pass over 20 million codes.
+at a save, so only one delete in a thousand or so pays for a pass over the codes.
 
 Why a scan and not a graph: on real face queries against a million face-like vectors,
 an HNSW graph (usearch, connectivity 32, expansion 512) missed the true best face for
