@@ -341,6 +341,7 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=2_000_000, help="largest size for the exact numpy method")
     parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the index alone")
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
+    parser.add_argument("--pg-ef-search", type=int, default=400, help="PostgresStore's ef_search (its default: 400)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
                         help="measure only these; a run of some methods is recorded apart (search_scale_<methods>)")
     args = parser.parse_args()
@@ -355,6 +356,7 @@ def main() -> None:
                            "re-scored with 32-byte 8-bit codes (IndexRefine)",
                   "rescored_candidates": RESCORED_CANDIDATES, "quantisation_margin": QUANTISATION_MARGIN,
                   "training_vectors": TRAINING_VECTORS, "shards": cores()},
+        "pgvector_ef_search": args.pg_ef_search,
         "sizes": {},
     }
     postgres = _postgres_databases() if args.pg_max and "pgvector" in args.methods else None
@@ -377,7 +379,8 @@ def main() -> None:
             print("embedded, index only", row["embedded_index_only"])
         gc.collect()
         if postgres is not None and size <= args.pg_max:
-            row["pgvector"] = run_pgvector(postgres, queries, gallery_blocks(real, distractors, size), truth)
+            row["pgvector"] = run_pgvector(postgres, queries, gallery_blocks(real, distractors, size), truth,
+                                           args.pg_ef_search)
             print("pgvector", row["pgvector"])
         results["sizes"][str(size)] = row
 
@@ -432,18 +435,21 @@ def _postgres_databases() -> object | None:
         return None
 
 
-def run_pgvector(databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth) -> dict[str, object]:
+def run_pgvector(databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth,
+                 ef_search: int) -> dict[str, object]:
     from visage.store.postgres import PostgresStore
 
     dsn = databases.create_database()
-    return run_store(lambda: PostgresStore(dsn), queries, blocks, truth, warm=True, bulk=HnswBulkLoad(dsn))
+    return run_store(lambda: PostgresStore(dsn, ef_search=ef_search), queries, blocks, truth, warm=True,
+                     bulk=HnswBulkLoad(dsn))
 
 
 def _table(results: dict[str, object]) -> str:
     lines = [
         f"Queries: {results['queries']} real LFW faces; gallery: {results['real_gallery_vectors']:,} real LFW vectors "
         "padded with distractors (see the script's docstring). Run: `" + results.get("command", "?") + "` "
-        "(pgvector only up to --pg-max faces). Embedded index: " + results["index"]["codes"] + ", "
+        f"(pgvector only up to --pg-max faces; hnsw.ef_search at least {results.get('pgvector_ef_search', 400)}, "
+        "m 16, ef_construction 64). Embedded index: " + results["index"]["codes"] + ", "
         f"in {results['index'].get('shards', 1)} shards scanned at once (one per core), "
         f"{results['index']['rescored_candidates']} candidates re-scored exactly.",
         "",
