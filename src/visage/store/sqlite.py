@@ -486,7 +486,7 @@ class SQLiteStore:
         ann = self._current_ann(con, pk)
         if query.shape != (ann.index.dimension,):
             raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
-        # The codes blur scores (by up to 0.17 in a cosine, measured on real faces: docs/scale.md):
+        # The codes blur scores (by up to 0.15 in a cosine on real faces: benchmarks/search_scale.py):
         # ask for more candidates than needed; the exact re-scoring below sorts them.
         candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
         rows = con.execute(
