@@ -156,7 +156,7 @@ class VectorIndex:
         if len(keys) == 0:
             return
         with self._lock:
-            if not self._dead.isdisjoint(keys.tolist()):  # a key removed and given again
+            if self._dead and not self._dead.isdisjoint(keys.tolist()):  # a key removed and given again
                 self._compact()
             if not self._shards:
                 self._use(_trained(vectors[:TRAINING_VECTORS], self._wanted))

@@ -494,8 +494,7 @@ class SQLiteStore:
         ).fetchall()
         if not rows:
             return []
-        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=_VECTOR_DTYPE).reshape(len(rows), -1)
-        scores = np.einsum("ij,j->i", matrix.astype(np.float32), query)
+        scores = np.einsum("ij,j->i", _vectors([r[1] for r in rows]), query)
         best = sorted(
             ((face_id, float(score)) for (face_id, _), score in zip(rows, scores)
              if score >= np.float64(min_score) and face_id != exclude),
@@ -711,12 +710,11 @@ class _Index:
             f"SELECT face_id, user_id IS NOT NULL, vector FROM faces WHERE collection_pk = ?{where} ORDER BY face_id",
             (stamp[0],),
         ).fetchall()
-        matrix = np.frombuffer(b"".join(row[2] for row in rows), dtype=_VECTOR_DTYPE).astype(np.float32, copy=False)
         return cls(
             stamp=stamp,
             face_ids=[row[0] for row in rows],
             has_user=np.array([bool(row[1]) for row in rows], dtype=bool),
-            matrix=matrix.reshape(len(rows), -1) if rows else matrix.reshape(0, 0),
+            matrix=_vectors([row[2] for row in rows]),
         )
 
     def top(
@@ -759,9 +757,7 @@ def _build(con: sqlite3.Connection, pk: int) -> VectorIndex:
     index = VectorIndex(applied=applied)
     cursor = con.execute("SELECT seq, vector FROM faces WHERE collection_pk = ?", (pk,))
     while batch := cursor.fetchmany(TRAINING_VECTORS):
-        keys = np.array([row[0] for row in batch], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(row[1] for row in batch), dtype=_VECTOR_DTYPE).reshape(len(batch), -1)
-        index.add(keys, vectors)
+        index.add(np.array([row[0] for row in batch], dtype=np.int64), _vectors([row[1] for row in batch]))
     return index
 
 
@@ -790,10 +786,15 @@ def _catch_up(con: sqlite3.Connection, pk: int, index: VectorIndex) -> None:
     index.remove(np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64))
     added = [(face, vector) for face, (is_add, vector) in last.items() if is_add and vector is not None]
     if added:
-        keys = np.array([face for face, _ in added], dtype=np.int64)
-        vectors = np.frombuffer(b"".join(vector for _, vector in added), dtype=_VECTOR_DTYPE).reshape(len(added), -1)
-        index.add(keys, vectors)
+        index.add(np.array([face for face, _ in added], dtype=np.int64), _vectors([vector for _, vector in added]))
     index.applied = rows[-1][0]
+
+
+def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
+    """Stored vectors (``faces.vector``), one per row of a float32 matrix."""
+    if not blobs:
+        return np.empty((0, 0), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=_VECTOR_DTYPE).astype(np.float32, copy=False).reshape(len(blobs), -1)
 
 
 # Helpers working inside a transaction -------------------------------------------------
