@@ -56,8 +56,8 @@ TRAINING_VECTORS = 100_000
 #: Coarse candidates re-scored with the fine codes: one per this many faces, within
 #: the bounds below, and at least 4 per face asked for. The true best face ranks lower
 #: among the coarse scores the more faces there are. Measured by search_scale.py: 2,048
-#: candidates gave recall@1 0.997 at 1 million faces but 0.990 at 10 million (commit
-#: 27c6da9), where 16,384 gave 0.998 (fbf5dc0).
+#: candidates gave recall@1 0.997 at 1 million faces (ae0064e) but 0.990 at 10 million
+#: (27c6da9), where 16,384 gave 0.998 (fbf5dc0).
 FACES_PER_COARSE_CANDIDATE = 600
 COARSE_CANDIDATES = (2_048, 16_384)
 #: Dead faces kept as tombstones before their codes are rewritten.
