@@ -1,0 +1,225 @@
+"""Key policies: which actions an access key may take on which resources.
+
+A policy is written in the part of IAM's JSON grammar that matters here::
+
+    {"Version": "2012-10-17",
+     "Statement": [
+        {"Effect": "Allow", "Action": "rekognition:Search*",
+         "Resource": "arn:aws:rekognition:us-east-1:000000000000:collection/staff"},
+        {"Effect": "Deny", "Action": "rekognition:DeleteCollection", "Resource": "*"}]}
+
+and is evaluated as IAM evaluates one identity-based policy:
+
+- an explicit ``Deny`` that matches wins;
+- otherwise an ``Allow`` that matches allows;
+- anything not allowed is denied.
+
+``Action`` and ``Resource`` are a string or a list of strings. ``*`` matches any
+run of characters and ``?`` one character; actions match without regard to case,
+resources with it. ``Sid`` is kept; ``Condition``, ``NotAction``, ``NotResource``
+and ``Principal`` are refused, so a policy never means less than it says.
+
+Actions are ``rekognition:<Operation>`` for the Rekognition operations, and
+``visage:<Action>`` for what only Visage does (:data:`VISAGE_ACTIONS`). Which
+resource each operation is checked against is the service's decision (docs/keys.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+from visage.errors import InvalidParameterException
+
+Effect = Literal["Allow", "Deny"]
+
+#: Actions only Visage has, with what each allows.
+VISAGE_ACTIONS: Mapping[str, str] = {
+    "visage:ManageKeys": "create, list, rotate and revoke access keys",
+    "visage:ReadAuditLog": "read and export the audit log",
+    "visage:ReviewMatch": "record a reviewer's decision on a search candidate (checked on the collection)",
+}
+
+_STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource"}
+_UNSUPPORTED_KEYS = {"Condition", "NotAction", "NotResource", "Principal", "NotPrincipal"}
+
+
+class PolicyError(InvalidParameterException):
+    """A policy document that is not valid JSON or not in the supported grammar."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    effect: Effect
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]
+    sid: str | None = None
+
+    def matches(self, action: str, resource: str) -> bool:
+        return any(_action_pattern(a).fullmatch(action) for a in self.actions) and any(
+            _resource_pattern(r).fullmatch(resource) for r in self.resources
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Effect": self.effect, "Action": list(self.actions), "Resource": list(self.resources)}
+        if self.sid is not None:
+            out = {"Sid": self.sid, **out}
+        return out
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    #: "allowed", "explicit deny" or "no allow"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Policy:
+    statements: tuple[Statement, ...]
+
+    def decide(self, action: str, resource: str) -> Decision:
+        """Whether ``action`` on ``resource`` is allowed, and why."""
+        allowed = False
+        for statement in self.statements:
+            if statement.matches(action, resource):
+                if statement.effect == "Deny":
+                    return Decision(False, "explicit deny")
+                allowed = True
+        return Decision(True, "allowed") if allowed else Decision(False, "no allow")
+
+    def allows(self, action: str, resource: str) -> bool:
+        return self.decide(action, resource).allowed
+
+    @property
+    def is_admin(self) -> bool:
+        """Allows every action on every resource, and denies nothing."""
+        return all(s.effect == "Allow" for s in self.statements) and any(
+            "*" in s.actions and "*" in s.resources for s in self.statements
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Version": "2012-10-17", "Statement": [s.to_json() for s in self.statements]}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=False, separators=(",", ":"))
+
+    def summary(self) -> str:
+        """One line for `visage keys list`: ``admin``, or each statement shortened."""
+        if self.is_admin:
+            return "admin"
+        parts = []
+        for s in self.statements:
+            actions = ",".join(a.split(":", 1)[-1] if a != "*" else "*" for a in s.actions)
+            resources = ",".join(_short_resource(r) for r in s.resources)
+            parts.append(f"{s.effect} {actions} on {resources}")
+        return "; ".join(parts)
+
+    @classmethod
+    def parse(cls, document: str | Mapping[str, Any], known_actions: Iterable[str] | None = None) -> Policy:
+        """Read a policy document (JSON text or an already parsed mapping).
+
+        ``known_actions``, if given, are the full action names (``rekognition:DetectFaces``)
+        that exist: an action without a wildcard must be one of them, so a typo is an
+        error instead of a permission that silently never applies.
+        """
+        if isinstance(document, str):
+            try:
+                document = json.loads(document)
+            except json.JSONDecodeError as error:
+                raise PolicyError(f"The policy is not valid JSON: {error}.") from None
+        if not isinstance(document, Mapping):
+            raise PolicyError("A policy must be a JSON object with a Statement list.")
+        unknown = set(document) - {"Version", "Statement", "Id"}
+        if unknown:
+            raise PolicyError(f"A policy has Version and Statement; {', '.join(sorted(unknown))} is not supported.")
+        raw = document.get("Statement")
+        if isinstance(raw, Mapping):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise PolicyError("A policy needs a non-empty Statement list.")
+        known = {a.lower() for a in known_actions} if known_actions is not None else None
+        return cls(tuple(_statement(s, i, known) for i, s in enumerate(raw)))
+
+    # The presets of `visage keys create` -------------------------------------------
+
+    @classmethod
+    def admin(cls) -> Policy:
+        return cls((Statement("Allow", ("*",), ("*",)),))
+
+    @classmethod
+    def read_only(cls) -> Policy:
+        """Look, never change: detect, compare, describe, list, search and read the audit log."""
+        actions = tuple(
+            f"rekognition:{verb}*" for verb in ("Detect", "Compare", "Describe", "List", "Search", "Get")
+        ) + ("visage:ReadAuditLog",)
+        return cls((Statement("Allow", actions, ("*",)),))
+
+    @classmethod
+    def for_collection(cls, collection_arn: str) -> Policy:
+        """Everything on one collection, plus the operations that touch no collection."""
+        return cls(
+            (
+                Statement("Allow", ("rekognition:*", "visage:ReviewMatch"), (collection_arn,)),
+                Statement("Allow", ("rekognition:DetectFaces", "rekognition:CompareFaces"), ("*",)),
+            )
+        )
+
+
+def _statement(raw: Any, index: int, known: set[str] | None) -> Statement:
+    where = f"Statement[{index}]"
+    if not isinstance(raw, Mapping):
+        raise PolicyError(f"{where} must be an object.")
+    unsupported = set(raw) & _UNSUPPORTED_KEYS
+    if unsupported:
+        raise PolicyError(f"{where}: {', '.join(sorted(unsupported))} is not supported; use Action and Resource.")
+    unknown = set(raw) - _STATEMENT_KEYS
+    if unknown:
+        raise PolicyError(f"{where}: unknown member {', '.join(sorted(unknown))}.")
+    effect = raw.get("Effect")
+    if effect not in ("Allow", "Deny"):
+        raise PolicyError(f"{where}.Effect must be Allow or Deny, not {effect!r}.")
+    actions = _strings(raw.get("Action"), f"{where}.Action")
+    for action in actions:
+        if action == "*":
+            continue
+        prefix, _, name = action.partition(":")
+        if prefix.lower() not in ("rekognition", "visage") or not name:
+            raise PolicyError(f"{where}.Action {action!r} must be rekognition:<Operation> or visage:<Action>.")
+        if known is not None and not any(c in action for c in "*?") and action.lower() not in known:
+            raise PolicyError(f"{where}.Action {action!r} names no action this server has.")
+    resources = _strings(raw.get("Resource"), f"{where}.Resource")
+    sid = raw.get("Sid")
+    if sid is not None and not isinstance(sid, str):
+        raise PolicyError(f"{where}.Sid must be a string.")
+    return Statement(effect, actions, resources, sid)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise PolicyError(f"{where} must be a non-empty string or list of strings.")
+    return tuple(value)
+
+
+@lru_cache(maxsize=4096)
+def _action_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(_glob(pattern), re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def _resource_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(_glob(pattern))
+
+
+def _glob(pattern: str) -> str:
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+def _short_resource(resource: str) -> str:
+    return resource.rsplit(":", 1)[-1] if resource.startswith("arn:") else resource
