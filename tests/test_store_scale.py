@@ -12,7 +12,7 @@ import pytest
 
 from visage.faces import BoundingBox
 from visage.store.base import Collection, StoredFace
-from visage.store.index import VectorIndex
+from visage.store.vector_index import VectorIndex
 from visage.store.sqlite import SQLiteStore
 
 LIMIT = 300  # collections bigger than this go through the vector index in these tests
@@ -212,7 +212,7 @@ def test_a_save_cut_short_or_of_another_format_is_not_loaded(tmp_path: Path) -> 
 def test_compaction_keeps_codes_and_keys_together(monkeypatch: pytest.MonkeyPatch) -> None:
     """Dead faces are dropped from answers at once, and rewriting the codes (here after
     every 50) keeps each remaining code with its key."""
-    import visage.store.index as index_module
+    import visage.store.vector_index as index_module
 
     monkeypatch.setattr(index_module, "COMPACT_AFTER", 50)
     vectors, _ = clustered(np.random.default_rng(8), 500, 2)

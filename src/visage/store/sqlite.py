@@ -61,7 +61,7 @@ from visage.store.base import (
     no_collection,
     no_user,
 )
-from visage.store.index import TRAINING_VECTORS, VectorIndex
+from visage.store.vector_index import TRAINING_VECTORS, VectorIndex
 
 T = TypeVar("T")
 
