@@ -140,7 +140,7 @@ class SQLiteDialect(Dialect):
     vector_column = "vector"
     lock = ""  # a write holds the whole database (BEGIN IMMEDIATE)
     null_safe_equal = "IS"
-    duplicate = sqlite3.IntegrityError
+    duplicate = sqlite3.IntegrityError  # not seen in practice: writes are serial, the id check comes first
 
     def among(self, column: str, sqltype: str = "text") -> str:
         return f"{column} IN (SELECT value FROM json_each(?))"
