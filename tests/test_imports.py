@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.parametrize(
     "statement",
     [
-        "import visage.store.index; import onnxruntime",
+        "import visage.store.vector_index; import onnxruntime",
         "from visage.store.sqlite import SQLiteStore; from visage import Engine",
         "import visage.cli",
     ],

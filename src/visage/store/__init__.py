@@ -1,8 +1,10 @@
 """Persistence of collections, faces, users, tags, request tokens and the audit log.
 
 :mod:`visage.store.base` defines the interface; :mod:`visage.store.sqlite` is the
-embedded default and :mod:`visage.store.postgres` the scale-out backend.
-:func:`open_store` picks one from the settings.
+embedded default and :mod:`visage.store.postgres` the scale-out backend. Both are
+written on :mod:`visage.store.sql`, the operations they share. The embedded store
+searches with :mod:`visage.store.sqlite_search`, whose big collections go through a
+:mod:`visage.store.vector_index`. :func:`open_store` picks one from the settings.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,7 +24,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from visage.errors import ConflictException, ResourceNotFoundException
 from visage.faces import BoundingBox
 
 
@@ -199,35 +197,3 @@ class Store(Protocol):
         """Prepare for the first searches (load or build indexes); may take a while."""
 
     def close(self) -> None: ...
-
-
-# Checks and errors both backends share -------------------------------------------------
-
-
-def check_batch(faces: Sequence[StoredFace]) -> None:
-    """A batch for ``add_faces``: vectors non-empty and of one length, no face twice."""
-    dims = {len(face.vector) for face in faces}
-    if len(dims) > 1 or 0 in dims:
-        raise ValueError(f"The vectors of a batch must be non-empty and of one length, got lengths {sorted(dims)}.")
-    repeated = [face_id for face_id, n in Counter(face.face_id for face in faces).items() if n > 1]
-    if repeated:
-        raise ConflictException(f"The batch holds face {repeated[0]} twice; give each face its own FaceId.")
-
-
-def check_limit(limit: int) -> int:
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}.")  # SQL would read a negative LIMIT as "no limit"
-    return limit
-
-
-def no_collection(collection_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The collection {collection_id} does not exist; create it with CreateCollection or check the CollectionId."
-    )
-
-
-def no_user(collection_id: str, user_id: str) -> ResourceNotFoundException:
-    return ResourceNotFoundException(
-        f"The user {user_id} does not exist in collection {collection_id};"
-        " create it with CreateUser or check the UserId."
-    )

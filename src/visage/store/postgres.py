@@ -3,6 +3,8 @@
 ``visage serve --store postgresql://user:password@host/dbname`` selects it. It
 implements :class:`visage.store.base.Store` and passes the same conformance tests
 as the SQLite store (tests/test_store.py). docs/postgres.md is the operator's guide.
+The operations are written once in :mod:`visage.store.sql`; this module owns the
+schema, the connections, how its SQL differs (:class:`PostgresDialect`) and search.
 
 Schema. :data:`MIGRATIONS` is applied once each, in order, and recorded in the
 ``schema_migrations`` table. Every opening runs them in one transaction under an
@@ -41,10 +43,8 @@ seconds, gives :class:`~visage.errors.ThrottlingException`.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -56,24 +56,16 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from visage.errors import (
-    ConflictException,
-    IdempotentParameterMismatchException,
-    ResourceAlreadyExistsException,
-    ThrottlingException,
-)
-from visage.faces import BoundingBox
-from visage.store.base import (
-    AuditRecord,
-    Collection,
-    RequestToken,
-    ScoredFace,
-    StoredFace,
-    User,
-    check_batch,
+from visage.errors import ThrottlingException
+from visage.store.base import ScoredFace
+from visage.store.sql import (
+    EXACT_SEARCH_LIMIT,
+    Backoff,
+    Dialect,
+    SQLStore,
     check_limit,
     no_collection,
-    no_user,
+    utc,
 )
 
 T = TypeVar("T")
@@ -160,23 +152,58 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
-_FACE_COLUMNS = (
-    "face_id, image_id, external_image_id, user_id, bbox_left, bbox_top, bbox_width, bbox_height,"
-    " confidence, image_hash, embedding"
-)
-_COLLECTION_COLUMNS = "pk, collection_id, arn, face_model, face_model_version, created_at"
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL's SQL: times as timestamptz, vectors as pgvector's ``vector``, lists as ``text[]``."""
+
+    vector_column = "embedding"
+    #: Writes hold their collection's row (and a user's) so that a concurrent delete waits for them.
+    lock = " FOR KEY SHARE"
+    null_safe_equal = "IS NOT DISTINCT FROM"
+    duplicate = errors.UniqueViolation
+
+    def sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
+    def among(self, column: str, sqltype: str = "text") -> str:
+        return f"{column} = ANY(?::{sqltype}[])"
+
+    def list_to_db(self, values: Sequence[Any]) -> list[Any]:
+        return list(values)
+
+    def list_from_db(self, value: Sequence[Any]) -> list[Any]:
+        return list(value)
+
+    def time_to_db(self, moment: datetime) -> datetime:
+        return utc(moment)
+
+    def time_from_db(self, value: datetime) -> datetime:
+        return utc(value)
+
+    def vector_to_db(self, vector: np.ndarray) -> np.ndarray:
+        return vector
+
+    def vector_from_db(self, value: Any) -> np.ndarray:
+        return np.array(value.to_numpy() if isinstance(value, Vector) else value, dtype=np.float32)
+
+
+DIALECT = PostgresDialect()
+_FACE_COLUMNS = DIALECT.face_columns
 _SCORE = "1 - (embedding <=> %(query)s::vector)"  # cosine, float64
 
 
-class PostgresStore:
+class PostgresStore(SQLStore):
     """A :class:`~visage.store.base.Store` in a PostgreSQL database with pgvector."""
+
+    dialect = DIALECT
 
     def __init__(
         self,
         dsn: str,
         *,
         pool_size: int = 10,
-        exact_search_limit: int = 50_000,
+        exact_search_limit: int = EXACT_SEARCH_LIMIT,
         ef_search: int = 400,
         retry_for: float = 30.0,
     ) -> None:
@@ -210,8 +237,7 @@ class PostgresStore:
     # Connections and transactions -------------------------------------------------
     def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """Runs ``fn`` in one transaction, retried from the start after a deadlock or serialization failure."""
-        delay = 0.01
-        deadline = time.monotonic() + self.retry_for
+        backoff = Backoff(self.retry_for)
         while True:
             try:
                 with self._pool.connection() as con, con.transaction():
@@ -223,12 +249,7 @@ class PostgresStore:
                     f"No connection to the database {self._where} was free for {self.retry_for:.0f} s; retry later."
                 ) from error
             except (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable) as error:
-                if time.monotonic() + delay > deadline:
-                    raise ThrottlingException(
-                        f"The database {self._where} stayed busy for {self.retry_for:.0f} s; retry later."
-                    ) from error
-                time.sleep(random.uniform(delay / 2, delay))
-                delay = min(delay * 2, 1.0)
+                backoff.wait(error, self._where, "busy")
 
     def warm(self) -> None:
         """Checks that the database answers. There is nothing to load: the HNSW indexes live in
@@ -238,176 +259,7 @@ class PostgresStore:
     def close(self) -> None:
         self._pool.close()
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # Collections -------------------------------------------------------------------
-    def create_collection(self, collection: Collection) -> None:
-        created_at = _utc(collection.created_at)
-
-        def write(con: Connection) -> None:
-            row = con.execute(
-                "INSERT INTO collections (collection_id, arn, face_model, face_model_version, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (collection_id) DO NOTHING RETURNING pk",
-                (
-                    collection.collection_id,
-                    collection.arn,
-                    collection.face_model,
-                    collection.face_model_version,
-                    created_at,
-                ),
-            ).fetchone()
-            if row is None:
-                raise ResourceAlreadyExistsException(
-                    f"The collection {collection.collection_id} already exists; choose another CollectionId."
-                )
-            _put_tags(con, row[0], collection.tags)
-
-        self._run(write, write=True)
-
-    def delete_collection(self, collection_id: str) -> None:
-        def write(con: Connection) -> None:
-            # Faces, users, tags and tokens go with it (ON DELETE CASCADE).
-            if con.execute("DELETE FROM collections WHERE collection_id = %s", (collection_id,)).rowcount == 0:
-                raise no_collection(collection_id)
-
-        self._run(write, write=True)
-
-    def get_collection(self, collection_id: str) -> Collection:
-        def read(con: Connection) -> Collection:
-            rows = con.execute(
-                f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id = %s", (collection_id,)
-            ).fetchall()
-            if not rows:
-                raise no_collection(collection_id)
-            return _collections(con, rows)[0]
-
-        return self._run(read, write=False)
-
-    def list_collections(self, after: str | None, limit: int) -> list[Collection]:
-        def read(con: Connection) -> list[Collection]:
-            rows = con.execute(
-                f"SELECT {_COLLECTION_COLUMNS} FROM collections WHERE collection_id > %s"
-                " ORDER BY collection_id LIMIT %s",
-                (after or "", check_limit(limit)),
-            ).fetchall()
-            return _collections(con, rows)
-
-        return self._run(read, write=False)
-
-    def count(self, collection_id: str) -> tuple[int, int]:
-        def read(con: Connection) -> tuple[int, int]:
-            row = con.execute(
-                "SELECT face_count, (SELECT count(*) FROM users WHERE collection_pk = pk)"
-                " FROM collections WHERE collection_id = %s",
-                (collection_id,),
-            ).fetchone()
-            if row is None:
-                raise no_collection(collection_id)
-            return int(row[0]), int(row[1])
-
-        return self._run(read, write=False)
-
-    # Faces -------------------------------------------------------------------------
-    def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
-        check_batch(faces)
-        rows = [_face_row(face) for face in faces]
-        length = len(rows[0][-1]) if rows else 0
-
-        def write(con: Connection) -> None:
-            pk, dim = _collection(con, collection_id, lock=True)
-            if not rows:
-                return
-            if dim is None:
-                dim = _pin_dimension(con, pk, length)
-            if dim != length:
-                raise ValueError(f"Collection {collection_id} holds vectors of {dim} floats, not {length}.")
-            taken = con.execute(
-                "SELECT face_id FROM faces WHERE collection_pk = %s AND face_id = ANY(%s::text[])"
-                " ORDER BY face_id LIMIT 1",
-                (pk, [face.face_id for face in faces]),
-            ).fetchone()
-            if taken is not None:
-                raise _face_taken(taken[0], collection_id)
-            try:
-                with con.cursor() as cursor:
-                    cursor.executemany(
-                        f"INSERT INTO faces (collection_pk, {_FACE_COLUMNS})"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                        [(pk, *row) for row in rows],
-                    )
-            except errors.UniqueViolation:  # a concurrent call stored one of these ids first
-                raise _face_taken("of this batch", collection_id) from None
-            # Last, so that concurrent writers to the collection queue on its row only briefly.
-            con.execute("UPDATE collections SET face_count = face_count + %s WHERE pk = %s", (len(rows), pk))
-
-        self._run(write, write=True)
-
-    def list_faces(
-        self,
-        collection_id: str,
-        after: str | None,
-        limit: int,
-        user_id: str | None = None,
-        face_ids: Sequence[str] | None = None,
-    ) -> list[StoredFace]:
-        query = f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_pk = %s AND face_id > %s"
-        params: list[Any] = [after or ""]
-        if user_id is not None:
-            query += " AND user_id = %s"
-            params.append(user_id)
-        if face_ids is not None:
-            query += " AND face_id = ANY(%s::text[])"
-            params.append(list(face_ids))
-        query += " ORDER BY face_id LIMIT %s"
-        params.append(check_limit(limit))
-
-        def read(con: Connection) -> list[StoredFace]:
-            pk, _ = _collection(con, collection_id)
-            return [_face(row) for row in con.execute(query, (pk, *params))]
-
-        return self._run(read, write=False)
-
-    def get_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[StoredFace]:
-        def read(con: Connection) -> list[StoredFace]:
-            pk, _ = _collection(con, collection_id)
-            rows = con.execute(
-                f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_pk = %s AND face_id = ANY(%s::text[])",
-                (pk, list(face_ids)),
-            )
-            return [_face(row) for row in rows]
-
-        return self._run(read, write=False)
-
-    def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
-        def write(con: Connection) -> list[str]:
-            pk, _ = _collection(con, collection_id, lock=True)
-            rows = con.execute(
-                "DELETE FROM faces WHERE collection_pk = %s AND face_id = ANY(%s::text[]) RETURNING face_id",
-                (pk, list(face_ids)),
-            )
-            deleted = {row[0] for row in rows}
-            if deleted:
-                con.execute("UPDATE collections SET face_count = face_count - %s WHERE pk = %s", (len(deleted), pk))
-            return [face_id for face_id in dict.fromkeys(face_ids) if face_id in deleted]
-
-        return self._run(write, write=True)
-
-    def find_image(self, collection_id: str, image_hash: str, external_image_id: str | None) -> list[StoredFace]:
-        def read(con: Connection) -> list[StoredFace]:
-            pk, _ = _collection(con, collection_id)
-            rows = con.execute(
-                f"SELECT {_FACE_COLUMNS} FROM faces WHERE collection_pk = %s AND image_hash = %s"
-                " AND external_image_id IS NOT DISTINCT FROM %s::text ORDER BY face_id",
-                (pk, image_hash, external_image_id),
-            )
-            return [_face(row) for row in rows]
-
-        return self._run(read, write=False)
-
+    # Search ------------------------------------------------------------------------
     def search(
         self,
         collection_id: str,
@@ -444,148 +296,20 @@ class PostgresStore:
                 rows = con.execute(approximate_search_sql(where, dim), {**params, "candidates": candidates})
             else:
                 rows = con.execute(exact_search_sql(where), params)
-            return [ScoredFace(_face(row[:-1]), float(row[-1])) for row in rows]
+            return [ScoredFace(self.dialect.face(row[:-1]), float(row[-1])) for row in rows]
 
         return self._run(read, write=False)
 
-    # Users -------------------------------------------------------------------------
-    def create_user(self, collection_id: str, user_id: str, token: RequestToken | None = None) -> None:
-        def write(con: Connection) -> None:
-            pk, _ = _collection(con, collection_id, lock=True)
-            if _replayed(con, pk, token):
-                return
-            created = con.execute(
-                "INSERT INTO users (collection_pk, user_id) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                (pk, user_id),
-            ).fetchone()
-            if created is None:
-                raise ConflictException(
-                    f"The user {user_id} already exists in collection {collection_id}; choose another UserId."
-                )
+    # Hooks of the shared operations ------------------------------------------------
+    def _vector_length(self, con: Connection, pk: int, length: int) -> int:
+        row = con.execute("SELECT dim FROM collections WHERE pk = %s", (pk,)).fetchone()
+        assert row is not None  # the caller holds the row FOR KEY SHARE: it cannot have gone
+        return int(row[0]) if row[0] is not None else _pin_dimension(con, pk, length)
 
-        self._run(write, write=True)
-
-    def delete_user(self, collection_id: str, user_id: str, token: RequestToken | None = None) -> None:
-        def write(con: Connection) -> None:
-            pk, _ = _collection(con, collection_id, lock=True)
-            if _replayed(con, pk, token):
-                return
-            deleted = con.execute("DELETE FROM users WHERE collection_pk = %s AND user_id = %s", (pk, user_id))
-            if deleted.rowcount == 0:
-                raise no_user(collection_id, user_id)
-            con.execute("UPDATE faces SET user_id = NULL WHERE collection_pk = %s AND user_id = %s", (pk, user_id))
-
-        self._run(write, write=True)
-
-    def get_user(self, collection_id: str, user_id: str) -> User:
-        def read(con: Connection) -> User:
-            pk, _ = _collection(con, collection_id)
-            users = _users(con, pk, "AND u.user_id = %s", (user_id,))
-            if not users:
-                raise no_user(collection_id, user_id)
-            return users[0]
-
-        return self._run(read, write=False)
-
-    def list_users(self, collection_id: str, after: str | None, limit: int) -> list[User]:
-        def read(con: Connection) -> list[User]:
-            pk, _ = _collection(con, collection_id)
-            return _users(con, pk, "AND u.user_id > %s ORDER BY u.user_id LIMIT %s", (after or "", check_limit(limit)))
-
-        return self._run(read, write=False)
-
-    def associate_faces(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None
-    ) -> None:
-        self._set_user(collection_id, user_id, face_ids, token, associate=True)
-
-    def disassociate_faces(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None
-    ) -> None:
-        self._set_user(collection_id, user_id, face_ids, token, associate=False)
-
-    def _set_user(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None, associate: bool
-    ) -> None:
-        def write(con: Connection) -> None:
-            pk, _ = _collection(con, collection_id, lock=True)
-            if _replayed(con, pk, token):
-                return
-            # FOR KEY SHARE: a concurrent DeleteUser waits, so no face is left pointing at a deleted user.
-            user = con.execute(
-                "SELECT 1 FROM users WHERE collection_pk = %s AND user_id = %s FOR KEY SHARE", (pk, user_id)
-            ).fetchone()
-            if user is None:
-                raise no_user(collection_id, user_id)
-            if associate:
-                con.execute(
-                    "UPDATE faces SET user_id = %s WHERE collection_pk = %s AND face_id = ANY(%s::text[])",
-                    (user_id, pk, list(face_ids)),
-                )
-            else:
-                con.execute(
-                    "UPDATE faces SET user_id = NULL"
-                    " WHERE collection_pk = %s AND user_id = %s AND face_id = ANY(%s::text[])",
-                    (pk, user_id, list(face_ids)),
-                )
-
-        self._run(write, write=True)
-
-    # Tags --------------------------------------------------------------------------
-    def set_tags(self, collection_id: str, tags: dict[str, str]) -> None:
-        self._run(lambda con: _put_tags(con, _collection(con, collection_id, lock=True)[0], tags), write=True)
-
-    def remove_tags(self, collection_id: str, keys: Sequence[str]) -> None:
-        def write(con: Connection) -> None:
-            pk, _ = _collection(con, collection_id, lock=True)
-            con.execute("DELETE FROM tags WHERE collection_pk = %s AND key = ANY(%s::text[])", (pk, list(keys)))
-
-        self._run(write, write=True)
-
-    # Idempotency tokens ------------------------------------------------------------
-    def get_token(self, collection_id: str, token: str) -> RequestToken | None:
-        return self._run(lambda con: _token(con, _collection(con, collection_id)[0], token), write=False)
-
-    # Audit log ---------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None:
-        row = (
-            _utc(record.time),
-            record.access_key_id,
-            record.operation,
-            record.collection_id,
-            record.threshold,
-            record.match_count,
-            record.best_similarity,
-            list(record.face_ids),
-            list(record.user_ids),
-        )
-        self._run(
-            lambda con: con.execute(
-                "INSERT INTO audit_log (time, access_key_id, operation, collection_id, threshold, match_count,"
-                " best_similarity, face_ids, user_ids) VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text[], %s::text[])",
-                row,
-            ),
-            write=True,
-        )
-
-    def audit_records(self, since: datetime | None = None) -> list[AuditRecord]:
-        query = (
-            "SELECT time, access_key_id, operation, collection_id, threshold, match_count, best_similarity,"
-            " face_ids, user_ids FROM audit_log"
-        )
-        params: tuple[Any, ...] = ()
-        if since is not None:
-            query += " WHERE time >= %s"
-            params = (_utc(since),)
-        query += " ORDER BY time, seq"
-
-        def read(con: Connection) -> list[AuditRecord]:
-            return [
-                AuditRecord(_utc(t), key, op, cid, thr, n, best, list(fids), list(uids))
-                for t, key, op, cid, thr, n, best, fids, uids in con.execute(query, params)
-            ]
-
-        return self._run(read, write=False)
+    def _faces_changed(self, con: Connection, pk: int, added: int) -> None:
+        # Last in the write, so that concurrent writers to the collection queue on its row only briefly.
+        if added:
+            con.execute("UPDATE collections SET face_count = face_count + %s WHERE pk = %s", (added, pk))
 
 
 # Schema ---------------------------------------------------------------------------------
@@ -716,125 +440,6 @@ def _configure(con: Connection) -> None:
     con.execute("SET TIME ZONE 'UTC'")
 
 
-# Helpers working inside a transaction -------------------------------------------------
-
-
-def _collection(con: Connection, collection_id: str, lock: bool = False) -> tuple[int, int | None]:
-    """(pk, dim) of the collection; ``lock`` (writes) holds its row against a concurrent delete."""
-    query = "SELECT pk, dim FROM collections WHERE collection_id = %s" + (" FOR KEY SHARE" if lock else "")
-    row = con.execute(query, (collection_id,)).fetchone()
-    if row is None:
-        raise no_collection(collection_id)
-    return int(row[0]), row[1]
-
-
-def _collections(con: Connection, rows: Sequence[TupleRow]) -> list[Collection]:
-    tags: dict[int, dict[str, str]] = {row[0]: {} for row in rows}
-    for pk, key, value in con.execute(
-        "SELECT collection_pk, key, value FROM tags WHERE collection_pk = ANY(%s::bigint[])", (list(tags),)
-    ):
-        tags[pk][key] = value
-    return [
-        Collection(cid, arn, model, version, _utc(created), tags[pk])
-        for pk, cid, arn, model, version, created in rows
-    ]
-
-
-def _put_tags(con: Connection, pk: int, tags: dict[str, str]) -> None:
-    with con.cursor() as cursor:
-        cursor.executemany(
-            "INSERT INTO tags (collection_pk, key, value) VALUES (%s, %s, %s)"
-            " ON CONFLICT (collection_pk, key) DO UPDATE SET value = excluded.value",
-            [(pk, key, value) for key, value in tags.items()],
-        )
-
-
-def _users(con: Connection, pk: int, where: str, params: tuple[Any, ...]) -> list[User]:
-    rows = con.execute(
-        "SELECT u.user_id, (SELECT count(*) FROM faces f"
-        " WHERE f.collection_pk = u.collection_pk AND f.user_id = u.user_id)"
-        f" FROM users u WHERE u.collection_pk = %s {where}",
-        (pk, *params),
-    )
-    return [User(user_id, "ACTIVE" if n else "CREATED", int(n)) for user_id, n in rows]
-
-
-def _token(con: Connection, pk: int, token: str) -> RequestToken | None:
-    row = con.execute(
-        "SELECT token, operation, request_digest FROM request_tokens WHERE collection_pk = %s AND token = %s",
-        (pk, token),
-    ).fetchone()
-    return RequestToken(*row) if row else None
-
-
-def _replayed(con: Connection, pk: int, token: RequestToken | None) -> bool:
-    """Records ``token``; True if the very same request already ran (its write must then be skipped).
-
-    Two identical requests that both passed the service's ``get_token`` check race
-    here: the second INSERT waits for the first transaction, then finds its row, so
-    the second request becomes a no-op instead of, say, a conflict.
-    """
-    if token is None:
-        return False
-    recorded = con.execute(
-        "INSERT INTO request_tokens (collection_pk, token, operation, request_digest) VALUES (%s, %s, %s, %s)"
-        " ON CONFLICT (collection_pk, token) DO NOTHING RETURNING 1",
-        (pk, token.token, token.operation, token.request_digest),
-    ).fetchone()
-    if recorded is not None:
-        return False
-    if _token(con, pk, token.token) != token:
-        raise IdempotentParameterMismatchException(
-            f"ClientRequestToken {token.token} was already used with other parameters; use a new token."
-        )
-    return True
-
-
-def _face_row(face: StoredFace) -> tuple[Any, ...]:
-    """The values of ``_FACE_COLUMNS`` for a face."""
-    vector = np.asarray(face.vector, dtype=np.float32)
-    if vector.ndim != 1:
-        raise ValueError(f"The vector of face {face.face_id} has shape {vector.shape}; it must be one-dimensional.")
-    box = face.bounding_box
-    return (
-        face.face_id,
-        face.image_id,
-        face.external_image_id,
-        face.user_id,
-        box.left,
-        box.top,
-        box.width,
-        box.height,
-        face.confidence,
-        face.image_hash,
-        vector,
-    )
-
-
-def _face(row: Sequence[Any]) -> StoredFace:
-    face_id, image_id, external_image_id, user_id, left, top, width, height, confidence, image_hash, vector = row
-    return StoredFace(
-        face_id=face_id,
-        image_id=image_id,
-        bounding_box=BoundingBox(left=left, top=top, width=width, height=height),
-        confidence=confidence,
-        vector=np.array(vector.to_numpy() if isinstance(vector, Vector) else vector, dtype=np.float32),
-        external_image_id=external_image_id,
-        user_id=user_id,
-        image_hash=image_hash,
-    )
-
-
-# Small pure helpers -------------------------------------------------------------------
-
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        raise ValueError(f"Datetimes must be timezone-aware, got naive {moment.isoformat()}.")
-    return moment.astimezone(timezone.utc)
-
-
 def _describe(dsn: str) -> str:
     """The DSN without its password, for messages."""
     try:
@@ -843,10 +448,4 @@ def _describe(dsn: str) -> str:
         return "(an unparsable DSN)"
     shown = {key: value for key, value in parts.items() if key in ("host", "port", "dbname", "user")}
     return " ".join(f"{key}={value}" for key, value in shown.items()) or "(the libpq defaults)"
-
-
-def _face_taken(face_id: str, collection_id: str) -> ConflictException:
-    return ConflictException(
-        f"The face {face_id} already exists in collection {collection_id}; give each face a new FaceId."
-    )
 
