@@ -40,7 +40,7 @@ def eval_group() -> None:
 def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None, timing: bool) -> None:
     """LFW pairs.txt 10-fold accuracy, TAR at FAR 1e-3 and 1e-4, ROC and DET curves."""
     from visage.engine import Engine
-    from visage.evaluation.lfw_report import run_lfw
+    from visage.evaluation.accuracy.run import run_lfw
 
     started = time.perf_counter()
     result = run_lfw(Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs,
@@ -65,7 +65,7 @@ def calibrate_command(models: tuple[str, ...], seed: int) -> None:
     """Refit the Similarity maps on every pair of LFW images (visage/data/similarity/<model>.json)."""
     from visage.engine import Engine
     from visage.evaluation.allpairs import lfw_vectors
-    from visage.evaluation.calibration import calibrate
+    from visage.evaluation.calibration.similarity_map import calibrate
     from visage.facemodels import FusionWeight
 
     engine = Engine()
@@ -88,7 +88,7 @@ def calibrate_command(models: tuple[str, ...], seed: int) -> None:
 def fusion_weight_command() -> None:
     """Choose the fusion model's sface weight on LFW pairsDevTrain (visage/data/fusion.json)."""
     from visage.engine import Engine
-    from visage.evaluation.fusion_weight import fit_fusion_weight
+    from visage.evaluation.calibration.fusion_weight import fit_fusion_weight
 
     data = fit_fusion_weight(Engine())
     accuracy = data["dev_train_accuracy"]
@@ -100,6 +100,6 @@ def fusion_weight_command() -> None:
 @click.option("--docs", "docs", type=click.Path(file_okay=False, path_type=Path), default=DOCS, show_default=True)
 def docs_command(docs: Path) -> None:
     """Write docs/accuracy.md and its plots from the results of `lfw` and `calibrate`."""
-    from visage.evaluation.accuracy_doc import write_accuracy_doc
+    from visage.evaluation.accuracy.report import write_accuracy_doc
 
     click.echo(f"wrote {write_accuracy_doc(docs)}")
