@@ -21,7 +21,7 @@ from skimage import data as skdata
 
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
-from visage.evaluation.local_server import LocalServer
+from visage.testing import LocalServer
 
 
 def _require(path: Path, what: str) -> Path:
@@ -72,7 +72,7 @@ def astronaut_jpeg(astronaut_rgb: np.ndarray) -> bytes:
 # A real server ---------------------------------------------------------------------------
 
 
-# The same launcher the evaluations use: a ``visage serve`` process on a free loopback port.
+# The launcher the gallery evaluation uses too (visage.testing): a ``visage serve`` process on a free loopback port.
 RunningServer = LocalServer
 
 

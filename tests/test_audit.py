@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from visage.evaluation.audit import audit_command
-from visage.evaluation.audit_run import distance_outside
+from visage.evaluation.audit.command import audit_command
+from visage.evaluation.audit.run import distance_outside
 from visage.evaluation.intervals import Rate, bootstrap_mean, clopper_pearson, poisson_range
 from visage.evaluation.labelled import fairface, lfw_by_gender, limit_per_cell, utkface
 from visage.evaluation.prediction import predicted_fmr

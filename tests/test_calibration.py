@@ -15,7 +15,7 @@ import pytest
 
 from visage.engine import Engine
 from visage.evaluation.allpairs import LabelledVectors, all_pair_scores
-from visage.evaluation.calibration import (
+from visage.evaluation.calibration.similarity_map import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
     DEFINITION,

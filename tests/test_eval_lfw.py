@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from visage.evaluation.accuracy.curves import error_curve, tar_at_far
+from visage.evaluation.accuracy.run import limited_pairs
 from visage.evaluation.cli import MODELS, eval_group
-from visage.evaluation.curves import error_curve, tar_at_far
 from visage.evaluation.lfw import Pair
-from visage.evaluation.lfw_report import limited_pairs
 from visage.facemodels import MODEL_NAMES
 
 LIMIT = 20

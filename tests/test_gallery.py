@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from visage.evaluation.gallery import gallery_command
-from visage.evaluation.gallery_search import THRESHOLDS, external_id, plan_gallery
+from visage.evaluation.gallery.command import gallery_command
+from visage.evaluation.gallery.search import THRESHOLDS, external_id, plan_gallery
 from visage.evaluation.intervals import binomial_range, poisson_range
 
 PROBES = 100

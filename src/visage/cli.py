@@ -296,11 +296,9 @@ def _local_file_limit() -> int | None:
 
 
 def _register_evaluation_commands() -> None:
-    from visage.evaluation.audit import audit_command
+    from visage.evaluation.audit.command import audit_command
     from visage.evaluation.cli import eval_group
-    from visage.evaluation.gallery import gallery_command
 
-    eval_group.add_command(gallery_command)
     main.add_command(eval_group)
     main.add_command(audit_command)
 

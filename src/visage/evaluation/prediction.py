@@ -9,7 +9,7 @@ observed rates without a prediction.
 
 Recognised forms of the promise, in order:
 
-- ``"table"`` (written by :mod:`visage.evaluation.calibration`): rows with a
+- ``"table"`` (written by :mod:`visage.evaluation.calibration.similarity_map`): rows with a
   ``similarity`` and the ``predicted_fmr`` there. Exact at a row's Similarity,
   linear in Similarity between rows (the calibration's FMR is linear in
   Similarity), ``None`` outside the rows' range;

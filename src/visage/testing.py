@@ -1,7 +1,8 @@
-"""A real ``visage serve`` process on a free loopback port with its own data dir.
+"""A real ``visage serve`` process on a free loopback port with its own data dir: a harness.
 
-Evaluations that must go through the server (the gallery replication), the
-benchmarks and the tests start one with :class:`LocalServer` and talk to it with
+The tests, the benchmarks (through ``tests/conftest.py``) and the one evaluation that
+must go through the server, the gallery replication (``visage eval gallery``, which is
+why this ships in the package), start one with :class:`LocalServer` and talk to it with
 the real boto3 client, exactly as a user would::
 
     with LocalServer(Path(tmp)) as server:

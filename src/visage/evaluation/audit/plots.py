@@ -18,8 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from visage.evaluation.audit_run import BINS, Audit, DatasetAudit, MeasureInfo  # noqa: E402
+from visage.evaluation.audit.run import BINS, Audit, DatasetAudit, MeasureInfo  # noqa: E402
 from visage.evaluation.intervals import Rate  # noqa: E402
+
 
 def write_plots(audit: Audit, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)

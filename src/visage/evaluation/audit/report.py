@@ -1,7 +1,7 @@
 """The audit written for people: ``report.html`` and, optionally, a markdown page.
 
 Both are rendered from the same list of blocks (headings, paragraphs, lists, tables,
-figures), and every number in them comes from the :class:`~visage.evaluation.audit.Audit`.
+figures), and every number in them comes from the :class:`~visage.evaluation.audit.run.Audit`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from visage.evaluation.audit_run import Audit, DatasetAudit, Extremes, MeasureInfo
-from visage.evaluation.audit_plots import write_plots
+from visage.evaluation.audit.plots import write_plots
+from visage.evaluation.audit.run import Audit, DatasetAudit, Extremes, MeasureInfo
 from visage.evaluation.intervals import Mean, Measure, Rate, clopper_pearson
 
 

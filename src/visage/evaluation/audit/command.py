@@ -21,7 +21,7 @@ FMR the map promises at each threshold is read from the map file
 ``plots/`` to ``--out``, and with ``--markdown`` a markdown page from the same run.
 
 Run: ``visage audit --out docs/bias-audit --markdown docs/bias-audit.md``
-(reduced: ``--limit 50``), or ``python -m visage.evaluation.audit ...``.
+(reduced: ``--limit 50``), or ``python -m visage.evaluation.audit.command ...``.
 Importing this module loads no model and no data.
 """
 
@@ -45,8 +45,8 @@ import click
               help="Also write the report as markdown here (docs/bias-audit.md).")
 def audit_command(data: Path | None, out: Path, model: str, limit: int | None, seed: int, markdown: Path | None) -> None:
     """Error rates per demographic group: detection, gender, age, false matches."""
-    from visage.evaluation.audit_report import write_report
-    from visage.evaluation.audit_run import run_audit
+    from visage.evaluation.audit.report import write_report
+    from visage.evaluation.audit.run import run_audit
     from visage.evaluation.data import eval_data_dir
 
     audit = run_audit(data or eval_data_dir(), model, limit, seed, progress=True)

@@ -12,7 +12,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from visage.evaluation.calibration import (
+from visage.evaluation.accuracy.curves import Curve
+from visage.evaluation.accuracy.plots import det_plot, heldout_plot, roc_plot, similarity_plot
+from visage.evaluation.calibration.similarity_map import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
     FMR_PER_POINT,
@@ -22,8 +24,6 @@ from visage.evaluation.calibration import (
     fmr_for_similarity,
     is_checked,
 )
-from visage.evaluation.curves import Curve
-from visage.evaluation.plots import det_plot, heldout_plot, roc_plot, similarity_plot
 from visage.facemodels import FUSION_FILE
 from visage.similarity import SimilarityMap
 

@@ -10,7 +10,7 @@
 - At each Similarity threshold of the published table, the same-person pairs of
   ``pairs.txt`` rejected (FNMR) and different-person pairs accepted, with the
   model's current Similarity map.
-- Cost: milliseconds to embed one face (:mod:`visage.evaluation.cost`).
+- Cost: milliseconds to embed one face (:mod:`visage.evaluation.accuracy.cost`).
 
 ``limit`` makes a reduced run for CI: the first ``limit`` same and the first
 ``limit`` different pairs of each fold.
@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from visage.engine import Engine
+from visage.evaluation.accuracy.cost import embedding_cost
+from visage.evaluation.accuracy.curves import Curve, error_curve, split_scores, tar_at_far
+from visage.evaluation.accuracy.plots import det_plot, roc_plot
 from visage.evaluation.allpairs import all_pair_scores, lfw_vectors
-from visage.evaluation.calibration import TABLE_SIMILARITIES
-from visage.evaluation.cost import embedding_cost
-from visage.evaluation.curves import Curve, error_curve, split_scores, tar_at_far
+from visage.evaluation.calibration.similarity_map import TABLE_SIMILARITIES
 from visage.evaluation.lfw import (
     Pair,
     embed_images,
@@ -38,7 +39,6 @@ from visage.evaluation.lfw import (
     pair_scores,
     read_pairs,
 )
-from visage.evaluation.plots import det_plot, roc_plot
 from visage.similarity import SimilarityMap
 
 FARS = (1e-3, 1e-4)

@@ -1,4 +1,4 @@
-"""docs/gallery.md from a gallery run's JSON (:mod:`visage.evaluation.gallery`): every figure from the run."""
+"""docs/gallery.md from a gallery run's JSON (:mod:`visage.evaluation.gallery.command`): every figure from the run."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ The calibration predicts, at threshold S with FMR(S) read from the map file:
 
 Writes ``gallery.json`` to ``--out`` and, with ``--markdown``, docs/gallery.md.
 Run: ``visage eval gallery --out docs/gallery --markdown docs/gallery.md`` (reduced:
-``--limit 1000 --probes 100``), or ``python -m visage.evaluation.gallery ...``.
+``--limit 1000 --probes 100``), or ``python -m visage.evaluation.gallery.command ...``.
 Importing this module loads no model and no data.
 """
 
@@ -44,8 +44,8 @@ def gallery_command(data: Path | None, out: Path, probes: int, limit: int | None
                     markdown_path: Path | None) -> None:
     """Search LFW people against a gallery without them, through the server: every match is false."""
     from visage.evaluation.data import eval_data_dir
-    from visage.evaluation.gallery_report import gallery_markdown
-    from visage.evaluation.gallery_search import run_gallery
+    from visage.evaluation.gallery.report import gallery_markdown
+    from visage.evaluation.gallery.search import run_gallery
 
     result = run_gallery(data or eval_data_dir(), probes, limit, seed, threads, progress=True)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The gallery search of ``visage eval gallery`` (:mod:`visage.evaluation.gallery`), step by step.
+"""The gallery search of ``visage eval gallery`` (:mod:`visage.evaluation.gallery.command`), step by step.
 
 :func:`plan_gallery` picks the probes and the gallery, :func:`run_gallery` starts a
 ``visage serve``, indexes the gallery and searches the probes through boto3, and
@@ -28,8 +28,8 @@ from visage.engine import Engine
 from visage.evaluation.intervals import binomial_range, poisson_range
 from visage.evaluation.labelled import fairface, utkface
 from visage.evaluation.lfw import lfw_dir
-from visage.evaluation.local_server import LocalServer
 from visage.evaluation.prediction import map_identity, predicted_fmr
+from visage.testing import LocalServer
 
 THRESHOLDS = (80.0, 95.0, 99.0)
 COLLECTION = "gallery"

@@ -1,8 +1,8 @@
 """The bias audit's measures: error rates per demographic cell, with their uncertainty.
 
-See :mod:`visage.evaluation.audit` for what is measured and why; this module
+See :mod:`visage.evaluation.audit.command` for what is measured and why; this module
 computes it. :func:`run_audit` returns an :class:`Audit`, which renders itself
-as JSON; :mod:`visage.evaluation.audit_report` turns it into HTML and markdown.
+as JSON; :mod:`visage.evaluation.audit.report` turns it into HTML and markdown.
 Engine results come from the evaluation cache; pair scores from
 :mod:`visage.evaluation.allpairs` (blocked matrix products).
 """

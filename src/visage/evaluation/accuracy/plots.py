@@ -1,4 +1,4 @@
-"""PNG figures of the evaluations: ROC and DET curves, the Similarity maps, the held-out check.
+"""PNG figures of the LFW runs and docs/accuracy.md: ROC and DET curves, the Similarity maps, the held-out check.
 
 matplotlib is imported inside each function (Agg backend, no display), so
 importing this module costs nothing.
@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from visage.evaluation.calibration import FMR_PER_POINT, fmr_for_similarity
-from visage.evaluation.curves import Curve
+from visage.evaluation.accuracy.curves import Curve
+from visage.evaluation.calibration.similarity_map import FMR_PER_POINT, fmr_for_similarity
 from visage.similarity import SimilarityMap
 
 MARKED_SIMILARITIES = (80.0, 99.0)  # drawn as vertical lines at their FMR
