@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import random
-import re
 import tempfile
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 import click
 from botocore.exceptions import ClientError
 
+from visage.bulk import as_external_image_id
 from visage.config import Settings
 from visage.engine import Engine
 from visage.evaluation.intervals import binomial_range, poisson_range
@@ -63,8 +63,8 @@ def plan_gallery(data: Path, probes: int, limit: int | None = None, seed: int = 
 
 
 def external_id(path: Path, data: Path) -> str:
-    """Rekognition's ExternalImageId ([a-zA-Z0-9_.-:]+, at most 255) naming the image's file."""
-    return re.sub(r"[^a-zA-Z0-9_.\-:]", "_", str(path.relative_to(data)).replace("/", ":"))[-255:]
+    """Rekognition's ExternalImageId naming the image's file (its path's end, if too long)."""
+    return as_external_image_id(str(path.relative_to(data)).replace("/", ":"), keep_end=True)
 
 
 def source(image_id: str) -> str:
