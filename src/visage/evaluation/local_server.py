@@ -22,8 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from visage.api.sigv4 import Credentials
-from visage.keys import KeyStore
+from visage.keys import Credentials, KeyStore
 
 
 def free_port() -> int:
