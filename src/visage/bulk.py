@@ -92,7 +92,7 @@ def _start_worker(settings: Settings, collection: str) -> None:
     global _worker
     import cv2
 
-    from visage.api.app import open_service
+    from visage.service import open_service
 
     cv2.setNumThreads(1)  # one process per core does the parallelism
     _worker = (open_service(dataclasses.replace(settings, model_threads=1)), collection)
@@ -130,8 +130,7 @@ def index_folder(
     progress: Callable[[ImageResult], None] | None = None,
 ) -> Summary:
     """Index every PNG and JPEG under ``folder`` into ``collection`` (created if missing)."""
-    from visage.api.app import open_service
-    from visage.service import Caller
+    from visage.service import Caller, open_service
 
     service = open_service(settings)
     try:

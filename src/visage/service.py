@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from visage.config import Settings
+from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import shape_max, shape_pattern
 from visage.engine import Engine
 from visage.errors import (
@@ -41,12 +41,12 @@ from visage.faces import BoundingBox, Face
 from visage.images import DecodedImage, decode_image
 from visage.quality import quality_filter_reasons
 from visage.s3 import read_s3_object
+from visage.store import open_store
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
 
 Request = dict[str, Any]
 Response = dict[str, Any]
 
-DEFAULT_THRESHOLD = 80.0
 DEFAULT_ASSOCIATE_THRESHOLD = 75.0
 MAX_FACES_PER_USER = 100
 DEFAULT_PAGE = 1000
@@ -60,6 +60,11 @@ _FACE_ID = shape_pattern("FaceId")
 _COLLECTION_ID = shape_pattern("CollectionId")
 _USER_ID = shape_pattern("UserId")
 _ARN = re.compile(r"arn:aws:rekognition:([^:]*):([^:]*):collection/(.+)")
+
+
+def open_service(settings: Settings) -> RekognitionService:
+    """The service over an engine and the store that ``settings`` name."""
+    return RekognitionService(Engine(settings), open_store(settings), settings)
 
 
 @dataclass(frozen=True)
