@@ -20,7 +20,7 @@ from .conftest import RunningServer
 def test_defaults_are_valid_and_the_image_limit_is_the_models():
     settings = Settings()
     assert settings.max_image_bytes == shape_max("ImageBlob") == 5 * 1024 * 1024
-    assert settings.auth and settings.uses_sqlite
+    assert settings.auth and settings.postgres_url is None
     assert settings.keys_path == Path("visage-data") / "keys.json"
     assert settings.sqlite_path == Path("visage-data") / "visage.db"
 
@@ -76,7 +76,8 @@ def test_a_bad_store_url_is_not_echoed():
     with pytest.raises(SettingsError, match="VISAGE_STORE .* postgresql:// URL") as caught:
         Settings.from_env({"VISAGE_STORE": "mysql://visage:hunter2@db/visage"})
     assert "hunter2" not in str(caught.value)
-    assert not Settings(store="postgresql://visage@db/visage").uses_sqlite
+    assert Settings(store="postgresql://visage@db/visage").postgres_url == "postgresql://visage@db/visage"
+    assert Settings(store="sqlite").postgres_url is None
 
 
 def test_json_round_trip():
@@ -150,8 +151,10 @@ def test_no_auth_only_on_loopback(tmp_path: Path):
         assert result.returncode == 2 and "only allowed on a loopback address" in result.stderr
 
 
-def test_no_auth_server_takes_unsigned_requests(tmp_path: Path):
-    with RunningServer(tmp_path / "data", extra_args=("--no-auth",)) as server:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_no_auth_server_takes_unsigned_requests(workers: str, tmp_path: Path):
+    """The settings reach the app: handed over in-process, or as JSON to each worker process."""
+    with RunningServer(tmp_path / "data", extra_args=("--no-auth", "--workers", workers)) as server:
         response = httpx.post(
             server.url + "/", content=b"{}", timeout=60,
             headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections"},

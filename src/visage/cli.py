@@ -243,7 +243,7 @@ def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str
     from visage.store import open_store
 
     settings = Settings.from_env(data_dir=data_dir, store=store_url)
-    if settings.uses_sqlite and not settings.sqlite_path.exists():
+    if settings.postgres_url is None and not settings.sqlite_path.exists():
         raise click.UsageError(f"No Visage database in {settings.data_dir}.")
     store = open_store(settings)
     records = store.audit_records(since.replace(tzinfo=timezone.utc) if since else None)

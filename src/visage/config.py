@@ -123,9 +123,9 @@ class Settings:
         return self.data_dir / "visage.db"
 
     @property
-    def uses_sqlite(self) -> bool:
-        """Whether :attr:`store` names the embedded SQLite store (else it is a PostgreSQL URL)."""
-        return self.store in _SQLITE
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL :attr:`store` names, or None for the embedded SQLite store."""
+        return None if self.store in _SQLITE else self.store
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -146,9 +146,10 @@ class Settings:
 
     @classmethod
     def from_json(cls, text: str) -> Settings:
-        values = json.loads(text)
+        """The settings :meth:`to_json` wrote."""
         paths = {name for name, kind in _field_types().items() if Path in _alternatives(kind)}
-        return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in values.items()})
+        values: dict[str, Any] = {k: Path(v) if k in paths and v is not None else v for k, v in json.loads(text).items()}
+        return cls(**values)
 
 
 # Validation --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from visage.bulk import as_external_image_id
 from visage.config import Settings
+from visage.contract import shape_max
 from visage.engine import Engine
 from visage.evaluation.intervals import binomial_range, poisson_range
 from visage.evaluation.labelled import fairface, utkface
@@ -33,7 +34,7 @@ from visage.evaluation.prediction import map_identity, predicted_fmr
 
 THRESHOLDS = (80.0, 95.0, 99.0)
 COLLECTION = "gallery"
-MAX_MATCHES = 4096
+MAX_MATCHES = shape_max("MaxFaces")  # the most one search may return
 T = TypeVar("T")
 R = TypeVar("R")
 

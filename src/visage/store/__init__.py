@@ -13,7 +13,7 @@ from visage.store.base import Store
 
 def open_store(settings: Settings) -> Store:
     """The configured store: SQLite in the data dir, or PostgreSQL for a postgresql:// URL."""
-    if settings.uses_sqlite:
+    if settings.postgres_url is None:
         from visage.store.sqlite import SQLiteStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -21,4 +21,4 @@ def open_store(settings: Settings) -> Store:
     from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 
     # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
-    return PostgresStore(settings.store, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)
+    return PostgresStore(settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)
