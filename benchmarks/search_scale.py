@@ -59,6 +59,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import summary_ms, write_results  # noqa: E402
 
+from visage.config import DEFAULT_THRESHOLD  # noqa: E402
 from visage.engine import Engine  # noqa: E402
 from visage.evaluation.data import eval_data_dir  # noqa: E402
 from visage.evaluation.lfw import embed_images  # noqa: E402
@@ -73,7 +74,6 @@ BLOCK = 100_000
 QUERIES = 1_000
 METHODS = ("exact", "embedded", "pgvector")
 #: The searches are also run at Rekognition's default FaceMatchThreshold, 80, as a cosine.
-DEFAULT_THRESHOLD = 80.0
 DEFAULT_RAW = SimilarityMap.load("sface").raw_threshold(DEFAULT_THRESHOLD)
 
 

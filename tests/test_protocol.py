@@ -102,14 +102,6 @@ def test_decode_unknown_operation(model):
         model.decode_request("MakeCoffee", b"{}")
 
 
-def test_every_model_pattern_compiles():
-    shapes = botocore.loaders.Loader().load_service_model("rekognition", "service-2")["shapes"]
-    patterns = {shape["pattern"] for shape in shapes.values() if "pattern" in shape}
-    assert patterns
-    for pattern in patterns:
-        protocol._compile_pattern(pattern)
-
-
 # -- request decoding: what boto3 sends --------------------------------------------------------
 
 

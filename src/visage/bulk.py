@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -19,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from visage.config import Settings
+from visage.contract import shape_max, shape_pattern
 from visage.errors import ResourceAlreadyExistsException, VisageError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-_NOT_ALLOWED = re.compile(r"[^a-zA-Z0-9_.\-:]")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,16 @@ def external_id(path: Path, folder: Path, source: str) -> str | None:
     if source == "none":
         return None
     text = path.stem if source == "filename" else str(path.relative_to(folder).with_suffix("")).replace(os.sep, ":")
-    return _NOT_ALLOWED.sub("_", text)[:255] or None
+    return as_external_image_id(text) or None
+
+
+def as_external_image_id(text: str, keep_end: bool = False) -> str:
+    """``text`` made a valid ExternalImageId: each character the service model's pattern
+    does not allow becomes ``_``, and it is cut to the model's maximum length, keeping its
+    start (or its end)."""
+    allowed, longest = shape_pattern("ExternalImageId"), shape_max("ExternalImageId")
+    cleaned = "".join(c if allowed.fullmatch(c) else "_" for c in text)
+    return cleaned[-longest:] if keep_end else cleaned[:longest]
 
 
 # The service of this worker process (each process of the pool has its own), set once by
@@ -84,7 +92,7 @@ def _start_worker(settings: Settings, collection: str) -> None:
     global _worker
     import cv2
 
-    from visage.api.app import open_service
+    from visage.service import open_service
 
     cv2.setNumThreads(1)  # one process per core does the parallelism
     _worker = (open_service(dataclasses.replace(settings, model_threads=1)), collection)
@@ -122,8 +130,7 @@ def index_folder(
     progress: Callable[[ImageResult], None] | None = None,
 ) -> Summary:
     """Index every PNG and JPEG under ``folder`` into ``collection`` (created if missing)."""
-    from visage.api.app import open_service
-    from visage.service import Caller
+    from visage.service import Caller, open_service
 
     service = open_service(settings)
     try:

@@ -11,17 +11,23 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from visage.config import Settings
+from visage.config import DEFAULT_THRESHOLD, Settings, SettingsError
 from visage.errors import VisageError
 
 err = Console(stderr=True)
 out = Console()
+
+
+def fail(message: str) -> NoReturn:
+    """Print one error line on stderr and exit with status 1."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
 
 
 def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -32,11 +38,10 @@ def fails_cleanly(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except VisageError as error:
-            err.print(f"[red]error:[/red] {error.code}: {error.message}", highlight=False)
+            fail(f"{error.code}: {error.message}")
         except OSError as error:
             where = f"{error.filename}: " if error.filename else ""
-            err.print(f"[red]error:[/red] {where}{error.strerror or error}", highlight=False)
-        sys.exit(1)
+            fail(f"{where}{error.strerror or error}")
 
     return wrapper
 
@@ -45,10 +50,26 @@ def read_image(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
-@click.group()
+class _Commands(click.Group):
+    """Every command, the evaluation ones too: a bad ``VISAGE_*`` value is one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingsError as error:
+            fail(str(error))
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="visage")
 def main() -> None:
     """Visage: face detection and recognition that speaks Amazon Rekognition's API."""
+
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), show_default=f"VISAGE_DATA_DIR or {Settings.default('data_dir')}",
+    help="Folder of the access keys and the SQLite store.",
+)
 
 
 @main.command()
@@ -107,7 +128,7 @@ def _flag(estimate: Any) -> str:
 @main.command()
 @click.argument("source")
 @click.argument("target")
-@click.option("--threshold", default=80.0, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
+@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
 @click.option("--model", default=None, help="Face model: sface (default) or dlib.")
 @click.option("--json", "as_json", is_flag=True, help="Print Rekognition's CompareFaces JSON.")
 @fails_cleanly
@@ -136,25 +157,28 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @click.option("--workers", default=1, show_default=True, type=int, help="Server processes sharing the data dir.")
 @click.option("--s3-root", type=click.Path(path_type=Path, file_okay=False), help="Serve Image.S3Object from this folder (Bucket = sub-folder).")
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
 @click.option("--store", help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).")
 @fails_cleanly
-def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool, store: str | None) -> None:
+def serve(host: str, port: int, data_dir: Path | None, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool, store: str | None) -> None:
     """Run the Rekognition-compatible server."""
     import os
 
     import uvicorn
 
+    from visage.api.app import SETTINGS_VARIABLE, create_app
     from visage.keys import KeyStore
 
-    if no_auth and host not in LOOPBACK:
+    settings = Settings.from_env(data_dir=data_dir, s3_root=s3_root, s3_endpoint_url=s3_endpoint_url or None,
+                                 store=store, auth=False if no_auth else None)
+    if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
-    data_dir.mkdir(parents=True, exist_ok=True)
-    keys = KeyStore(data_dir / "keys.json")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keys = KeyStore(settings.keys_path)
     endpoint = f"http://{host}:{port}"
     if not keys.access_key_ids():
         credentials = keys.create()
@@ -166,19 +190,16 @@ def serve(host: str, port: int, data_dir: Path, workers: int, s3_root: Path | No
         out.print(f"  # boto3: boto3.client('rekognition', endpoint_url='{endpoint}')\n", highlight=False)
     else:
         out.print(f"Access keys: {keys.path} ({len(keys.access_key_ids())}); `visage keys create` adds one.")
-    if no_auth:
+    if not settings.auth:
         err.print("[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
                   f"{host}:{port}.[/bold red]")
-    os.environ["VISAGE_DATA_DIR"] = str(data_dir.resolve())
-    if s3_root is not None:
-        os.environ["VISAGE_S3_ROOT"] = str(s3_root.resolve())
-    if s3_endpoint_url:
-        os.environ["VISAGE_S3_ENDPOINT_URL"] = s3_endpoint_url
-    os.environ["VISAGE_NO_AUTH"] = "1" if no_auth else "0"
-    if store:
-        os.environ["VISAGE_STORE"] = store
-    out.print(f"Visage listening on {endpoint} (data in {data_dir})")
-    uvicorn.run("visage.api.app:create_app_from_env", factory=True, host=host, port=port, workers=workers, log_level="warning")
+    out.print(f"Visage listening on {endpoint} (data in {settings.data_dir})")
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    else:  # each worker process imports the app, so it gets the settings through its environment
+        os.environ[SETTINGS_VARIABLE] = settings.to_json()
+        uvicorn.run("visage.api.app:create_worker_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning")
 
 
 @main.group()
@@ -187,34 +208,34 @@ def keys() -> None:
 
 
 @keys.command("create")
-@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @fails_cleanly
-def keys_create(data_dir: Path) -> None:
+def keys_create(data_dir: Path | None) -> None:
     """Make a new access key pair (the secret is shown once)."""
     from visage.keys import KeyStore
 
-    credentials = KeyStore(data_dir / "keys.json").create()
+    credentials = KeyStore(Settings.from_env(data_dir=data_dir).keys_path).create()
     click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
     click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
 
 
 @keys.command("list")
-@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
-def keys_list(data_dir: Path) -> None:
+@data_dir_option
+def keys_list(data_dir: Path | None) -> None:
     """Access key ids (never the secrets)."""
     from visage.keys import KeyStore
 
-    for key_id in KeyStore(data_dir / "keys.json").access_key_ids():
+    for key_id in KeyStore(Settings.from_env(data_dir=data_dir).keys_path).access_key_ids():
         click.echo(key_id)
 
 
 @main.command("audit-log")
-@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @click.option("--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir.")
 @click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only records at or after this UTC time.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @fails_cleanly
-def audit_log(data_dir: Path, store_url: str | None, since: Any, fmt: str) -> None:
+def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str) -> None:
     """Export the audit log of comparisons and searches."""
     import csv
     from datetime import timezone
@@ -222,8 +243,8 @@ def audit_log(data_dir: Path, store_url: str | None, since: Any, fmt: str) -> No
     from visage.store import open_store
 
     settings = Settings.from_env(data_dir=data_dir, store=store_url)
-    if settings.store in (None, "", "sqlite") and not (data_dir / "visage.db").exists():
-        raise click.UsageError(f"No Visage database in {data_dir}.")
+    if settings.postgres_url is None and not settings.sqlite_path.exists():
+        raise click.UsageError(f"No Visage database in {settings.data_dir}.")
     store = open_store(settings)
     records = store.audit_records(since.replace(tzinfo=timezone.utc) if since else None)
     fields = ["time", "access_key_id", "operation", "collection_id", "threshold", "match_count", "best_similarity", "face_ids", "user_ids"]
@@ -242,12 +263,12 @@ def audit_log(data_dir: Path, store_url: str | None, since: Any, fmt: str) -> No
 @main.command("index")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--collection", required=True, help="Collection to index into (created if missing).")
-@click.option("--data-dir", default="visage-data", show_default=True, type=click.Path(path_type=Path))
+@data_dir_option
 @click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
 @click.option("--external-id-from", type=click.Choice(["filename", "path", "none"]), default="filename", show_default=True,
               help="ExternalImageId from the file name, the relative path (':' for '/'), or none.")
 @fails_cleanly
-def index(folder: Path, collection: str, data_dir: Path, workers: int, external_id_from: str) -> None:
+def index(folder: Path, collection: str, data_dir: Path | None, workers: int, external_id_from: str) -> None:
     """Index every PNG and JPEG under FOLDER; rerun to resume (indexed images are skipped)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -256,8 +277,7 @@ def index(folder: Path, collection: str, data_dir: Path, workers: int, external_
     settings = Settings.from_env(data_dir=data_dir, max_image_bytes=_local_file_limit())
     total = len(find_images(folder))
     if total == 0:
-        err.print(f"[red]error:[/red] no JPEG or PNG images (.jpg, .jpeg, .png) under {folder}", highlight=False)
-        sys.exit(1)
+        fail(f"no JPEG or PNG images (.jpg, .jpeg, .png) under {folder}")
     counts = {"faces": 0, "errors": 0}
     columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} images/s  {task.fields[faces]} faces  {task.fields[errors]} errors"),

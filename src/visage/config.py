@@ -1,27 +1,51 @@
-"""Settings: every tunable of the engine and server, from defaults, ``VISAGE_*`` variables or flags.
+"""Settings: every tunable of the engine and server, in one validated value.
 
 A :class:`Settings` is an immutable value passed to whatever needs it; there is
-no global settings object. ``Settings.from_env()`` reads ``VISAGE_<FIELD>`` for
-each field (``VISAGE_MAX_IMAGE_BYTES=10485760``), and keyword overrides win
-over the environment.
+no global settings object. It is validated when it is built, so a bad value stops
+Visage at start-up with a :class:`SettingsError` that names the setting, its
+``VISAGE_*`` variable and what it may be.
+
+``Settings.from_env()`` reads ``VISAGE_<FIELD>`` for each field
+(``VISAGE_MAX_IMAGE_BYTES=10485760``), and keyword overrides (the command line's
+flags) win over the environment. :meth:`Settings.to_json` and
+:meth:`Settings.from_json` carry a built value to the server's worker processes.
+
+Limits that Rekognition's service model defines are read from it
+(:mod:`visage.contract`), not copied. :data:`DEFAULT_THRESHOLD` is here because
+the engine, the service and the command line all default to it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import os
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from visage.contract import shape_max
+
+#: Least Similarity of a match when a request gives none (Rekognition's 80).
+DEFAULT_THRESHOLD = 80.0
+
 LandmarkSource = Literal["dlib68", "yunet5"]
+FaceModelName = Literal["sface", "dlib", "fusion"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value it may not take; the message names it and says what it may be."""
 
 
 @dataclass(frozen=True)
 class Settings:
     # Images ---------------------------------------------------------------------------
-    #: Largest accepted image, in bytes (Rekognition: 5 MiB for Image.Bytes).
-    max_image_bytes: int = 5_242_880
+    #: Largest accepted image, in bytes (the service model's ImageBlob maximum, 5 MiB).
+    max_image_bytes: int = field(default_factory=lambda: shape_max("ImageBlob"))
     #: Largest accepted image read through Image.S3Object, in bytes (Rekognition: 15 MB).
     max_s3_image_bytes: int = 15 * 1024 * 1024
     #: Largest accepted image, in decoded pixels; checked from the header, before decoding.
@@ -45,14 +69,18 @@ class Settings:
 
     # Recognition ----------------------------------------------------------------------
     #: Face model used for new collections and for CompareFaces.
-    face_model: str = "sface"
+    face_model: FaceModelName = "sface"
 
     # Server ---------------------------------------------------------------------------
+    #: Where the access keys (keys.json) and the embedded store (visage.db) are kept.
     data_dir: Path = field(default_factory=lambda: Path("visage-data"))
     #: Where collections and faces are kept: None or "sqlite" for SQLite in data_dir, or a
     #: postgresql:// URL for PostgreSQL with pgvector, which several servers can share
     #: (docs/postgres.md).
     store: str | None = None
+    #: Whether the server checks SigV4 signatures (``visage serve --no-auth`` turns it off,
+    #: on a loopback address only).
+    auth: bool = True
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -72,35 +100,144 @@ class Settings:
     #: Faces one collection may hold (Rekognition's maximum is 20 million).
     max_faces_per_collection: int = 20_000_000
 
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            rule = _rule(f.name)
+            if rule is not None and not rule[1](getattr(self, f.name)):
+                raise _refused(f.name, getattr(self, f.name))
+
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-        """Defaults, overridden by ``VISAGE_<FIELD>`` variables, overridden by ``overrides``."""
+    def default(cls, name: str) -> Any:
+        """The default of setting ``name``, without building a Settings (for ``--help``)."""
+        f = cls.__dataclass_fields__[name]
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+    @property
+    def keys_path(self) -> Path:
+        """The access keys this server accepts (:class:`visage.keys.KeyStore`)."""
+        return self.data_dir / "keys.json"
+
+    @property
+    def sqlite_path(self) -> Path:
+        """The embedded store's database, used when :attr:`store` names no other."""
+        return self.data_dir / "visage.db"
+
+    @property
+    def postgres_url(self) -> str | None:
+        """The PostgreSQL URL :attr:`store` names, or None for the embedded SQLite store."""
+        return None if self.store in _SQLITE else self.store
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, overridden by ``VISAGE_<FIELD>`` variables, overridden by ``overrides``
+        (a ``None`` override is no override)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = env.get(f"VISAGE_{f.name.upper()}")
+        for name, kind in _field_types().items():
+            raw = env.get(_variable(name))
             if raw is not None:
-                values[f.name] = _parse(f, raw)
+                values[name] = _parse(name, kind, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.validate()
-        return settings
+        return cls(**values)
 
-    def validate(self) -> None:
-        if self.landmarks not in ("dlib68", "yunet5"):
-            raise ValueError(f"landmarks must be 'dlib68' or 'yunet5', not {self.landmarks!r}")
-        if not 0 < self.detection_threshold < 1:
-            raise ValueError("detection_threshold must be between 0 and 1")
-        if self.max_image_bytes < 1 or self.max_image_pixels < 1:
-            raise ValueError("image limits must be positive")
+    def to_json(self) -> str:
+        """These settings as one line of JSON, for :meth:`from_json` in another process."""
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """The settings :meth:`to_json` wrote."""
+        paths = {name for name, kind in _field_types().items() if Path in _alternatives(kind)}
+        values: dict[str, Any] = {k: Path(v) if k in paths and v is not None else v for k, v in json.loads(text).items()}
+        return cls(**values)
 
 
-def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    if kind == "int":
-        return int(raw)
-    if kind == "float":
-        return float(raw)
-    if kind in ("Path", "Path | None"):
+# Validation --------------------------------------------------------------------------------
+
+#: What a setting may be, in words, and the check.
+Rule = tuple[str, Callable[[Any], bool]]
+
+
+def _whole(least: int) -> Rule:
+    return f"a whole number of at least {least}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+
+
+_SQLITE = (None, "", "sqlite")
+
+
+def _store(value: Any) -> bool:
+    return value in _SQLITE or (isinstance(value, str) and value.startswith(("postgresql://", "postgres://")))
+
+
+_RULES: dict[str, Rule] = {
+    **dict.fromkeys(
+        ("max_image_bytes", "max_s3_image_bytes", "max_image_pixels", "min_image_side", "detection_base_side",
+         "detection_max_side", "max_faces", "threads", "model_threads", "max_faces_per_collection"),
+        _whole(1),
+    ),
+    "exact_search_limit": _whole(0),
+    "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
+    "auth": ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool)),
+    "store": ("'sqlite' or a postgresql:// URL", _store),
+}
+
+
+def _rule(name: str) -> Rule | None:
+    """The rule of setting ``name``: from the table, or one of the values of a ``Literal`` type."""
+    if name in _RULES:
+        return _RULES[name]
+    kind = _field_types()[name]
+    if typing.get_origin(kind) is not Literal:
+        return None
+    choices = typing.get_args(kind)
+    return "one of " + ", ".join(choices), lambda value: value in choices
+
+
+def _refused(name: str, value: Any) -> SettingsError:
+    """The error for a value of setting ``name`` that breaks its rule (or is not even of its type)."""
+    rule = _rule(name)
+    assert rule is not None, name
+    # The store's value is not echoed: a URL may hold a password.
+    shown = " (the value given is not shown)" if name == "store" else f", not {value!r}"
+    return SettingsError(f"{_variable(name)} ({name}) must be {rule[0]}{shown}.")
+
+
+def _variable(name: str) -> str:
+    return f"VISAGE_{name.upper()}"
+
+
+# Reading the environment -----------------------------------------------------------------
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Settings)
+
+
+def _alternatives(kind: Any) -> tuple[Any, ...]:
+    """The types a field may hold: ``(Path, NoneType)`` for ``Path | None``."""
+    return typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    """The value of ``VISAGE_<NAME>=raw`` for a field of type ``kind``."""
+    base = _alternatives(kind)[0]
+    if base is bool:
+        word = raw.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise _refused(name, raw)
+        return word in _TRUE
+    if base in (int, float):
+        try:
+            return base(raw)
+        except ValueError:
+            raise _refused(name, raw) from None
+    if base is Path:
         return Path(raw)
     return raw

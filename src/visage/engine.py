@@ -22,7 +22,7 @@ from typing import TypeVar
 import cv2
 
 from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_score
-from visage.config import Settings
+from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.detection import Detection, FaceDetector
 from visage.errors import InvalidParameterException
 from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
@@ -131,7 +131,7 @@ class Engine:
         self,
         source: ImageInput,
         target: ImageInput,
-        threshold: float = 80.0,
+        threshold: float = DEFAULT_THRESHOLD,
         model: str | None = None,
         quality_filter: str = "NONE",
     ) -> Comparison:

@@ -3,7 +3,8 @@
 Each class is named exactly like the Rekognition error code it stands for, so
 the wire layer writes ``type(error).__name__`` as ``__type`` and boto3 raises
 ``client.exceptions.<SameName>``. Raise them where a failure is detected, with
-a message that tells the caller what to change.
+a message that tells the caller what to change. Only codes that Visage raises
+have a class here; a feature that needs another code adds it.
 """
 
 from __future__ import annotations
@@ -67,18 +68,6 @@ class InvalidPaginationTokenException(VisageError):
     """A NextToken was not issued by this server for this request."""
 
 
-class LimitExceededException(VisageError):
-    """Too many concurrent jobs."""
-
-
-class VideoTooLargeException(VisageError):
-    """The video is over the size or duration limit."""
-
-
-class AccessDeniedException(VisageError):
-    """The caller is not allowed to do this."""
-
-
 class UnrecognizedClientException(VisageError):
     """The access key id is not known to this server."""
 
@@ -103,10 +92,6 @@ class SerializationException(VisageError):
 
 class ThrottlingException(VisageError):
     """The server is too busy; retry with backoff."""
-
-
-class ProvisionedThroughputExceededException(VisageError):
-    """Too many requests; retry with backoff."""
 
 
 # Server errors (HTTP 500) -------------------------------------------------------------

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 import cv2
 import dlib
@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime as ort
 
 from visage.bundled import DLIB_RESNET, SFACE, verified_path
+from visage.config import FaceModelName
 from visage.detection import Detection
 from visage.errors import InvalidParameterException
 from visage.faces import Embedding
@@ -185,4 +186,5 @@ def cosine(a: Embedding, b: Embedding) -> float:
     return float(np.dot(a.vector, b.vector))
 
 
-MODEL_NAMES = ("sface", "dlib", "fusion")
+#: The face models a collection or a comparison may use (the names Settings.face_model accepts).
+MODEL_NAMES: tuple[str, ...] = get_args(FaceModelName)

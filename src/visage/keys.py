@@ -1,17 +1,45 @@
-"""Access keys: the pairs this server accepts, kept in ``<data-dir>/keys.json`` (mode 0600).
+"""Access keys: making the pairs this server accepts, and keeping them in ``<data-dir>/keys.json`` (mode 0600).
 
 ``visage keys create`` adds a pair; a running server sees it at the next request,
-since the file is re-read whenever it changes.
+since the file is re-read whenever it changes. Checking a request's signature
+with them is :mod:`visage.api.sigv4`'s work.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
+import string
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from visage.api.sigv4 import Credentials, generate_credentials
+#: First four characters of every access key id Visage makes (AWS uses AKIA, ASIA...).
+ACCESS_KEY_PREFIX = "VSAK"
+
+_KEY_ID_ALPHABET = string.ascii_uppercase + "234567"  # base32, like AWS key ids
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"  # like AWS secrets
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An access key pair; the secret is left out of ``repr`` so it does not reach logs."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+
+
+def generate_credentials() -> Credentials:
+    """Make a new random key pair in AWS's shapes, so that any AWS SDK accepts it.
+
+    The access key id is 20 characters: :data:`ACCESS_KEY_PREFIX` and 16 base32
+    characters (uppercase letters and 2-7). The secret is 40 characters of
+    letters, digits, ``+`` and ``/``, drawn from :mod:`secrets`.
+    """
+    key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
+    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
+    return Credentials(key_id, secret)
 
 
 class KeyStore:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from visage.config import Settings
+from visage.config import DEFAULT_THRESHOLD, Settings
+from visage.contract import shape_max, shape_pattern
 from visage.engine import Engine
 from visage.errors import (
     IdempotentParameterMismatchException,
@@ -40,22 +41,30 @@ from visage.faces import BoundingBox, Face
 from visage.images import DecodedImage, decode_image
 from visage.quality import quality_filter_reasons
 from visage.s3 import read_s3_object
+from visage.store import open_store
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
 
 Request = dict[str, Any]
 Response = dict[str, Any]
 
-DEFAULT_THRESHOLD = 80.0
 DEFAULT_ASSOCIATE_THRESHOLD = 75.0
 MAX_FACES_PER_USER = 100
 DEFAULT_PAGE = 1000
-DEFAULT_USER_PAGE = 500
-DEFAULT_MAX_MATCHES = 4096
+# An omitted MaxFaces or MaxUsers (and ListUsers' MaxResults) asks for as many as a request may.
+DEFAULT_MAX_MATCHES = shape_max("MaxFaces")
+DEFAULT_USER_PAGE = shape_max("MaxUserResults")
+MAX_TAGS = shape_max("TagMap")
 
-_FACE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_COLLECTION_ID = re.compile(r"[a-zA-Z0-9_.\-]+")
-_USER_ID = re.compile(r"[a-zA-Z0-9_.\-:]+")
+# A NextToken is the last key of the previous page, so it has that key's pattern.
+_FACE_ID = shape_pattern("FaceId")
+_COLLECTION_ID = shape_pattern("CollectionId")
+_USER_ID = shape_pattern("UserId")
 _ARN = re.compile(r"arn:aws:rekognition:([^:]*):([^:]*):collection/(.+)")
+
+
+def open_service(settings: Settings) -> RekognitionService:
+    """The service over an engine and the store that ``settings`` name."""
+    return RekognitionService(Engine(settings), open_store(settings), settings)
 
 
 @dataclass(frozen=True)
@@ -471,8 +480,8 @@ class RekognitionService:
     def tag_resource(self, request: Request, caller: Caller) -> Response:
         collection = self._collection_by_arn(request["ResourceArn"])
         tags = {**collection.tags, **request["Tags"]}
-        if len(tags) > 200:
-            raise ServiceQuotaExceededException(f"A resource may carry at most 200 tags; this would make {len(tags)}.")
+        if len(tags) > MAX_TAGS:
+            raise ServiceQuotaExceededException(f"A resource may carry at most {MAX_TAGS} tags; this would make {len(tags)}.")
         self.store.set_tags(collection.collection_id, request["Tags"])
         return {}
 

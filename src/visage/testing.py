@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from visage.api.sigv4 import Credentials
-from visage.keys import KeyStore
+from visage.config import Settings
+from visage.keys import Credentials, KeyStore
 
 
 def free_port() -> int:
@@ -49,7 +49,7 @@ class LocalServer:
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         data_dir.mkdir(parents=True, exist_ok=True)
-        keys = KeyStore(data_dir / "keys.json")
+        keys = KeyStore(Settings(data_dir=data_dir).keys_path)
         #: The key made for this server, or None when the data dir already had keys.
         self.credentials: Credentials | None = keys.create() if not keys.access_key_ids() else None
         self.log_path = data_dir / "server.log"
@@ -98,7 +98,7 @@ class LocalServer:
 
         credentials = credentials or self.credentials
         if credentials is None:
-            keys = KeyStore(self.data_dir / "keys.json")
+            keys = KeyStore(Settings(data_dir=self.data_dir).keys_path)
             key_id = keys.access_key_ids()[0]
             credentials = Credentials(key_id, keys.secret(key_id) or "")
         return boto3.client(

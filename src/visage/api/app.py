@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -23,27 +24,24 @@ from starlette.routing import Route
 from visage.api.protocol import CONTENT_TYPE, encode_error, rekognition
 from visage.api.sigv4 import verify_request
 from visage.config import Settings
-from visage.engine import Engine
 from visage.errors import ImageTooLargeException, InternalServerError, SerializationException, VisageError
 from visage.keys import KeyStore
-from visage.service import Caller, RekognitionService
-from visage.store import open_store
+from visage.service import Caller, open_service
 
 log = logging.getLogger("visage")
 
 ANONYMOUS = "anonymous"
 
-
-def open_service(settings: Settings) -> RekognitionService:
-    """The service over the configured store (``settings.store``)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)  # keys.json lives there, whatever the store
-    return RekognitionService(Engine(settings), open_store(settings), settings)
+#: The environment variable that carries ``visage serve``'s settings, as JSON, to uvicorn's
+#: worker processes (which can only import the app, not be handed it).
+SETTINGS_VARIABLE = "VISAGE_SERVE_SETTINGS"
 
 
-def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette:
-    settings = settings or Settings.from_env()
+def create_app(settings: Settings) -> Starlette:
+    """The app over a service built from ``settings``; with ``settings.auth`` off, every
+    request is taken as from an anonymous caller."""
     service = open_service(settings)
-    keys = KeyStore(settings.data_dir / "keys.json")
+    keys = KeyStore(settings.keys_path)
     model = rekognition()
     workers = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="visage")
     # Two base64 images (CompareFaces) and some JSON around them.
@@ -55,7 +53,7 @@ def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette
         try:
             body = await _read_body(request, max_body)
             caller = ANONYMOUS
-            if auth:
+            if settings.auth:
                 caller = verify_request(
                     request.method,
                     request.scope.get("raw_path", b"/").decode("latin-1"),
@@ -105,11 +103,10 @@ def create_app(settings: Settings | None = None, auth: bool = True) -> Starlette
     return app
 
 
-def create_app_from_env() -> Starlette:
-    """Factory for ``uvicorn --factory``: settings from ``VISAGE_*`` variables."""
-    import os
-
-    return create_app(Settings.from_env(), auth=os.environ.get("VISAGE_NO_AUTH") != "1")
+def create_worker_app() -> Starlette:
+    """Factory for each of uvicorn's worker processes (``visage serve --workers N``): the
+    app over the settings ``visage serve`` built, passed on in :data:`SETTINGS_VARIABLE`."""
+    return create_app(Settings.from_json(os.environ[SETTINGS_VARIABLE]))
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

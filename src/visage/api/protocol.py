@@ -1,8 +1,8 @@
 """Rekognition's JSON 1.1 wire codec, driven by botocore's service model.
 
 Every limit, pattern, enum and member name comes from the Rekognition service
-model shipped with botocore (``rekognition/2016-06-27/service-2.json``), read as
-data once and cached; nothing here copies a constraint by hand.
+model shipped with botocore (:mod:`visage.contract` loads it once); nothing here
+copies a constraint by hand.
 
 Usage::
 
@@ -28,7 +28,8 @@ Validation choices (where Visage is stricter than, or differs from, AWS):
 * JSON ``null`` counts as an absent member.
 * The model's regular expressions are Java-flavoured and unanchored; they are
   matched against the whole value (``re.fullmatch``), with ``\\p{L}``-style
-  Unicode categories translated to explicit character ranges.
+  Unicode categories translated to explicit character ranges
+  (:func:`visage.contract.compile_pattern`).
 """
 
 from __future__ import annotations
@@ -37,16 +38,13 @@ import base64
 import functools
 import json
 import math
-import re
-import sys
-import unicodedata
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-import botocore.loaders
 import numpy as np
 
+from visage.contract import compile_pattern, definition
 from visage.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -233,9 +231,8 @@ class ServiceModel:
 
 @functools.cache
 def rekognition() -> ServiceModel:
-    """The Rekognition service model from the installed botocore, loaded once."""
-    loader = botocore.loaders.Loader()
-    return ServiceModel(loader.load_service_model("rekognition", "service-2"))
+    """The codec for the Rekognition service model (:func:`visage.contract.definition`), made once."""
+    return ServiceModel(definition())
 
 
 def encode_error(error: VisageError) -> tuple[int, bytes]:
@@ -273,7 +270,7 @@ def _decode_scalar(value: Any, shape: Shape, path: str) -> Any:
         if "enum" in shape and value not in shape["enum"]:
             raise _invalid(path, "must be one of " + ", ".join(shape["enum"]))
         _check_size(len(value), shape, path, "character")
-        if "pattern" in shape and not _compile_pattern(shape["pattern"]).fullmatch(value):
+        if "pattern" in shape and not compile_pattern(shape["pattern"]).fullmatch(value):
             raise _invalid(path, f"must match {shape['pattern']}")
         return value
     if kind in _INTEGER_BOUNDS:
@@ -397,65 +394,3 @@ def _encode_scalar(value: Any, shape: Shape, path: str) -> Any:
             value = value.replace(tzinfo=timezone.utc)
         return value.timestamp()
     raise InternalServerError(f"{path} is a {kind} in the model, got {_typename(value)}")
-
-
-# -- Java regular expressions ---------------------------------------------------------------
-
-_UNICODE_PROPERTY = re.compile(r"\\p\{(\w+)\}")
-
-
-@functools.cache
-def _compile_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile a model pattern (Java syntax) for Python's ``re``.
-
-    The only Java feature the model uses that ``re`` lacks is ``\\p{Category}``;
-    it becomes the explicit ranges of that Unicode general category.
-    """
-    parts: list[str] = []
-    in_class = False
-    i = 0
-    while i < len(pattern):
-        match = _UNICODE_PROPERTY.match(pattern, i)
-        if match:
-            ranges = _category_ranges(match.group(1))
-            parts.append(ranges if in_class else f"[{ranges}]")
-            i = match.end()
-            continue
-        char = pattern[i]
-        if char == "\\":
-            parts.append(pattern[i : i + 2])
-            i += 2
-            continue
-        if char == "[":
-            in_class = True
-        elif char == "]":
-            in_class = False
-        parts.append(char)
-        i += 1
-    return re.compile("".join(parts))
-
-
-@functools.cache
-def _category_ranges(category: str) -> str:
-    """Character-class ranges (``\\Ua-\\Ub...``) of a Unicode general category (``L``, ``Lu``)."""
-    runs = _category_runs()
-    ends = [start - 1 for start, _ in runs[1:]] + [sys.maxunicode]
-    ranges = [
-        f"\\U{start:08x}-\\U{end:08x}"
-        for (start, name), end in zip(runs, ends)
-        if name.startswith(category)
-    ]
-    if not ranges:
-        raise ValueError(f"\\p{{{category}}} is not a Unicode general category")
-    return "".join(ranges)
-
-
-@functools.cache
-def _category_runs() -> list[tuple[int, str]]:
-    """``(first code point, category)`` for each run of code points sharing a category."""
-    runs: list[tuple[int, str]] = []
-    for code in range(sys.maxunicode + 1):
-        category = unicodedata.category(chr(code))
-        if not runs or runs[-1][1] != category:
-            runs.append((code, category))
-    return runs

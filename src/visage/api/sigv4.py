@@ -1,10 +1,10 @@
-"""AWS Signature Version 4: checking who sent a request, and making Visage's access keys.
+"""AWS Signature Version 4: checking who sent a request.
 
-This module owns authentication. :func:`verify_request` decides whether an HTTP
-request carries a valid header-based SigV4 signature (``Authorization:
+This module owns request authentication. :func:`verify_request` decides whether
+an HTTP request carries a valid header-based SigV4 signature (``Authorization:
 AWS4-HMAC-SHA256 ...``) for the ``rekognition`` service, made with the secret
-of a known access key, and returns that key's id. :func:`generate_credentials`
-makes new key pairs in the shapes AWS uses, so any AWS SDK accepts them.
+of a known access key, and returns that key's id. The keys themselves are made
+and kept by :mod:`visage.keys`.
 
 It is pure logic: no web framework, no clock or key store of its own. The web
 layer passes in the request's parts, a function that looks secrets up, and
@@ -24,10 +24,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
-import string
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote, unquote
 
@@ -41,37 +39,12 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "rekognition"
 TERMINATOR = "aws4_request"
 
-#: First four characters of every access key id Visage makes (AWS uses AKIA, ASIA...).
-ACCESS_KEY_PREFIX = "VSAK"
-
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _AUTH_PARAMETERS = ("Credential", "SignedHeaders", "Signature")
-_KEY_ID_ALPHABET = string.ascii_uppercase + "234567"  # base32, like AWS key ids
-_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"  # like AWS secrets
 
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An access key pair; the secret is left out of ``repr`` so it does not reach logs."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-
-
-def generate_credentials() -> Credentials:
-    """Make a new random key pair in AWS's shapes.
-
-    The access key id is 20 characters: :data:`ACCESS_KEY_PREFIX` and 16 base32
-    characters (uppercase letters and 2-7). The secret is 40 characters of
-    letters, digits, ``+`` and ``/``, drawn from :mod:`secrets`.
-    """
-    key_id = ACCESS_KEY_PREFIX + "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(16))
-    secret = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(40))
-    return Credentials(key_id, secret)
 
 
 def verify_request(

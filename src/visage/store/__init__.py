@@ -15,15 +15,12 @@ from visage.store.base import Store
 
 def open_store(settings: Settings) -> Store:
     """The configured store: SQLite in the data dir, or PostgreSQL for a postgresql:// URL."""
-    if settings.store in (None, "", "sqlite"):
+    if settings.postgres_url is None:
         from visage.store.sqlite import SQLiteStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return SQLiteStore(settings.data_dir / "visage.db", exact_search_limit=settings.exact_search_limit)
-    if settings.store.startswith(("postgresql://", "postgres://")):
-        from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
+        return SQLiteStore(settings.sqlite_path, exact_search_limit=settings.exact_search_limit)
+    from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 
-        # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
-        return PostgresStore(settings.store, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)
-    # Not echoed: a URL may hold a password.
-    raise ValueError("The store (--store, VISAGE_STORE) must be 'sqlite' or a postgresql:// URL.")
+    # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
+    return PostgresStore(settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import random
-import re
 import tempfile
 import time
 from collections import Counter
@@ -23,7 +22,9 @@ from typing import Any, TypeVar
 import click
 from botocore.exceptions import ClientError
 
+from visage.bulk import as_external_image_id
 from visage.config import Settings
+from visage.contract import shape_max
 from visage.engine import Engine
 from visage.evaluation.intervals import binomial_range, poisson_range
 from visage.evaluation.labelled import fairface, utkface
@@ -33,7 +34,7 @@ from visage.testing import LocalServer
 
 THRESHOLDS = (80.0, 95.0, 99.0)
 COLLECTION = "gallery"
-MAX_MATCHES = 4096
+MAX_MATCHES = shape_max("MaxFaces")  # the most one search may return
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -63,8 +64,8 @@ def plan_gallery(data: Path, probes: int, limit: int | None = None, seed: int = 
 
 
 def external_id(path: Path, data: Path) -> str:
-    """Rekognition's ExternalImageId ([a-zA-Z0-9_.-:]+, at most 255) naming the image's file."""
-    return re.sub(r"[^a-zA-Z0-9_.\-:]", "_", str(path.relative_to(data)).replace("/", ":"))[-255:]
+    """Rekognition's ExternalImageId naming the image's file (its path's end, if too long)."""
+    return as_external_image_id(str(path.relative_to(data)).replace("/", ":"), keep_end=True)
 
 
 def source(image_id: str) -> str:
