@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from visage.engine import Engine
+from visage.engine.recognition import MODEL_NAMES, FusionWeight
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import LabelledVectors, all_pair_scores
 from visage.evaluation.calibration import (
     CHECK_DOWN_TO,
@@ -27,8 +29,6 @@ from visage.evaluation.calibration import (
     fmr_for_similarity,
     is_checked,
 )
-from visage.facemodels import MODEL_NAMES, FusionWeight
-from visage.similarity import SimilarityMap
 
 
 def test_the_definition() -> None:

@@ -9,10 +9,10 @@ import pytest
 
 from visage.config import Settings
 from visage.engine import Engine
+from visage.engine.quality import quality_filter_reasons
+from visage.engine.recognition import cosine
 from visage.errors import InvalidParameterException
-from visage.facemodels import cosine
 from visage.faces import FaceDetail
-from visage.quality import quality_filter_reasons
 
 LANDMARK_TYPES = {
     "eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight", "leftEyeBrowLeft", "leftEyeBrowRight",
@@ -207,8 +207,8 @@ def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
     file (the calibration was fitted on them), face by face."""
     import cv2
 
-    from visage.bundled import SFACE, verified_path
-    from visage.facemodels import align_sface
+    from visage.engine.bundled import SFACE, verified_path
+    from visage.engine.recognition import align_sface
 
     opencv = cv2.FaceRecognizerSF.create(str(verified_path(SFACE)), "")
     group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
@@ -234,14 +234,14 @@ def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: P
 
 
 def test_sface_graph_is_rewritten_where_it_should_be() -> None:
-    """The rewrite (visage.sface_graph) leaves no per-call dequantisation and no PRelu,
+    """The rewrite (visage.engine.sface_graph) leaves no per-call dequantisation and no PRelu,
     and SFace does have channels whose slope is above 1, so the sign-flip path is taken
     (test_sface_vectors_are_opencvs checks the result)."""
     import onnx
     from onnx import numpy_helper
 
-    from visage.bundled import SFACE, verified_path
-    from visage.sface_graph import sface_graph
+    from visage.engine.bundled import SFACE, verified_path
+    from visage.engine.sface_graph import sface_graph
 
     original = onnx.load(str(verified_path(SFACE)))
     slopes = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer if t.name.endswith("relu_gamma")}

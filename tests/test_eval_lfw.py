@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from visage.engine.recognition import MODEL_NAMES
 from visage.evaluation.cli import MODELS, eval_group
 from visage.evaluation.curves import error_curve, tar_at_far
 from visage.evaluation.lfw import Pair
 from visage.evaluation.lfw_report import limited_pairs
-from visage.facemodels import MODEL_NAMES
 
 LIMIT = 20
 PUBLISHED = Path(__file__).parent.parent / "docs" / "accuracy"

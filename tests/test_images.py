@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from visage.config import Settings
+from visage.engine.images import decode_image
 from visage.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
-from visage.images import decode_image
 
 from .conftest import encode
 

@@ -59,8 +59,8 @@ def main() -> None:
 @fails_cleanly
 def detect(images: tuple[str, ...], attributes: str, as_json: bool, draw: Path | None) -> None:
     """Detect faces in IMAGES and describe them."""
-    from visage.drawing import draw_faces
     from visage.engine import Engine
+    from visage.engine.drawing import draw_faces
 
     engine = Engine(Settings.from_env(max_image_bytes=_local_file_limit()))
     wanted = [a.strip().upper() for a in attributes.split(",") if a.strip()]

@@ -189,7 +189,7 @@ class FaceMatch:
     """A target face of a comparison, with its similarity to the source face."""
 
     face: Face
-    similarity: float  # 0-100, calibrated (see visage.similarity)
+    similarity: float  # 0-100, calibrated (see visage.engine.similarity)
 
 
 @dataclass(frozen=True)

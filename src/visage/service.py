@@ -28,6 +28,8 @@ from typing import Any
 
 from visage.config import Settings
 from visage.engine import Engine
+from visage.engine.images import DecodedImage, decode_image
+from visage.engine.quality import quality_filter_reasons
 from visage.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
@@ -37,8 +39,6 @@ from visage.errors import (
     UnknownOperationException,
 )
 from visage.faces import BoundingBox, Face
-from visage.images import DecodedImage, decode_image
-from visage.quality import quality_filter_reasons
 from visage.s3 import read_s3_object
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
 

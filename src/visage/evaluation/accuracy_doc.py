@@ -12,6 +12,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from visage.engine.recognition import FUSION_FILE
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.calibration import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
@@ -24,8 +26,6 @@ from visage.evaluation.calibration import (
 )
 from visage.evaluation.curves import Curve
 from visage.evaluation.plots import det_plot, heldout_plot, roc_plot, similarity_plot
-from visage.facemodels import FUSION_FILE
-from visage.similarity import SimilarityMap
 
 MODELS = ("sface", "dlib", "fusion")
 GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes

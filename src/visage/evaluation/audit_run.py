@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import LabelledVectors, PairScores, all_pair_scores
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.intervals import Measure, Rate, bootstrap_mean, clopper_pearson
@@ -27,7 +28,6 @@ from visage.evaluation.labelled import LabelledFace, age_group_bounds, by_cell, 
 from visage.evaluation.lfw import central_face, embed_images
 from visage.evaluation.prediction import map_identity, predicted_fmr
 from visage.faces import Face
-from visage.similarity import SimilarityMap
 
 THRESHOLDS = (80.0, 90.0, 99.0)
 ATTRIBUTES = ("ALL",)

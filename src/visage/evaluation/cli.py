@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-#: The face models this group evaluates (the test suite checks it against visage.facemodels.MODEL_NAMES).
+#: The face models this group evaluates (the test suite checks it against visage.engine.recognition.MODEL_NAMES).
 MODELS = ("sface", "dlib", "fusion")
 DOCS = Path("docs")
 
@@ -64,9 +64,9 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
 def calibrate_command(models: tuple[str, ...], seed: int) -> None:
     """Refit the Similarity maps on every pair of LFW images (visage/data/similarity/<model>.json)."""
     from visage.engine import Engine
+    from visage.engine.recognition import FusionWeight
     from visage.evaluation.allpairs import lfw_vectors
     from visage.evaluation.calibration import calibrate
-    from visage.facemodels import FusionWeight
 
     engine = Engine()
     for model in models:

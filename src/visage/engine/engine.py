@@ -1,4 +1,4 @@
-"""The face engine: image bytes to faces, embeddings and comparisons, in-process.
+"""The Engine: image bytes to faces, embeddings and comparisons, in-process.
 
 This is Visage's Python API. Load an :class:`Engine` once; it loads each model
 the first time a call needs it and shares it between threads::
@@ -21,15 +21,23 @@ from typing import TypeVar
 
 import cv2
 
-from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_score
 from visage.config import Settings
-from visage.detection import Detection, FaceDetector
+from visage.engine.attributes import (
+    EYES_OPEN,
+    MOUTH_OPEN,
+    SMILE,
+    AgeGenderModel,
+    eye_openness,
+    mouth_openness,
+    smile_score,
+)
+from visage.engine.detection import Detection, FaceDetector
+from visage.engine.images import DecodedImage, decode_image
+from visage.engine.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
+from visage.engine.quality import measure_quality, quality_filter_reasons
+from visage.engine.recognition import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
 from visage.errors import InvalidParameterException
-from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
-from visage.images import DecodedImage, decode_image
-from visage.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
-from visage.quality import measure_quality, quality_filter_reasons
 
 T = TypeVar("T")
 ImageInput = bytes | DecodedImage
