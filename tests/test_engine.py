@@ -11,6 +11,7 @@ from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.quality import quality_filter_reasons
 from visage.engine.recognition import cosine
+from visage.engine.registry import face_model_entry
 from visage.errors import InvalidParameterException
 from visage.faces import FaceDetail
 
@@ -136,6 +137,18 @@ def test_vectors_of_different_models_are_never_compared(engine: Engine, astronau
     (b,) = engine.embed(astronaut_jpeg, model="dlib")
     with pytest.raises(InvalidParameterException, match="different face models"):
         cosine(a.embedding, b.embedding)
+
+
+def test_a_models_similarity_map_and_version_need_no_network() -> None:
+    engine = Engine()
+    mapping = engine.similarity_map("dlib")
+    assert mapping.model == "dlib" and mapping.metadata["face_model_version"] == face_model_entry("dlib").version
+    assert engine.similarity_map("dlib") is mapping  # read once per engine
+    assert "dlib" not in engine._loaded  # the network was not loaded to get them
+    with pytest.raises(InvalidParameterException, match="Unknown face model 'nope'; choose one of sface, dlib, fusion"):
+        engine.similarity_map("nope")
+    with pytest.raises(InvalidParameterException, match="Unknown face model 'nope'"):
+        engine.face_model("nope")
 
 
 # With the evaluation data -------------------------------------------------------------

@@ -18,18 +18,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from visage.engine.recognition import MODEL_NAMES
-from visage.evaluation.cli import MODELS, eval_group
+from visage.evaluation.cli import eval_group
 from visage.evaluation.curves import error_curve, tar_at_far
 from visage.evaluation.lfw import Pair
 from visage.evaluation.lfw_report import limited_pairs
 
 LIMIT = 20
 PUBLISHED = Path(__file__).parent.parent / "docs" / "accuracy"
-
-
-def test_the_eval_group_knows_every_face_model() -> None:
-    assert MODELS == MODEL_NAMES
 
 
 def test_limited_pairs_keep_both_kinds_in_every_fold() -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visage.config import Settings
+from visage.engine.registry import MODEL_NAMES
 from visage.errors import VisageError
 
 err = Console(stderr=True)
@@ -108,7 +109,7 @@ def _flag(estimate: Any) -> str:
 @click.argument("source")
 @click.argument("target")
 @click.option("--threshold", default=80.0, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
-@click.option("--model", default=None, help="Face model: sface (default) or dlib.")
+@click.option("--model", default=None, help=f"Face model: {', '.join(MODEL_NAMES)} (default: VISAGE_FACE_MODEL, or sface).")
 @click.option("--json", "as_json", is_flag=True, help="Print Rekognition's CompareFaces JSON.")
 @fails_cleanly
 def compare(source: str, target: str, threshold: float, model: str | None, as_json: bool) -> None:

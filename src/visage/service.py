@@ -350,7 +350,7 @@ class RekognitionService:
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
         own = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER + 1, user_id=user_id)
-        model = self.engine.face_model(collection.face_model)
+        mapping = self.engine.similarity_map(collection.face_model)
 
         associated, unsuccessful, to_associate = [], [], []
         for face_id in wanted:
@@ -364,7 +364,7 @@ class RekognitionService:
                     {"FaceId": face_id, "UserId": face.user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]}
                 )
             elif own:
-                similarity = max(float(model.similarity(float(o.vector @ face.vector))) for o in own)
+                similarity = max(float(mapping(float(o.vector @ face.vector))) for o in own)
                 if similarity < threshold:
                     unsuccessful.append(
                         {"FaceId": face_id, "Confidence": similarity, "Reasons": ["LOW_MATCH_CONFIDENCE"]}
@@ -531,7 +531,7 @@ class RekognitionService:
     def _search(
         self, collection: Collection, vector: Any, limit: int, threshold: float, exclude: str | None = None
     ) -> list[tuple[StoredFace, float]]:
-        mapping = self.engine.face_model(collection.face_model).similarity
+        mapping = self.engine.similarity_map(collection.face_model)
         scored = self.store.search(
             collection.collection_id, vector, limit, mapping.raw_threshold(threshold), exclude_face_id=exclude
         )
@@ -541,7 +541,7 @@ class RekognitionService:
         self, collection: Collection, probes: list[Any], max_users: int, threshold: float, exclude_user: str | None = None
     ) -> list[tuple[str, float]]:
         """Users ranked by their best face's similarity to any probe vector."""
-        mapping = self.engine.face_model(collection.face_model).similarity
+        mapping = self.engine.similarity_map(collection.face_model)
         best: dict[str, float] = {}
         for vector in probes:
             scored: list[ScoredFace] = self.store.search(

@@ -10,6 +10,7 @@ beside it are its parts, one step each:
 - :mod:`~visage.engine.attributes`: AgeRange, Gender, EyesOpen, MouthOpen, Smile;
 - :mod:`~visage.engine.recognition`: the face models, face to unit vector
   (:mod:`~visage.engine.sface_graph` rewrites SFace's graph at load);
+- :mod:`~visage.engine.registry`: the face models by name, with their versions;
 - :mod:`~visage.engine.similarity`: a model's cosine to Rekognition's Similarity;
 - :mod:`~visage.engine.bundled`: the pinned model files, checked before loading;
 - :mod:`~visage.engine.drawing`: pictures of what was found.

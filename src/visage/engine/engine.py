@@ -1,7 +1,8 @@
 """The Engine: image bytes to faces, embeddings and comparisons, in-process.
 
 This is Visage's Python API. Load an :class:`Engine` once; it loads each model
-the first time a call needs it and shares it between threads::
+the first time a call needs it (face models through :mod:`visage.engine.registry`)
+and shares it between threads::
 
     from visage import Engine
 
@@ -35,7 +36,9 @@ from visage.engine.detection import Detection, FaceDetector
 from visage.engine.images import DecodedImage, decode_image
 from visage.engine.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
 from visage.engine.quality import measure_quality, quality_filter_reasons
-from visage.engine.recognition import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
+from visage.engine.recognition import FaceModel, cosine
+from visage.engine.registry import FIVE_POINTS, face_model_entry
+from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
 
@@ -72,14 +75,17 @@ class Engine:
 
     def face_model(self, name: str | None = None) -> FaceModel:
         """The face model called ``name`` (default: the configured one)."""
-        name = name or self.settings.face_model
-        if name == "sface":
-            return self._load("sface", lambda: SFaceModel(self.settings.model_threads))
-        if name == "dlib":
-            return self._load("dlib", lambda: DlibModel(self._shape_predictor(5)))
-        if name == "fusion":
-            return self._load("fusion", lambda: FusionModel(self.face_model("sface"), self.face_model("dlib")))
-        raise InvalidParameterException(f"Unknown face model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        entry = face_model_entry(name or self.settings.face_model)
+        return self._load(entry.name, lambda: entry.factory(self.settings, *map(self._face_model_part, entry.needs)))
+
+    def _face_model_part(self, name: str) -> object:
+        """A part a face model's entry needs: another face model, or the 5-point shape predictor."""
+        return self._shape_predictor(5) if name == FIVE_POINTS else self.face_model(name)
+
+    def similarity_map(self, name: str | None = None) -> SimilarityMap:
+        """Face model ``name``'s map from cosine to Similarity, read without loading the model."""
+        entry = face_model_entry(name or self.settings.face_model)
+        return self._load(f"{entry.name} similarity", entry.similarity_map)
 
     def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:
         """Load everything a server will need, so the first request is not slow."""
@@ -133,7 +139,7 @@ class Engine:
 
     def similarity(self, a: Embedding, b: Embedding) -> float:
         """Calibrated Similarity (0-100) of two embeddings of the same model."""
-        return float(self.face_model(a.model).similarity(cosine(a, b)))
+        return float(self.similarity_map(a.model)(cosine(a, b)))
 
     def compare_faces(
         self,

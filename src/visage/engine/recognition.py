@@ -10,7 +10,8 @@ is a weighted mean of the two cosines.
 Every vector is L2-normalised and tagged with its model's name and version;
 the raw score of a pair is their cosine (a dot product), and the model's
 :class:`~visage.engine.similarity.SimilarityMap` turns it into a Similarity. Vectors
-of different models are never compared.
+of different models are never compared. The models are found by name through
+:mod:`visage.engine.registry`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from visage.engine.detection import Detection
 from visage.engine.images import DecodedImage
 from visage.engine.landmarks import ShapePredictor
 from visage.engine.sface_graph import sface_graph
-from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
 from visage.faces import Embedding
 
@@ -42,7 +42,6 @@ class FaceModel(Protocol):
     name: str
     version: str
     dimension: int
-    similarity: SimilarityMap
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]: ...
 
@@ -65,7 +64,6 @@ class SFaceModel:
         graph = sface_graph(verified_path(SFACE))
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         out = []
@@ -107,7 +105,6 @@ class DlibModel:
         self._five_points = five_points
         self._net = dlib.face_recognition_model_v1(verified_path(DLIB_RESNET))
         self._lock = threading.Lock()
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         if not detections:
@@ -162,7 +159,6 @@ class FusionModel:
         self.weight = weight or FusionWeight.load()
         self.version = self.weight.version
         self._sface, self._dlib = sface, dlib
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         pairs = zip(self._sface.embed(image, detections), self._dlib.embed(image, detections))
@@ -184,5 +180,3 @@ def cosine(a: Embedding, b: Embedding) -> float:
         )
     return float(np.dot(a.vector, b.vector))
 
-
-MODEL_NAMES = ("sface", "dlib", "fusion")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 
-#: The face models this group evaluates (the test suite checks it against visage.engine.recognition.MODEL_NAMES).
-MODELS = ("sface", "dlib", "fusion")
+from visage.engine.registry import MODEL_NAMES, face_model_entry
+
 DOCS = Path("docs")
 
 
@@ -29,7 +29,7 @@ def eval_group() -> None:
 
 
 @eval_group.command("lfw")
-@click.option("--model", type=click.Choice(MODELS), default="sface", show_default=True)
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DOCS / "accuracy", show_default=True,
               help="Folder for lfw-<model>.json and its ROC and DET plots.")
 @click.option("--limit", type=click.IntRange(1, 300), default=None,
@@ -58,20 +58,19 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
 
 
 @eval_group.command("calibrate")
-@click.option("--models", type=click.Choice(MODELS), multiple=True, default=MODELS, show_default=True,
+@click.option("--models", type=click.Choice(MODEL_NAMES), multiple=True, default=MODEL_NAMES, show_default=True,
               help="Repeat to fit several.")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of the split of people into halves.")
 def calibrate_command(models: tuple[str, ...], seed: int) -> None:
     """Refit the Similarity maps on every pair of LFW images (visage/data/similarity/<model>.json)."""
     from visage.engine import Engine
-    from visage.engine.recognition import FusionWeight
     from visage.evaluation.allpairs import lfw_vectors
     from visage.evaluation.calibration import calibrate
 
     engine = Engine()
     for model in models:
         started = time.perf_counter()
-        version = FusionWeight.load().version if model == "fusion" else engine.face_model(model).version
+        version = face_model_entry(model).version
         fitted = calibrate(lfw_vectors(engine, model), version, seed=seed)
         path = fitted.save()
         meta = fitted.metadata

@@ -95,7 +95,7 @@ def run_lfw(
             "thresholds": [round(t, 6) for t in kfold.thresholds],
         },
         "tar_at_far": {"pairs.txt": [tar_at_far(genuine, impostor, far) for far in FARS]},
-        "at_similarity": [_at_similarity(engine.face_model(model).similarity, s, genuine, impostor) for s in TABLE_SIMILARITIES],
+        "at_similarity": [_at_similarity(engine.similarity_map(model), s, genuine, impostor) for s in TABLE_SIMILARITIES],
     }
     if all_pairs:
         every = all_pair_scores(lfw_vectors(engine, model, root))
