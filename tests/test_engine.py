@@ -241,8 +241,10 @@ def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
 def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: Path) -> None:
     group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
     faces = engine.analyze(group, embed=True, quality_filter="HIGH", max_embedded=3)
-    passing = [i for i, f in enumerate(faces) if not quality_filter_reasons(f.detail, "HIGH", group.width, group.height)]
-    assert len(faces) == 29 and len(passing) > 3
+    for face in faces:  # each face carries the reasons it fails the filter
+        assert list(face.filter_reasons) == quality_filter_reasons(face.detail, "HIGH", group.width, group.height)
+    passing = [i for i, f in enumerate(faces) if not f.filter_reasons]
+    assert len(faces) == 29 and 3 < len(passing) < 29
     assert [i for i, f in enumerate(faces) if f.embedding is not None] == passing[:3]
 
 

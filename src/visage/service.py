@@ -29,7 +29,6 @@ from typing import Any
 from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.images import DecodedImage, decode_image
-from visage.engine.quality import quality_filter_reasons
 from visage.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
@@ -205,7 +204,7 @@ class RekognitionService:
             if face.embedding is not None:
                 indexed.append(face)
             else:
-                reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["EXCEEDS_MAX_FACES"]
+                reasons = list(face.filter_reasons) or ["EXCEEDS_MAX_FACES"]
                 unindexed.append({"Reasons": reasons, "FaceDetail": face.detail.to_rekognition()})
 
         existing = self.store.find_image(collection.collection_id, image_hash, external_id)
@@ -455,7 +454,7 @@ class RekognitionService:
             if face.embedding is not None:
                 probe = face
                 continue
-            reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["FACE_NOT_LARGEST"]
+            reasons = list(face.filter_reasons) or ["FACE_NOT_LARGEST"]
             unsearched.append({"FaceDetails": face.detail.to_rekognition(), "Reasons": reasons})
         response: Response = {"FaceModelVersion": collection.face_model_version, "UnsearchedFaces": unsearched}
         matches: list[tuple[str, float]] = []

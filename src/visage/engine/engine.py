@@ -112,22 +112,24 @@ class Engine:
         quality_filter: str = "NONE",
         max_embedded: int | None = None,
     ) -> list[Face]:
-        """Faces in the image (largest first), with the requested attributes and, if
-        ``embed``, vectors from face model ``model`` for the faces that pass
-        ``quality_filter`` (the first ``max_embedded`` of them, if given); the others
-        are returned without one, and cost no embedding."""
+        """Faces in the image (largest first), with the requested attributes, the
+        reasons each fails ``quality_filter`` (none for a face that passes) and, if
+        ``embed``, vectors from face model ``model`` for the faces that pass (the
+        first ``max_embedded`` of them, if given); the others are returned without
+        one, and cost no embedding."""
         decoded = self.decode(image)
         detections = self.detector.detect(decoded)
         if not detections:
             return []
         details = self._describe(decoded, detections, wanted_attributes(attributes))
-        if not embed:
-            return [Face(detail=d) for d in details]
-        passing = [
-            i for i, d in enumerate(details) if not quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)
-        ][:max_embedded]
-        embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
-        return [Face(detail=d, embedding=embeddings.get(i)) for i, d in enumerate(details)]
+        reasons = [tuple(quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)) for d in details]
+        embeddings: dict[int, Embedding] = {}
+        if embed:
+            passing = [i for i, failed in enumerate(reasons) if not failed][:max_embedded]
+            embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
+        return [
+            Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)
+        ]
 
     def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
         """Rekognition's DetectFaces: up to 100 faces, largest first."""
