@@ -27,8 +27,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from visage.config import Settings
-from visage.engine import Engine
-from visage.engine.images import DecodedImage, decode_image
+from visage.engine import DecodedImage, Engine
 from visage.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
@@ -113,7 +112,7 @@ class RekognitionService:
     def image(self, image: Request) -> DecodedImage:
         """Decode an ``Image`` member: exactly one of Bytes or S3Object."""
         data, limit = self._image_bytes(image)
-        return decode_image(data, self.settings, max_bytes=limit)
+        return self.engine.decode(data, max_bytes=limit)
 
     def _image_bytes(self, image: Request) -> tuple[bytes, int]:
         """The raw bytes of an ``Image`` member, and the byte limit that applies to them."""
@@ -192,7 +191,7 @@ class RekognitionService:
     def index_faces(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
         data, limit = self._image_bytes(request["Image"])
-        image, image_hash = decode_image(data, self.settings, max_bytes=limit), hashlib.sha256(data).hexdigest()
+        image, image_hash = self.engine.decode(data, max_bytes=limit), hashlib.sha256(data).hexdigest()
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)

@@ -1,8 +1,8 @@
 """The Engine: image bytes to faces, embeddings and comparisons, in-process.
 
-This is Visage's Python API. Load an :class:`Engine` once; it loads each model
-the first time a call needs it (face models through :mod:`visage.engine.registry`)
-and shares it between threads::
+This is Visage's Python API. Load an :class:`Engine` once; it decodes every
+image it is given, loads each model the first time a call needs it (face
+models through :mod:`visage.engine.registry`) and shares them between threads::
 
     from visage import Engine
 
@@ -100,8 +100,12 @@ class Engine:
 
     # The API -------------------------------------------------------------------------
 
-    def decode(self, image: ImageInput) -> DecodedImage:
-        return image if isinstance(image, DecodedImage) else decode_image(image, self.settings)
+    def decode(self, image: ImageInput, max_bytes: int | None = None) -> DecodedImage:
+        """The upright RGB image of PNG or JPEG bytes, or a named error (:mod:`visage.engine.images`).
+
+        ``max_bytes`` overrides the settings' byte limit (images read from S3 may be larger).
+        """
+        return image if isinstance(image, DecodedImage) else decode_image(image, self.settings, max_bytes=max_bytes)
 
     def analyze(
         self,
