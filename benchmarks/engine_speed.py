@@ -32,8 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import peak_rss_mib, summary_ms, write_results  # noqa: E402
 
-from visage.bundled import DLIB_RESNET, DLIB_SHAPE_5, verified_path  # noqa: E402
 from visage.engine import Engine  # noqa: E402
+from visage.engine.bundled import DLIB_RESNET, DLIB_SHAPE_5, verified_path  # noqa: E402
 from visage.evaluation.data import eval_data_dir  # noqa: E402
 
 

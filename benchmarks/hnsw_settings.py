@@ -27,7 +27,7 @@ from _results import write_results  # noqa: E402
 from search_scale import Distractors, gallery_blocks, real_vectors  # noqa: E402  (imports visage first)
 from usearch.index import Index  # noqa: E402  (after onnxruntime: see visage/__init__.py)
 
-from visage.similarity import SimilarityMap  # noqa: E402
+from visage.engine.similarity import SimilarityMap  # noqa: E402
 from visage.store.sqlite_search import RESCORED_CANDIDATES  # noqa: E402
 
 EXPANSION_ADD = 128  # HNSW "efConstruction", as the store had it

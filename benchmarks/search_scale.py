@@ -65,7 +65,7 @@ from visage.evaluation.data import eval_data_dir  # noqa: E402
 from visage.evaluation.lfw import embed_images  # noqa: E402
 from visage.faces import BoundingBox  # noqa: E402
 from visage.store.base import Collection, StoredFace  # noqa: E402
-from visage.similarity import SimilarityMap  # noqa: E402
+from visage.engine.similarity import SimilarityMap  # noqa: E402
 from visage.store.vector_index import COARSE_CANDIDATES, COMPACT_AFTER, FACES_PER_COARSE_CANDIDATE, QUANTISATION_MARGIN, TRAINING_VECTORS, VectorIndex, cores  # noqa: E402
 from visage.store.sqlite import SQLiteStore  # noqa: E402
 from visage.store.sqlite_search import RESCORED_CANDIDATES  # noqa: E402

@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.audit.command import audit_command
 from visage.evaluation.audit.run import distance_outside
 from visage.evaluation.intervals import Rate, bootstrap_mean, clopper_pearson, poisson_range
 from visage.evaluation.labelled import fairface, lfw_by_gender, limit_per_cell, utkface
 from visage.evaluation.prediction import predicted_fmr
-from visage.similarity import SimilarityMap
 
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "docs" / "bias-audit" / "audit.json"

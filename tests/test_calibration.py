@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from visage.engine import Engine
+from visage.engine.registry import MODEL_NAMES, face_model_entry
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import LabelledVectors, all_pair_scores
 from visage.evaluation.calibration.similarity_map import (
     CHECK_DOWN_TO,
@@ -27,8 +29,6 @@ from visage.evaluation.calibration.similarity_map import (
     fmr_for_similarity,
     is_checked,
 )
-from visage.facemodels import MODEL_NAMES, FusionWeight
-from visage.similarity import SimilarityMap
 
 
 def test_the_definition() -> None:
@@ -54,8 +54,9 @@ def test_map_loads_is_monotone_and_says_what_it_means(model: str) -> None:
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_map_was_fitted_for_the_model_version_in_use(engine: Engine, model: str) -> None:
-    version = FusionWeight.load().version if model == "fusion" else engine.face_model(model).version
-    assert SimilarityMap.load(model).metadata["face_model_version"] == version
+    version = face_model_entry(model).version
+    assert engine.face_model(model).version == version  # the registry tells the loaded model's version
+    assert engine.similarity_map(model).metadata["face_model_version"] == version
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)

@@ -9,10 +9,11 @@ import pytest
 
 from visage.config import Settings
 from visage.engine import Engine
+from visage.engine.quality import quality_filter_reasons
+from visage.engine.recognition import cosine
+from visage.engine.registry import face_model_entry
 from visage.errors import InvalidParameterException
-from visage.facemodels import cosine
 from visage.faces import FaceDetail
-from visage.quality import quality_filter_reasons
 
 LANDMARK_TYPES = {
     "eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight", "leftEyeBrowLeft", "leftEyeBrowRight",
@@ -138,6 +139,18 @@ def test_vectors_of_different_models_are_never_compared(engine: Engine, astronau
         cosine(a.embedding, b.embedding)
 
 
+def test_a_models_similarity_map_and_version_need_no_network() -> None:
+    engine = Engine()
+    mapping = engine.similarity_map("dlib")
+    assert mapping.model == "dlib" and mapping.metadata["face_model_version"] == face_model_entry("dlib").version
+    assert engine.similarity_map("dlib") is mapping  # read once per engine
+    assert "dlib" not in engine._loaded  # the network was not loaded to get them
+    with pytest.raises(InvalidParameterException, match="Unknown face model 'nope'; choose one of sface, dlib, fusion"):
+        engine.similarity_map("nope")
+    with pytest.raises(InvalidParameterException, match="Unknown face model 'nope'"):
+        engine.face_model("nope")
+
+
 # With the evaluation data -------------------------------------------------------------
 
 
@@ -207,8 +220,8 @@ def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
     file (the calibration was fitted on them), face by face."""
     import cv2
 
-    from visage.bundled import SFACE, verified_path
-    from visage.facemodels import align_sface
+    from visage.engine.bundled import SFACE, verified_path
+    from visage.engine.recognition import align_sface
 
     opencv = cv2.FaceRecognizerSF.create(str(verified_path(SFACE)), "")
     group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
@@ -228,20 +241,22 @@ def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
 def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: Path) -> None:
     group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
     faces = engine.analyze(group, embed=True, quality_filter="HIGH", max_embedded=3)
-    passing = [i for i, f in enumerate(faces) if not quality_filter_reasons(f.detail, "HIGH", group.width, group.height)]
-    assert len(faces) == 29 and len(passing) > 3
+    for face in faces:  # each face carries the reasons it fails the filter
+        assert list(face.filter_reasons) == quality_filter_reasons(face.detail, "HIGH", group.width, group.height)
+    passing = [i for i, f in enumerate(faces) if not f.filter_reasons]
+    assert len(faces) == 29 and 3 < len(passing) < 29
     assert [i for i, f in enumerate(faces) if f.embedding is not None] == passing[:3]
 
 
 def test_sface_graph_is_rewritten_where_it_should_be() -> None:
-    """The rewrite (visage.sface_graph) leaves no per-call dequantisation and no PRelu,
+    """The rewrite (visage.engine.sface_graph) leaves no per-call dequantisation and no PRelu,
     and SFace does have channels whose slope is above 1, so the sign-flip path is taken
     (test_sface_vectors_are_opencvs checks the result)."""
     import onnx
     from onnx import numpy_helper
 
-    from visage.bundled import SFACE, verified_path
-    from visage.sface_graph import sface_graph
+    from visage.engine.bundled import SFACE, verified_path
+    from visage.engine.sface_graph import sface_graph
 
     original = onnx.load(str(verified_path(SFACE)))
     slopes = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer if t.name.endswith("relu_gamma")}

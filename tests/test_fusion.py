@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from visage.engine import Engine
+from visage.engine.recognition import FusionModel, FusionWeight, cosine
 from visage.evaluation.lfw import embed_images
-from visage.facemodels import FusionModel, FusionWeight, cosine
 from visage.faces import Embedding, Face
 
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from visage.config import Settings
+from visage.engine import Engine
+from visage.engine.images import decode_image
 from visage.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
-from visage.images import decode_image
 
 from .conftest import encode
 
@@ -73,6 +74,13 @@ def test_six_megabyte_image_is_too_large() -> None:
         decode_image(data)
     # The limit is a setting.
     assert decode_image(data, Settings(max_image_bytes=10_000_000)).width == 1400
+
+
+def test_the_engine_decodes_under_its_settings_or_a_given_byte_limit(astronaut_jpeg: bytes) -> None:
+    engine = Engine(Settings(max_image_bytes=len(astronaut_jpeg) - 1))  # loads no model
+    with pytest.raises(ImageTooLargeException, match=f"{len(astronaut_jpeg) - 1:,} bytes"):
+        engine.decode(astronaut_jpeg)
+    assert engine.decode(astronaut_jpeg, max_bytes=len(astronaut_jpeg)).width == 512  # as for S3 images
 
 
 def _png_claiming(width: int, height: int) -> bytes:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 
 from visage.engine import Engine
-from visage.images import DecodedImage
-from visage.quality import QUALITY_BARS
+from visage.engine.images import DecodedImage
+from visage.engine.quality import QUALITY_BARS
 
 
 def test_blur_lowers_sharpness_and_darkening_lowers_brightness(engine: Engine, portraits: Path) -> None:

@@ -174,9 +174,12 @@ def test_index_faces_quality_filter_high_drops_small_faces(rekognition: Any, col
     response = rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, QualityFilter="HIGH", MaxFaces=100)
     assert response["UnindexedFaces"], "HIGH should refuse some of the small, soft 1927 faces"
     for unindexed in response["UnindexedFaces"]:
-        assert set(unindexed["Reasons"]) <= {
-            "EXTREME_POSE", "LOW_BRIGHTNESS", "LOW_SHARPNESS", "LOW_CONFIDENCE", "SMALL_BOUNDING_BOX", "LOW_FACE_QUALITY",
-        }
+        assert set(unindexed["Reasons"]) <= QUALITY_REASONS
+
+
+QUALITY_REASONS = {
+    "EXTREME_POSE", "LOW_BRIGHTNESS", "LOW_SHARPNESS", "LOW_CONFIDENCE", "SMALL_BOUNDING_BOX", "LOW_FACE_QUALITY",
+}
 
 
 def test_index_faces_errors(rekognition: Any, people: dict[str, bytes]) -> None:
@@ -261,6 +264,18 @@ def test_search_users_by_image_without_face_is_empty(rekognition: Any, collectio
 
     response = rekognition.search_users_by_image(CollectionId=collection, Image={"Bytes": encode(data.coffee())})
     assert response["UserMatches"] == [] and "SearchedFace" not in response
+
+
+def test_search_users_by_image_says_why_the_other_faces_were_not_searched(
+    rekognition: Any, collection: str, portraits: Path
+) -> None:
+    group = (portraits / "solvay_conference_1927.jpg").read_bytes()
+    response = rekognition.search_users_by_image(CollectionId=collection, Image={"Bytes": group}, QualityFilter="HIGH")
+    reasons = [u["Reasons"] for u in response["UnsearchedFaces"]]
+    assert "FaceDetail" in response["SearchedFace"] and len(reasons) == 28
+    refused = [r for r in reasons if r != ["FACE_NOT_LARGEST"]]
+    assert 0 < len(refused) < 28  # HIGH refuses the small, soft faces; the others passed but are not the largest
+    assert all(set(r) <= QUALITY_REASONS for r in refused)
 
 
 def test_user_requests_are_idempotent(rekognition: Any, collection: str) -> None:

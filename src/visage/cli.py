@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from visage.config import DEFAULT_THRESHOLD, Settings, SettingsError
+from visage.engine.registry import MODEL_NAMES
 from visage.errors import VisageError
 
 err = Console(stderr=True)
@@ -80,8 +81,8 @@ data_dir_option = click.option(
 @fails_cleanly
 def detect(images: tuple[str, ...], attributes: str, as_json: bool, draw: Path | None) -> None:
     """Detect faces in IMAGES and describe them."""
-    from visage.drawing import draw_faces
     from visage.engine import Engine
+    from visage.engine.drawing import draw_faces
 
     engine = Engine(Settings.from_env(max_image_bytes=_local_file_limit()))
     wanted = [a.strip().upper() for a in attributes.split(",") if a.strip()]
@@ -129,7 +130,7 @@ def _flag(estimate: Any) -> str:
 @click.argument("source")
 @click.argument("target")
 @click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
-@click.option("--model", default=None, help="Face model: sface (default) or dlib.")
+@click.option("--model", default=None, help=f"Face model: {', '.join(MODEL_NAMES)} (default: VISAGE_FACE_MODEL, or sface).")
 @click.option("--json", "as_json", is_flag=True, help="Print Rekognition's CompareFaces JSON.")
 @fails_cleanly
 def compare(source: str, target: str, threshold: float, model: str | None, as_json: bool) -> None:

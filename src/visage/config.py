@@ -34,7 +34,6 @@ from visage.contract import shape_max
 DEFAULT_THRESHOLD = 80.0
 
 LandmarkSource = Literal["dlib68", "yunet5"]
-FaceModelName = Literal["sface", "dlib", "fusion"]
 
 
 class SettingsError(ValueError):
@@ -69,7 +68,7 @@ class Settings:
 
     # Recognition ----------------------------------------------------------------------
     #: Face model used for new collections and for CompareFaces.
-    face_model: FaceModelName = "sface"
+    face_model: str = "sface"
 
     # Server ---------------------------------------------------------------------------
     #: Where the access keys (keys.json) and the embedded store (visage.db) are kept.
@@ -190,6 +189,10 @@ def _rule(name: str) -> Rule | None:
     """The rule of setting ``name``: from the table, or one of the values of a ``Literal`` type."""
     if name in _RULES:
         return _RULES[name]
+    if name == "face_model":  # the registry's names; imported here, as the engine imports this module
+        from visage.engine.registry import MODEL_NAMES
+
+        return "one of " + ", ".join(MODEL_NAMES), lambda value: value in MODEL_NAMES
     kind = _field_types()[name]
     if typing.get_origin(kind) is not Literal:
         return None

@@ -178,10 +178,12 @@ class Embedding:
 
 @dataclass(frozen=True)
 class Face:
-    """A detected face with its embedding (when one was asked for)."""
+    """A detected face with its embedding (when one was asked for), and Rekognition's
+    reasons why it fails the QualityFilter it was held to (empty when it passes)."""
 
     detail: FaceDetail
     embedding: Embedding | None = None
+    filter_reasons: tuple[str, ...] = ()  # e.g. ("SMALL_BOUNDING_BOX", "LOW_SHARPNESS")
 
 
 @dataclass(frozen=True)
@@ -189,7 +191,7 @@ class FaceMatch:
     """A target face of a comparison, with its similarity to the source face."""
 
     face: Face
-    similarity: float  # 0-100, calibrated (see visage.similarity)
+    similarity: float  # 0-100, calibrated (see visage.engine.similarity)
 
 
 @dataclass(frozen=True)

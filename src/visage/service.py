@@ -28,7 +28,7 @@ from typing import Any
 
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import shape_max, shape_pattern
-from visage.engine import Engine
+from visage.engine import DecodedImage, Engine
 from visage.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
@@ -38,8 +38,6 @@ from visage.errors import (
     UnknownOperationException,
 )
 from visage.faces import BoundingBox, Face
-from visage.images import DecodedImage, decode_image
-from visage.quality import quality_filter_reasons
 from visage.s3 import read_s3_object
 from visage.store import open_store
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
@@ -123,7 +121,7 @@ class RekognitionService:
     def image(self, image: Request) -> DecodedImage:
         """Decode an ``Image`` member: exactly one of Bytes or S3Object."""
         data, limit = self._image_bytes(image)
-        return decode_image(data, self.settings, max_bytes=limit)
+        return self.engine.decode(data, max_bytes=limit)
 
     def _image_bytes(self, image: Request) -> tuple[bytes, int]:
         """The raw bytes of an ``Image`` member, and the byte limit that applies to them."""
@@ -202,7 +200,7 @@ class RekognitionService:
     def index_faces(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
         data, limit = self._image_bytes(request["Image"])
-        image, image_hash = decode_image(data, self.settings, max_bytes=limit), hashlib.sha256(data).hexdigest()
+        image, image_hash = self.engine.decode(data, max_bytes=limit), hashlib.sha256(data).hexdigest()
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
@@ -214,7 +212,7 @@ class RekognitionService:
             if face.embedding is not None:
                 indexed.append(face)
             else:
-                reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["EXCEEDS_MAX_FACES"]
+                reasons = list(face.filter_reasons) or ["EXCEEDS_MAX_FACES"]
                 unindexed.append({"Reasons": reasons, "FaceDetail": face.detail.to_rekognition()})
 
         existing = self.store.find_image(collection.collection_id, image_hash, external_id)
@@ -359,7 +357,7 @@ class RekognitionService:
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
         own = self.store.list_faces(collection_id, None, MAX_FACES_PER_USER + 1, user_id=user_id)
-        model = self.engine.face_model(collection.face_model)
+        mapping = self.engine.similarity_map(collection.face_model)
 
         associated, unsuccessful, to_associate = [], [], []
         for face_id in wanted:
@@ -373,7 +371,7 @@ class RekognitionService:
                     {"FaceId": face_id, "UserId": face.user_id, "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]}
                 )
             elif own:
-                similarity = max(float(model.similarity(float(o.vector @ face.vector))) for o in own)
+                similarity = max(float(mapping(float(o.vector @ face.vector))) for o in own)
                 if similarity < threshold:
                     unsuccessful.append(
                         {"FaceId": face_id, "Confidence": similarity, "Reasons": ["LOW_MATCH_CONFIDENCE"]}
@@ -464,7 +462,7 @@ class RekognitionService:
             if face.embedding is not None:
                 probe = face
                 continue
-            reasons = quality_filter_reasons(face.detail, quality, image.width, image.height) or ["FACE_NOT_LARGEST"]
+            reasons = list(face.filter_reasons) or ["FACE_NOT_LARGEST"]
             unsearched.append({"FaceDetails": face.detail.to_rekognition(), "Reasons": reasons})
         response: Response = {"FaceModelVersion": collection.face_model_version, "UnsearchedFaces": unsearched}
         matches: list[tuple[str, float]] = []
@@ -540,7 +538,7 @@ class RekognitionService:
     def _search(
         self, collection: Collection, vector: Any, limit: int, threshold: float, exclude: str | None = None
     ) -> list[tuple[StoredFace, float]]:
-        mapping = self.engine.face_model(collection.face_model).similarity
+        mapping = self.engine.similarity_map(collection.face_model)
         scored = self.store.search(
             collection.collection_id, vector, limit, mapping.raw_threshold(threshold), exclude_face_id=exclude
         )
@@ -550,7 +548,7 @@ class RekognitionService:
         self, collection: Collection, probes: list[Any], max_users: int, threshold: float, exclude_user: str | None = None
     ) -> list[tuple[str, float]]:
         """Users ranked by their best face's similarity to any probe vector."""
-        mapping = self.engine.face_model(collection.face_model).similarity
+        mapping = self.engine.similarity_map(collection.face_model)
         best: dict[str, float] = {}
         for vector in probes:
             scored: list[ScoredFace] = self.store.search(

@@ -42,7 +42,7 @@ def _source_digest(model_class: type) -> str:
 
     digest = hashlib.sha1()
     for name in _ENGINE_MODULES:
-        digest.update((Path(__file__).parent.parent / f"{name}.py").read_bytes())
+        digest.update((Path(engine_module.__file__).parent / f"{name}.py").read_bytes())
     for piece in (model_class, engine_module.Engine.analyze, engine_module.Engine._describe):
         digest.update(inspect.getsource(piece).encode())
     return digest.hexdigest()

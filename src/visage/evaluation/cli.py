@@ -2,7 +2,7 @@
 
 Register with ``main.add_command(eval_group)``. Each subcommand lives with its subject
 (``visage.evaluation.<subject>.command``, listed in :data:`SUBCOMMANDS`) and takes its
-choice of face models and its default docs folder from here; it is imported only when
+default docs folder from here (and its choice of face models from :mod:`visage.engine.registry`); it is imported only when
 it runs or is listed, so importing this module loads no subcommand, no model and no data.
 
 The published figures are regenerated in this order::
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import click
 
-#: The face models this group evaluates (the test suite checks it against visage.facemodels.MODEL_NAMES).
-MODELS = ("sface", "dlib", "fusion")
 DOCS = Path("docs")
 
 #: Each subcommand of ``visage eval``, and the ``module:attribute`` that defines it.

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.recognition import FusionWeight, cosine
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.data import eval_data_dir
-from visage.facemodels import FusionWeight, cosine
 from visage.faces import Face
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from visage.similarity import SimilarityMap
+from visage.engine.similarity import SimilarityMap
 
 
 def predicted_fmr(similarity_map: SimilarityMap, similarity: float) -> float | None:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import click
 
-from visage.evaluation.cli import DOCS, MODELS
+from visage.engine.registry import MODEL_NAMES
+from visage.evaluation.cli import DOCS
 
 
 @click.command("lfw")
-@click.option("--model", type=click.Choice(MODELS), default="sface", show_default=True)
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DOCS / "accuracy", show_default=True,
               help="Folder for lfw-<model>.json and its ROC and DET plots.")
 @click.option("--limit", type=click.IntRange(1, 300), default=None,

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.accuracy.curves import Curve
 from visage.evaluation.calibration.similarity_map import FMR_PER_POINT, fmr_for_similarity
-from visage.similarity import SimilarityMap
 
 MARKED_SIMILARITIES = (80.0, 99.0)  # drawn as vertical lines at their FMR
 

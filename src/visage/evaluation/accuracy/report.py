@@ -12,6 +12,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from visage.engine.recognition import FUSION_FILE
+from visage.engine.registry import MODEL_NAMES
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.accuracy.curves import Curve
 from visage.evaluation.accuracy.plots import det_plot, heldout_plot, roc_plot, similarity_plot
 from visage.evaluation.calibration.similarity_map import (
@@ -24,20 +27,17 @@ from visage.evaluation.calibration.similarity_map import (
     fmr_for_similarity,
     is_checked,
 )
-from visage.facemodels import FUSION_FILE
-from visage.similarity import SimilarityMap
 
-MODELS = ("sface", "dlib", "fusion")
 GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes
 
 
 def write_accuracy_doc(docs: Path) -> Path:
     folder = docs / "accuracy"
-    results = {m: json.loads(p.read_text()) for m in MODELS if (p := folder / f"lfw-{m}.json").exists()}
+    results = {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := folder / f"lfw-{m}.json").exists()}
     full = {m: r for m, r in results.items() if r.get("limit") is None}
     if len(full) != len(results):
         raise ValueError(f"{folder} holds reduced runs (--limit): publish full runs only")
-    maps = {m: SimilarityMap.load(m) for m in MODELS}
+    maps = {m: SimilarityMap.load(m) for m in MODEL_NAMES}
     fusion = json.loads(FUSION_FILE.read_text())
     _plots(folder, results, maps)
     text = "\n".join([

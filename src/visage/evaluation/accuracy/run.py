@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.accuracy.cost import embedding_cost
 from visage.evaluation.accuracy.curves import Curve, error_curve, split_scores, tar_at_far
 from visage.evaluation.accuracy.plots import det_plot, roc_plot
@@ -39,7 +40,6 @@ from visage.evaluation.lfw import (
     pair_scores,
     read_pairs,
 )
-from visage.similarity import SimilarityMap
 
 FARS = (1e-3, 1e-4)
 TIMED_IMAGES = 20
@@ -95,7 +95,7 @@ def run_lfw(
             "thresholds": [round(t, 6) for t in kfold.thresholds],
         },
         "tar_at_far": {"pairs.txt": [tar_at_far(genuine, impostor, far) for far in FARS]},
-        "at_similarity": [_at_similarity(engine.face_model(model).similarity, s, genuine, impostor) for s in TABLE_SIMILARITIES],
+        "at_similarity": [_at_similarity(engine.similarity_map(model), s, genuine, impostor) for s in TABLE_SIMILARITIES],
     }
     if all_pairs:
         every = all_pair_scores(lfw_vectors(engine, model, root))

@@ -20,6 +20,7 @@ import click
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import LabelledVectors, PairScores, all_pair_scores
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.intervals import Measure, Rate, bootstrap_mean, clopper_pearson
@@ -27,7 +28,6 @@ from visage.evaluation.labelled import LabelledFace, age_group_bounds, by_cell, 
 from visage.evaluation.lfw import central_face, embed_images
 from visage.evaluation.prediction import map_identity, predicted_fmr
 from visage.faces import Face
-from visage.similarity import SimilarityMap
 
 THRESHOLDS = (80.0, 90.0, 99.0)
 ATTRIBUTES = ("ALL",)
@@ -275,7 +275,7 @@ def analysed(engine: Engine, model: str, faces: list[LabelledFace]) -> list[Face
 
 def audit_utkface(engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[float, ...], faces: list[LabelledFace]) -> DatasetAudit:
     found = dict(zip((f.path for f in faces), analysed(engine, model, faces)))
-    similarity = engine.face_model(model).similarity
+    similarity = engine.similarity_map(model)
     cells = []
     minor_matches, minor_pairs = np.zeros(len(thresholds), dtype=np.int64), 0
     for name, members in by_cell(faces).items():
@@ -353,7 +353,7 @@ def audit_lfw(engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[flo
     infos = [DETECTION, *map(fnmr_info, thresholds), *map(person_fnmr_info, thresholds), *map(fmr_info, thresholds)]
     audit = DatasetAudit("lfw", "LFW by gender (impostors: same gender)", infos, cells)
     audit.notes.append(largest_identity_note(faces))
-    fitted_on = engine.face_model(model).similarity.metadata.get("fitted_on")
+    fitted_on = engine.similarity_map(model).metadata.get("fitted_on")
     if fitted_on:
         audit.notes.append(
             f"The map was fitted on: {fitted_on}. Its promise is an average over all those pairs, pairs of a man and a "
@@ -418,7 +418,7 @@ def run_audit(data: Path, model: str = "sface", limit: int | None = None, seed: 
     started = time.monotonic()
     engine = engine or Engine()
     face_model = engine.face_model(model)
-    raw = np.array([face_model.similarity.raw_threshold(t) for t in thresholds])
+    raw = np.array([engine.similarity_map(model).raw_threshold(t) for t in thresholds])
 
     def say(message: str) -> None:
         if progress:
@@ -431,7 +431,7 @@ def run_audit(data: Path, model: str = "sface", limit: int | None = None, seed: 
     say("LFW")
     datasets.append(audit_lfw(engine, model, raw, thresholds, limit_per_cell(lfw_by_gender(data), limit, seed)))
     say("done")
-    return Audit(model, face_model.version, face_model.similarity, thresholds, limit, seed, datasets,
+    return Audit(model, face_model.version, engine.similarity_map(model), thresholds, limit, seed, datasets,
                  runtime_seconds=time.monotonic() - started)
 
 

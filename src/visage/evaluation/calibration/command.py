@@ -9,11 +9,11 @@ import time
 
 import click
 
-from visage.evaluation.cli import MODELS
+from visage.engine.registry import MODEL_NAMES, face_model_entry
 
 
 @click.command("calibrate")
-@click.option("--models", type=click.Choice(MODELS), multiple=True, default=MODELS, show_default=True,
+@click.option("--models", type=click.Choice(MODEL_NAMES), multiple=True, default=MODEL_NAMES, show_default=True,
               help="Repeat to fit several.")
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of the split of people into halves.")
 def calibrate_command(models: tuple[str, ...], seed: int) -> None:
@@ -21,12 +21,11 @@ def calibrate_command(models: tuple[str, ...], seed: int) -> None:
     from visage.engine import Engine
     from visage.evaluation.allpairs import lfw_vectors
     from visage.evaluation.calibration.similarity_map import calibrate
-    from visage.facemodels import FusionWeight
 
     engine = Engine()
     for model in models:
         started = time.perf_counter()
-        version = FusionWeight.load().version if model == "fusion" else engine.face_model(model).version
+        version = face_model_entry(model).version
         fitted = calibrate(lfw_vectors(engine, model), version, seed=seed)
         path = fitted.save()
         meta = fitted.metadata

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from visage.engine import Engine
+from visage.engine.recognition import FUSION_FILE
 from visage.evaluation.lfw import kfold_accuracy, score_pairs
-from visage.facemodels import FUSION_FILE
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 PAIRS_FILE = "pairsDevTrain.txt"

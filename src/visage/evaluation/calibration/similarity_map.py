@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import (
     LabelledVectors,
     PairScores,
@@ -53,7 +54,6 @@ from visage.evaluation.allpairs import (
     impostor_pairs_at_or_above,
 )
 from visage.evaluation.intervals import clopper_pearson
-from visage.similarity import SimilarityMap
 
 FMR_PER_POINT = 1e-6  # one point of Similarity below 100 is this false-match rate
 MAX_FMR = 100 * FMR_PER_POINT  # Similarity 0; higher false-match rates are Similarity 0 too

@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from visage.bulk import as_external_image_id
 from visage.config import Settings
 from visage.contract import shape_max
-from visage.engine import Engine
+from visage.engine.registry import face_model_entry
 from visage.evaluation.intervals import binomial_range, poisson_range
 from visage.evaluation.labelled import fairface, utkface
 from visage.evaluation.lfw import lfw_dir
@@ -204,7 +204,7 @@ def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: i
                 progress: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     settings = Settings.from_env()
-    model = Engine(settings).face_model()
+    model = face_model_entry(settings.face_model)  # its version and map; the server loads the network
     plan = plan_gallery(data, probes, limit, seed)
     with tempfile.TemporaryDirectory(prefix="visage-gallery-") as folder, LocalServer(Path(folder)) as server:
         client = server.client()
@@ -215,7 +215,7 @@ def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: i
         search_started = time.monotonic()
         results = search_probes(client, plan, data, min(THRESHOLDS), threads, progress)
         search_seconds = time.monotonic() - search_started
-    promise = partial(predicted_fmr, model.similarity)
+    promise = partial(predicted_fmr, model.similarity_map())
     rows = compare(results, indexed.faces, promise, THRESHOLDS)
     parts = {part: compare(results, faces, promise, THRESHOLDS, part) for part, faces in sorted(indexed.faces_by_source.items())}
     truncated = [r.image for r in results if len(r.matches) >= MAX_MATCHES]
@@ -224,7 +224,7 @@ def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: i
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "face_model_version": version,
-        "similarity_map": map_identity(model.similarity),
+        "similarity_map": map_identity(model.similarity_map()),
         "seed": seed,
         "limit": limit,
         "probe_people": len(plan.probes),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from visage.engine.images import DecodedImage
 from visage.faces import FaceDetail
-from visage.images import DecodedImage
 
 
 def draw_faces(image: DecodedImage, faces: list[FaceDetail], out: Path) -> Path:

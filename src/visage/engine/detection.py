@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from visage.bundled import YUNET, verified_path
 from visage.config import Settings
-from visage.images import DecodedImage
+from visage.engine.bundled import YUNET, verified_path
+from visage.engine.images import DecodedImage
 
 _NMS_IOU = 0.3
 _PASS_NMS_IOU = 0.3

@@ -19,8 +19,8 @@ import cv2
 import dlib
 import numpy as np
 
-from visage.bundled import DLIB_SHAPE_5, DLIB_SHAPE_68, verified_path
-from visage.detection import Detection
+from visage.engine.bundled import DLIB_SHAPE_5, DLIB_SHAPE_68, verified_path
+from visage.engine.detection import Detection
 from visage.faces import Landmark, Pose
 
 # Rekognition's "left" and "right" are the image's: eyeLeft has the smaller X.

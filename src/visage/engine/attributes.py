@@ -27,7 +27,7 @@ import dlib
 import numpy as np
 import onnxruntime as ort
 
-from visage.bundled import AGE, GENDER, verified_path
+from visage.engine.bundled import AGE, GENDER, verified_path
 from visage.faces import AgeRange, Estimate
 
 _AGE_INTERVAL = (0.10, 0.90)

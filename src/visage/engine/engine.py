@@ -1,7 +1,8 @@
-"""The face engine: image bytes to faces, embeddings and comparisons, in-process.
+"""The Engine: image bytes to faces, embeddings and comparisons, in-process.
 
-This is Visage's Python API. Load an :class:`Engine` once; it loads each model
-the first time a call needs it and shares it between threads::
+This is Visage's Python API. Load an :class:`Engine` once; it decodes every
+image it is given, loads each model the first time a call needs it (face
+models through :mod:`visage.engine.registry`) and shares them between threads::
 
     from visage import Engine
 
@@ -21,15 +22,25 @@ from typing import TypeVar
 
 import cv2
 
-from visage.attributes import EYES_OPEN, MOUTH_OPEN, SMILE, AgeGenderModel, eye_openness, mouth_openness, smile_score
 from visage.config import DEFAULT_THRESHOLD, Settings
-from visage.detection import Detection, FaceDetector
+from visage.engine.attributes import (
+    EYES_OPEN,
+    MOUTH_OPEN,
+    SMILE,
+    AgeGenderModel,
+    eye_openness,
+    mouth_openness,
+    smile_score,
+)
+from visage.engine.detection import Detection, FaceDetector
+from visage.engine.images import DecodedImage, decode_image
+from visage.engine.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
+from visage.engine.quality import measure_quality, quality_filter_reasons
+from visage.engine.recognition import FaceModel, cosine
+from visage.engine.registry import FIVE_POINTS, face_model_entry
+from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
-from visage.facemodels import MODEL_NAMES, DlibModel, FaceModel, FusionModel, SFaceModel, cosine
 from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
-from visage.images import DecodedImage, decode_image
-from visage.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
-from visage.quality import measure_quality, quality_filter_reasons
 
 T = TypeVar("T")
 ImageInput = bytes | DecodedImage
@@ -64,14 +75,17 @@ class Engine:
 
     def face_model(self, name: str | None = None) -> FaceModel:
         """The face model called ``name`` (default: the configured one)."""
-        name = name or self.settings.face_model
-        if name == "sface":
-            return self._load("sface", lambda: SFaceModel(self.settings.model_threads))
-        if name == "dlib":
-            return self._load("dlib", lambda: DlibModel(self._shape_predictor(5)))
-        if name == "fusion":
-            return self._load("fusion", lambda: FusionModel(self.face_model("sface"), self.face_model("dlib")))
-        raise InvalidParameterException(f"Unknown face model {name!r}; choose one of {', '.join(MODEL_NAMES)}.")
+        entry = face_model_entry(name or self.settings.face_model)
+        return self._load(entry.name, lambda: entry.factory(self.settings, *map(self._face_model_part, entry.needs)))
+
+    def _face_model_part(self, name: str) -> object:
+        """A part a face model's entry needs: another face model, or the 5-point shape predictor."""
+        return self._shape_predictor(5) if name == FIVE_POINTS else self.face_model(name)
+
+    def similarity_map(self, name: str | None = None) -> SimilarityMap:
+        """Face model ``name``'s map from cosine to Similarity, read without loading the model."""
+        entry = face_model_entry(name or self.settings.face_model)
+        return self._load(f"{entry.name} similarity", entry.similarity_map)
 
     def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:
         """Load everything a server will need, so the first request is not slow."""
@@ -86,8 +100,12 @@ class Engine:
 
     # The API -------------------------------------------------------------------------
 
-    def decode(self, image: ImageInput) -> DecodedImage:
-        return image if isinstance(image, DecodedImage) else decode_image(image, self.settings)
+    def decode(self, image: ImageInput, max_bytes: int | None = None) -> DecodedImage:
+        """The upright RGB image of PNG or JPEG bytes, or a named error (:mod:`visage.engine.images`).
+
+        ``max_bytes`` overrides the settings' byte limit (images read from S3 may be larger).
+        """
+        return image if isinstance(image, DecodedImage) else decode_image(image, self.settings, max_bytes=max_bytes)
 
     def analyze(
         self,
@@ -98,22 +116,24 @@ class Engine:
         quality_filter: str = "NONE",
         max_embedded: int | None = None,
     ) -> list[Face]:
-        """Faces in the image (largest first), with the requested attributes and, if
-        ``embed``, vectors from face model ``model`` for the faces that pass
-        ``quality_filter`` (the first ``max_embedded`` of them, if given); the others
-        are returned without one, and cost no embedding."""
+        """Faces in the image (largest first), with the requested attributes, the
+        reasons each fails ``quality_filter`` (none for a face that passes) and, if
+        ``embed``, vectors from face model ``model`` for the faces that pass (the
+        first ``max_embedded`` of them, if given); the others are returned without
+        one, and cost no embedding."""
         decoded = self.decode(image)
         detections = self.detector.detect(decoded)
         if not detections:
             return []
         details = self._describe(decoded, detections, wanted_attributes(attributes))
-        if not embed:
-            return [Face(detail=d) for d in details]
-        passing = [
-            i for i, d in enumerate(details) if not quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)
-        ][:max_embedded]
-        embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
-        return [Face(detail=d, embedding=embeddings.get(i)) for i, d in enumerate(details)]
+        reasons = [tuple(quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)) for d in details]
+        embeddings: dict[int, Embedding] = {}
+        if embed:
+            passing = [i for i, failed in enumerate(reasons) if not failed][:max_embedded]
+            embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
+        return [
+            Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)
+        ]
 
     def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
         """Rekognition's DetectFaces: up to 100 faces, largest first."""
@@ -125,7 +145,7 @@ class Engine:
 
     def similarity(self, a: Embedding, b: Embedding) -> float:
         """Calibrated Similarity (0-100) of two embeddings of the same model."""
-        return float(self.face_model(a.model).similarity(cosine(a, b)))
+        return float(self.similarity_map(a.model)(cosine(a, b)))
 
     def compare_faces(
         self,

@@ -3,7 +3,8 @@
 Owns everything Visage accepts or refuses about an input image: the byte limit,
 the formats (PNG and JPEG, as Rekognition), the pixel limit checked from the
 header before any pixel is decoded (decompression bombs), truncated or corrupt
-files, EXIF orientation, and the minimum size.
+files, EXIF orientation, and the minimum size. The other layers decode through
+:meth:`Engine.decode <visage.engine.engine.Engine.decode>`.
 """
 
 from __future__ import annotations
