@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test install benchmark clean
+.PHONY: serve test lint install benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,14 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/visage serve
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest
+
+# Formatting, lint and types; `make test` runs these first.
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/engine_speed.py

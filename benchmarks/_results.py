@@ -13,7 +13,7 @@ import os
 import platform
 import re
 import resource
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,11 @@ DOC = ROOT / "docs" / "performance.md"
 
 def summary_ms(seconds: list[float]) -> dict[str, float]:
     ms = np.array(seconds) * 1000.0
-    return {"n": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2)}
+    return {
+        "n": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+    }
 
 
 def peak_rss_mib() -> float:
@@ -38,7 +42,7 @@ def machine() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
-        "measured": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "measured": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

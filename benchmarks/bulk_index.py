@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_results  # noqa: E402
-
-from visage.evaluation.data import eval_data_dir  # noqa: E402
+from _results import write_results
+from visage.evaluation.data import eval_data_dir
 
 
 def index_throughput(count: int, workers: int) -> dict[str, object]:
@@ -36,8 +35,17 @@ def index_throughput(count: int, workers: int) -> dict[str, object]:
         (root / "images").mkdir()
         for path in chosen:
             (root / "images" / f"{path.parent.name}-{path.name}").symlink_to(path.resolve())
-        command = [str(Path(sys.executable).with_name("visage")), "index", str(root / "images"), "--collection", "lfw",
-                   "--data-dir", str(root / "data"), "--workers", str(workers)]
+        command = [
+            str(Path(sys.executable).with_name("visage")),
+            "index",
+            str(root / "images"),
+            "--collection",
+            "lfw",
+            "--data-dir",
+            str(root / "data"),
+            "--workers",
+            str(workers),
+        ]
         start = time.perf_counter()
         run = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
         elapsed = time.perf_counter() - start
@@ -46,8 +54,14 @@ def index_throughput(count: int, workers: int) -> dict[str, object]:
     summary = re.search(r"(\d+) images: (\d+) indexed \((\d+) faces\)", run.stdout)
     if run.returncode != 0 or summary is None or int(summary[1]) != count:
         raise RuntimeError(f"visage index failed (exit {run.returncode}):\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-    return {"images": count, "workers": workers, "images_indexed": int(summary[2]), "faces": int(summary[3]),
-            "seconds": round(elapsed, 1), "images_per_s": round(count / elapsed, 1)}
+    return {
+        "images": count,
+        "workers": workers,
+        "images_indexed": int(summary[2]),
+        "faces": int(summary[3]),
+        "seconds": round(elapsed, 1),
+        "images_per_s": round(count / elapsed, 1),
+    }
 
 
 def main() -> None:
@@ -56,9 +70,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
     r = index_throughput(args.images, args.workers)
-    markdown = (f"`visage index` on {r['images']:,} LFW images with {r['workers']} workers: {r['images_indexed']:,} "
-                f"indexed ({r['faces']:,} faces) in {r['seconds']} s including start-up: **{r['images_per_s']} images/s** "
-                "(goal >= 40).")
+    markdown = (
+        f"`visage index` on {r['images']:,} LFW images with {r['workers']} workers: {r['images_indexed']:,} "
+        f"indexed ({r['faces']:,} faces) in {r['seconds']} s including start-up: **{r['images_per_s']} images/s** "
+        "(goal >= 40)."
+    )
     print(markdown)
     write_results("bulk_index", r, markdown)
 

@@ -30,11 +30,10 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import peak_rss_mib, summary_ms, write_results  # noqa: E402
-
-from visage.engine import Engine  # noqa: E402
-from visage.engine.bundled import DLIB_RESNET, DLIB_SHAPE_5, verified_path  # noqa: E402
-from visage.evaluation.data import eval_data_dir  # noqa: E402
+from _results import peak_rss_mib, summary_ms, write_results
+from visage.engine import Engine
+from visage.engine.bundled import DLIB_RESNET, DLIB_SHAPE_5, verified_path
+from visage.evaluation.data import eval_data_dir
 
 
 def jpeg_640(image: Image.Image) -> bytes:
@@ -50,7 +49,9 @@ def image_sets(lfw_count: int) -> dict[str, list[bytes]]:
     from skimage import data
 
     data_dir = eval_data_dir()
-    portraits = sorted((data_dir / "portraits").glob("person_*.jpg")) + sorted((data_dir / "portraits").glob("impostor_*.jpg"))
+    portraits = sorted((data_dir / "portraits").glob("person_*.jpg")) + sorted(
+        (data_dir / "portraits").glob("impostor_*.jpg")
+    )
     one_face = [jpeg_640(Image.open(p)) for p in portraits] + [jpeg_640(Image.fromarray(data.astronaut()))]
     lfw = sorted((data_dir / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
     chosen = random.Random(0).sample(lfw, min(lfw_count, len(lfw)))

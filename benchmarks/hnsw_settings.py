@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_results  # noqa: E402
-from search_scale import Distractors, gallery_blocks, real_vectors  # noqa: E402  (imports visage first)
-from usearch.index import Index  # noqa: E402  (after onnxruntime: see visage/__init__.py)
+from usearch.index import Index
 
-from visage.engine.similarity import SimilarityMap  # noqa: E402
-from visage.store.sqlite_search import RESCORED_CANDIDATES  # noqa: E402
+from _results import write_results
+from search_scale import Distractors, gallery_blocks, real_vectors
+from visage.engine.similarity import SimilarityMap
+from visage.store.sqlite_search import RESCORED_CANDIDATES
 
 EXPANSION_ADD = 128  # HNSW "efConstruction", as the store had it
 
@@ -36,13 +36,19 @@ SETTINGS = [(16, "i8"), (16, "f32"), (32, "i8")]  # (connectivity, storage)
 EXPANSIONS = [256, 512, 1024]
 
 
-def measure(gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray, matches: np.ndarray,
-            connectivity: int, dtype: str) -> dict[str, object]:
-    index = Index(ndim=gallery.shape[1], metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=EXPANSION_ADD)
+def measure(
+    gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray, matches: np.ndarray, connectivity: int, dtype: str
+) -> dict[str, object]:
+    index = Index(
+        ndim=gallery.shape[1], metric="cos", dtype=dtype, connectivity=connectivity, expansion_add=EXPANSION_ADD
+    )
     start = time.perf_counter()
     index.add(np.arange(len(gallery), dtype=np.int64), gallery, threads=1)
-    row: dict[str, object] = {"connectivity": connectivity, "storage": dtype,
-                              "build_s": round(time.perf_counter() - start, 1)}
+    row: dict[str, object] = {
+        "connectivity": connectivity,
+        "storage": dtype,
+        "build_s": round(time.perf_counter() - start, 1),
+    }
     for expansion in EXPANSIONS:
         index.expansion_search = expansion
         missed, times = np.zeros(len(queries), bool), []
@@ -52,9 +58,11 @@ def measure(gallery: np.ndarray, queries: np.ndarray, truth: np.ndarray, matches
             best = keys[np.argmax(gallery[keys] @ query)]
             times.append(time.perf_counter() - start)
             missed[i] = best != truth[i]
-        row[str(expansion)] = {"recall_at_1": round(1 - float(missed.mean()), 3),
-                               "p50_ms": round(float(np.median(times)) * 1000, 2),
-                               "missed_matches_at_80": int((missed & matches).sum())}
+        row[str(expansion)] = {
+            "recall_at_1": round(1 - float(missed.mean()), 3),
+            "p50_ms": round(float(np.median(times)) * 1000, 2),
+            "missed_matches_at_80": int((missed & matches).sum()),
+        }
         print(connectivity, dtype, expansion, row[str(expansion)])
     return row
 
@@ -69,8 +77,13 @@ def main() -> None:
     truth = scores.argmax(axis=1)
     matches = scores.max(axis=1) >= SimilarityMap.load("sface").raw_threshold(80)
     rows = [measure(gallery, queries, truth, matches, c, d) for c, d in SETTINGS]
-    results = {"faces": args.size, "queries": len(queries), "queries_with_a_match_at_80": int(matches.sum()),
-               "rescored_candidates": RESCORED_CANDIDATES, "settings": rows}
+    results = {
+        "faces": args.size,
+        "queries": len(queries),
+        "queries_with_a_match_at_80": int(matches.sum()),
+        "rescored_candidates": RESCORED_CANDIDATES,
+        "settings": rows,
+    }
     lines = [
         f"{args.size:,} faces, {len(queries)} real LFW queries ({int(matches.sum())} with a match at Similarity 80 "
         f"or more); {RESCORED_CANDIDATES} candidates re-scored exactly. Each cell: recall@1, p50 ms, "
@@ -80,7 +93,10 @@ def main() -> None:
         "|---|---|---|" + "---|" * len(EXPANSIONS),
     ]
     for r in rows:
-        cells = [f"{r[str(e)]['recall_at_1']}, {r[str(e)]['p50_ms']} ms, {r[str(e)]['missed_matches_at_80']}" for e in EXPANSIONS]
+        cells = [
+            f"{r[str(e)]['recall_at_1']}, {r[str(e)]['p50_ms']} ms, {r[str(e)]['missed_matches_at_80']}"
+            for e in EXPANSIONS
+        ]
         lines.append(f"| {r['connectivity']} | {r['storage']} | {r['build_s']} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
     print(markdown)

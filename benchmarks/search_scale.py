@@ -50,25 +50,32 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import summary_ms, write_results  # noqa: E402
-
-from visage.config import DEFAULT_THRESHOLD  # noqa: E402
-from visage.engine import Engine  # noqa: E402
-from visage.evaluation.data import eval_data_dir  # noqa: E402
-from visage.evaluation.lfw import embed_images  # noqa: E402
-from visage.faces import BoundingBox  # noqa: E402
-from visage.store.base import Collection, StoredFace  # noqa: E402
-from visage.engine.similarity import SimilarityMap  # noqa: E402
-from visage.store.vector_index import COARSE_CANDIDATES, COMPACT_AFTER, FACES_PER_COARSE_CANDIDATE, QUANTISATION_MARGIN, TRAINING_VECTORS, VectorIndex, cores  # noqa: E402
-from visage.store.sqlite import SQLiteStore  # noqa: E402
-from visage.store.sqlite_search import RESCORED_CANDIDATES  # noqa: E402
+from _results import summary_ms, write_results
+from visage.config import DEFAULT_THRESHOLD
+from visage.engine import Engine
+from visage.engine.similarity import SimilarityMap
+from visage.evaluation.data import eval_data_dir
+from visage.evaluation.lfw import embed_images
+from visage.faces import BoundingBox
+from visage.store.base import Collection, StoredFace
+from visage.store.sqlite import SQLiteStore
+from visage.store.sqlite_search import RESCORED_CANDIDATES
+from visage.store.vector_index import (
+    COARSE_CANDIDATES,
+    COMPACT_AFTER,
+    FACES_PER_COARSE_CANDIDATE,
+    QUANTISATION_MARGIN,
+    TRAINING_VECTORS,
+    VectorIndex,
+    cores,
+)
 
 BLOCK = 100_000
 QUERIES = 1_000
@@ -168,11 +175,16 @@ class Truth:
         got = [f[0] if f else None for f in found]
         same = np.array([e == g for e, g in zip(expected, got)])
         has = np.array([e is not None for e in expected])
-        return {"answer_agreement": round(float(same.mean()), 4), "queries_with_a_match": int(has.sum()),
-                "match_recall_at_1": round(float(same[has].mean()), 4) if has.any() else 1.0}
+        return {
+            "answer_agreement": round(float(same.mean()), 4),
+            "queries_with_a_match": int(has.sum()),
+            "match_recall_at_1": round(float(same[has].mean()), 4) if has.any() else 1.0,
+        }
 
 
-def timed_queries(queries: np.ndarray, search: Callable[[np.ndarray], list[int]]) -> tuple[list[list[int]], dict[str, float]]:
+def timed_queries(
+    queries: np.ndarray, search: Callable[[np.ndarray], list[int]]
+) -> tuple[list[list[int]], dict[str, float]]:
     """Each query once, one at a time, after one warm-up query."""
     search(queries[0])
     found, times = [], []
@@ -183,13 +195,17 @@ def timed_queries(queries: np.ndarray, search: Callable[[np.ndarray], list[int]]
     return found, summary_ms(times)
 
 
-def both_thresholds(queries: np.ndarray, searcher: Callable[[float], Callable[[np.ndarray], list[int]]],
-                    truth: Truth) -> dict[str, object]:
+def both_thresholds(
+    queries: np.ndarray, searcher: Callable[[float], Callable[[np.ndarray], list[int]]], truth: Truth
+) -> dict[str, object]:
     """Latency and recall of searches at Similarity 0, then at the default threshold."""
     found, latency = timed_queries(queries, searcher(-1.0))
     at_default, latency_default = timed_queries(queries, searcher(DEFAULT_RAW))
-    return {**latency, **truth.recall(found),
-            "at_default_threshold": {**latency_default, **truth.agreement(at_default, DEFAULT_RAW)}}
+    return {
+        **latency,
+        **truth.recall(found),
+        "at_default_threshold": {**latency_default, **truth.agreement(at_default, DEFAULT_RAW)},
+    }
 
 
 def rss_mib() -> float:
@@ -227,26 +243,36 @@ def run_exact(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth) -
             scores = matrix @ query
             top = np.argpartition(-scores, 10)[:10]
             return [int(i) for i in top[np.argsort(-scores[top], kind="stable")] if scores[i] >= min_score]
+
         return search
 
-    return {"build_s": round(build, 1), "memory_mib": round(matrix.nbytes / 2**20, 1),
-            **both_thresholds(queries, searcher, truth)}
+    return {
+        "build_s": round(build, 1),
+        "memory_mib": round(matrix.nbytes / 2**20, 1),
+        **both_thresholds(queries, searcher, truth),
+    }
 
 
-def run_store(store_factory: Callable[[], object], queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth,
-              warm: bool, bulk: HnswBulkLoad | None = None) -> dict[str, object]:
+def run_store(
+    store_factory: Callable[[], object],
+    queries: np.ndarray,
+    blocks: Iterator[np.ndarray],
+    truth: Truth,
+    warm: bool,
+    bulk: HnswBulkLoad | None = None,
+) -> dict[str, object]:
     """Fill a real store through add_faces, then search it with store.search, at
     Similarity 0 and at the default FaceMatchThreshold. With ``bulk``, the HNSW index is
     dropped after the first faces and built again after the last (docs/postgres.md)."""
     store = store_factory()
-    store.create_collection(Collection("scale", "arn", "sface", "sface-1", datetime.now(timezone.utc)))
+    store.create_collection(Collection("scale", "arn", "sface", "sface-1", datetime.now(UTC)))
     box = BoundingBox(0.25, 0.25, 0.5, 0.5)
     ids: list[str] = []
     before = rss_mib()
     start = time.perf_counter()
     for block in blocks:
         for chunk in range(0, len(block), 5_000):
-            faces = [StoredFace(str(uuid.uuid4()), "image", box, 99.0, v) for v in block[chunk:chunk + 5_000]]
+            faces = [StoredFace(str(uuid.uuid4()), "image", box, 99.0, v) for v in block[chunk : chunk + 5_000]]
             ids += [f.face_id for f in faces]
             store.add_faces("scale", faces)
             if bulk is not None and len(ids) == len(faces):  # the first faces built the index
@@ -264,8 +290,12 @@ def run_store(store_factory: Callable[[], object], queries: np.ndarray, blocks: 
         return lambda query: [row_of[s.face.face_id] for s in store.search("scale", query, 10, min_score)]
 
     measured = both_thresholds(queries, searcher, truth)
-    result = {"insert_s": round(load, 1), "build_s": round(build, 1), "rss_growth_mib": round(rss_mib() - before, 1),
-              **measured}
+    result = {
+        "insert_s": round(load, 1),
+        "build_s": round(build, 1),
+        "rss_growth_mib": round(rss_mib() - before, 1),
+        **measured,
+    }
     store.close()
     return result
 
@@ -312,6 +342,7 @@ def run_index_only(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Tru
                 worst[0] = max(worst[0], float(np.max(scores - candidates.scores[order], initial=0.0)))
                 best = np.argsort(-scores, kind="stable")[:10]
                 return [int(keys[i]) for i in best if scores[i] >= min_score]
+
             return search
 
         measured = both_thresholds(queries, searcher, truth)
@@ -328,10 +359,16 @@ def run_index_only(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Tru
         start = time.perf_counter()
         index.add(np.arange(offset, offset + 100, dtype=np.int64), np.asarray(vectors[:100]))
         added = time.perf_counter() - start
-        return {"build_s": round(build, 1), "index_memory_mib": round(index.memory_bytes / 2**20, 1),
-                "rss_growth_mib": round(rss, 1), **measured, "largest_score_error": round(worst[0], 3),
-                "remove_100_ms": round(removed * 1000, 1), f"remove_{COMPACT_AFTER - 100}_and_compact_ms":
-                round(compacted * 1000, 1), "add_100_ms": round(added * 1000, 1)}
+        return {
+            "build_s": round(build, 1),
+            "index_memory_mib": round(index.memory_bytes / 2**20, 1),
+            "rss_growth_mib": round(rss, 1),
+            **measured,
+            "largest_score_error": round(worst[0], 3),
+            "remove_100_ms": round(removed * 1000, 1),
+            f"remove_{COMPACT_AFTER - 100}_and_compact_ms": round(compacted * 1000, 1),
+            "add_100_ms": round(added * 1000, 1),
+        }
     finally:
         shutil.rmtree(folder)
 
@@ -343,20 +380,30 @@ def main() -> None:
     parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the index alone")
     parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
     parser.add_argument("--pg-ef-search", type=int, default=400, help="PostgresStore's ef_search (its default: 400)")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS),
-                        help="measure only these; a run of some methods is recorded apart (search_scale_<methods>)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="measure only these; a run of some methods is recorded apart (search_scale_<methods>)",
+    )
     args = parser.parse_args()
 
     queries, real, _ = real_vectors()
     distractors = Distractors(real)
     results: dict[str, object] = {
         "command": " ".join(["python benchmarks/search_scale.py", *sys.argv[1:]]),
-        "queries": len(queries), "real_gallery_vectors": len(real),
-        "index": {"codes": "16-byte 4-bit product-quantised codes scanned (faiss IndexPQFastScan), the best "
-                           f"(one per {FACES_PER_COARSE_CANDIDATE} faces, {COARSE_CANDIDATES[0]:,} to {COARSE_CANDIDATES[1]:,}) "
-                           "re-scored with 32-byte 8-bit codes (IndexRefine)",
-                  "rescored_candidates": RESCORED_CANDIDATES, "quantisation_margin": QUANTISATION_MARGIN,
-                  "training_vectors": TRAINING_VECTORS, "shards": cores()},
+        "queries": len(queries),
+        "real_gallery_vectors": len(real),
+        "index": {
+            "codes": "16-byte 4-bit product-quantised codes scanned (faiss IndexPQFastScan), the best "
+            f"(one per {FACES_PER_COARSE_CANDIDATE} faces, {COARSE_CANDIDATES[0]:,} to {COARSE_CANDIDATES[1]:,}) "
+            "re-scored with 32-byte 8-bit codes (IndexRefine)",
+            "rescored_candidates": RESCORED_CANDIDATES,
+            "quantisation_margin": QUANTISATION_MARGIN,
+            "training_vectors": TRAINING_VECTORS,
+            "shards": cores(),
+        },
         "pgvector_ef_search": args.pg_ef_search,
         "sizes": {},
     }
@@ -371,8 +418,13 @@ def main() -> None:
         gc.collect()
         if "embedded" in args.methods and size <= args.store_max:
             folder = Path(tempfile.mkdtemp(prefix="visage-scale-"))
-            row["embedded"] = run_store(lambda: SQLiteStore(folder / "visage.db"), queries,
-                                        gallery_blocks(real, distractors, size), truth, warm=True)
+            row["embedded"] = run_store(
+                lambda: SQLiteStore(folder / "visage.db"),
+                queries,
+                gallery_blocks(real, distractors, size),
+                truth,
+                warm=True,
+            )
             shutil.rmtree(folder)
             print("embedded", row["embedded"])
         elif "embedded" in args.methods:
@@ -380,8 +432,9 @@ def main() -> None:
             print("embedded, index only", row["embedded_index_only"])
         gc.collect()
         if postgres is not None and size <= args.pg_max:
-            row["pgvector"] = run_pgvector(postgres, queries, gallery_blocks(real, distractors, size), truth,
-                                           args.pg_ef_search)
+            row["pgvector"] = run_pgvector(
+                postgres, queries, gallery_blocks(real, distractors, size), truth, args.pg_ef_search
+            )
             print("pgvector", row["pgvector"])
         results["sizes"][str(size)] = row
 
@@ -431,18 +484,20 @@ def _postgres_databases() -> object | None:
 
         server = _start_pgserver(Path(tempfile.mkdtemp(prefix="visage-pg-")))
         return TestPostgres(str(server.get_uri()))
-    except Exception as error:  # noqa: BLE001 - the benchmark runs on without pgvector
+    except Exception as error:
         print(f"pgvector skipped: {type(error).__name__}: {error}")
         return None
 
 
-def run_pgvector(databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth,
-                 ef_search: int) -> dict[str, object]:
+def run_pgvector(
+    databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth, ef_search: int
+) -> dict[str, object]:
     from visage.store.postgres import PostgresStore
 
     dsn = databases.create_database()
-    return run_store(lambda: PostgresStore(dsn, ef_search=ef_search), queries, blocks, truth, warm=True,
-                     bulk=HnswBulkLoad(dsn))
+    return run_store(
+        lambda: PostgresStore(dsn, ef_search=ef_search), queries, blocks, truth, warm=True, bulk=HnswBulkLoad(dsn)
+    )
 
 
 def _table(results: dict[str, object]) -> str:
@@ -456,7 +511,7 @@ def _table(results: dict[str, object]) -> str:
         "",
         "Columns at Similarity 0 ask for the 10 nearest faces whatever their score; columns at 80 (Rekognition's "
         "default FaceMatchThreshold) count a query right when its best answer is exact search's: the same face, "
-        "or none when no face reaches 80 (\"match recall@1\": among the queries that have a match).",
+        'or none when no face reaches 80 ("match recall@1": among the queries that have a match).',
         "",
         "| faces | method | build s | memory MiB | p50 ms | p95 ms | recall@1 | recall@10 | p50 ms at 80 | "
         "answers = exact at 80 | match recall@1 at 80 |",
@@ -469,9 +524,11 @@ def _table(results: dict[str, object]) -> str:
             if "insert_s" in r:
                 build = f"{r['build_s']} (+{r['insert_s']} insert)"
             d = r["at_default_threshold"]
-            lines.append(f"| {int(size):,} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
-                         f"{r['recall_at_1']} | {r['recall_at_10']} | {d['p50_ms']} | {d['answer_agreement']} | "
-                         f"{d['match_recall_at_1']} |")
+            lines.append(
+                f"| {int(size):,} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
+                f"{r['recall_at_1']} | {r['recall_at_10']} | {d['p50_ms']} | {d['answer_agreement']} | "
+                f"{d['match_recall_at_1']} |"
+            )
     return "\n".join(lines)
 
 

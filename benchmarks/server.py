@@ -33,43 +33,60 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _results import summary_ms, write_results  # noqa: E402
-from engine_speed import jpeg_640  # noqa: E402
+from datetime import UTC
 
-from tests.conftest import RunningServer  # noqa: E402
-from visage.config import Settings  # noqa: E402
-from visage.engine import Engine  # noqa: E402
-from visage.evaluation.data import eval_data_dir  # noqa: E402
-from visage.evaluation.lfw import central_face  # noqa: E402
-from visage.faces import BoundingBox  # noqa: E402
-from visage.service import Caller, RekognitionService  # noqa: E402
-from visage.store.base import Collection, StoredFace  # noqa: E402
-from visage.store.sqlite import SQLiteStore  # noqa: E402
+from tests.conftest import RunningServer
+
+from _results import summary_ms, write_results
+from engine_speed import jpeg_640
+from visage.config import Settings
+from visage.engine import Engine
+from visage.evaluation.data import eval_data_dir
+from visage.evaluation.lfw import central_face
+from visage.faces import BoundingBox
+from visage.service import Caller, RekognitionService
+from visage.store.base import Collection, StoredFace
+from visage.store.sqlite import SQLiteStore
 
 
 def build_gallery(engine: Engine, data_dir: Path, size: int, real: int) -> bytes:
     """Fill collection "bench" and return the bytes of a held-out probe image."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     images = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
     random.Random(0).shuffle(images)
     store = SQLiteStore(data_dir / "visage.db")
     model = engine.face_model("sface")
-    store.create_collection(Collection("bench", "arn:aws:rekognition:us-east-1:000000000000:collection/bench",
-                                       model.name, model.version, datetime.now(timezone.utc)))
+    store.create_collection(
+        Collection(
+            "bench",
+            "arn:aws:rekognition:us-east-1:000000000000:collection/bench",
+            model.name,
+            model.version,
+            datetime.now(UTC),
+        )
+    )
     box = BoundingBox(0.3, 0.3, 0.4, 0.4)
     faces = []
     for path in images[:real]:
         face = central_face(engine.embed(path.read_bytes()))
         if face is not None:
-            faces.append(StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), box, 99.0, face.embedding.vector,
-                                    external_image_id=path.parent.name))
+            faces.append(
+                StoredFace(
+                    str(uuid.uuid4()),
+                    str(uuid.uuid4()),
+                    box,
+                    99.0,
+                    face.embedding.vector,
+                    external_image_id=path.parent.name,
+                )
+            )
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((size - len(faces), 128)).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     faces += [StoredFace(str(uuid.uuid4()), str(uuid.uuid4()), box, 99.0, v) for v in noise]
     for start in range(0, len(faces), 1000):
-        store.add_faces("bench", faces[start:start + 1000])
+        store.add_faces("bench", faces[start : start + 1000])
     store.close()
     return images[real].read_bytes()
 
@@ -112,8 +129,12 @@ def protocol_cost(image: bytes, engine: Engine, repeat: int = 200) -> dict[str, 
     from visage.api.sigv4 import verify_request
 
     body = json.dumps({"Image": {"Bytes": base64.b64encode(image).decode()}}).encode()
-    request = AWSRequest(method="POST", url="http://127.0.0.1:8000/", data=body,
-                         headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.DetectFaces"})
+    request = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:8000/",
+        data=body,
+        headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.DetectFaces"},
+    )
     SigV4Auth(Credentials("BENCH", "secret"), "rekognition", "us-east-1").add_auth(request)
     headers = [*request.headers.items(), ("host", "127.0.0.1:8000")]
     model = rekognition()
@@ -159,7 +180,9 @@ def main() -> None:
     caller = Caller("in-process")
     in_process = {
         "DetectFaces": lambda: service.detect_faces({"Image": {"Bytes": portrait}}, caller),
-        "SearchFacesByImage": lambda: service.search_faces_by_image({"CollectionId": "bench", "Image": {"Bytes": probe}}, caller),
+        "SearchFacesByImage": lambda: service.search_faces_by_image(
+            {"CollectionId": "bench", "Image": {"Bytes": probe}}, caller
+        ),
     }
     results: dict[str, dict[str, object]] = {name: {} for name in calls}
     server = RunningServer(root / "data", root / "s3").start()

@@ -214,7 +214,7 @@ def postgres() -> Iterator[TestPostgres]:
             server = _start_pgserver(root)
             dsn = str(server.get_uri())
         running = TestPostgres(dsn)
-    except Exception as error:  # noqa: BLE001 - reported as the reason to skip or fail
+    except Exception as error:
         if server is not None:
             server.cleanup()
         if root is not None:

@@ -33,7 +33,11 @@ def test_geometry_attributes_agree_with_hand_labels(engine: Engine, eval_data: P
 def test_age_and_gender_on_utkface_adults(engine: Engine, eval_data: Path) -> None:
     """Adults (20-60) of the balanced UTKFace subset, 10 per gender x race cell."""
     folder = eval_data / "utkface_crop_part1"
-    rows = [r for r in csv.DictReader((folder / "labels.csv").open()) if r["balanced_random_200_group"] and r["label_parse_ok"] == "1"]
+    rows = [
+        r
+        for r in csv.DictReader((folder / "labels.csv").open())
+        if r["balanced_random_200_group"] and r["label_parse_ok"] == "1"
+    ]
     picked: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         if 20 <= int(row["age"]) <= 60 and len(picked.setdefault(row["balanced_random_200_group"], [])) < 10:
@@ -49,7 +53,9 @@ def test_age_and_gender_on_utkface_adults(engine: Engine, eval_data: Path) -> No
             gender_right += face.gender.value == ("Male" if row["gender"] == "0" else "Female")
             errors.append(abs((face.age_range.low + face.age_range.high) / 2 - age))
             covered += face.age_range.low <= age <= face.age_range.high
-    print(f"UTKFace adults n={n}: gender {gender_right / n:.3f}, age MAE {np.mean(errors):.1f}, range covers {covered / n:.3f}")
+    print(
+        f"UTKFace adults n={n}: gender {gender_right / n:.3f}, age MAE {np.mean(errors):.1f}, range covers {covered / n:.3f}"
+    )
     assert n >= 95
     assert gender_right / n >= 0.85
     assert np.mean(errors) <= 10

@@ -39,8 +39,15 @@ from visage.evaluation.prediction import predicted_fmr
 ROOT = Path(__file__).resolve().parent.parent
 PUBLISHED = ROOT / "docs" / "bias-audit" / "audit.json"
 LIMIT = 50
-PLOTS = ("utkface_attributes", "utkface_matching", "utkface_scores", "fairface_attributes",
-         "lfw_attributes", "lfw_matching", "lfw_scores")
+PLOTS = (
+    "utkface_attributes",
+    "utkface_matching",
+    "utkface_scores",
+    "fairface_attributes",
+    "lfw_attributes",
+    "lfw_matching",
+    "lfw_scores",
+)
 PAIR_COUNTS = ("fmr@", "fnmr@", "adult_fmr@")  # rates over pairs: the reduced run's pairs are a subset
 RERUN = "rerun `visage audit --out docs/bias-audit --markdown docs/bias-audit.md`"
 
@@ -92,8 +99,10 @@ def test_every_cell_is_present_with_sane_numbers(reduced: tuple[Path, dict[str, 
         assert {e["measure"] for e in dataset["extremes"]} == set(dataset["measures"])
     for cell in audit["datasets"]["utkface"]["cells"].values():
         assert cell["size"] == LIMIT
-        assert cell["measures"]["fmr@80"]["total"] == cell["measures"]["detection_rate"]["events"] * (
-            cell["measures"]["detection_rate"]["events"] - 1) // 2
+        assert (
+            cell["measures"]["fmr@80"]["total"]
+            == cell["measures"]["detection_rate"]["events"] * (cell["measures"]["detection_rate"]["events"] - 1) // 2
+        )
         assert cell["measures"]["fmr@80"]["events"] >= cell["measures"]["fmr@99"]["events"]
 
 
@@ -200,6 +209,8 @@ def test_limit_keeps_whole_people(eval_data: Path) -> None:
         chosen = [f for f in kept if f.cell == gender]
         assert 0 < len(chosen) <= 50
         people = {f.identity for f in chosen}
-        assert all(sum(g.identity == p for g in chosen) == sum(g.identity == p and g.cell == gender for g in faces)
-                   for p in people)
+        assert all(
+            sum(g.identity == p for g in chosen) == sum(g.identity == p and g.cell == gender for g in faces)
+            for p in people
+        )
     assert limit_per_cell(faces, 50, seed=3) == kept

@@ -12,9 +12,22 @@ from visage.store.sqlite import SQLiteStore
 
 def run_index(folder: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "visage.cli", "index", str(folder), "--collection", "people",
-         "--data-dir", str(data_dir), "--workers", "2"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "visage.cli",
+            "index",
+            str(folder),
+            "--collection",
+            "people",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -24,8 +37,8 @@ def test_index_folder_then_resume(tmp_path: Path, portraits: Path) -> None:
     for name in ("person_a_1", "person_b_1", "impostor_1"):
         shutil.copy(portraits / f"{name}.jpg", folder / "2024" / f"{name}.jpg")
     (folder / "notes.jpg").write_text("not an image")
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     Image.fromarray(data.coffee()).save(folder / "coffee.png")
 

@@ -105,7 +105,9 @@ def _models_failing(known: set[str], reason: str) -> list[object]:
 )
 def test_heldout_check_holds_above_1e6(model: str) -> None:
     """Predicted and held-out FMR agree within the factor at every checked threshold above 1e-6."""
-    rows = [r for r in _heldout_rows(model) if is_checked(r["predicted_fmr"]) and r["predicted_fmr"] > 1.5 * CHECK_DOWN_TO]
+    rows = [
+        r for r in _heldout_rows(model) if is_checked(r["predicted_fmr"]) and r["predicted_fmr"] > 1.5 * CHECK_DOWN_TO
+    ]
     assert len(rows) >= 8
     for row in rows:
         assert _agrees(row), row
@@ -149,7 +151,9 @@ def test_fit_recovers_a_known_false_match_rate_and_extrapolates_conservatively()
     last = mapping.metadata["knots"][-1]["raw"]
     beyond = np.linspace(last + 1e-3, 0.99, 50)
     promised = (100 - mapping(beyond)) * FMR_PER_POINT
-    assert np.all(promised >= _normal_tail(beyond, scale)), "beyond the data the map must not promise fewer false matches"
+    assert np.all(promised >= _normal_tail(beyond, scale)), (
+        "beyond the data the map must not promise fewer false matches"
+    )
 
 
 def test_knots_thin_out_where_the_data_are_thin() -> None:

@@ -73,7 +73,7 @@ def test_values_are_checked_however_settings_are_built():
 
 
 def test_a_bad_store_url_is_not_echoed():
-    with pytest.raises(SettingsError, match="VISAGE_STORE .* postgresql:// URL") as caught:
+    with pytest.raises(SettingsError, match=r"VISAGE_STORE .* postgresql:// URL") as caught:
         Settings.from_env({"VISAGE_STORE": "mysql://visage:hunter2@db/visage"})
     assert "hunter2" not in str(caught.value)
     assert Settings(store="postgresql://visage@db/visage").postgres_url == "postgresql://visage@db/visage"
@@ -81,8 +81,14 @@ def test_a_bad_store_url_is_not_echoed():
 
 
 def test_json_round_trip():
-    settings = Settings(data_dir=Path("/srv/visage"), s3_root=Path("/srv/s3"), auth=False, threads=3,
-                        store="postgresql://visage@db/visage", detection_threshold=0.6)
+    settings = Settings(
+        data_dir=Path("/srv/visage"),
+        s3_root=Path("/srv/s3"),
+        auth=False,
+        threads=3,
+        store="postgresql://visage@db/visage",
+        detection_threshold=0.6,
+    )
     assert Settings.from_json(settings.to_json()) == settings
     assert Settings.from_json(Settings().to_json()) == Settings()
 
@@ -92,7 +98,11 @@ def test_json_round_trip():
 
 def visage(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "visage.cli", *args], capture_output=True, text=True, timeout=300, cwd=cwd,
+        [sys.executable, "-m", "visage.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
         env={**os.environ, "COLUMNS": "80", **env},
     )
 
@@ -140,7 +150,9 @@ def test_data_dir_comes_from_the_flag_then_the_environment(tmp_path: Path):
     assert created.returncode == 0, created.stderr
     assert (tmp_path / "env" / "keys.json").exists()
     key_id = created.stdout.split()[0].removeprefix("AWS_ACCESS_KEY_ID=")
-    listed = visage("keys", "list", "--data-dir", str(tmp_path / "env"), env={"VISAGE_DATA_DIR": "elsewhere"}, cwd=tmp_path)
+    listed = visage(
+        "keys", "list", "--data-dir", str(tmp_path / "env"), env={"VISAGE_DATA_DIR": "elsewhere"}, cwd=tmp_path
+    )
     assert listed.stdout.split() == [key_id]
     assert not (tmp_path / "elsewhere").exists()
 
@@ -156,8 +168,13 @@ def test_no_auth_server_takes_unsigned_requests(workers: str, tmp_path: Path):
     """The settings reach the app: handed over in-process, or as JSON to each worker process."""
     with RunningServer(tmp_path / "data", extra_args=("--no-auth", "--workers", workers)) as server:
         response = httpx.post(
-            server.url + "/", content=b"{}", timeout=60,
-            headers={"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "RekognitionService.ListCollections"},
+            server.url + "/",
+            content=b"{}",
+            timeout=60,
+            headers={
+                "Content-Type": "application/x-amz-json-1.1",
+                "X-Amz-Target": "RekognitionService.ListCollections",
+            },
         )
         assert response.status_code == 200, response.text
         assert response.json()["CollectionIds"] == []

@@ -43,8 +43,13 @@ def test_concurrent_writes_and_searches_on_four_workers(tmp_path: Path, lfw: Pat
             client = server.client()
             for path in part:
                 try:
-                    response = client.index_faces(CollectionId="busy", Image={"Bytes": path.read_bytes()},
-                                                  ExternalImageId=path.stem, MaxFaces=1, QualityFilter="NONE")
+                    response = client.index_faces(
+                        CollectionId="busy",
+                        Image={"Bytes": path.read_bytes()},
+                        ExternalImageId=path.stem,
+                        MaxFaces=1,
+                        QualityFilter="NONE",
+                    )
                     face_id = response["FaceRecords"][0]["Face"]["FaceId"]
                     with lock:
                         indexed[face_id] = path.stem
@@ -60,7 +65,9 @@ def test_concurrent_writes_and_searches_on_four_workers(tmp_path: Path, lfw: Pat
             probe = images[0].read_bytes()
             while not stop.is_set():
                 try:
-                    client.search_faces_by_image(CollectionId="busy", Image={"Bytes": probe}, FaceMatchThreshold=0, MaxFaces=5)
+                    client.search_faces_by_image(
+                        CollectionId="busy", Image={"Bytes": probe}, FaceMatchThreshold=0, MaxFaces=5
+                    )
                 except ClientError as error:
                     problems.append(str(error))
 
@@ -78,7 +85,11 @@ def test_concurrent_writes_and_searches_on_four_workers(tmp_path: Path, lfw: Pat
         assert not problems, problems[:3]
         assert not any("locked" in p for p in problems)
         client = server.client()
-        listed = {f["FaceId"] for page in client.get_paginator("list_faces").paginate(CollectionId="busy") for f in page["Faces"]}
+        listed = {
+            f["FaceId"]
+            for page in client.get_paginator("list_faces").paginate(CollectionId="busy")
+            for f in page["Faces"]
+        }
         assert listed == set(indexed) - deleted
         assert client.describe_collection(CollectionId="busy")["FaceCount"] == len(listed)
     finally:
@@ -101,9 +112,14 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
             if stop.is_set():
                 return
             try:
-                response = client.index_faces(CollectionId="crash", Image={"Bytes": path.read_bytes()},
-                                              ExternalImageId=path.stem, MaxFaces=1, QualityFilter="NONE")
-            except Exception:  # noqa: BLE001 - the server is being killed: unanswered calls are expected
+                response = client.index_faces(
+                    CollectionId="crash",
+                    Image={"Bytes": path.read_bytes()},
+                    ExternalImageId=path.stem,
+                    MaxFaces=1,
+                    QualityFilter="NONE",
+                )
+            except Exception:
                 return
             with lock:
                 for record in response["FaceRecords"]:
@@ -130,7 +146,7 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
         for face in faces:  # no face without its metadata
             assert face["ImageId"] and face["ExternalImageId"] and 0 < face["BoundingBox"]["Width"] <= 1
         # Searchable: each acknowledged image finds its own face first.
-        for face_id, external in list(acknowledged.items())[:40]:
+        for _face_id, external in list(acknowledged.items())[:40]:
             path = next(p for p in images if p.stem == external)
             found = client.search_faces_by_image(CollectionId="crash", Image={"Bytes": path.read_bytes()}, MaxFaces=1)
             assert found["FaceMatches"][0]["Face"]["ExternalImageId"] == external

@@ -16,11 +16,36 @@ from visage.errors import InvalidParameterException
 from visage.faces import FaceDetail
 
 LANDMARK_TYPES = {
-    "eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight", "leftEyeBrowLeft", "leftEyeBrowRight",
-    "leftEyeBrowUp", "rightEyeBrowLeft", "rightEyeBrowRight", "rightEyeBrowUp", "leftEyeLeft", "leftEyeRight",
-    "leftEyeUp", "leftEyeDown", "rightEyeLeft", "rightEyeRight", "rightEyeUp", "rightEyeDown", "noseLeft",
-    "noseRight", "mouthUp", "mouthDown", "leftPupil", "rightPupil", "upperJawlineLeft", "midJawlineLeft",
-    "chinBottom", "midJawlineRight", "upperJawlineRight",
+    "eyeLeft",
+    "eyeRight",
+    "nose",
+    "mouthLeft",
+    "mouthRight",
+    "leftEyeBrowLeft",
+    "leftEyeBrowRight",
+    "leftEyeBrowUp",
+    "rightEyeBrowLeft",
+    "rightEyeBrowRight",
+    "rightEyeBrowUp",
+    "leftEyeLeft",
+    "leftEyeRight",
+    "leftEyeUp",
+    "leftEyeDown",
+    "rightEyeLeft",
+    "rightEyeRight",
+    "rightEyeUp",
+    "rightEyeDown",
+    "noseLeft",
+    "noseRight",
+    "mouthUp",
+    "mouthDown",
+    "leftPupil",
+    "rightPupil",
+    "upperJawlineLeft",
+    "midJawlineLeft",
+    "chinBottom",
+    "midJawlineRight",
+    "upperJawlineRight",
 }
 
 
@@ -186,14 +211,26 @@ def test_compare_faces_on_portraits(engine: Engine, portraits: Path) -> None:
     assert not impostor.matches and len(impostor.unmatched) == 1
     shape = result.to_rekognition()
     assert set(shape) == {"SourceImageFace", "FaceMatches", "UnmatchedFaces"}
-    assert set(shape["FaceMatches"][0]["Face"]) <= {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "Smile"}
+    assert set(shape["FaceMatches"][0]["Face"]) <= {
+        "BoundingBox",
+        "Confidence",
+        "Landmarks",
+        "Pose",
+        "Quality",
+        "Smile",
+    }
 
 
 def test_solvay_conference_all_29_faces(engine: Engine, portraits: Path) -> None:
     faces = engine.detect_faces((portraits / "solvay_conference_1927.jpg").read_bytes())
     assert len(faces) == 29
     # Distinct people: no two boxes overlap much.
-    centres = np.array([(f.bounding_box.left + f.bounding_box.width / 2, f.bounding_box.top + f.bounding_box.height / 2) for f in faces])
+    centres = np.array(
+        [
+            (f.bounding_box.left + f.bounding_box.width / 2, f.bounding_box.top + f.bounding_box.height / 2)
+            for f in faces
+        ]
+    )
     distances = np.linalg.norm(centres[:, None] - centres[None], axis=2) + np.eye(29)
     assert distances.min() > min(f.bounding_box.width for f in faces) * 0.8
 

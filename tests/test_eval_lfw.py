@@ -46,7 +46,9 @@ def test_tar_at_far_counts_the_impostors_it_lets_through() -> None:
     strict = tar_at_far(genuine, impostor, 1e-4)
     assert strict["false_accepts"] == 0 and not strict["resolvable"] and strict["tar"] == pytest.approx(2 / 6)
     curve = error_curve(genuine, impostor)
-    assert np.all(np.diff(curve.threshold) >= 0) and np.all(np.diff(curve.fmr) <= 0) and np.all(np.diff(curve.fnmr) >= 0)
+    assert (
+        np.all(np.diff(curve.threshold) >= 0) and np.all(np.diff(curve.fmr) <= 0) and np.all(np.diff(curve.fnmr) >= 0)
+    )
 
 
 def test_reduced_run_writes_every_file_and_agrees_with_the_published_accuracy(lfw: Path, tmp_path: Path) -> None:

@@ -37,8 +37,12 @@ def test_fusion_cosine_is_the_weighted_mean_of_the_cosines(engine: Engine, portr
     images = [(portraits / f"{name}.jpg").read_bytes() for name in ("person_a_1", "person_a_2", "impostor_1")]
     weight = FusionWeight.load()
     for a, b in ((0, 1), (0, 2)):
-        by_model = {m: [_embedding(engine.embed(images[i], model=m)[0]) for i in (a, b)] for m in ("sface", "dlib", "fusion")}
-        expected = weight.sface_weight * cosine(*by_model["sface"]) + (1 - weight.sface_weight) * cosine(*by_model["dlib"])
+        by_model = {
+            m: [_embedding(engine.embed(images[i], model=m)[0]) for i in (a, b)] for m in ("sface", "dlib", "fusion")
+        }
+        expected = weight.sface_weight * cosine(*by_model["sface"]) + (1 - weight.sface_weight) * cosine(
+            *by_model["dlib"]
+        )
         assert cosine(*by_model["fusion"]) == pytest.approx(expected, abs=1e-5)
 
 

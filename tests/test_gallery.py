@@ -46,8 +46,18 @@ def test_plan_keeps_probe_people_out_of_the_gallery(eval_data: Path) -> None:
 def test_reduced_gallery_through_the_server(eval_data: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         gallery_command,
-        ["--data", str(eval_data), "--out", str(tmp_path), "--probes", str(PROBES), "--limit", str(GALLERY),
-         "--markdown", str(tmp_path / "gallery.md")],
+        [
+            "--data",
+            str(eval_data),
+            "--out",
+            str(tmp_path),
+            "--probes",
+            str(PROBES),
+            "--limit",
+            str(GALLERY),
+            "--markdown",
+            str(tmp_path / "gallery.md"),
+        ],
     )
     assert result.exit_code == 0, result.output + repr(result.exception)
     run = json.loads((tmp_path / "gallery.json").read_text())
@@ -57,7 +67,9 @@ def test_reduced_gallery_through_the_server(eval_data: Path, tmp_path: Path) -> 
     assert run["gallery_faces"] >= 0.95 * GALLERY  # crops of one face each: nearly all are indexed
     assert run["probes_searched"] >= 0.95 * PROBES and not run["truncated_searches"]
     probe_people = {m["probe"].split(":")[2] for m in run["false_matches"]}
-    assert not any(m["gallery"].split(":")[2] in probe_people for m in run["false_matches"] if m["gallery"].startswith("lfw:"))
+    assert not any(
+        m["gallery"].split(":")[2] in probe_people for m in run["false_matches"] if m["gallery"].startswith("lfw:")
+    )
 
     rows = {row["threshold"]: row for row in run["thresholds"]}
     assert set(rows) == set(THRESHOLDS)

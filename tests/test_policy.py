@@ -32,7 +32,13 @@ def test_explicit_deny_wins_whatever_the_order() -> None:
 
 
 def test_action_wildcards_ignore_case_and_resources_do_not() -> None:
-    p = policy({"Effect": "Allow", "Action": ["rekognition:search*", "rekognition:?etectFaces"], "Resource": "arn:aws:rekognition:*:*:collection/st*"})
+    p = policy(
+        {
+            "Effect": "Allow",
+            "Action": ["rekognition:search*", "rekognition:?etectFaces"],
+            "Resource": "arn:aws:rekognition:*:*:collection/st*",
+        }
+    )
     assert p.allows("rekognition:SearchFacesByImage", STAFF)
     assert p.allows("rekognition:SearchUsers", STAFF)
     assert p.allows("rekognition:DetectFaces", STAFF)
@@ -65,7 +71,10 @@ def test_round_trip_and_summary() -> None:
         ('{"Statement": []}', "non-empty Statement"),
         ('{"Statement": [{"Effect": "Maybe", "Action": "*", "Resource": "*"}]}', "Allow or Deny"),
         ('{"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}', "rekognition:<Operation>"),
-        ('{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]}', "Condition is not supported"),
+        (
+            '{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {}}]}',
+            "Condition is not supported",
+        ),
         ('{"Statement": [{"Effect": "Allow", "Action": [], "Resource": "*"}]}', "Action must be"),
         ('{"Statement": [{"Effect": "Allow", "Action": "*"}]}', "Resource must be"),
     ],
@@ -80,4 +89,6 @@ def test_a_misspelt_action_is_refused_when_the_actions_are_known() -> None:
     known = ["rekognition:SearchFacesByImage", "visage:ManageKeys"]
     Policy.parse('{"Statement": {"Effect": "Allow", "Action": "rekognition:Search*", "Resource": "*"}}', known)
     with pytest.raises(PolicyError, match="names no action"):
-        Policy.parse('{"Statement": {"Effect": "Allow", "Action": "rekognition:SearchFaceByImage", "Resource": "*"}}', known)
+        Policy.parse(
+            '{"Statement": {"Effect": "Allow", "Action": "rekognition:SearchFaceByImage", "Resource": "*"}}', known
+        )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import botocore.loaders
 import botocore.parsers
@@ -144,9 +144,7 @@ def test_empty_body_is_an_empty_object(model):
 
 def test_null_counts_as_absent(model):
     assert model.decode_request("ListCollections", b'{"MaxResults": null}') == {}
-    assert "Missing required parameter CollectionId" in decode_error(
-        model, "CreateCollection", {"CollectionId": None}
-    )
+    assert "Missing required parameter CollectionId" in decode_error(model, "CreateCollection", {"CollectionId": None})
 
 
 def test_floats_accept_integers(model):
@@ -317,7 +315,7 @@ def test_image_too_large_in_compare_faces_names_the_member(model):
     small = base64.b64encode(b"x").decode()
     big = base64.b64encode(b"\xff" * (MAX_IMAGE_BYTES + 1)).decode()
     params = {"SourceImage": {"Bytes": small}, "TargetImage": {"Bytes": big}}
-    with pytest.raises(ImageTooLargeException, match="TargetImage.Bytes"):
+    with pytest.raises(ImageTooLargeException, match=r"TargetImage\.Bytes"):
         model.decode_request("CompareFaces", body(params))
 
 
@@ -342,8 +340,18 @@ def test_unknown_members(model):
 
 @pytest.mark.parametrize(
     "raw",
-    [b"{", b'{"CollectionId": "c",}', b"[]", b'["CollectionId"]', b'"c"', b"42", b"null",
-     b'{"MaxResults": NaN}', b"\xff\xfe\x00", b"[" * 100_000],
+    [
+        b"{",
+        b'{"CollectionId": "c",}',
+        b"[]",
+        b'["CollectionId"]',
+        b'"c"',
+        b"42",
+        b"null",
+        b'{"MaxResults": NaN}',
+        b"\xff\xfe\x00",
+        b"[" * 100_000,
+    ],
 )
 def test_malformed_bodies_are_serialization_errors(model, raw):
     with pytest.raises(SerializationException):
@@ -360,7 +368,7 @@ def parse_response(botocore_model, operation: str, payload: bytes, status: int =
 
 
 def test_describe_collection_round_trips_through_botocore(model, botocore_model):
-    created = datetime(2024, 5, 17, 8, 30, 15, 123000, tzinfo=timezone.utc)
+    created = datetime(2024, 5, 17, 8, 30, 15, 123000, tzinfo=UTC)
     result = {
         "FaceCount": np.int64(12),
         "FaceModelVersion": "7.0",
@@ -379,11 +387,9 @@ def test_describe_collection_round_trips_through_botocore(model, botocore_model)
 
 
 def test_naive_datetimes_are_utc(model, botocore_model):
-    payload = model.encode_response(
-        "DescribeCollection", {"CreationTimestamp": datetime(2024, 1, 1, 12, 0, 0)}
-    )
+    payload = model.encode_response("DescribeCollection", {"CreationTimestamp": datetime(2024, 1, 1, 12, 0, 0)})
     parsed = parse_response(botocore_model, "DescribeCollection", payload)
-    assert parsed["CreationTimestamp"] == datetime(2024, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+    assert parsed["CreationTimestamp"] == datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_detect_faces_response_with_numpy_values(model, botocore_model):
@@ -446,8 +452,7 @@ def test_non_finite_output_float_is_an_internal_error(model):
 @pytest.mark.parametrize(
     ("error", "status", "code"),
     [
-        (InvalidParameterException("CollectionId must be at most 255 characters"), 400,
-         "InvalidParameterException"),
+        (InvalidParameterException("CollectionId must be at most 255 characters"), 400, "InvalidParameterException"),
         (ResourceNotFoundException("The collection id: c does not exist"), 400, "ResourceNotFoundException"),
         (InternalServerError("boom"), 500, "InternalServerError"),
         (ModelIntegrityError("sface.onnx: SHA-256 mismatch"), 500, "InternalServerError"),

@@ -57,7 +57,9 @@ def test_detect_faces_bad_images(rekognition: Any, astronaut_rgb: np.ndarray, as
 
 
 def test_compare_faces(rekognition: Any, people: dict[str, bytes]) -> None:
-    same = rekognition.compare_faces(SourceImage={"Bytes": people["person_b_1"]}, TargetImage={"Bytes": people["person_b_2"]})
+    same = rekognition.compare_faces(
+        SourceImage={"Bytes": people["person_b_1"]}, TargetImage={"Bytes": people["person_b_2"]}
+    )
     assert len(same["FaceMatches"]) == 1 and same["FaceMatches"][0]["Similarity"] >= 80
     assert set(same["SourceImageFace"]) == {"BoundingBox", "Confidence"}
     other = rekognition.compare_faces(
@@ -70,7 +72,9 @@ def test_compare_faces_without_a_face_is_invalid_parameter(rekognition: Any, peo
     from skimage import data
 
     with pytest.raises(rekognition.exceptions.InvalidParameterException):
-        rekognition.compare_faces(SourceImage={"Bytes": encode(data.coffee())}, TargetImage={"Bytes": people["person_a_1"]})
+        rekognition.compare_faces(
+            SourceImage={"Bytes": encode(data.coffee())}, TargetImage={"Bytes": people["person_a_1"]}
+        )
 
 
 # Collections ---------------------------------------------------------------------------
@@ -118,7 +122,9 @@ def test_list_collections_paginates(rekognition: Any) -> None:
 
 def test_index_list_search_delete(rekognition: Any, collection: str, people: dict[str, bytes]) -> None:
     indexed = rekognition.index_faces(
-        CollectionId=collection, Image={"Bytes": people["person_a_1"]}, ExternalImageId="macron-2014",
+        CollectionId=collection,
+        Image={"Bytes": people["person_a_1"]},
+        ExternalImageId="macron-2014",
         DetectionAttributes=["ALL"],
     )
     (record,) = indexed["FaceRecords"]
@@ -144,20 +150,28 @@ def test_index_list_search_delete(rekognition: Any, collection: str, people: dic
     similarities = [m["Similarity"] for m in by_face["FaceMatches"]]
     assert similarities == sorted(similarities, reverse=True)
 
-    deleted = rekognition.delete_faces(CollectionId=collection, FaceIds=[face_id, "00000000-0000-0000-0000-000000000000"])
+    deleted = rekognition.delete_faces(
+        CollectionId=collection, FaceIds=[face_id, "00000000-0000-0000-0000-000000000000"]
+    )
     assert deleted["DeletedFaces"] == [face_id]
     assert deleted["UnsuccessfulFaceDeletions"][0]["Reasons"] == ["FACE_NOT_FOUND"]
     with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
         rekognition.search_faces(CollectionId=collection, FaceId=face_id)
-    assert rekognition.search_faces_by_image(CollectionId=collection, Image={"Bytes": people["person_a_2"]})["FaceMatches"] == []
+    assert (
+        rekognition.search_faces_by_image(CollectionId=collection, Image={"Bytes": people["person_a_2"]})["FaceMatches"]
+        == []
+    )
 
 
 def test_index_faces_max_faces_and_reasons(rekognition: Any, collection: str, portraits: Path) -> None:
     group = (portraits / "solvay_conference_1927.jpg").read_bytes()
-    response = rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, MaxFaces=5, QualityFilter="NONE")
+    response = rekognition.index_faces(
+        CollectionId=collection, Image={"Bytes": group}, MaxFaces=5, QualityFilter="NONE"
+    )
     assert len(response["FaceRecords"]) == 5
     reasons = [u["Reasons"] for u in response["UnindexedFaces"]]
     assert len(reasons) == 24 and all(r == ["EXCEEDS_MAX_FACES"] for r in reasons)
+
     def area(box: dict[str, float]) -> float:
         return box["Width"] * box["Height"]
 
@@ -171,14 +185,21 @@ def test_index_faces_max_faces_and_reasons(rekognition: Any, collection: str, po
 
 def test_index_faces_quality_filter_high_drops_small_faces(rekognition: Any, collection: str, portraits: Path) -> None:
     group = (portraits / "solvay_conference_1927.jpg").read_bytes()
-    response = rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, QualityFilter="HIGH", MaxFaces=100)
+    response = rekognition.index_faces(
+        CollectionId=collection, Image={"Bytes": group}, QualityFilter="HIGH", MaxFaces=100
+    )
     assert response["UnindexedFaces"], "HIGH should refuse some of the small, soft 1927 faces"
     for unindexed in response["UnindexedFaces"]:
         assert set(unindexed["Reasons"]) <= QUALITY_REASONS
 
 
 QUALITY_REASONS = {
-    "EXTREME_POSE", "LOW_BRIGHTNESS", "LOW_SHARPNESS", "LOW_CONFIDENCE", "SMALL_BOUNDING_BOX", "LOW_FACE_QUALITY",
+    "EXTREME_POSE",
+    "LOW_BRIGHTNESS",
+    "LOW_SHARPNESS",
+    "LOW_CONFIDENCE",
+    "SMALL_BOUNDING_BOX",
+    "LOW_FACE_QUALITY",
 }
 
 
@@ -197,7 +218,9 @@ def test_search_faces_by_image_without_face(rekognition: Any, collection: str) -
 def test_list_faces_paginates(rekognition: Any, collection: str, portraits: Path) -> None:
     group = (portraits / "solvay_conference_1927.jpg").read_bytes()
     rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, QualityFilter="NONE")
-    pages = list(rekognition.get_paginator("list_faces").paginate(CollectionId=collection, PaginationConfig={"PageSize": 10}))
+    pages = list(
+        rekognition.get_paginator("list_faces").paginate(CollectionId=collection, PaginationConfig={"PageSize": 10})
+    )
     ids = [f["FaceId"] for page in pages for f in page["Faces"]]
     assert len(pages) == 3 and len(ids) == 29 and len(set(ids)) == 29
 
@@ -207,7 +230,9 @@ def test_list_faces_paginates(rekognition: Any, collection: str, portraits: Path
 
 def test_users(rekognition: Any, collection: str, people: dict[str, bytes]) -> None:
     ids = {
-        name: rekognition.index_faces(CollectionId=collection, Image={"Bytes": people[name]})["FaceRecords"][0]["Face"]["FaceId"]
+        name: rekognition.index_faces(CollectionId=collection, Image={"Bytes": people[name]})["FaceRecords"][0]["Face"][
+            "FaceId"
+        ]
         for name in ("person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1")
     }
     rekognition.create_user(CollectionId=collection, UserId="macron")
@@ -220,11 +245,15 @@ def test_users(rekognition: Any, collection: str, people: dict[str, bytes]) -> N
     first = rekognition.associate_faces(CollectionId=collection, UserId="macron", FaceIds=[ids["person_a_1"]])
     assert first["AssociatedFaces"] == [{"FaceId": ids["person_a_1"]}] and first["UserStatus"] == "ACTIVE"
     # The second face must look like the first: Ardern's does not.
-    second = rekognition.associate_faces(CollectionId=collection, UserId="macron", FaceIds=[ids["person_a_2"], ids["person_b_1"]])
+    second = rekognition.associate_faces(
+        CollectionId=collection, UserId="macron", FaceIds=[ids["person_a_2"], ids["person_b_1"]]
+    )
     assert second["AssociatedFaces"] == [{"FaceId": ids["person_a_2"]}]
     (refused,) = second["UnsuccessfulFaceAssociations"]
     assert refused["FaceId"] == ids["person_b_1"] and refused["Reasons"] == ["LOW_MATCH_CONFIDENCE"]
-    rekognition.associate_faces(CollectionId=collection, UserId="ardern", FaceIds=[ids["person_b_1"], ids["person_b_2"]])
+    rekognition.associate_faces(
+        CollectionId=collection, UserId="ardern", FaceIds=[ids["person_b_1"], ids["person_b_2"]]
+    )
     taken = rekognition.associate_faces(CollectionId=collection, UserId="ardern", FaceIds=[ids["person_a_1"]])
     assert taken["UnsuccessfulFaceAssociations"][0]["Reasons"] == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
 
@@ -249,7 +278,9 @@ def test_users(rekognition: Any, collection: str, people: dict[str, bytes]) -> N
     with pytest.raises(rekognition.exceptions.InvalidParameterException):
         rekognition.search_users(CollectionId=collection, UserId="ardern", FaceId=ids["person_b_2"])
 
-    out = rekognition.disassociate_faces(CollectionId=collection, UserId="macron", FaceIds=[ids["person_a_2"], ids["person_b_1"]])
+    out = rekognition.disassociate_faces(
+        CollectionId=collection, UserId="macron", FaceIds=[ids["person_a_2"], ids["person_b_1"]]
+    )
     assert out["DisassociatedFaces"] == [{"FaceId": ids["person_a_2"]}]
     assert out["UnsuccessfulFaceDisassociations"][0]["Reasons"] == ["ASSOCIATED_TO_A_DIFFERENT_USER"]
 
@@ -286,12 +317,16 @@ def test_user_requests_are_idempotent(rekognition: Any, collection: str) -> None
     assert [u["UserId"] for u in rekognition.list_users(CollectionId=collection)["Users"]] == ["u1"]
 
 
-def test_at_most_100_faces_per_user(rekognition: Any, collection: str, portraits: Path, astronaut_rgb: np.ndarray) -> None:
+def test_at_most_100_faces_per_user(
+    rekognition: Any, collection: str, portraits: Path, astronaut_rgb: np.ndarray
+) -> None:
     # 101 faces of one person: the astronaut, shifted by a pixel each time (distinct images).
     face_ids = []
     for i in range(101):
         shifted = np.ascontiguousarray(np.roll(astronaut_rgb, i, axis=1))
-        record = rekognition.index_faces(CollectionId=collection, Image={"Bytes": encode(shifted)}, QualityFilter="NONE")
+        record = rekognition.index_faces(
+            CollectionId=collection, Image={"Bytes": encode(shifted)}, QualityFilter="NONE"
+        )
         face_ids.append(record["FaceRecords"][0]["Face"]["FaceId"])
     rekognition.create_user(CollectionId=collection, UserId="astronaut")
     rekognition.associate_faces(CollectionId=collection, UserId="astronaut", FaceIds=face_ids[:100])
@@ -315,11 +350,15 @@ def test_tags(rekognition: Any, collection: str) -> None:
 # Images from S3Object ----------------------------------------------------------------
 
 
-def test_s3_object_from_local_root(rekognition: Any, server: RunningServer, collection: str, people: dict[str, bytes]) -> None:
+def test_s3_object_from_local_root(
+    rekognition: Any, server: RunningServer, collection: str, people: dict[str, bytes]
+) -> None:
     bucket = server.s3_root / "photos"
     (bucket / "sub").mkdir(parents=True, exist_ok=True)
     (bucket / "sub" / "a.jpg").write_bytes(people["person_a_1"])
-    response = rekognition.index_faces(CollectionId=collection, Image={"S3Object": {"Bucket": "photos", "Name": "sub/a.jpg"}})
+    response = rekognition.index_faces(
+        CollectionId=collection, Image={"S3Object": {"Bucket": "photos", "Name": "sub/a.jpg"}}
+    )
     assert len(response["FaceRecords"]) == 1
     with pytest.raises(rekognition.exceptions.InvalidS3ObjectException):
         rekognition.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "missing.jpg"}})
@@ -330,16 +369,24 @@ def test_s3_object_from_local_root(rekognition: Any, server: RunningServer, coll
 # The audit log -----------------------------------------------------------------------
 
 
-def test_searches_are_audited(rekognition: Any, server: RunningServer, collection: str, people: dict[str, bytes]) -> None:
+def test_searches_are_audited(
+    rekognition: Any, server: RunningServer, collection: str, people: dict[str, bytes]
+) -> None:
     import json
     import subprocess
     import sys
 
-    face_id = rekognition.index_faces(CollectionId=collection, Image={"Bytes": people["person_b_1"]})["FaceRecords"][0]["Face"]["FaceId"]
-    rekognition.search_faces_by_image(CollectionId=collection, Image={"Bytes": people["person_b_2"]}, FaceMatchThreshold=90)
+    face_id = rekognition.index_faces(CollectionId=collection, Image={"Bytes": people["person_b_1"]})["FaceRecords"][0][
+        "Face"
+    ]["FaceId"]
+    rekognition.search_faces_by_image(
+        CollectionId=collection, Image={"Bytes": people["person_b_2"]}, FaceMatchThreshold=90
+    )
     exported = subprocess.run(
         [sys.executable, "-m", "visage.cli", "audit-log", "--data-dir", str(server.data_dir)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     records = [json.loads(line) for line in exported.splitlines()]
     mine = [r for r in records if r["collection_id"] == collection]
@@ -350,6 +397,8 @@ def test_searches_are_audited(rekognition: Any, server: RunningServer, collectio
     assert "Bytes" not in exported and "person_b" not in exported
     csv_out = subprocess.run(
         [sys.executable, "-m", "visage.cli", "audit-log", "--data-dir", str(server.data_dir), "--format", "csv"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert csv_out.splitlines()[0].startswith("time,access_key_id,operation")

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-
 from .conftest import RunningServer
 
 
@@ -28,7 +27,10 @@ def aws(server: RunningServer, *args: str) -> dict[str, Any]:
     }
     result = subprocess.run(
         [str(executable), "rekognition", *args, "--endpoint-url", server.url, "--output", "json"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout) if result.stdout.strip() else {}
@@ -48,7 +50,9 @@ def test_aws_cli(server: RunningServer, portraits: Path) -> None:
     created = aws(server, "create-collection", "--collection-id", "cli")
     assert created["StatusCode"] == 200
     for name in ("person_a_1", "impostor_1"):
-        indexed = aws(server, "index-faces", "--collection-id", "cli", "--image", image(name), "--external-image-id", name)
+        indexed = aws(
+            server, "index-faces", "--collection-id", "cli", "--image", image(name), "--external-image-id", name
+        )
         assert len(indexed["FaceRecords"]) == 1
     found = aws(server, "search-faces-by-image", "--collection-id", "cli", "--image", image("person_a_2"))
     assert [m["Face"]["ExternalImageId"] for m in found["FaceMatches"]] == ["person_a_1"]
@@ -70,8 +74,11 @@ def test_identification_on_lfw(server: RunningServer, rekognition: Any, lfw: Pat
     for name, images in people:
         for image in images[:2]:
             rekognition.index_faces(
-                CollectionId="lfw-identification", Image={"Bytes": image.read_bytes()},
-                ExternalImageId=name, MaxFaces=1, QualityFilter="NONE",
+                CollectionId="lfw-identification",
+                Image={"Bytes": image.read_bytes()},
+                ExternalImageId=name,
+                MaxFaces=1,
+                QualityFilter="NONE",
             )
     correct = 0
     for name, images in people:
@@ -92,7 +99,8 @@ def test_restart_keeps_everything(tmp_path: Path, portraits: Path) -> None:
         client = first.client()
         client.create_collection(CollectionId="kept", Tags={"keep": "yes"})
         face_id = client.index_faces(CollectionId="kept", Image={"Bytes": (portraits / "person_b_1.jpg").read_bytes()})[
-            "FaceRecords"][0]["Face"]["FaceId"]
+            "FaceRecords"
+        ][0]["Face"]["FaceId"]
         client.create_user(CollectionId="kept", UserId="ardern")
         client.associate_faces(CollectionId="kept", UserId="ardern", FaceIds=[face_id])
     finally:
@@ -107,7 +115,9 @@ def test_restart_keeps_everything(tmp_path: Path, portraits: Path) -> None:
         assert client.list_tags_for_resource(ResourceArn=described["CollectionARN"])["Tags"] == {"keep": "yes"}
         (face,) = client.list_faces(CollectionId="kept")["Faces"]
         assert face["FaceId"] == face_id and face["UserId"] == "ardern"
-        found = client.search_faces_by_image(CollectionId="kept", Image={"Bytes": (portraits / "person_b_2.jpg").read_bytes()})
+        found = client.search_faces_by_image(
+            CollectionId="kept", Image={"Bytes": (portraits / "person_b_2.jpg").read_bytes()}
+        )
         assert [m["Face"]["FaceId"] for m in found["FaceMatches"]] == [face_id]
     finally:
         second.stop()

@@ -53,7 +53,9 @@ def test_two_servers_share_one_postgresql_database(postgres_dsn: str, portraits:
         assert two.delete_faces(CollectionId="staff", FaceIds=impostor)["DeletedFaces"] == impostor
         assert sorted(faces_by_external_id(one, "staff").values()) == ["person_a_1", "person_b_1"]
         two.create_user(CollectionId="staff", UserId="alice")
-        (alice_face,) = [face_id for face_id, name in faces_by_external_id(two, "staff").items() if name == "person_a_1"]
+        (alice_face,) = [
+            face_id for face_id, name in faces_by_external_id(two, "staff").items() if name == "person_a_1"
+        ]
         two.associate_faces(CollectionId="staff", UserId="alice", FaceIds=[alice_face])
         found = one.search_users_by_image(CollectionId="staff", Image={"Bytes": people["person_a_2"]})
         assert found["UserMatches"][0]["User"]["UserId"] == "alice"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -76,20 +76,42 @@ def test_malformed_json(server: RunningServer) -> None:
 
 
 def test_out_of_range_numbers(server: RunningServer) -> None:
-    body = expect(signed(server, "SearchFaces", {
-        "CollectionId": "c", "FaceId": "00000000-0000-0000-0000-000000000000", "MaxFaces": 5000,
-    }), 400, "InvalidParameterException")
+    body = expect(
+        signed(
+            server,
+            "SearchFaces",
+            {
+                "CollectionId": "c",
+                "FaceId": "00000000-0000-0000-0000-000000000000",
+                "MaxFaces": 5000,
+            },
+        ),
+        400,
+        "InvalidParameterException",
+    )
     assert "MaxFaces" in body["message"]
-    body = expect(signed(server, "CompareFaces", {
-        "SourceImage": {"Bytes": "AA=="}, "TargetImage": {"Bytes": "AA=="}, "SimilarityThreshold": 101,
-    }), 400, "InvalidParameterException")
+    body = expect(
+        signed(
+            server,
+            "CompareFaces",
+            {
+                "SourceImage": {"Bytes": "AA=="},
+                "TargetImage": {"Bytes": "AA=="},
+                "SimilarityThreshold": 101,
+            },
+        ),
+        400,
+        "InvalidParameterException",
+    )
     assert "SimilarityThreshold" in body["message"]
 
 
 def test_bad_patterns(server: RunningServer) -> None:
     body = expect(signed(server, "CreateCollection", {"CollectionId": "has spaces!"}), 400, "InvalidParameterException")
     assert "CollectionId" in body["message"]
-    body = expect(signed(server, "SearchFaces", {"CollectionId": "c", "FaceId": "NOT-A-UUID"}), 400, "InvalidParameterException")
+    body = expect(
+        signed(server, "SearchFaces", {"CollectionId": "c", "FaceId": "NOT-A-UUID"}), 400, "InvalidParameterException"
+    )
     assert "FaceId" in body["message"]
 
 
@@ -99,7 +121,9 @@ def test_missing_required_member(server: RunningServer) -> None:
 
 
 def test_unsigned_request(server: RunningServer) -> None:
-    response = httpx.post(server.url + "/", content=b"{}", headers={"Content-Type": JSON, "X-Amz-Target": TARGET + "ListCollections"})
+    response = httpx.post(
+        server.url + "/", content=b"{}", headers={"Content-Type": JSON, "X-Amz-Target": TARGET + "ListCollections"}
+    )
     expect(response, 403, "MissingAuthenticationTokenException")
 
 
@@ -112,8 +136,11 @@ def test_unknown_key(server: RunningServer) -> None:
     from botocore.config import Config
 
     client = boto3.client(
-        "rekognition", endpoint_url=server.url, region_name="us-east-1",
-        aws_access_key_id="VSAKUNKNOWNUNKNOWN00", aws_secret_access_key="y" * 40,
+        "rekognition",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="VSAKUNKNOWNUNKNOWN00",
+        aws_secret_access_key="y" * 40,
         config=Config(retries={"max_attempts": 1}),
     )
     with pytest.raises(client.exceptions.ClientError) as excinfo:
@@ -125,7 +152,7 @@ def test_stale_timestamp(server: RunningServer, monkeypatch: pytest.MonkeyPatch)
     import botocore.auth
 
     # A client whose clock is 20 minutes slow (botocore signs with its own clock).
-    stale = datetime.now(timezone.utc) - timedelta(minutes=20)
+    stale = datetime.now(UTC) - timedelta(minutes=20)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: stale.replace(tzinfo=None))
     body = expect(signed(server, "ListCollections", {}), 400, "InvalidSignatureException")
     assert "expired" in body["message"].lower()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from urllib.parse import urlsplit
 
@@ -42,7 +42,7 @@ class Sent:
     @property
     def signed_at(self) -> datetime:
         stamp = self.header("X-Amz-Date")
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
     def header(self, name: str) -> str:
         return next(v for k, v in self.headers if k.lower() == name.lower())
@@ -76,7 +76,7 @@ def sign(
     boto_credentials = BotoCredentials(credentials.access_key_id, credentials.secret_access_key)
     SigV4Auth(boto_credentials, service, region).add_auth(request)
     parts = urlsplit(url)
-    received = list(request.headers.items()) + [("Host", parts.netloc)]
+    received = [*list(request.headers.items()), ("Host", parts.netloc)]
     return Sent("POST", parts.path or "/", parts.query, received, body)
 
 
@@ -101,18 +101,14 @@ def test_valid_request_returns_the_access_key_id():
 
 def test_current_time_is_the_default_clock():
     sent = sign()
-    assert verify_request(sent.method, sent.path, sent.query, sent.headers, sent.body, KEYS.get) == (
-        KEY.access_key_id
-    )
+    assert verify_request(sent.method, sent.path, sent.query, sent.headers, sent.body, KEYS.get) == (KEY.access_key_id)
 
 
 def test_headers_may_be_a_case_insensitive_mapping():
     sent = sign()
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in sent.headers]
     headers = StarletteHeaders(raw=raw)
-    assert verify_request("POST", "/", "", headers, sent.body, KEYS.get, now=sent.signed_at) == (
-        KEY.access_key_id
-    )
+    assert verify_request("POST", "/", "", headers, sent.body, KEYS.get, now=sent.signed_at) == (KEY.access_key_id)
 
 
 def test_any_region_is_accepted():
@@ -243,8 +239,7 @@ def test_request_signed_16_minutes_ago_has_expired():
         verify(sent, now=now)
     earliest = (now - timedelta(minutes=15)).strftime("%Y%m%dT%H%M%SZ")
     assert str(caught.value) == (
-        f"Signature expired: {stamp} is now earlier than {earliest} "
-        f"({now.strftime('%Y%m%dT%H%M%SZ')} - 15 min.)"
+        f"Signature expired: {stamp} is now earlier than {earliest} ({now.strftime('%Y%m%dT%H%M%SZ')} - 15 min.)"
     )
 
 
@@ -260,8 +255,14 @@ def test_max_skew_is_configurable():
     sent = sign()
     with pytest.raises(InvalidSignatureException, match=r"- 1 min\.\)$"):
         verify_request(
-            "POST", "/", "", sent.headers, sent.body, KEYS.get,
-            now=sent.signed_at + timedelta(minutes=2), max_skew=timedelta(minutes=1),
+            "POST",
+            "/",
+            "",
+            sent.headers,
+            sent.body,
+            KEYS.get,
+            now=sent.signed_at + timedelta(minutes=2),
+            max_skew=timedelta(minutes=1),
         )
 
 
@@ -297,9 +298,20 @@ def test_service_in_scope_must_be_rekognition():
         (r"Signature=(\w+)", lambda m: "Signature=" + m[1].upper(), "64 lowercase hexadecimal"),
     ],
     ids=[
-        "other-algorithm", "sigv2", "no-signature", "no-signed-headers", "no-credential",
-        "repeated-parameter", "unknown-parameter", "short-credential", "bad-terminator",
-        "scope-date", "host-unsigned", "date-unsigned", "empty-header-name", "uppercase-signature",
+        "other-algorithm",
+        "sigv2",
+        "no-signature",
+        "no-signed-headers",
+        "no-credential",
+        "repeated-parameter",
+        "unknown-parameter",
+        "short-credential",
+        "bad-terminator",
+        "scope-date",
+        "host-unsigned",
+        "date-unsigned",
+        "empty-header-name",
+        "uppercase-signature",
     ],
 )
 def test_malformed_authorization_is_refused(pattern, replacement, message):
@@ -323,7 +335,7 @@ def test_malformed_x_amz_date_is_refused(stamp):
 
 def test_repeated_authorization_header_is_refused():
     sent = sign()
-    doubled = replace(sent, headers=sent.headers + [("authorization", sent.header("Authorization"))])
+    doubled = replace(sent, headers=[*sent.headers, ("authorization", sent.header("Authorization"))])
     with pytest.raises(InvalidSignatureException, match="2 'authorization' headers"):
         verify(doubled)
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,7 +36,7 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, Store, User
+from visage.store.base import AuditRecord, Collection, RequestToken, Store, StoredFace, User
 from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
@@ -44,7 +44,7 @@ from visage.store.sqlite import MIGRATIONS, SQLiteStore
 from .conftest import TestPostgres
 
 DIM = 128
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
@@ -740,8 +740,16 @@ def test_audit_records_are_kept_in_time_order(store: Store) -> None:
 
     late = record(10, "SearchUsers")
     early = record(0, "SearchFaces")
-    middle = record(5, "SearchFacesByImage", collection_id=None, threshold=None, match_count=0, best_similarity=None,
-                    face_ids=[], user_ids=[])
+    middle = record(
+        5,
+        "SearchFacesByImage",
+        collection_id=None,
+        threshold=None,
+        match_count=0,
+        best_similarity=None,
+        face_ids=[],
+        user_ids=[],
+    )
     tie = record(5, "CompareFaces")
     for r in (late, early, middle, tie):
         store.append_audit(r)
@@ -797,14 +805,14 @@ def test_concurrent_writers_on_one_database(open_store: Callable[[], Store], rng
         try:
             for batch in faces:
                 store.add_faces("c1", batch)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     def search() -> None:
         try:
             while not done.is_set():
                 main.search("c1", query, 10, -1.0)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=write, args=(s, b)) for s, b in zip(writers, batches)]
@@ -832,7 +840,7 @@ def test_threads_sharing_one_instance(store: Store, cid: str, rng: np.random.Gen
             for f in part:
                 store.add_faces(cid, [f])
                 assert any(s.face.face_id == f.face_id for s in store.search(cid, f.vector, 1, 0.99))
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=work, args=(faces[i::8],)) for i in range(8)]
@@ -967,7 +975,13 @@ def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> 
     PostgresStore(postgres_dsn).close()
     assert pg_rows(postgres_dsn, tables) == created
     assert [name for (name,) in created] == [
-        "audit_log", "collections", "faces", "request_tokens", "schema_migrations", "tags", "users"
+        "audit_log",
+        "collections",
+        "faces",
+        "request_tokens",
+        "schema_migrations",
+        "tags",
+        "users",
     ]
     versions = pg_rows(postgres_dsn, "SELECT version FROM schema_migrations ORDER BY version")
     assert versions == [(v,) for v in range(1, len(POSTGRES_MIGRATIONS) + 1)]
@@ -998,7 +1012,7 @@ def test_postgres_servers_starting_at_once_migrate_once(postgres_dsn: str) -> No
         try:
             start.wait()
             PostgresStore(postgres_dsn).close()
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=open_and_close) for _ in range(4)]

@@ -4,7 +4,7 @@ processes' writes, the index saved on disk and checked against the database."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +12,8 @@ import pytest
 
 from visage.faces import BoundingBox
 from visage.store.base import Collection, StoredFace
-from visage.store.vector_index import VectorIndex
 from visage.store.sqlite import SQLiteStore
+from visage.store.vector_index import VectorIndex
 
 LIMIT = 300  # collections bigger than this go through the vector index in these tests
 
@@ -41,7 +41,7 @@ def big(tmp_path: Path) -> tuple[SQLiteStore, list[StoredFace], np.ndarray]:
     rng = np.random.default_rng(7)
     vectors, _ = clustered(rng, 400, 3)
     store = open_store(tmp_path / "visage.db")
-    store.create_collection(Collection("big", "arn", "sface", "sface-1", datetime.now(timezone.utc)))
+    store.create_collection(Collection("big", "arn", "sface", "sface-1", datetime.now(UTC)))
     stored = faces(vectors)
     for start in range(0, len(stored), 200):
         store.add_faces("big", stored[start : start + 200])
@@ -55,7 +55,9 @@ def exact(vectors: np.ndarray, query: np.ndarray) -> np.ndarray:
 def test_recall_against_exact_search(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
     store, stored, vectors = big
     rng = np.random.default_rng(1)
-    queries = vectors[rng.choice(len(vectors), 200, replace=False)] + 0.05 * rng.standard_normal((200, 128)).astype(np.float32)
+    queries = vectors[rng.choice(len(vectors), 200, replace=False)] + 0.05 * rng.standard_normal((200, 128)).astype(
+        np.float32
+    )
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     hits_1 = hits_10 = 0
     for query in queries:
@@ -84,7 +86,9 @@ def test_scores_are_exact_and_thresholded(big: tuple[SQLiteStore, list[StoredFac
     assert stored[5].face_id not in [r.face.face_id for r in excluded]
 
 
-def test_deletes_and_other_processes_writes_are_seen(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+def test_deletes_and_other_processes_writes_are_seen(
+    big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path
+) -> None:
     store, stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)  # builds the index in this "process"
     other = open_store(tmp_path / "visage.db")  # another process on the same file
@@ -96,7 +100,9 @@ def test_deletes_and_other_processes_writes_are_seen(big: tuple[SQLiteStore, lis
     assert stored[0].face_id not in [r.face.face_id for r in store.search("big", vectors[0], 20, -1.0)]
 
 
-def test_saved_index_is_loaded_and_checked(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+def test_saved_index_is_loaded_and_checked(
+    big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path
+) -> None:
     store, stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
     store.close()
@@ -110,7 +116,9 @@ def test_saved_index_is_loaded_and_checked(big: tuple[SQLiteStore, list[StoredFa
     assert reopened.search("big", vectors[3], 1, -1.0)[0].face.face_id == stored[3].face_id
 
 
-def test_change_log_is_trimmed_and_late_processes_catch_up(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+def test_change_log_is_trimmed_and_late_processes_catch_up(
+    big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path
+) -> None:
     import sqlite3
 
     store, stored, vectors = big
@@ -139,7 +147,7 @@ def test_users_search_stays_exact_in_a_big_collection(big: tuple[SQLiteStore, li
 
 
 def test_deleting_the_collection_removes_its_index_files(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
-    store, stored, vectors = big
+    store, _stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
     assert any(store.searcher.index_dir.glob("*.faiss"))
     store.delete_collection("big")
@@ -150,7 +158,7 @@ def test_an_earlier_versions_hnsw_file_is_removed(tmp_path: Path) -> None:
     """Data dirs of versions that kept an HNSW graph (``<pk>.<change>.usearch``) lose it at
     the first save of the new index, instead of keeping a dead file as big as the graph."""
     store = open_store(tmp_path / "visage.db")
-    store.create_collection(Collection("old", "arn", "sface", "sface-1", datetime.now(timezone.utc)))
+    store.create_collection(Collection("old", "arn", "sface", "sface-1", datetime.now(UTC)))
     store.searcher.index_dir.mkdir(parents=True)
     legacy = store.searcher.index_dir / "1.12.usearch"  # the first collection of a fresh database has pk 1
     legacy.write_bytes(b"graph")
@@ -177,7 +185,9 @@ def test_shards_answer_as_one_index(tmp_path: Path) -> None:
     three.applied = 42
     three.save(tmp_path, "c")
     loaded = VectorIndex.load(tmp_path, "c")
-    assert loaded is not None and loaded.shards == 3 and loaded.applied == 42 and len(loaded) == len(vectors) - len(gone)
+    assert (
+        loaded is not None and loaded.shards == 3 and loaded.applied == 42 and len(loaded) == len(vectors) - len(gone)
+    )
     rng = np.random.default_rng(2)
     for row in rng.choice(len(vectors), 50, replace=False):
         query = vectors[row] + 0.05 * rng.standard_normal(128).astype(np.float32)
@@ -231,7 +241,9 @@ def test_compaction_keeps_codes_and_keys_together(monkeypatch: pytest.MonkeyPatc
             assert found.keys[0] == keys[row]
 
 
-def test_a_key_given_again_after_a_delete_is_folded_in(big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path) -> None:
+def test_a_key_given_again_after_a_delete_is_folded_in(
+    big: tuple[SQLiteStore, list[StoredFace], np.ndarray], tmp_path: Path
+) -> None:
     """SQLite gives the key of the newest face, once deleted, to the next face inserted.
     The change log then holds a delete and an insert of one key: the index drops the old
     face and holds the new one, without a rebuild."""

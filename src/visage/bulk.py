@@ -27,7 +27,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 @dataclass(frozen=True)
 class ImageResult:
     path: str
-    status: str  # "indexed", "skipped" (already there), "refused" (every face failed the quality bar), "no_face", "error"
+    status: (
+        str  # "indexed", "skipped" (already there), "refused" (every face failed the quality bar), "no_face", "error"
+    )
     faces: int = 0
     unindexed: tuple[str, ...] = ()  # reasons of faces not indexed
     error: str = ""
@@ -63,7 +65,9 @@ class Summary:
 def find_images(folder: Path) -> list[Path]:
     """Every JPEG and PNG under ``folder`` by name, broken symbolic links included (they
     are reported as errors, not silently left out)."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink()))
+    return sorted(
+        p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or p.is_symlink())
+    )
 
 
 def external_id(path: Path, folder: Path, source: str) -> str | None:
@@ -148,6 +152,8 @@ def index_folder(
     return summary
 
 
-def _run(jobs: list[tuple[str, str | None]], settings: Settings, collection: str, workers: int) -> Iterator[ImageResult]:
+def _run(
+    jobs: list[tuple[str, str | None]], settings: Settings, collection: str, workers: int
+) -> Iterator[ImageResult]:
     with ProcessPoolExecutor(max(1, workers), initializer=_start_worker, initargs=(settings, collection)) as pool:
         yield from pool.map(_index_one, jobs, chunksize=8)

@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -68,16 +69,24 @@ def main() -> None:
 
 
 data_dir_option = click.option(
-    "--data-dir", type=click.Path(path_type=Path), show_default=f"VISAGE_DATA_DIR or {Settings.default('data_dir')}",
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    show_default=f"VISAGE_DATA_DIR or {Settings.default('data_dir')}",
     help="Folder of the access keys and the SQLite store.",
 )
 
 
 @main.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--attributes", default="DEFAULT", show_default=True, help="DEFAULT, ALL, or a comma list (AGE_RANGE,GENDER,...).")
+@click.option(
+    "--attributes", default="DEFAULT", show_default=True, help="DEFAULT, ALL, or a comma list (AGE_RANGE,GENDER,...)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print Rekognition's DetectFaces JSON.")
-@click.option("--draw", type=click.Path(path_type=Path), help="Write the image with boxes and landmarks here (a folder if several images).")
+@click.option(
+    "--draw",
+    type=click.Path(path_type=Path),
+    help="Write the image with boxes and landmarks here (a folder if several images).",
+)
 @fails_cleanly
 def detect(images: tuple[str, ...], attributes: str, as_json: bool, draw: Path | None) -> None:
     """Detect faces in IMAGES and describe them."""
@@ -104,7 +113,17 @@ def detect(images: tuple[str, ...], attributes: str, as_json: bool, draw: Path |
 
 def _faces_table(path: str, faces: list[Any]) -> Table:
     table = Table(title=f"{path}: {len(faces)} face(s)")
-    for column in ("#", "box (L,T,W,H)", "conf", "roll/yaw/pitch", "bright/sharp", "age", "gender", "smile", "eyes open"):
+    for column in (
+        "#",
+        "box (L,T,W,H)",
+        "conf",
+        "roll/yaw/pitch",
+        "bright/sharp",
+        "age",
+        "gender",
+        "smile",
+        "eyes open",
+    ):
         table.add_column(column)
     for i, face in enumerate(faces, start=1):
         b, p, q = face.bounding_box, face.pose, face.quality
@@ -129,8 +148,16 @@ def _flag(estimate: Any) -> str:
 @main.command()
 @click.argument("source")
 @click.argument("target")
-@click.option("--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity to call a match.")
-@click.option("--model", default=None, help=f"Face model: {', '.join(MODEL_NAMES)} (default: VISAGE_FACE_MODEL, or sface).")
+@click.option(
+    "--threshold",
+    default=DEFAULT_THRESHOLD,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Least Similarity to call a match.",
+)
+@click.option(
+    "--model", default=None, help=f"Face model: {', '.join(MODEL_NAMES)} (default: VISAGE_FACE_MODEL, or sface)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print Rekognition's CompareFaces JSON.")
 @fails_cleanly
 def compare(source: str, target: str, threshold: float, model: str | None, as_json: bool) -> None:
@@ -148,7 +175,9 @@ def compare(source: str, target: str, threshold: float, model: str | None, as_js
         table.add_column(column)
     for match in scored:
         b = match.face.detail.bounding_box
-        table.add_row(f"{b.left:.3f},{b.top:.3f}", f"{match.similarity:.2f}", "yes" if match.similarity >= threshold else "no")
+        table.add_row(
+            f"{b.left:.3f},{b.top:.3f}", f"{match.similarity:.2f}", "yes" if match.similarity >= threshold else "no"
+        )
     out.print(table)
 
 
@@ -160,12 +189,28 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 @click.option("--port", default=8000, show_default=True, type=int)
 @data_dir_option
 @click.option("--workers", default=1, show_default=True, type=int, help="Server processes sharing the data dir.")
-@click.option("--s3-root", type=click.Path(path_type=Path, file_okay=False), help="Serve Image.S3Object from this folder (Bucket = sub-folder).")
+@click.option(
+    "--s3-root",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Serve Image.S3Object from this folder (Bucket = sub-folder).",
+)
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
-@click.option("--store", help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).")
+@click.option(
+    "--store",
+    help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).",
+)
 @fails_cleanly
-def serve(host: str, port: int, data_dir: Path | None, workers: int, s3_root: Path | None, s3_endpoint_url: str | None, no_auth: bool, store: str | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    workers: int,
+    s3_root: Path | None,
+    s3_endpoint_url: str | None,
+    no_auth: bool,
+    store: str | None,
+) -> None:
     """Run the Rekognition-compatible server."""
     import os
 
@@ -174,8 +219,13 @@ def serve(host: str, port: int, data_dir: Path | None, workers: int, s3_root: Pa
     from visage.api.app import SETTINGS_VARIABLE, create_app
     from visage.keys import KeyStore
 
-    settings = Settings.from_env(data_dir=data_dir, s3_root=s3_root, s3_endpoint_url=s3_endpoint_url or None,
-                                 store=store, auth=False if no_auth else None)
+    settings = Settings.from_env(
+        data_dir=data_dir,
+        s3_root=s3_root,
+        s3_endpoint_url=s3_endpoint_url or None,
+        store=store,
+        auth=False if no_auth else None,
+    )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -192,15 +242,18 @@ def serve(host: str, port: int, data_dir: Path | None, workers: int, s3_root: Pa
     else:
         out.print(f"Access keys: {keys.path} ({len(keys.access_key_ids())}); `visage keys create` adds one.")
     if not settings.auth:
-        err.print("[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
-                  f"{host}:{port}.[/bold red]")
+        err.print(
+            "[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
+            f"{host}:{port}.[/bold red]"
+        )
     out.print(f"Visage listening on {endpoint} (data in {settings.data_dir})")
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     else:  # each worker process imports the app, so it gets the settings through its environment
         os.environ[SETTINGS_VARIABLE] = settings.to_json()
-        uvicorn.run("visage.api.app:create_worker_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning")
+        uvicorn.run(
+            "visage.api.app:create_worker_app", factory=True, host=host, port=port, workers=workers, log_level="warning"
+        )
 
 
 @main.group()
@@ -232,14 +285,19 @@ def keys_list(data_dir: Path | None) -> None:
 
 @main.command("audit-log")
 @data_dir_option
-@click.option("--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir.")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]), help="Only records at or after this UTC time.")
+@click.option(
+    "--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir."
+)
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    help="Only records at or after this UTC time.",
+)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @fails_cleanly
 def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str) -> None:
     """Export the audit log of comparisons and searches."""
     import csv
-    from datetime import timezone
 
     from visage.store import open_store
 
@@ -247,8 +305,18 @@ def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str
     if settings.postgres_url is None and not settings.sqlite_path.exists():
         raise click.UsageError(f"No Visage database in {settings.data_dir}.")
     store = open_store(settings)
-    records = store.audit_records(since.replace(tzinfo=timezone.utc) if since else None)
-    fields = ["time", "access_key_id", "operation", "collection_id", "threshold", "match_count", "best_similarity", "face_ids", "user_ids"]
+    records = store.audit_records(since.replace(tzinfo=UTC) if since else None)
+    fields = [
+        "time",
+        "access_key_id",
+        "operation",
+        "collection_id",
+        "threshold",
+        "match_count",
+        "best_similarity",
+        "face_ids",
+        "user_ids",
+    ]
     if fmt == "jsonl":
         for r in records:
             click.echo(json.dumps({f: (getattr(r, f).isoformat() if f == "time" else getattr(r, f)) for f in fields}))
@@ -256,9 +324,19 @@ def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str
     writer = csv.writer(sys.stdout)
     writer.writerow(fields)
     for r in records:
-        writer.writerow([r.time.isoformat(), r.access_key_id, r.operation, r.collection_id or "", r.threshold,
-                         r.match_count, "" if r.best_similarity is None else r.best_similarity,
-                         " ".join(r.face_ids), " ".join(r.user_ids)])
+        writer.writerow(
+            [
+                r.time.isoformat(),
+                r.access_key_id,
+                r.operation,
+                r.collection_id or "",
+                r.threshold,
+                r.match_count,
+                "" if r.best_similarity is None else r.best_similarity,
+                " ".join(r.face_ids),
+                " ".join(r.user_ids),
+            ]
+        )
 
 
 @main.command("index")
@@ -266,8 +344,13 @@ def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str
 @click.option("--collection", required=True, help="Collection to index into (created if missing).")
 @data_dir_option
 @click.option("--workers", default=2, show_default=True, type=int, help="Worker processes.")
-@click.option("--external-id-from", type=click.Choice(["filename", "path", "none"]), default="filename", show_default=True,
-              help="ExternalImageId from the file name, the relative path (':' for '/'), or none.")
+@click.option(
+    "--external-id-from",
+    type=click.Choice(["filename", "path", "none"]),
+    default="filename",
+    show_default=True,
+    help="ExternalImageId from the file name, the relative path (':' for '/'), or none.",
+)
 @fails_cleanly
 def index(folder: Path, collection: str, data_dir: Path | None, workers: int, external_id_from: str) -> None:
     """Index every PNG and JPEG under FOLDER; rerun to resume (indexed images are skipped)."""
@@ -280,9 +363,13 @@ def index(folder: Path, collection: str, data_dir: Path | None, workers: int, ex
     if total == 0:
         fail(f"no JPEG or PNG images (.jpg, .jpeg, .png) under {folder}")
     counts = {"faces": 0, "errors": 0}
-    columns = (TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[rate]:.1f} images/s  {task.fields[faces]} faces  {task.fields[errors]} errors"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]indexing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.1f} images/s  {task.fields[faces]} faces  {task.fields[errors]} errors"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err) as progress:
         task = progress.add_task("index", total=total, rate=0.0, faces=0, errors=0)
 
@@ -290,12 +377,14 @@ def index(folder: Path, collection: str, data_dir: Path | None, workers: int, ex
             counts["faces"] += result.faces
             counts["errors"] += result.status == "error"
             elapsed = progress.tasks[task].elapsed or 1e-9
-            progress.update(task, advance=1, rate=(progress.tasks[task].completed + 1) / elapsed, **counts)
+            progress.update(task, advance=1, rate=(progress.tasks[task].completed + 1) / elapsed, **counts)  # type: ignore[arg-type]
 
         summary = index_folder(folder, collection, settings, workers, external_id_from, progress=advance)
-    out.print(f"{summary.images} images: {summary.indexed} indexed ({summary.faces} faces), "
-              f"{summary.skipped} already indexed, {len(summary.no_face)} without a face, "
-              f"{len(summary.refused)} with every face refused, {len(summary.errors)} errors.")
+    out.print(
+        f"{summary.images} images: {summary.indexed} indexed ({summary.faces} faces), "
+        f"{summary.skipped} already indexed, {len(summary.no_face)} without a face, "
+        f"{len(summary.refused)} with every face refused, {len(summary.errors)} errors."
+    )
     for reason, n in summary.unindexed_reasons.most_common():
         out.print(f"  faces not indexed, {reason}: {n}")
     for path in summary.no_face[:20]:

@@ -147,7 +147,9 @@ class Settings:
     def from_json(cls, text: str) -> Settings:
         """The settings :meth:`to_json` wrote."""
         paths = {name for name, kind in _field_types().items() if Path in _alternatives(kind)}
-        values: dict[str, Any] = {k: Path(v) if k in paths and v is not None else v for k, v in json.loads(text).items()}
+        values: dict[str, Any] = {
+            k: Path(v) if k in paths and v is not None else v for k, v in json.loads(text).items()
+        }
         return cls(**values)
 
 
@@ -158,7 +160,10 @@ Rule = tuple[str, Callable[[Any], bool]]
 
 
 def _whole(least: int) -> Rule:
-    return f"a whole number of at least {least}", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least
+    return (
+        f"a whole number of at least {least}",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= least,
+    )
 
 
 def _fraction(value: Any) -> bool:
@@ -174,8 +179,18 @@ def _store(value: Any) -> bool:
 
 _RULES: dict[str, Rule] = {
     **dict.fromkeys(
-        ("max_image_bytes", "max_s3_image_bytes", "max_image_pixels", "min_image_side", "detection_base_side",
-         "detection_max_side", "max_faces", "threads", "model_threads", "max_faces_per_collection"),
+        (
+            "max_image_bytes",
+            "max_s3_image_bytes",
+            "max_image_pixels",
+            "min_image_side",
+            "detection_base_side",
+            "detection_max_side",
+            "max_faces",
+            "threads",
+            "model_threads",
+            "max_faces_per_collection",
+        ),
         _whole(1),
     ),
     "exact_search_limit": _whole(0),

@@ -87,11 +87,7 @@ def _category_ranges(category: str) -> str:
     """Character-class ranges (``\\Ua-\\Ub...``) of a Unicode general category (``L``, ``Lu``)."""
     runs = _category_runs()
     ends = [start - 1 for start, _ in runs[1:]] + [sys.maxunicode]
-    ranges = [
-        f"\\U{start:08x}-\\U{end:08x}"
-        for (start, name), end in zip(runs, ends)
-        if name.startswith(category)
-    ]
+    ranges = [f"\\U{start:08x}-\\U{end:08x}" for (start, name), end in zip(runs, ends) if name.startswith(category)]
     if not ranges:
         raise ValueError(f"\\p{{{category}}} is not a Unicode general category")
     return "".join(ranges)

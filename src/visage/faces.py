@@ -185,6 +185,13 @@ class Face:
     embedding: Embedding | None = None
     filter_reasons: tuple[str, ...] = ()  # e.g. ("SMALL_BOUNDING_BOX", "LOW_SHARPNESS")
 
+    @property
+    def embedded(self) -> Embedding:
+        """The embedding of a face that has one (ValueError for a face that was not embedded)."""
+        if self.embedding is None:
+            raise ValueError("this face was not embedded")
+        return self.embedding
+
 
 @dataclass(frozen=True)
 class FaceMatch:

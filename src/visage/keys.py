@@ -57,7 +57,9 @@ class KeyStore:
         stamp = (stat.st_mtime_ns, stat.st_size)
         with self._lock:
             if stamp != self._stamp:
-                self._keys = {k["access_key_id"]: k["secret_access_key"] for k in json.loads(self.path.read_text())["keys"]}
+                self._keys = {
+                    k["access_key_id"]: k["secret_access_key"] for k in json.loads(self.path.read_text())["keys"]
+                }
                 self._stamp = stamp
             return self._keys
 
@@ -76,7 +78,9 @@ class KeyStore:
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump({"keys": [{"access_key_id": k, "secret_access_key": s} for k, s in keys.items()]}, handle, indent=1)
+            json.dump(
+                {"keys": [{"access_key_id": k, "secret_access_key": s} for k, s in keys.items()]}, handle, indent=1
+            )
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)

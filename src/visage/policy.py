@@ -154,9 +154,10 @@ class Policy:
     @classmethod
     def read_only(cls) -> Policy:
         """Look, never change: detect, compare, describe, list, search and read the audit log."""
-        actions = tuple(
-            f"rekognition:{verb}*" for verb in ("Detect", "Compare", "Describe", "List", "Search", "Get")
-        ) + ("visage:ReadAuditLog",)
+        actions = (
+            *tuple(f"rekognition:{verb}*" for verb in ("Detect", "Compare", "Describe", "List", "Search", "Get")),
+            "visage:ReadAuditLog",
+        )
         return cls((Statement("Allow", actions, ("*",)),))
 
     @classmethod

@@ -23,7 +23,7 @@ import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from visage.config import DEFAULT_THRESHOLD, Settings
@@ -147,7 +147,10 @@ class RekognitionService:
             quality_filter=request.get("QualityFilter", "NONE"),
         )
         self._audit(
-            caller, "CompareFaces", None, threshold,
+            caller,
+            "CompareFaces",
+            None,
+            threshold,
             similarities=[m.similarity for m in result.matches],
         )
         return result.to_rekognition()
@@ -162,7 +165,7 @@ class RekognitionService:
             arn=self._arn(collection_id),
             face_model=model.name,
             face_model_version=model.version,
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             tags=dict(request.get("Tags", {})),
         )
         self.store.create_collection(collection)
@@ -233,7 +236,7 @@ class RekognitionService:
                     image_id=image_id,
                     bounding_box=face.detail.bounding_box,
                     confidence=face.detail.confidence,
-                    vector=face.embedding.vector,
+                    vector=face.embedded.vector,
                     external_image_id=external_id,
                     image_hash=image_hash,
                 )
@@ -312,7 +315,9 @@ class RekognitionService:
             )
         probe = usable[0]  # the largest
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        matches = self._search(collection, probe.embedding.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold)
+        matches = self._search(
+            collection, probe.embedded.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold
+        )
         self._audit(caller, "SearchFacesByImage", collection.collection_id, threshold, matches=matches)
         return {
             "SearchedFaceBoundingBox": probe.detail.bounding_box.to_rekognition(),
@@ -426,7 +431,11 @@ class RekognitionService:
             self.store.disassociate_faces(collection_id, user_id, to_clear, token=token)
         disassociated += [{"FaceId": f} for f in to_clear]
         status = self.store.get_user(collection_id, user_id).status
-        return {"DisassociatedFaces": disassociated, "UnsuccessfulFaceDisassociations": unsuccessful, "UserStatus": status}
+        return {
+            "DisassociatedFaces": disassociated,
+            "UnsuccessfulFaceDisassociations": unsuccessful,
+            "UserStatus": status,
+        }
 
     # User search ---------------------------------------------------------------------
 
@@ -443,8 +452,12 @@ class RekognitionService:
             probes = [probe.vector]
             response["SearchedFace"] = {"FaceId": face_id}
         else:
+            assert user_id is not None
             self.store.get_user(collection.collection_id, user_id)
-            probes = [f.vector for f in self.store.list_faces(collection.collection_id, None, MAX_FACES_PER_USER, user_id=user_id)]
+            probes = [
+                f.vector
+                for f in self.store.list_faces(collection.collection_id, None, MAX_FACES_PER_USER, user_id=user_id)
+            ]
             response["SearchedUser"] = {"UserId": user_id}
         matches = self._search_users(collection, probes, max_users, threshold, exclude_user=user_id)
         self._audit(caller, "SearchUsers", collection.collection_id, threshold, users=matches)
@@ -467,7 +480,9 @@ class RekognitionService:
         response: Response = {"FaceModelVersion": collection.face_model_version, "UnsearchedFaces": unsearched}
         matches: list[tuple[str, float]] = []
         if probe is not None:
-            matches = self._search_users(collection, [probe.embedding.vector], request.get("MaxUsers", DEFAULT_USER_PAGE), threshold)
+            matches = self._search_users(
+                collection, [probe.embedded.vector], request.get("MaxUsers", DEFAULT_USER_PAGE), threshold
+            )
             response["SearchedFace"] = {"FaceDetail": probe.detail.to_rekognition()}
         self._audit(caller, "SearchUsersByImage", collection.collection_id, threshold, users=matches)
         response["UserMatches"] = [self._user_match(collection.collection_id, u, s) for u, s in matches]
@@ -479,7 +494,9 @@ class RekognitionService:
         collection = self._collection_by_arn(request["ResourceArn"])
         tags = {**collection.tags, **request["Tags"]}
         if len(tags) > MAX_TAGS:
-            raise ServiceQuotaExceededException(f"A resource may carry at most {MAX_TAGS} tags; this would make {len(tags)}.")
+            raise ServiceQuotaExceededException(
+                f"A resource may carry at most {MAX_TAGS} tags; this would make {len(tags)}."
+            )
         self.store.set_tags(collection.collection_id, request["Tags"])
         return {}
 
@@ -525,7 +542,12 @@ class RekognitionService:
                 "create a new collection and index the images again."
             )
         return self.engine.analyze(
-            image, attributes, collection.face_model, embed=True, quality_filter=quality_filter, max_embedded=max_embedded
+            image,
+            attributes,
+            collection.face_model,
+            embed=True,
+            quality_filter=quality_filter,
+            max_embedded=max_embedded,
         )
 
     def _faces_or_fail(self, collection_id: str, face_ids: list[str]) -> list[StoredFace]:
@@ -545,14 +567,22 @@ class RekognitionService:
         return [(s.face, similarity) for s in scored if (similarity := float(mapping(s.score))) >= threshold]
 
     def _search_users(
-        self, collection: Collection, probes: list[Any], max_users: int, threshold: float, exclude_user: str | None = None
+        self,
+        collection: Collection,
+        probes: list[Any],
+        max_users: int,
+        threshold: float,
+        exclude_user: str | None = None,
     ) -> list[tuple[str, float]]:
         """Users ranked by their best face's similarity to any probe vector."""
         mapping = self.engine.similarity_map(collection.face_model)
         best: dict[str, float] = {}
         for vector in probes:
             scored: list[ScoredFace] = self.store.search(
-                collection.collection_id, vector, max_users * MAX_FACES_PER_USER, mapping.raw_threshold(threshold),
+                collection.collection_id,
+                vector,
+                max_users * MAX_FACES_PER_USER,
+                mapping.raw_threshold(threshold),
                 with_user_only=True,
             )
             for s in scored:
@@ -607,7 +637,7 @@ class RekognitionService:
         scores = similarities or [s for _, s in (matches or [])] or [s for _, s in (users or [])]
         self.store.append_audit(
             AuditRecord(
-                time=datetime.now(timezone.utc),
+                time=datetime.now(UTC),
                 access_key_id=caller.access_key_id,
                 operation=operation,
                 collection_id=collection_id,
@@ -638,5 +668,7 @@ def _match_stored(existing: list[StoredFace], faces: list[Face]) -> list[StoredF
     out = []
     for face in faces:
         cx, cy = centre(face.detail.bounding_box)
-        out.append(min(existing, key=lambda s: (centre(s.bounding_box)[0] - cx) ** 2 + (centre(s.bounding_box)[1] - cy) ** 2))
+        out.append(
+            min(existing, key=lambda s: (centre(s.bounding_box)[0] - cx) ** 2 + (centre(s.bounding_box)[1] - cy) ** 2)
+        )
     return out

@@ -60,7 +60,16 @@ class LocalServer:
 
     def start(self) -> LocalServer:
         self.port = free_port()
-        command = [sys.executable, "-m", "visage.cli", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        command = [
+            sys.executable,
+            "-m",
+            "visage.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
         if self.s3_root is not None:
             command += ["--s3-root", str(self.s3_root)]
         command += list(self.extra_args)
@@ -113,5 +122,7 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.stop()

@@ -12,9 +12,9 @@ import asyncio
 import logging
 import os
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -65,9 +65,7 @@ def create_app(settings: Settings) -> Starlette:
             operation = model.parse_target(request.headers.get("x-amz-target"))
             content_type = request.headers.get("content-type", "").split(";")[0].strip()
             if content_type != CONTENT_TYPE:
-                raise SerializationException(
-                    f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}."
-                )
+                raise SerializationException(f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}.")
             params = model.decode_request(operation, body)
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(workers, service.call, operation, params, Caller(caller))
@@ -78,7 +76,7 @@ def create_app(settings: Settings) -> Starlette:
             if status >= 500:
                 log.error("request %s failed: %s", request_id, error)
             return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)
-        except Exception:  # noqa: BLE001 - every failure becomes Rekognition's InternalServerError
+        except Exception:
             log.exception("request %s failed", request_id)
             status, payload = encode_error(InternalServerError(f"Internal error; request id {request_id}."))
             return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)

@@ -39,7 +39,7 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -184,9 +184,7 @@ class ServiceModel:
             key_shape = self._shapes[shape["key"]["shape"]]
             value_shape = self._shapes[shape["value"]["shape"]]
             return {
-                self._decode(key, key_shape, f"{path} key {key!r}"): self._decode(
-                    item, value_shape, f"{path}[{key}]"
-                )
+                self._decode(key, key_shape, f"{path} key {key!r}"): self._decode(item, value_shape, f"{path}[{key}]")
                 for key, item in value.items()
             }
         return _decode_scalar(value, shape, path)
@@ -204,8 +202,7 @@ class ServiceModel:
                     continue
                 if name not in members:
                     raise InternalServerError(
-                        f"{_join(path, name)} is not a member of the output shape; "
-                        f"expected one of {', '.join(members)}"
+                        f"{_join(path, name)} is not a member of the output shape; expected one of {', '.join(members)}"
                     )
                 encoded[name] = self._encode(item, members[name], _join(path, name))
             return encoded
@@ -220,9 +217,7 @@ class ServiceModel:
             key_shape = self._shapes[shape["key"]["shape"]]
             value_shape = self._shapes[shape["value"]["shape"]]
             return {
-                self._encode(key, key_shape, f"{path} key {key!r}"): self._encode(
-                    item, value_shape, f"{path}[{key}]"
-                )
+                self._encode(key, key_shape, f"{path} key {key!r}"): self._encode(item, value_shape, f"{path}[{key}]")
                 for key, item in value.items()
                 if item is not None
             }
@@ -252,9 +247,7 @@ def _parse_json(body: bytes) -> Any:
     except (ValueError, RecursionError) as error:
         raise SerializationException(f"Request body is not valid JSON: {error}") from None
     if not isinstance(params, dict):
-        raise SerializationException(
-            f"Request body must be a JSON object, not a JSON {_typename(params)}"
-        )
+        raise SerializationException(f"Request body must be a JSON object, not a JSON {_typename(params)}")
     return params
 
 
@@ -302,7 +295,7 @@ def _decode_scalar(value: Any, shape: Shape, path: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _invalid(path, "must be a number of seconds since the Unix epoch")
         try:
-            return datetime.fromtimestamp(value, timezone.utc)
+            return datetime.fromtimestamp(value, UTC)
         except (OverflowError, OSError, ValueError):
             raise _invalid(path, "is not a representable timestamp") from None
     raise InternalServerError(f"{path}: shape type {kind!r} is not supported")
@@ -319,8 +312,7 @@ def _decode_blob(value: Any, shape: Shape, path: str) -> bytes:
         # Every blob in this API is an image, and the service answers
         # ImageTooLargeException for an oversized one.
         raise ImageTooLargeException(
-            f"{path} must be at most {_plural(shape['max'], 'byte')} once decoded, "
-            f"got {len(data)}"
+            f"{path} must be at most {_plural(shape['max'], 'byte')} once decoded, got {len(data)}"
         )
     _check_size(len(data), shape, path, "byte")
     return data
@@ -343,6 +335,7 @@ def _check_range(number: float, shape: Shape, path: str) -> None:
         raise _invalid(path, f"must be between {_number(low)} and {_number(high)}")
     if low is not None:
         raise _invalid(path, f"must be at least {_number(low)}")
+    assert high is not None
     raise _invalid(path, f"must be at most {_number(high)}")
 
 
@@ -391,6 +384,6 @@ def _encode_scalar(value: Any, shape: Shape, path: str) -> Any:
         return base64.b64encode(value).decode("ascii")
     if kind == "timestamp" and isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value.timestamp()
     raise InternalServerError(f"{path} is a {kind} in the model, got {_typename(value)}")

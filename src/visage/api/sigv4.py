@@ -26,7 +26,7 @@ import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
 from visage.errors import (
@@ -181,19 +181,20 @@ class _Authorization:
             )
         if not _SIGNATURE.fullmatch(params["Signature"]):
             raise InvalidSignatureException("Signature must be 64 lowercase hexadecimal digits.")
-        return cls(*credential, sorted({name.lower() for name in names}), params["Signature"])
+        access_key_id, date, region, service, terminator = credential
+        return cls(
+            access_key_id, date, region, service, terminator, sorted({n.lower() for n in names}), params["Signature"]
+        )
 
     def check_scope(self, amz_date: str) -> None:
         """Refuse a scope for another service or day; any region is fine."""
         if self.terminator != TERMINATOR:
             raise InvalidSignatureException(
-                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', "
-                f"not '{self.terminator}'."
+                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', not '{self.terminator}'."
             )
         if self.service != SERVICE:
             raise InvalidSignatureException(
-                f"Credential should be scoped to correct service: '{SERVICE}', not "
-                f"'{self.service}'."
+                f"Credential should be scoped to correct service: '{SERVICE}', not '{self.service}'."
             )
         if self.date != amz_date[:8]:
             raise InvalidSignatureException(
@@ -220,14 +221,12 @@ def _single(fields: dict[str, list[str]], name: str) -> str:
 
 def _amz_date(fields: dict[str, list[str]]) -> tuple[str, datetime]:
     if "x-amz-date" not in fields:
-        raise InvalidSignatureException(
-            "Authorization header requires existence of a 'X-Amz-Date' header."
-        )
+        raise InvalidSignatureException("Authorization header requires existence of a 'X-Amz-Date' header.")
     amz_date = _single(fields, "x-amz-date").strip()
     try:
         if not _AMZ_DATE.fullmatch(amz_date):
             raise ValueError
-        signed_at = datetime.strptime(amz_date, _AMZ_DATE_FORMAT).replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(amz_date, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise InvalidSignatureException(
             f"X-Amz-Date {amz_date!r} is not a UTC time of the form YYYYMMDDTHHMMSSZ."
@@ -243,23 +242,18 @@ def _check_signed_headers(signed_headers: list[str], fields: dict[str, list[str]
             )
     for name in signed_headers:
         if name not in fields:
-            raise InvalidSignatureException(
-                f"Header '{name}' is listed in SignedHeaders but is not in the request."
-            )
+            raise InvalidSignatureException(f"Header '{name}' is listed in SignedHeaders but is not in the request.")
 
 
-def _check_clock(
-    amz_date: str, signed_at: datetime, now: datetime | None, max_skew: timedelta
-) -> None:
-    now = datetime.now(timezone.utc) if now is None else now
+def _check_clock(amz_date: str, signed_at: datetime, now: datetime | None, max_skew: timedelta) -> None:
+    now = datetime.now(UTC) if now is None else now
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
     skew = f"{max_skew.total_seconds() / 60:g} min."
     if signed_at < now - max_skew:
         raise InvalidSignatureException(
-            f"Signature expired: {amz_date} is now earlier than "
-            f"{_format(now - max_skew)} ({_format(now)} - {skew})"
+            f"Signature expired: {amz_date} is now earlier than {_format(now - max_skew)} ({_format(now)} - {skew})"
         )
     if signed_at > now + max_skew:
         raise InvalidSignatureException(

@@ -62,7 +62,7 @@ def eye_openness(points: np.ndarray) -> float:
 
     def ear(eye: np.ndarray) -> float:
         vertical = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])
-        return float(vertical / (2.0 * max(np.linalg.norm(eye[0] - eye[3]), 1e-6)))
+        return float(vertical / (2.0 * max(float(np.linalg.norm(eye[0] - eye[3])), 1e-6)))
 
     return (ear(points[36:42]) + ear(points[42:48])) / 2.0
 
@@ -108,9 +108,7 @@ class AgeGenderModel:
         self._gender = ort.InferenceSession(verified_path(GENDER), options, providers=["CPUExecutionProvider"])
         self._lock = threading.Lock()
 
-    def estimate(
-        self, rgb: np.ndarray, shapes: list[dlib.full_object_detection]
-    ) -> list[tuple[AgeRange, Estimate]]:
+    def estimate(self, rgb: np.ndarray, shapes: list[dlib.full_object_detection]) -> list[tuple[AgeRange, Estimate]]:
         """AgeRange and Gender for each face, given its dlib 5-point shape."""
         if not shapes:
             return []
@@ -141,7 +139,7 @@ def age_interval(probabilities: np.ndarray, ages: np.ndarray) -> AgeRange:
     p = probabilities / probabilities.sum()
     cumulative = np.cumsum(p)
     low = float(ages[np.searchsorted(cumulative, _AGE_INTERVAL[0])])
-    high = float(ages[min(np.searchsorted(cumulative, _AGE_INTERVAL[1]), len(p) - 1)])
+    high = float(ages[min(int(np.searchsorted(cumulative, _AGE_INTERVAL[1])), len(p) - 1)])
     expected = float(p @ ages)
     low, high = min(low, expected), max(high, expected)
     if high - low < _MIN_AGE_SPAN:

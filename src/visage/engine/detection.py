@@ -39,6 +39,12 @@ class Detection:
     def area(self) -> float:
         return float(self.box[2] * self.box[3])
 
+    @property
+    def pixel_box(self) -> tuple[float, float, float, float]:
+        """x, y, width, height in pixels, as Python floats."""
+        x, y, w, h = (float(v) for v in self.box)
+        return x, y, w, h
+
 
 class FaceDetector:
     """YuNet, run once per pyramid level; safe to share between threads."""
@@ -73,7 +79,9 @@ class FaceDetector:
         rows = [self._detect_at(bgr, side) for side in self.pyramid(image.width, image.height)]
         found = np.concatenate(rows) if rows else np.zeros((0, 15), np.float32)
         kept = _suppress(found, _NMS_IOU)
-        detections = [Detection(box=r[0:4].copy(), points=r[4:14].reshape(5, 2).copy(), score=float(r[14])) for r in kept]
+        detections = [
+            Detection(box=r[0:4].copy(), points=r[4:14].reshape(5, 2).copy(), score=float(r[14])) for r in kept
+        ]
         detections.sort(key=lambda d: d.area, reverse=True)
         return detections[: self._settings.max_faces]
 

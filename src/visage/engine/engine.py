@@ -40,7 +40,17 @@ from visage.engine.recognition import FaceModel, cosine
 from visage.engine.registry import FIVE_POINTS, face_model_entry
 from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
-from visage.faces import BoundingBox, Comparison, Embedding, Face, FaceDetail, FaceMatch, wanted_attributes
+from visage.faces import (
+    AgeRange,
+    BoundingBox,
+    Comparison,
+    Embedding,
+    Estimate,
+    Face,
+    FaceDetail,
+    FaceMatch,
+    wanted_attributes,
+)
 
 T = TypeVar("T")
 ImageInput = bytes | DecodedImage
@@ -89,7 +99,7 @@ class Engine:
 
     def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:
         """Load everything a server will need, so the first request is not slow."""
-        self.detector
+        _ = self.detector
         if self.settings.landmarks == "dlib68":
             self._shape_predictor(68)
         for name in models:
@@ -131,9 +141,7 @@ class Engine:
         if embed:
             passing = [i for i, failed in enumerate(reasons) if not failed][:max_embedded]
             embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
-        return [
-            Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)
-        ]
+        return [Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)]
 
     def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
         """Rekognition's DetectFaces: up to 100 faces, largest first."""
@@ -166,7 +174,7 @@ class Engine:
         if not targets:
             raise InvalidParameterException(f"No face was found in the target image{_passing(quality_filter)}.")
         source_face = sources[0]
-        scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedding, t.embedding)) for t in targets]
+        scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedded, t.embedded)) for t in targets]
         matches = sorted((m for m in scored if m.similarity >= threshold), key=lambda m: -m.similarity)
         unmatched = [m for m in scored if m.similarity < threshold]
         return Comparison(source=source_face, matches=matches, unmatched=unmatched)
@@ -181,14 +189,12 @@ class Engine:
         width, height = image.width, image.height
         gray = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
         use_68 = self.settings.landmarks == "dlib68"
-        points68 = (
-            [shape_points(self._shape_predictor(68).shape(image.rgb, d)) for d in detections] if use_68 else None
-        )
-        age_gender = [None] * len(detections)
+        points68 = [shape_points(self._shape_predictor(68).shape(image.rgb, d)) for d in detections] if use_68 else None
+        age_gender: list[tuple[AgeRange, Estimate] | None] = [None] * len(detections)
         if wanted & {"AGE_RANGE", "GENDER"}:
             five = self._shape_predictor(5)
             shapes = [five.shape(image.rgb, d) for d in detections]
-            age_gender = self._load("age_gender", AgeGenderModel).estimate(image.rgb, shapes)
+            age_gender = list(self._load("age_gender", AgeGenderModel).estimate(image.rgb, shapes))
         details = []
         for i, detection in enumerate(detections):
             points = points68[i] if points68 is not None else None
@@ -198,8 +204,9 @@ class Engine:
                 else landmarks_from_yunet(detection, width, height)
             )
             extra: dict[str, object] = {}
-            if age_gender[i] is not None:
-                age, gender = age_gender[i]
+            estimated = age_gender[i]
+            if estimated is not None:
+                age, gender = estimated
                 if "AGE_RANGE" in wanted:
                     extra["age_range"] = age
                 if "GENDER" in wanted:
@@ -213,7 +220,7 @@ class Engine:
                     extra["smile"] = SMILE.estimate(smile_score(points))
             details.append(
                 FaceDetail(
-                    bounding_box=BoundingBox.from_pixels(*(float(v) for v in detection.box), width, height),
+                    bounding_box=BoundingBox.from_pixels(*detection.pixel_box, width, height),
                     confidence=round(detection.score * 100.0, 4),
                     landmarks=landmarks,
                     pose=solve_pose(points if points is not None else detection.points, width, height),

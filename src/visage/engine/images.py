@@ -21,6 +21,7 @@ from visage.errors import ImageTooLargeException, InvalidImageFormatException, I
 
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
+
 @dataclass(frozen=True)
 class DecodedImage:
     """An upright RGB image, ready for the engine."""
@@ -75,8 +76,7 @@ def decode_image(data: bytes, settings: Settings | None = None, max_bytes: int |
             )
         try:
             image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = np.asarray(_to_rgb(image))
+            rgb = np.asarray(_to_rgb(ImageOps.exif_transpose(image)))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise InvalidImageFormatException(
                 f"The {kind} image is truncated or corrupt and could not be decoded: {error}"
@@ -95,9 +95,7 @@ def _sniff(data: bytes) -> str:
             return kind
     found = _identify(data)
     if found:
-        raise InvalidImageFormatException(
-            f"The image is {found}; only PNG and JPEG are supported. Convert it first."
-        )
+        raise InvalidImageFormatException(f"The image is {found}; only PNG and JPEG are supported. Convert it first.")
     raise InvalidImageFormatException(
         f"The bytes are not a PNG or JPEG image (they start with {data[:8].hex(' ')}). "
         "Send the raw file bytes (the SDK base64-encodes them for you)."
@@ -110,7 +108,7 @@ def _identify(data: bytes) -> str | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return Image.open(io.BytesIO(data)).format
-    except Exception:  # noqa: BLE001 - anything unreadable is simply "not an image"
+    except Exception:
         return None
 
 

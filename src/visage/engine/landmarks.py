@@ -14,6 +14,7 @@ model and ``cv2.solvePnP``.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import cv2
 import dlib
@@ -101,9 +102,7 @@ def dlib_rectangle(detection: Detection) -> dlib.rectangle:
     x, y, w, h = (float(v) for v in detection.box)
     side = 1.14 * w
     cx, cy = x + w / 2, y + h / 2 + 0.035 * h
-    return dlib.rectangle(
-        round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2)
-    )
+    return dlib.rectangle(round(cx - side / 2), round(cy - side / 2), round(cx + side / 2), round(cy + side / 2))
 
 
 def landmarks_from_68(points: np.ndarray, gray: np.ndarray, width: int, height: int) -> tuple[Landmark, ...]:
@@ -157,7 +156,7 @@ def solve_pose(image_points: np.ndarray, width: int, height: int) -> Pose:
     focal = float(max(width, height))
     camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], dtype=np.float64)
     # Start from a frontal head in front of the camera; the iterative solver refines it.
-    rvec = np.zeros((3, 1))
+    rvec: Any = np.zeros((3, 1))
     span = np.ptp(observed[:, 0]) or 1.0
     distance = focal * np.ptp(model[:, 0]) / span
     tvec = np.array([[0.0], [0.0], [distance]])

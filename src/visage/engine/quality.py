@@ -28,7 +28,7 @@ def face_crop(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
     x, y, w, h = box
     x0, y0 = max(int(np.floor(x)), 0), max(int(np.floor(y)), 0)
     x1, y1 = min(int(np.ceil(x + w)), gray.shape[1]), min(int(np.ceil(y + h)), gray.shape[0])
-    return gray[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    return gray[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
 
 
 def measure_quality(gray: np.ndarray, box: np.ndarray) -> Quality:

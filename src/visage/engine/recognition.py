@@ -61,7 +61,7 @@ class SFaceModel:
         options.inter_op_num_threads = 1
         # Idle threads must not spin: OpenCV's detector runs between two embeddings.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graph = sface_graph(verified_path(SFACE))
+        graph = sface_graph(Path(verified_path(SFACE)))
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
 
@@ -138,7 +138,9 @@ class FusionWeight:
     def combine(self, sface: Embedding, dlib: Embedding) -> Embedding:
         """The fusion vector of one face from its sface and dlib vectors."""
         if (sface.model, dlib.model) != ("sface", "dlib"):
-            raise InvalidParameterException(f"fusion combines an sface and a dlib vector, not {sface.model} and {dlib.model}")
+            raise InvalidParameterException(
+                f"fusion combines an sface and a dlib vector, not {sface.model} and {dlib.model}"
+            )
         w = self.sface_weight
         vector = np.concatenate([math.sqrt(w) * sface.vector, math.sqrt(1.0 - w) * dlib.vector]).astype(np.float32)
         return Embedding(model="fusion", version=self.version, vector=vector / np.float32(np.linalg.norm(vector)))
@@ -179,4 +181,3 @@ def cosine(a: Embedding, b: Embedding) -> float:
             "faces from different face models live in different spaces."
         )
     return float(np.dot(a.vector, b.vector))
-

@@ -32,8 +32,13 @@ def cache_dir() -> Path:
 _ENGINE_MODULES = ("images", "detection", "landmarks", "quality", "attributes", "bundled")
 #: Settings that change results (not, say, the data dir or the thread count).
 _RESULT_SETTINGS = (
-    "max_image_pixels", "min_image_side", "detection_threshold", "detection_base_side",
-    "detection_max_side", "max_faces", "landmarks",
+    "max_image_pixels",
+    "min_image_side",
+    "detection_threshold",
+    "detection_base_side",
+    "detection_max_side",
+    "max_faces",
+    "landmarks",
 )
 
 

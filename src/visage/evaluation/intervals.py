@@ -51,7 +51,12 @@ class Rate:
 
     def to_json(self) -> dict[str, Any]:
         low, high = self.interval
-        return {"events": self.events, "total": self.total, "value": _round(self.value), "ci95": [_round(low), _round(high)]}
+        return {
+            "events": self.events,
+            "total": self.total,
+            "value": _round(self.value),
+            "ci95": [_round(low), _round(high)],
+        }
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,12 @@ class Mean:
         return "no data" if self.n == 0 else f"{self.value * scale:.1f}{unit} (n = {self.n})"
 
     def to_json(self) -> dict[str, Any]:
-        return {"value": _round(self.value), "n": self.n, "ci95": [_round(self.low), _round(self.high)], "sd": _round(self.sd)}
+        return {
+            "value": _round(self.value),
+            "n": self.n,
+            "ci95": [_round(self.low), _round(self.high)],
+            "sd": _round(self.sd),
+        }
 
 
 Measure = Rate | Mean
@@ -103,7 +113,13 @@ def bootstrap_mean(values: np.ndarray, resamples: int = 2000, seed: int = 0, lev
     means = values[rng.integers(0, values.size, size=(resamples, values.size))].mean(axis=1)
     alpha = 1.0 - level
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return Mean(float(values.mean()), int(values.size), float(low), float(high), float(values.std(ddof=1)) if values.size > 1 else 0.0)
+    return Mean(
+        float(values.mean()),
+        int(values.size),
+        float(low),
+        float(high),
+        float(values.std(ddof=1)) if values.size > 1 else 0.0,
+    )
 
 
 def poisson_range(expected: float, level: float = LEVEL) -> tuple[int, int]:
@@ -119,7 +135,9 @@ def binomial_range(trials: int, probability: float, level: float = LEVEL) -> tup
     if trials == 0 or probability <= 0:
         return 0, 0
     alpha = 1.0 - level
-    return int(stats.binom.ppf(alpha / 2, trials, probability)), int(stats.binom.ppf(1 - alpha / 2, trials, probability))
+    return int(stats.binom.ppf(alpha / 2, trials, probability)), int(
+        stats.binom.ppf(1 - alpha / 2, trials, probability)
+    )
 
 
 def _percent(x: float) -> str:

@@ -100,11 +100,13 @@ def pair_scores(pairs: list[Pair], faces: dict[Path, Face | None], root: Path) -
     for i, pair in enumerate(pairs):
         a, b = faces[root / pair.left], faces[root / pair.right]
         if a is not None and b is not None:
-            scores[i] = cosine(a.embedding, b.embedding)
+            scores[i] = cosine(a.embedded, b.embedded)
     return scores
 
 
-def score_pairs(engine: Engine, pairs_file: str, model: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def score_pairs(
+    engine: Engine, pairs_file: str, model: str, root: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Raw scores and labels of every pair in an LFW pairs file, and its fold count."""
     images = lfw_dir(root) / "lfw-deepfunneled"
     pairs, folds = read_pairs(lfw_dir(root) / pairs_file)

@@ -32,7 +32,9 @@ def predicted_fmr(similarity_map: SimilarityMap, similarity: float) -> float | N
     rows = sorted(
         (float(r["similarity"]), float(r["predicted_fmr"]))
         for r in meta.get("table", [])
-        if isinstance(r, dict) and _number(r.get("similarity")) is not None and _number(r.get("predicted_fmr")) is not None
+        if isinstance(r, dict)
+        and _number(r.get("similarity")) is not None
+        and _number(r.get("predicted_fmr")) is not None
     )
     if rows and rows[0][0] <= similarity <= rows[-1][0]:
         return float(np.interp(similarity, [s for s, _ in rows], [f for _, f in rows]))

@@ -23,4 +23,6 @@ def open_store(settings: Settings) -> Store:
     from visage.store.postgres import PostgresStore  # psycopg is loaded only for this backend
 
     # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
-    return PostgresStore(settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit)
+    return PostgresStore(
+        settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit
+    )

@@ -153,7 +153,6 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-
 class PostgresDialect(Dialect):
     """PostgreSQL's SQL: times as timestamptz, vectors as pgvector's ``vector``, lists as ``text[]``."""
 
@@ -288,7 +287,9 @@ class PostgresStore(SQLStore):
             if dim is None or limit == 0:
                 return []  # no face was ever stored, or none asked for
             if query.shape != (dim,):
-                raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {dim} floats.")
+                raise ValueError(
+                    f"The query vector has shape {query.shape}; this collection's vectors have {dim} floats."
+                )
             params.update(pk=pk, query=query)
             if face_count > self.exact_search_limit:
                 candidates = max(2 * limit, 100)  # room for ties at the limit and for the re-ranking
@@ -352,7 +353,9 @@ def _require_pgvector(con: Connection) -> None:
     version = _pgvector_version(con)
     if version < MIN_PGVECTOR:
         found = ".".join(map(str, version))
-        raise RuntimeError(f"pgvector {found} has no HNSW index; Visage needs 0.5.0 or newer (ALTER EXTENSION vector UPDATE).")
+        raise RuntimeError(
+            f"pgvector {found} has no HNSW index; Visage needs 0.5.0 or newer (ALTER EXTENSION vector UPDATE)."
+        )
 
 
 def _pgvector_version(con: Connection, missing_ok: bool = False) -> tuple[int, ...]:
@@ -406,7 +409,9 @@ def hnsw_index_name(dim: int) -> str:
 def _pin_dimension(con: Connection, pk: int, dim: int) -> int:
     """Pins the collection to vectors of ``dim`` floats (if no one did first); returns its pinned length."""
     ensure_hnsw_index(con, dim)
-    row = con.execute("UPDATE collections SET dim = coalesce(dim, %s) WHERE pk = %s RETURNING dim", (dim, pk)).fetchone()
+    row = con.execute(
+        "UPDATE collections SET dim = coalesce(dim, %s) WHERE pk = %s RETURNING dim", (dim, pk)
+    ).fetchone()
     assert row is not None  # the caller holds the row FOR KEY SHARE: it cannot have gone
     return int(row[0])
 
@@ -448,4 +453,3 @@ def _describe(dsn: str) -> str:
         return "(an unparsable DSN)"
     shown = {key: value for key, value in parts.items() if key in ("host", "port", "dbname", "user")}
     return " ".join(f"{key}={value}" for key, value in shown.items()) or "(the libpq defaults)"
-

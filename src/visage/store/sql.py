@@ -166,7 +166,7 @@ class SQLStore(ABC):
         """Called last in a write that changed the faces of collection ``pk`` (``added``: how
         many more there are, negative after a delete, 0 after a change of their users)."""
 
-    def _collection_deleted(self, collection_id: str, pk: int) -> None:
+    def _collection_deleted(self, collection_id: str, pk: int) -> None:  # noqa: B027 - an optional hook
         """Called after a collection was deleted, to drop what the backend keeps of it
         outside the database (nothing by default)."""
 
@@ -416,14 +416,19 @@ class SQLStore(ABC):
                 return
             # The user's row is held: a concurrent DeleteUser waits, so no face is left
             # pointing at a deleted user.
-            if self._row(con, f"SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?{d.lock}", (pk, user_id)) is None:
+            if (
+                self._row(con, f"SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?{d.lock}", (pk, user_id))
+                is None
+            ):
                 raise no_user(collection_id, user_id)
             ids = d.list_to_db(face_ids)
             if associate:
                 query = f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND {d.among('face_id')}"
                 params: tuple[Any, ...] = (user_id, pk, ids)
             else:
-                query = f"UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ? AND {d.among('face_id')}"
+                query = (
+                    f"UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ? AND {d.among('face_id')}"
+                )
                 params = (pk, user_id, ids)
             if self._sql(con, query, params).rowcount:
                 self._faces_changed(con, pk, 0)
@@ -474,9 +479,7 @@ class SQLStore(ABC):
 
         def read(con: Connection) -> list[AuditRecord]:
             return [
-                AuditRecord(
-                    d.time_from_db(t), key, op, cid, thr, n, best, d.list_from_db(fids), d.list_from_db(uids)
-                )
+                AuditRecord(d.time_from_db(t), key, op, cid, thr, n, best, d.list_from_db(fids), d.list_from_db(uids))
                 for t, key, op, cid, thr, n, best, fids, uids in self._sql(con, query, params)
             ]
 

@@ -21,6 +21,7 @@ saved, the changes it holds are trimmed from the log.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -107,7 +108,9 @@ class SQLiteSearch:
     ) -> list[tuple[str, float]]:
         ann = self._current_ann(con, pk)
         if query.shape != (ann.index.dimension,):
-            raise ValueError(f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats.")
+            raise ValueError(
+                f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats."
+            )
         # The codes blur scores (by up to 0.15 in a cosine on real faces: benchmarks/search_scale.py):
         # ask for more candidates than needed; the exact re-scoring below sorts them.
         candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
@@ -119,8 +122,11 @@ class SQLiteSearch:
             return []
         scores = np.einsum("ij,j->i", _vectors([r[1] for r in rows]), query)
         best = sorted(
-            ((face_id, float(score)) for (face_id, _), score in zip(rows, scores)
-             if score >= np.float64(min_score) and face_id != exclude),
+            (
+                (face_id, float(score))
+                for (face_id, _), score in zip(rows, scores)
+                if score >= np.float64(min_score) and face_id != exclude
+            ),
             key=lambda item: (-item[1], item[0]),
         )
         return best[:limit]
@@ -163,7 +169,7 @@ class SQLiteSearch:
             return [row[0] for row in con.execute(sql, (self.exact_search_limit,))]
 
         for pk in self._run(big, write=False):
-            self._run(lambda con, pk=pk: self._current_ann(con, pk), write=False)
+            self._run(functools.partial(self._current_ann, pk=pk), write=False)
         self.trim_changes()
 
     def trim_changes(self) -> None:

@@ -44,6 +44,7 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -298,7 +299,7 @@ def _shard(index: faiss.IndexRefine, keys: np.ndarray | None = None) -> _Shard:
 def _read_shards(path: Path) -> list[_Shard] | None:
     """The shards saved in ``path``, or None if it is not a whole save of this version."""
 
-    def part(file: object) -> bytes:
+    def part(file: BinaryIO) -> bytes:
         (length,) = struct.unpack("<Q", file.read(8))
         data = file.read(length)
         if len(data) != length:

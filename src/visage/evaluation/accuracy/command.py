@@ -16,12 +16,24 @@ from visage.evaluation.cli import DOCS
 
 @click.command("lfw")
 @click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DOCS / "accuracy", show_default=True,
-              help="Folder for lfw-<model>.json and its ROC and DET plots.")
-@click.option("--limit", type=click.IntRange(1, 300), default=None,
-              help="Reduced run: the first N same and N different pairs of each fold (and no all-pairs part).")
-@click.option("--all-pairs/--no-all-pairs", default=None,
-              help="Also measure on every pair of LFW images (default: yes, unless --limit).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DOCS / "accuracy",
+    show_default=True,
+    help="Folder for lfw-<model>.json and its ROC and DET plots.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 300),
+    default=None,
+    help="Reduced run: the first N same and N different pairs of each fold (and no all-pairs part).",
+)
+@click.option(
+    "--all-pairs/--no-all-pairs",
+    default=None,
+    help="Also measure on every pair of LFW images (default: yes, unless --limit).",
+)
 @click.option("--timing/--no-timing", default=True, show_default=True, help="Time the embedding of a face.")
 def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None, timing: bool) -> None:
     """LFW pairs.txt 10-fold accuracy, TAR at FAR 1e-3 and 1e-4, ROC and DET curves."""
@@ -29,15 +41,20 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
     from visage.evaluation.accuracy.run import run_lfw
 
     started = time.perf_counter()
-    result = run_lfw(Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs,
-                     timing=timing)
+    result = run_lfw(
+        Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs, timing=timing
+    )
     accuracy = result["accuracy"]
-    click.echo(f"{model}: LFW 10-fold accuracy {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} "
-               f"on {result['pairs']} pairs ({result['pairs_without_face']} without a face)")
+    click.echo(
+        f"{model}: LFW 10-fold accuracy {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} "
+        f"on {result['pairs']} pairs ({result['pairs_without_face']} without a face)"
+    )
     for protocol, rows in result["tar_at_far"].items():
         for row in rows:
-            click.echo(f"  TAR at FAR {row['far']:g} ({protocol}): {100 * row['tar']:.2f} %"
-                       + ("" if row["resolvable"] else " (not resolvable)"))
+            click.echo(
+                f"  TAR at FAR {row['far']:g} ({protocol}): {100 * row['tar']:.2f} %"
+                + ("" if row["resolvable"] else " (not resolvable)")
+            )
     if "cost" in result:
         click.echo(f"  embedding: {result['cost']['embed_ms_per_face']} ms per face")
     click.echo(f"wrote {out / f'lfw-{model}.json'} and plots in {time.perf_counter() - started:.0f} s")

@@ -67,6 +67,8 @@ def tar_at_far(genuine: np.ndarray, impostor: np.ndarray, far: float) -> dict[st
         "impostor_pairs": n,
         "genuine_pairs": len(genuine),
         "resolvable": far * n >= 1,
-        "note": "" if far * n >= 1 else f"only {n} impostor pairs: the smallest measurable FAR is {1 / n:.1e}; "
+        "note": ""
+        if far * n >= 1
+        else f"only {n} impostor pairs: the smallest measurable FAR is {1 / n:.1e}; "
         "this is TAR with no impostor accepted",
     }

@@ -32,8 +32,15 @@ def _marks(axes: Any) -> None:
     for similarity in MARKED_SIMILARITIES:
         fmr = fmr_for_similarity(similarity)
         axes.axvline(fmr, color="grey", linestyle=":", linewidth=0.8)
-        axes.annotate(f"Similarity {similarity:g}", (fmr, 0.02), xycoords=("data", "axes fraction"),
-                      rotation=90, fontsize=7, color="grey", ha="right")
+        axes.annotate(
+            f"Similarity {similarity:g}",
+            (fmr, 0.02),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            color="grey",
+            ha="right",
+        )
 
 
 def roc_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
@@ -44,8 +51,15 @@ def roc_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
         keep = curve.fmr > 0
         axes.plot(curve.fmr[keep], 1 - curve.fnmr[keep], label=label, linewidth=1.2)
     axes.set_xscale("log")
-    return _finish_rate_plot(figure, axes, path, title, "false accept rate (FAR = FMR)",
-                             "true accept rate (TAR = 1 - FNMR)", legend="lower right")
+    return _finish_rate_plot(
+        figure,
+        axes,
+        path,
+        title,
+        "false accept rate (FAR = FMR)",
+        "true accept rate (TAR = 1 - FNMR)",
+        legend="lower right",
+    )
 
 
 def det_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
@@ -59,8 +73,9 @@ def det_plot(curves: Mapping[str, Curve], path: Path, title: str) -> Path:
     axes.set_yscale("log")
     if not any(np.any((c.fmr > 0) & (c.fnmr > 0)) for c in curves.values()):
         axes.set_ylim(1e-4, 1.0)  # no non-match at all: an empty plot, but a valid one
-    return _finish_rate_plot(figure, axes, path, title, "false match rate (FMR)", "false non-match rate (FNMR)",
-                             legend="upper right")
+    return _finish_rate_plot(
+        figure, axes, path, title, "false match rate (FMR)", "false non-match rate (FNMR)", legend="upper right"
+    )
 
 
 def _finish_rate_plot(figure: Any, axes: Any, path: Path, title: str, xlabel: str, ylabel: str, legend: str) -> Path:
@@ -100,8 +115,15 @@ def heldout_plot(checks: Mapping[str, list[dict[str, Any]]], path: Path) -> Path
         low = np.array([r["observed_fmr_95ci"][0] for r in rows])
         high = np.array([r["observed_fmr_95ci"][1] for r in rows])
         shown = np.maximum(observed, 1e-9)
-        axes.errorbar(predicted * shift, shown, yerr=[shown - np.maximum(low, 1e-9), high - shown],
-                      fmt="o", markersize=3, capsize=2, label=name)
+        axes.errorbar(
+            predicted * shift,
+            shown,
+            yerr=[shown - np.maximum(low, 1e-9), high - shown],
+            fmt="o",
+            markersize=3,
+            capsize=2,
+            label=name,
+        )
     line = np.array([5e-8, 2e-3])
     axes.plot(line, line, color="black", linewidth=0.8, label="observed = predicted")
     axes.fill_between(line, line / 2, line * 2, color="grey", alpha=0.2, label="within a factor of 2")

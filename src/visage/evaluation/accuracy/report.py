@@ -40,17 +40,19 @@ def write_accuracy_doc(docs: Path) -> Path:
     maps = {m: SimilarityMap.load(m) for m in MODEL_NAMES}
     fusion = json.loads(FUSION_FILE.read_text())
     _plots(folder, results, maps)
-    text = "\n".join([
-        _header(),
-        _meaning(maps),
-        _accuracy(results, fusion),
-        _tar(results),
-        _thresholds(maps, results),
-        _heldout(maps),
-        _highest(maps),
-        _fusion(fusion, results),
-        _method(maps),
-    ])
+    text = "\n".join(
+        [
+            _header(),
+            _meaning(maps),
+            _accuracy(results, fusion),
+            _tar(results),
+            _thresholds(maps, results),
+            _heldout(maps),
+            _highest(maps),
+            _fusion(fusion, results),
+            _method(maps),
+        ]
+    )
     path = docs / "accuracy.md"
     path.write_text(text)
     return path
@@ -59,8 +61,11 @@ def write_accuracy_doc(docs: Path) -> Path:
 def _plots(folder: Path, results: dict[str, Any], maps: dict[str, SimilarityMap]) -> None:
     curves = {}
     for model, result in results.items():
-        label, data = ("LFW all pairs", result["curves"]["LFW all pairs"]) if "LFW all pairs" in result["curves"] \
+        label, data = (
+            ("LFW all pairs", result["curves"]["LFW all pairs"])
+            if "LFW all pairs" in result["curves"]
             else ("LFW pairs.txt", result["curves"]["LFW pairs.txt"])
+        )
         curves[f"{model} ({label})"] = Curve.from_json(data)
     roc_plot(curves, folder / "roc.png", "ROC of each face model on LFW")
     det_plot(curves, folder / "det.png", "DET of each face model on LFW")
@@ -95,8 +100,10 @@ def _meaning(maps: dict[str, SimilarityMap]) -> str:
     rows = []
     for similarity in (80.0, 90.0, 95.0, 99.0, 99.9):
         fmr = fmr_for_similarity(similarity)
-        rows.append(f"| {similarity:g} | {_sci(fmr)} | 1 in {round(1 / fmr):,} | {_count(fmr * comparisons)} | "
-                    f"{_count(fmr * GALLERY)} |")
+        rows.append(
+            f"| {similarity:g} | {_sci(fmr)} | 1 in {round(1 / fmr):,} | {_count(fmr * comparisons)} | "
+            f"{_count(fmr * GALLERY)} |"
+        )
     return f"""
 ## What a Similarity means
 
@@ -131,8 +138,10 @@ def _accuracy(results: dict[str, Any], fusion: dict[str, Any]) -> str:
     for model, r in results.items():
         a, cost = r["accuracy"], r.get("cost", {})
         timed = f"{cost['embed_ms_per_face']} / {cost['embed_cpu_ms_per_face']}" if cost else "not timed"
-        rows.append(f"| {model} | {r['face_model_version']} | {100 * a['mean']:.2f} % +/- {100 * a['std']:.2f} | "
-                    f"{r['pairs_without_face']} | {timed} |")
+        rows.append(
+            f"| {model} | {r['face_model_version']} | {100 * a['mean']:.2f} % +/- {100 * a['std']:.2f} | "
+            f"{r['pairs_without_face']} | {timed} |"
+        )
     machines = sorted({r["cost"]["machine"] for r in results.values() if "cost" in r})
     return f"""
 ## LFW verification accuracy
@@ -158,8 +167,10 @@ def _goal(results: dict[str, Any]) -> str:
         return "not measured (a model's results are missing)."
     fused = results["fusion"]["accuracy"]["mean"]
     best = max(results["sface"]["accuracy"]["mean"], results["dlib"]["accuracy"]["mean"])
-    parts = ["reached" if fused >= 0.995 else "**not reached**" + f" ({100 * fused:.2f} % < 99.5 %)",
-             "above both" if fused > best else "**not above both models**"]
+    parts = [
+        "reached" if fused >= 0.995 else "**not reached**" + f" ({100 * fused:.2f} % < 99.5 %)",
+        "above both" if fused > best else "**not above both models**",
+    ]
     return " and ".join([f"99.5 % {parts[0]}", parts[1]]) + "."
 
 
@@ -176,8 +187,11 @@ def _tar(results: dict[str, Any]) -> str:
                 else:
                     cells.append(f"{100 * row['tar']:.2f} %")
         rows.append(f"| {model} | " + " | ".join(cells) + " |")
-    counts = {(r["tar_at_far"]["all_pairs"][0]["genuine_pairs"], r["tar_at_far"]["all_pairs"][0]["impostor_pairs"])
-              for r in results.values() if "all_pairs" in r["tar_at_far"]}
+    counts = {
+        (r["tar_at_far"]["all_pairs"][0]["genuine_pairs"], r["tar_at_far"]["all_pairs"][0]["impostor_pairs"])
+        for r in results.values()
+        if "all_pairs" in r["tar_at_far"]
+    }
     sizes = " or ".join(f"{g:,} same-person and {i:,} different-person pairs" for g, i in sorted(counts)) or "not run"
     return f"""
 ## True accept rate at a fixed false accept rate
@@ -198,7 +212,8 @@ with many photos.
 
 
 def _thresholds(maps: dict[str, SimilarityMap], results: dict[str, Any]) -> str:
-    parts = ["""
+    parts = [
+        """
 ## Thresholds: false matches and false non-matches
 
 At each Similarity threshold, per face model: the raw cosine it corresponds to;
@@ -210,7 +225,8 @@ and over the 3,000 same-person pairs of `pairs.txt` (one pair per draw, closer
 to a typical person). The maps are fitted on these same pairs, so the measured
 FMR agrees with the definition by construction; the next section checks it on
 people the fit never saw.
-"""]
+"""
+    ]
     for model, mapping in maps.items():
         meta = mapping.metadata
         standard = {r["similarity"]: r for r in results.get(model, {}).get("at_similarity", [])}
@@ -221,13 +237,17 @@ people the fit never saw.
             rows.append(
                 f"| {row['similarity']:g} | {_sci(row['predicted_fmr'])} | {row['raw_threshold']:.3f} | "
                 f"{_sci(row['observed_fmr'])} ({row['false_matches']:,}{people}) | {100 * row['fnmr']:.2f} % | "
-                + (f"{100 * pairs_txt['fnmr']:.1f} % ({pairs_txt['false_non_matches']} of {pairs_txt['same_pairs']:,})"
-                   if pairs_txt else "not run") + " |"
+                + (
+                    f"{100 * pairs_txt['fnmr']:.1f} % ({pairs_txt['false_non_matches']} of {pairs_txt['same_pairs']:,})"
+                    if pairs_txt
+                    else "not run"
+                )
+                + " |"
             )
         parts.append(f"""
 ### {model}
 
-{meta['genuine_pairs']:,} same-person and {meta['impostor_pairs']:,} different-person pairs.
+{meta["genuine_pairs"]:,} same-person and {meta["impostor_pairs"]:,} different-person pairs.
 
 | Similarity | FMR by definition | cosine | FMR measured (false matches) | FNMR, all same-person pairs | FNMR, pairs.txt |
 |---|---|---|---|---|---|
@@ -238,10 +258,11 @@ people the fit never saw.
 
 
 def _heldout(maps: dict[str, SimilarityMap]) -> str:
-    parts = [f"""
+    parts = [
+        f"""
 ## The calibration checked on people it never saw
 
-Each map is first fitted on a random half of the {next(iter(maps.values())).metadata['people']:,} LFW people, and the FMR it
+Each map is first fitted on a random half of the {next(iter(maps.values())).metadata["people"]:,} LFW people, and the FMR it
 predicts at each threshold is compared with the FMR observed on the pairs of the
 other half. The rule: within a factor of {CHECK_FACTOR:g} for every predicted FMR down to
 {_sci(CHECK_DOWN_TO)}. The published maps are then fitted on everyone.
@@ -256,7 +277,8 @@ wider than the interval shown. Rows below {_sci(CHECK_DOWN_TO)} are beyond what 
 measure and are shown, not checked.
 
 ![Held-out check](accuracy/heldout.png)
-"""]
+"""
+    ]
     for model, mapping in maps.items():
         check = mapping.metadata["heldout_check"]
         fit, held = check["fit_half"], check["check_half"]
@@ -268,10 +290,10 @@ measure and are shown, not checked.
             for r in check["rows"]
         ]
         parts.append(f"""
-### {model}: {'passed' if check['passed'] else '**failed**'}
+### {model}: {"passed" if check["passed"] else "**failed**"}
 
-Fitted on {fit['images']:,} images ({fit['impostor_pairs']:,} impostor pairs), checked on {held['images']:,} images
-({held['impostor_pairs']:,} impostor pairs, {held['genuine_pairs']:,} genuine pairs).
+Fitted on {fit["images"]:,} images ({fit["impostor_pairs"]:,} impostor pairs), checked on {held["images"]:,} images
+({held["impostor_pairs"]:,} impostor pairs, {held["genuine_pairs"]:,} genuine pairs).
 
 | Similarity | predicted FMR | false matches | pairs of people | observed FMR (95 % CI) | observed / predicted | FNMR |
 |---|---|---|---|---|---|---|
@@ -286,23 +308,34 @@ def _other_splits(check: dict[str, Any], others: list[dict[str, Any]]) -> str:
     """The same check on other random halves: how much the answer depends on who lands where."""
     if not others:
         return ""
-    splits = [{"seed": check["seed"], "passed": check["passed"],
-               "ratios": {str(r["similarity"]): r["ratio"] for r in check["rows"]},
-               "false_matches": {str(r["similarity"]): r["false_matches"] for r in check["rows"]},
-               "largest_people_pair": {str(r["similarity"]): r["largest_people_pair"] for r in check["rows"]}}] + others
+    splits = [
+        {
+            "seed": check["seed"],
+            "passed": check["passed"],
+            "ratios": {str(r["similarity"]): r["ratio"] for r in check["rows"]},
+            "false_matches": {str(r["similarity"]): r["false_matches"] for r in check["rows"]},
+            "largest_people_pair": {str(r["similarity"]): r["largest_people_pair"] for r in check["rows"]},
+        },
+        *others,
+    ]
     header = "| Similarity | " + " | ".join(f"split {s['seed']}" for s in splits) + " |"
     rule = "|---|" + "---|" * len(splits)
     rows = []
     for row in check["rows"]:
         key = str(row["similarity"])
-        rows.append(f"| {row['similarity']:g} | " + " | ".join(
-            f"{s['ratios'][key]:.2f} ({s['false_matches'][key]:,})" for s in splits) + " |")
+        rows.append(
+            f"| {row['similarity']:g} | "
+            + " | ".join(f"{s['ratios'][key]:.2f} ({s['false_matches'][key]:,})" for s in splits)
+            + " |"
+        )
     largest = []
     for s in splits:
         biggest = s["largest_people_pair"].get(str(TAIL_SIMILARITY))
         if biggest:
             total = s["false_matches"][str(TAIL_SIMILARITY)]
-            largest.append(f"split {s['seed']}: {' and '.join(biggest['people'])}, {biggest['false_matches']:,} of {total:,}")
+            largest.append(
+                f"split {s['seed']}: {' and '.join(biggest['people'])}, {biggest['false_matches']:,} of {total:,}"
+            )
     verdicts = ", ".join(f"{s['seed']} {'passed' if s['passed'] else 'failed'}" for s in splits)
     return f"""The same check on {len(splits)} random splits (observed / predicted, with the false matches
 counted); the first is the one above, whose seed was fixed before any result was seen.
@@ -317,7 +350,8 @@ The pair of people with the most false matches at Similarity {TAIL_SIMILARITY:g}
 
 
 def _highest(maps: dict[str, SimilarityMap]) -> str:
-    parts = ["""
+    parts = [
+        """
 ## The highest-scoring pairs of different people
 
 At the strictest thresholds the false matches are few enough to look at. These
@@ -328,9 +362,12 @@ person, or the same news photo filed twice; some are twins or siblings. They are
 kept in the fit: removing them would mean trusting the face model to judge its
 own mistakes. Their effect is to make the strictest thresholds stricter than
 they need be, which errs on the side of fewer false matches.
-"""]
+"""
+    ]
     for model, mapping in maps.items():
-        rows = [f"| {score:.3f} | {left} | {right} |" for score, left, right in mapping.metadata["highest_impostor_pairs"]]
+        rows = [
+            f"| {score:.3f} | {left} | {right} |" for score, left, right in mapping.metadata["highest_impostor_pairs"]
+        ]
         parts.append(f"""
 ### {model}
 
@@ -350,18 +387,20 @@ def _fusion(fusion: dict[str, Any], results: dict[str, Any]) -> str:
 `fusion` embeds each face with both sface and dlib and keeps one 256-dimensional
 unit vector, [sqrt(w) x sface, sqrt(1 - w) x dlib], whose cosine is
 w x cos(sface) + (1 - w) x cos(dlib). It is stored and searched like any other
-vector, and calibrated like the others. w = {fusion['sface_weight']} ({fusion['version']}) was chosen on
-{fusion['chosen_on']}; pairs.txt played no part. 10-fold accuracy on pairsDevTrain: fusion
-{100 * dev['fusion']:.2f} %, sface {100 * dev['sface']:.2f} %, dlib {100 * dev['dlib']:.2f} %.
+vector, and calibrated like the others. w = {fusion["sface_weight"]} ({fusion["version"]}) was chosen on
+{fusion["chosen_on"]}; pairs.txt played no part. 10-fold accuracy on pairsDevTrain: fusion
+{100 * dev["fusion"]:.2f} %, sface {100 * dev["sface"]:.2f} %, dlib {100 * dev["dlib"]:.2f} %.
 
-Its cost is both models': {costs.get('fusion')} ms per face to embed, against {costs.get('sface')} ms for sface
-and {costs.get('dlib')} ms for dlib (same machine, same run conditions as the table above).
+Its cost is both models': {costs.get("fusion")} ms per face to embed, against {costs.get("sface")} ms for sface
+and {costs.get("dlib")} ms for dlib (same machine, same run conditions as the table above).
 """
 
 
 def _method(maps: dict[str, SimilarityMap]) -> str:
-    rows = [f"| {m} | {s.metadata['images']:,} | {s.metadata['images_without_face']} | {s.metadata['fitted']} |"
-            for m, s in maps.items()]
+    rows = [
+        f"| {m} | {s.metadata['images']:,} | {s.metadata['images_without_face']} | {s.metadata['fitted']} |"
+        for m, s in maps.items()
+    ]
     above = [f"- **{m}**: {s.metadata['extrapolation']}." for m, s in maps.items()]
     return f"""
 ## How the maps are fitted

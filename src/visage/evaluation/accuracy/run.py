@@ -95,7 +95,9 @@ def run_lfw(
             "thresholds": [round(t, 6) for t in kfold.thresholds],
         },
         "tar_at_far": {"pairs.txt": [tar_at_far(genuine, impostor, far) for far in FARS]},
-        "at_similarity": [_at_similarity(engine.similarity_map(model), s, genuine, impostor) for s in TABLE_SIMILARITIES],
+        "at_similarity": [
+            _at_similarity(engine.similarity_map(model), s, genuine, impostor) for s in TABLE_SIMILARITIES
+        ],
     }
     if all_pairs:
         every = all_pair_scores(lfw_vectors(engine, model, root))
@@ -112,7 +114,9 @@ def run_lfw(
     return result
 
 
-def _at_similarity(mapping: SimilarityMap, similarity: float, genuine: np.ndarray, impostor: np.ndarray) -> dict[str, Any]:
+def _at_similarity(
+    mapping: SimilarityMap, similarity: float, genuine: np.ndarray, impostor: np.ndarray
+) -> dict[str, Any]:
     """Error counts of the pairs at a Similarity threshold of the model's map."""
     threshold = mapping.raw_threshold(similarity)
     misses = int(np.searchsorted(genuine, threshold, side="left"))

@@ -34,16 +34,30 @@ import click
 
 
 @click.command("audit")
-@click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).")
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
-              help="Folder for report.html, audit.json and plots/.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder for report.html, audit.json and plots/.",
+)
 @click.option("--model", default="sface", show_default=True, help="Face model to audit.")
 @click.option("--limit", type=click.IntRange(2), default=None, help="At most N faces per cell (a reduced run).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit sample.")
-@click.option("--markdown", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Also write the report as markdown here (docs/bias-audit.md).")
-def audit_command(data: Path | None, out: Path, model: str, limit: int | None, seed: int, markdown: Path | None) -> None:
+@click.option(
+    "--markdown",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the report as markdown here (docs/bias-audit.md).",
+)
+def audit_command(
+    data: Path | None, out: Path, model: str, limit: int | None, seed: int, markdown: Path | None
+) -> None:
     """Error rates per demographic group: detection, gender, age, false matches."""
     from visage.evaluation.audit.report import write_report
     from visage.evaluation.audit.run import run_audit

@@ -15,11 +15,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from visage.evaluation.audit.run import BINS, Audit, DatasetAudit, MeasureInfo  # noqa: E402
-from visage.evaluation.intervals import Rate  # noqa: E402
+from visage.evaluation.audit.run import BINS, Audit, DatasetAudit, MeasureInfo
+from visage.evaluation.intervals import Rate
 
 
 def write_plots(audit: Audit, folder: Path) -> list[Path]:
@@ -49,8 +49,15 @@ def _bars(audit: Audit, dataset: DatasetAudit, measures: list[MeasureInfo], path
         low = np.array([v.interval[0] for v in values]) * info.scale
         high = np.array([v.interval[1] for v in values]) * info.scale
         ax.bar(x, np.nan_to_num(centre), color="#4c72b0", width=0.7)
-        ax.errorbar(x, np.nan_to_num(centre), yerr=[np.nan_to_num(centre - low), np.nan_to_num(high - centre)],
-                    fmt="none", ecolor="black", capsize=2, linewidth=0.8)
+        ax.errorbar(
+            x,
+            np.nan_to_num(centre),
+            yerr=[np.nan_to_num(centre - low), np.nan_to_num(high - centre)],
+            fmt="none",
+            ecolor="black",
+            capsize=2,
+            linewidth=0.8,
+        )
         for xi, v in zip(x, values):
             if isinstance(v, Rate) and v.events == 0 and v.total > 0 and not info.higher_is_better:
                 ax.annotate(f"0/{v.total:,}", (xi, v.interval[1]), fontsize=6, ha="center", va="bottom", rotation=90)
@@ -63,7 +70,7 @@ def _bars(audit: Audit, dataset: DatasetAudit, measures: list[MeasureInfo], path
         ax.set_title(info.label + (f" ({info.unit.strip()})" if info.unit else ""), fontsize=9)
         ax.set_xticks(x, names, rotation=60, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in list(axes.flat)[len(measures):]:
+    for ax in list(axes.flat)[len(measures) :]:
         ax.axis("off")
     figure.suptitle(f"{dataset.title}: 95 % intervals", fontsize=10)
     figure.tight_layout()
@@ -87,8 +94,15 @@ def _scores(audit: Audit, dataset: DatasetAudit, path: Path) -> Path:
         raw = audit.raw_threshold(threshold)
         if np.isfinite(raw):
             ax.axvline(raw, color="grey", linestyle="--", linewidth=0.8)
-            ax.annotate(f"S={threshold:g}", (raw, 1.0), xycoords=("data", "axes fraction"), fontsize=7,
-                        rotation=90, va="top", ha="right")
+            ax.annotate(
+                f"S={threshold:g}",
+                (raw, 1.0),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                rotation=90,
+                va="top",
+                ha="right",
+            )
     ax.set_yscale("log")
     ax.set_xlabel("cosine score of the pair")
     ax.set_ylabel("share of pairs per 0.01 bin")

@@ -73,9 +73,10 @@ def report_blocks(audit: Audit, plots: list[Path]) -> list[Block]:
             f"Similarity comes from the configured map of `{audit.model}` ({audit.similarity_map.method or 'no method recorded'})."
         ),
         Heading("What the thresholds promise"),
-        Table(["Similarity threshold", "raw cosine", "false-match rate the map promises"], [
-            [f"{t:g}", f"{audit.raw_threshold(t):.4f}", _promise(audit.predicted(t))] for t in audit.thresholds
-        ]),
+        Table(
+            ["Similarity threshold", "raw cosine", "false-match rate the map promises"],
+            [[f"{t:g}", f"{audit.raw_threshold(t):.4f}", _promise(audit.predicted(t))] for t in audit.thresholds],
+        ),
         Heading("Summary in plain language"),
         Bullets(summary(audit)),
     ]
@@ -90,8 +91,12 @@ def dataset_blocks(audit: Audit, dataset: DatasetAudit, plots: list[Path]) -> li
     header = ["cell", "faces", *[m.label + (f" ({m.unit.strip()})" if m.unit else "") for m in dataset.measures]]
     rows = [[c.name, str(c.size), *[describe(c.measures[m.key], m) for m in dataset.measures]] for c in dataset.cells]
     extreme_rows = [
-        [e.measure.label, f"{e.worst}: {describe(e.worst_value, e.measure)}", f"{e.best}: {describe(e.best_value, e.measure)}",
-         ratio_text(e)]
+        [
+            e.measure.label,
+            f"{e.worst}: {describe(e.worst_value, e.measure)}",
+            f"{e.best}: {describe(e.best_value, e.measure)}",
+            ratio_text(e),
+        ]
         for e in dataset.extremes()
     ]
     blocks: list[Block] = [
@@ -138,7 +143,10 @@ def _promise(fmr: float | None) -> str:
 
 def pooled(measures: list[Measure]) -> Measure:
     if all(isinstance(m, Rate) for m in measures):
-        return Rate(sum(m.events for m in measures if isinstance(m, Rate)), sum(m.total for m in measures if isinstance(m, Rate)))
+        return Rate(
+            sum(m.events for m in measures if isinstance(m, Rate)),
+            sum(m.total for m in measures if isinstance(m, Rate)),
+        )
     means = [m for m in measures if isinstance(m, Mean) and m.n > 0]
     n = sum(m.n for m in means)
     value = sum(m.value * m.n for m in means) / n if n else float("nan")
@@ -151,7 +159,7 @@ def short(measure: Measure, info: MeasureInfo) -> str:
 
 def summary(audit: Audit) -> list[str]:
     items = [
-        "How to read these numbers: a rate is \"k of N\" with its 95 % interval; \"0/N (<= u)\" means no error was "
+        'How to read these numbers: a rate is "k of N" with its 95 % interval; "0/N (<= u)" means no error was '
         "seen and u is the upper end of the 95 % interval. A false-match rate (FMR) of 1e-4 at a threshold means "
         "that comparing a face with 10,000 faces of other people returns, on average, one of them as a match; a false "
         "non-match rate (FNMR) of 1 % means one in a hundred pairs of photos of the same person is missed."
@@ -181,7 +189,11 @@ def promise_check(audit: Audit, dataset: DatasetAudit) -> list[str]:
         above = [name for name, r in rates if r.interval[0] > predicted]
         below = [name for name, r in rates if r.interval[1] < predicted]
         expected = sorted(predicted * r.total for _, r in rates)
-        span = _count(expected[0]) if _count(expected[0]) == _count(expected[-1]) else f"{_count(expected[0])} to {_count(expected[-1])}"
+        span = (
+            _count(expected[0])
+            if _count(expected[0]) == _count(expected[-1])
+            else f"{_count(expected[0])} to {_count(expected[-1])}"
+        )
         text = f"{dataset.title}, {info.label}: the map promises {predicted:.1e}, i.e. {span} expected false matches per cell. "
         if above:
             text += f"More than promised (95 % interval wholly above the promise): {', '.join(above)}. "
@@ -202,7 +214,7 @@ def _count(expected: float) -> str:
 def caveats(audit: Audit) -> list[str]:
     sizes = {d.key: [c.size for c in d.cells] for d in audit.datasets}
     items = [
-        "Every rate carries an exact (Clopper-Pearson) two-sided 95 % interval; \"0 of N\" is shown with the upper end "
+        'Every rate carries an exact (Clopper-Pearson) two-sided 95 % interval; "0 of N" is shown with the upper end '
         "of that interval (about 3.7/N), which is all a cell with no errors can claim. Means (age errors) carry a "
         "bootstrap 95 % interval.",
         "Age MAE uses the midpoint of the estimated AgeRange against the labelled age. FairFace labels only an age group: "
@@ -223,7 +235,7 @@ def caveats(audit: Audit) -> list[str]:
             "is counted. Each cell's ten highest-scoring pairs are listed in audit.json (`top_pairs`, file names) so that "
             "anyone with the data can look; until then read the UTKFace FMRs as upper bounds. The pairs share faces, so the "
             "intervals, which treat pairs as independent, are narrower than they should be. Race labels are UTKFace's five "
-            "coarse categories, \"other\" mixes many groups, and the labels themselves contain known errors."
+            'coarse categories, "other" mixes many groups, and the labels themselves contain known errors.'
         )
     if "fairface" in sizes:
         items.append(
@@ -239,7 +251,9 @@ def caveats(audit: Audit) -> list[str]:
             "figures and holds no race labels, so it cannot speak to race."
         )
     if audit.limit is not None:
-        items.append(f"This is a reduced run (at most {audit.limit} faces per cell): its figures are for checking the code, not for citing.")
+        items.append(
+            f"This is a reduced run (at most {audit.limit} faces per cell): its figures are for checking the code, not for citing."
+        )
     return items
 
 
@@ -258,7 +272,7 @@ def _unresolved(audit: Audit, bound: float) -> str:
 
 def to_html(blocks: list[Block], folder: Path) -> str:
     parts = [
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Visage bias audit</title>",
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Visage bias audit</title>',
         "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
         "table{border-collapse:collapse;font-size:0.8em;margin:1em 0}td,th{border:1px solid #bbb;padding:3px 6px;"
         "vertical-align:top}th{background:#eee}img{max-width:100%}figcaption{font-size:0.8em;color:#555}</style>",
@@ -277,8 +291,10 @@ def to_html(blocks: list[Block], folder: Path) -> str:
             parts.append(f"<table><tr>{head}</tr>{body}</table>")
         else:
             src = html.escape(os.path.relpath(block.path, folder))
-            parts.append(f"<figure><img src=\"{src}\" alt=\"{html.escape(block.caption)}\">"
-                         f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+            parts.append(
+                f'<figure><img src="{src}" alt="{html.escape(block.caption)}">'
+                f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+            )
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

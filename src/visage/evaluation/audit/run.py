@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ from visage.engine.similarity import SimilarityMap
 from visage.evaluation.allpairs import LabelledVectors, PairScores, all_pair_scores
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.intervals import Measure, Rate, bootstrap_mean, clopper_pearson
-from visage.evaluation.labelled import LabelledFace, age_group_bounds, by_cell, fairface, lfw_by_gender, limit_per_cell, utkface
+from visage.evaluation.labelled import (
+    LabelledFace,
+    age_group_bounds,
+    by_cell,
+    fairface,
+    lfw_by_gender,
+    limit_per_cell,
+    utkface,
+)
 from visage.evaluation.lfw import central_face, embed_images
 from visage.evaluation.prediction import map_identity, predicted_fmr
 from visage.faces import Face
@@ -59,8 +67,12 @@ def fmr_info(threshold: float) -> MeasureInfo:
 
 
 def adult_fmr_info(threshold: float) -> MeasureInfo:
-    return MeasureInfo(f"adult_fmr@{threshold:g}", f"FMR at Similarity {threshold:g}, both {ADULT}+", threshold=threshold,
-                       false_match=True)
+    return MeasureInfo(
+        f"adult_fmr@{threshold:g}",
+        f"FMR at Similarity {threshold:g}, both {ADULT}+",
+        threshold=threshold,
+        false_match=True,
+    )
 
 
 def fnmr_info(threshold: float) -> MeasureInfo:
@@ -68,8 +80,13 @@ def fnmr_info(threshold: float) -> MeasureInfo:
 
 
 def person_fnmr_info(threshold: float) -> MeasureInfo:
-    return MeasureInfo(f"person_fnmr@{threshold:g}", f"FNMR at Similarity {threshold:g}, each person equal", " %",
-                       scale=100.0, threshold=threshold)
+    return MeasureInfo(
+        f"person_fnmr@{threshold:g}",
+        f"FNMR at Similarity {threshold:g}, each person equal",
+        " %",
+        scale=100.0,
+        threshold=threshold,
+    )
 
 
 @dataclass
@@ -143,7 +160,7 @@ class Audit:
     seed: int
     datasets: list[DatasetAudit]
     runtime_seconds: float = 0.0
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def raw_threshold(self, threshold: float) -> float:
         return self.similarity_map.raw_threshold(threshold)
@@ -188,7 +205,10 @@ def distance_outside(value: float, group: str) -> float:
 def attribute_measures(faces: list[LabelledFace], found: list[Face | None]) -> dict[str, Measure]:
     detected = [(f, x) for f, x in zip(faces, found) if x is not None]
     wrong = sum(1 for f, x in detected if x.detail.gender is None or x.detail.gender.value != f.gender)
-    measures: dict[str, Measure] = {DETECTION.key: Rate(len(detected), len(faces)), GENDER.key: Rate(wrong, len(detected))}
+    measures: dict[str, Measure] = {
+        DETECTION.key: Rate(len(detected), len(faces)),
+        GENDER.key: Rate(wrong, len(detected)),
+    }
     if faces and faces[0].age is not None:
         measures[AGE_MAE.key] = bootstrap_mean(np.array([abs(age_midpoint(x) - (f.age or 0)) for f, x in detected]))
     if faces and faces[0].age_group is not None:
@@ -201,8 +221,11 @@ def attribute_measures(faces: list[LabelledFace], found: list[Face | None]) -> d
 def labelled_vectors(model: str, members: list[LabelledFace], found: list[Face | None]) -> LabelledVectors:
     """The detected faces' vectors, rows sorted by person; a face without identity is its own person."""
     rows = sorted(
-        ((f.identity if f.identity is not None else f.path.name, str(f.path), x.embedding.vector)
-         for f, x in zip(members, found) if x is not None and x.embedding is not None),
+        (
+            (f.identity if f.identity is not None else f.path.name, str(f.path), x.embedding.vector)
+            for f, x in zip(members, found)
+            if x is not None and x.embedding is not None
+        ),
         key=lambda row: row[0],
     )
     names, people = np.unique([r[0] for r in rows], return_inverse=True)
@@ -225,20 +248,24 @@ def histograms(scores: PairScores) -> dict[str, np.ndarray]:
     }
 
 
-def fmr_measures(scores: PairScores, raw: np.ndarray, thresholds: tuple[float, ...],
-                 info: Callable[[float], MeasureInfo] = fmr_info) -> dict[str, Measure]:
+def fmr_measures(
+    scores: PairScores, raw: np.ndarray, thresholds: tuple[float, ...], info: Callable[[float], MeasureInfo] = fmr_info
+) -> dict[str, Measure]:
     total = len(scores.impostor)
     return {info(t).key: Rate(scores.impostors_at_or_above(r), total) for t, r in zip(thresholds, raw)}
 
 
-def fnmr_measures(scores: PairScores, missing_pairs: int, raw: np.ndarray, thresholds: tuple[float, ...]) -> dict[str, Measure]:
+def fnmr_measures(
+    scores: PairScores, missing_pairs: int, raw: np.ndarray, thresholds: tuple[float, ...]
+) -> dict[str, Measure]:
     """Pairs with an undetected face are false non-matches at every threshold."""
     total = len(scores.genuine) + missing_pairs
     return {fnmr_info(t).key: Rate(scores.genuine_below(r) + missing_pairs, total) for t, r in zip(thresholds, raw)}
 
 
-def person_fnmr(members: list[LabelledFace], found: list[Face | None], raw: np.ndarray,
-                thresholds: tuple[float, ...]) -> dict[str, Measure]:
+def person_fnmr(
+    members: list[LabelledFace], found: list[Face | None], raw: np.ndarray, thresholds: tuple[float, ...]
+) -> dict[str, Measure]:
     """FNMR averaged over people with two or more images, so that no one person outweighs the rest
     (an image without a detected face makes its pairs false non-matches)."""
     people: dict[str, list[Face | None]] = {}
@@ -273,7 +300,9 @@ def analysed(engine: Engine, model: str, faces: list[LabelledFace]) -> list[Face
     return [central_face(found[f.path]) for f in faces]
 
 
-def audit_utkface(engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[float, ...], faces: list[LabelledFace]) -> DatasetAudit:
+def audit_utkface(
+    engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[float, ...], faces: list[LabelledFace]
+) -> DatasetAudit:
     found = dict(zip((f.path for f in faces), analysed(engine, model, faces)))
     similarity = engine.similarity_map(model)
     cells = []
@@ -295,8 +324,9 @@ def audit_utkface(engine: Engine, model: str, raw: np.ndarray, thresholds: tuple
     return audit
 
 
-def top_pairs(members: list[LabelledFace], found: list[Face | None], similarity: SimilarityMap,
-              count: int = 10) -> list[dict[str, Any]]:
+def top_pairs(
+    members: list[LabelledFace], found: list[Face | None], similarity: SimilarityMap, count: int = 10
+) -> list[dict[str, Any]]:
     """The ``count`` highest-scoring pairs of a cell without identity labels: file names, ages and Similarity."""
     kept = [(f, x.embedding.vector) for f, x in zip(members, found) if x is not None and x.embedding is not None]
     if len(kept) < 2:
@@ -306,13 +336,20 @@ def top_pairs(members: list[LabelledFace], found: list[Face | None], similarity:
     scores = np.einsum("ij,ij->i", vectors[rows], vectors[columns])
     best = np.argsort(-scores, kind="stable")[:count]
     return [
-        {"a": kept[rows[i]][0].path.name, "b": kept[columns[i]][0].path.name, "ages": [kept[rows[i]][0].age, kept[columns[i]][0].age],
-         "cosine": round(float(scores[i]), 4), "similarity": round(float(similarity(float(scores[i]))), 3)}
+        {
+            "a": kept[rows[i]][0].path.name,
+            "b": kept[columns[i]][0].path.name,
+            "ages": [kept[rows[i]][0].age, kept[columns[i]][0].age],
+            "cosine": round(float(scores[i]), 4),
+            "similarity": round(float(similarity(float(scores[i]))), 3),
+        }
         for i in best
     ]
 
 
-def _aged(members: list[LabelledFace], found: list[Face | None], adult: bool) -> tuple[list[LabelledFace], list[Face | None]]:
+def _aged(
+    members: list[LabelledFace], found: list[Face | None], adult: bool
+) -> tuple[list[LabelledFace], list[Face | None]]:
     """The faces (and their results) of people at least ADULT years old, or of those younger."""
     kept = [(f, x) for f, x in zip(members, found) if ((f.age or 0) >= ADULT) == adult]
     return [f for f, _ in kept], [x for _, x in kept]
@@ -321,24 +358,32 @@ def _aged(members: list[LabelledFace], found: list[Face | None], adult: bool) ->
 def age_mix_note(faces: list[LabelledFace], thresholds: tuple[float, ...], minor_fmr: list[Rate]) -> str:
     """How many of each cell's faces are children, and how often two children's faces match falsely."""
     shares = ", ".join(
-        f"{cell} {sum((f.age or 0) < ADULT for f in members) / len(members):.0%}" for cell, members in by_cell(faces).items()
+        f"{cell} {sum((f.age or 0) < ADULT for f in members) / len(members):.0%}"
+        for cell, members in by_cell(faces).items()
     )
     rates = "; ".join(f"at {t:g}: {r.describe()}" for t, r in zip(thresholds, minor_fmr))
     return (
         f"Share of faces under {ADULT} per cell: {shares}. Pairs of two under-{ADULT} faces in the same cell, all cells "
         f"together, false-match {rates}. Children's faces match each other far more often than adults' do, so a cell's "
-        f"FMR over all pairs depends on how many children it holds; the \"both {ADULT}+\" columns compare adults with adults."
+        f'FMR over all pairs depends on how many children it holds; the "both {ADULT}+" columns compare adults with adults.'
     )
 
 
 def audit_fairface(engine: Engine, model: str, faces: list[LabelledFace]) -> DatasetAudit:
     found = dict(zip((f.path for f in faces), analysed(engine, model, faces)))
     groups = by_cell(faces)
-    cells = [Cell(name, len(groups[name]), attribute_measures(groups[name], [found[f.path] for f in groups[name]])) for name in groups]
-    return DatasetAudit("fairface", "FairFace sample (age group x gender)", [DETECTION, GENDER, AGE_ERROR, AGE_MISS], cells)
+    cells = [
+        Cell(name, len(groups[name]), attribute_measures(groups[name], [found[f.path] for f in groups[name]]))
+        for name in groups
+    ]
+    return DatasetAudit(
+        "fairface", "FairFace sample (age group x gender)", [DETECTION, GENDER, AGE_ERROR, AGE_MISS], cells
+    )
 
 
-def audit_lfw(engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[float, ...], faces: list[LabelledFace]) -> DatasetAudit:
+def audit_lfw(
+    engine: Engine, model: str, raw: np.ndarray, thresholds: tuple[float, ...], faces: list[LabelledFace]
+) -> DatasetAudit:
     found = embed_images(engine, [f.path for f in faces], model)
     cells = []
     for name, members in by_cell(faces).items():
@@ -395,7 +440,9 @@ def _size(measure: Measure) -> int:
 
 def extremes(cells: list[Cell], info: MeasureInfo) -> Extremes | None:
     """The worst and best cell of a measure; among equals, the larger cell (the tighter estimate)."""
-    scored = [(c.name, c.measures[info.key]) for c in cells if info.key in c.measures and _size(c.measures[info.key]) > 0]
+    scored = [
+        (c.name, c.measures[info.key]) for c in cells if info.key in c.measures and _size(c.measures[info.key]) > 0
+    ]
     if not scored:
         return None
     bad = [(name, m, _badness(m, info)) for name, m in scored]
@@ -413,8 +460,15 @@ def extremes(cells: list[Cell], info: MeasureInfo) -> Extremes | None:
 # Running ---------------------------------------------------------------------------------
 
 
-def run_audit(data: Path, model: str = "sface", limit: int | None = None, seed: int = 0, engine: Engine | None = None,
-              thresholds: tuple[float, ...] = THRESHOLDS, progress: bool = False) -> Audit:
+def run_audit(
+    data: Path,
+    model: str = "sface",
+    limit: int | None = None,
+    seed: int = 0,
+    engine: Engine | None = None,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+    progress: bool = False,
+) -> Audit:
     started = time.monotonic()
     engine = engine or Engine()
     face_model = engine.face_model(model)
@@ -431,8 +485,16 @@ def run_audit(data: Path, model: str = "sface", limit: int | None = None, seed: 
     say("LFW")
     datasets.append(audit_lfw(engine, model, raw, thresholds, limit_per_cell(lfw_by_gender(data), limit, seed)))
     say("done")
-    return Audit(model, face_model.version, engine.similarity_map(model), thresholds, limit, seed, datasets,
-                 runtime_seconds=time.monotonic() - started)
+    return Audit(
+        model,
+        face_model.version,
+        engine.similarity_map(model),
+        thresholds,
+        limit,
+        seed,
+        datasets,
+        runtime_seconds=time.monotonic() - started,
+    )
 
 
 def _round(x: float | None) -> float | None:

@@ -13,8 +13,14 @@ from visage.engine.registry import MODEL_NAMES, face_model_entry
 
 
 @click.command("calibrate")
-@click.option("--models", type=click.Choice(MODEL_NAMES), multiple=True, default=MODEL_NAMES, show_default=True,
-              help="Repeat to fit several.")
+@click.option(
+    "--models",
+    type=click.Choice(MODEL_NAMES),
+    multiple=True,
+    default=MODEL_NAMES,
+    show_default=True,
+    help="Repeat to fit several.",
+)
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of the split of people into halves.")
 def calibrate_command(models: tuple[str, ...], seed: int) -> None:
     """Refit the Similarity maps on every pair of LFW images (visage/data/similarity/<model>.json)."""
@@ -30,12 +36,16 @@ def calibrate_command(models: tuple[str, ...], seed: int) -> None:
         path = fitted.save()
         meta = fitted.metadata
         check = meta["heldout_check"]
-        click.echo(f"{model}: {meta['genuine_pairs']:,} genuine and {meta['impostor_pairs']:,} impostor pairs, "
-                   f"{meta['images_without_face']} images without a face; held-out check "
-                   f"{'passed' if check['passed'] else 'FAILED'} -> {path} ({time.perf_counter() - started:.0f} s)")
+        click.echo(
+            f"{model}: {meta['genuine_pairs']:,} genuine and {meta['impostor_pairs']:,} impostor pairs, "
+            f"{meta['images_without_face']} images without a face; held-out check "
+            f"{'passed' if check['passed'] else 'FAILED'} -> {path} ({time.perf_counter() - started:.0f} s)"
+        )
         for row in meta["table"]:
-            click.echo(f"  Similarity {row['similarity']:>5g}: cosine {row['raw_threshold']:.4f}, "
-                       f"FMR {row['observed_fmr']:.2e} ({row['false_matches']}), FNMR {row['fnmr']:.4f}")
+            click.echo(
+                f"  Similarity {row['similarity']:>5g}: cosine {row['raw_threshold']:.4f}, "
+                f"FMR {row['observed_fmr']:.2e} ({row['false_matches']}), FNMR {row['fnmr']:.4f}"
+            )
 
 
 @click.command("fusion-weight")
@@ -46,5 +56,7 @@ def fusion_weight_command() -> None:
 
     data = fit_fusion_weight(Engine())
     accuracy = data["dev_train_accuracy"]
-    click.echo(f"w = {data['sface_weight']} ({data['version']}): pairsDevTrain 10-fold accuracy fusion "
-               f"{accuracy['fusion']:.4f}, sface {accuracy['sface']:.4f}, dlib {accuracy['dlib']:.4f}")
+    click.echo(
+        f"w = {data['sface_weight']} ({data['version']}): pairsDevTrain 10-fold accuracy fusion "
+        f"{accuracy['fusion']:.4f}, sface {accuracy['sface']:.4f}, dlib {accuracy['dlib']:.4f}"
+    )

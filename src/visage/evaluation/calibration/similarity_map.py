@@ -190,7 +190,8 @@ def rate_row(
         "people_pairs": len(clusters) if clusters is not None else None,
         "largest_people_pair": (
             {"people": list(clusters.most_common(1)[0][0]), "false_matches": clusters.most_common(1)[0][1]}
-            if clusters else None
+            if clusters
+            else None
         ),
         "ratio": (count / total) / predicted if predicted > 0 else None,
         "false_non_matches": scores.genuine_below(threshold),
@@ -257,10 +258,13 @@ def calibrate(labelled: LabelledVectors, version: str, seed: int = 2024, other_s
         "highest_impostor_pairs": [[round(p.score, 4), p.left, p.right] for p in highest],
         "heldout_check": check,
         "other_splits": [
-            {"seed": o["seed"], "passed": o["passed"],
-             "ratios": {str(r["similarity"]): r["ratio"] for r in o["rows"]},
-             "false_matches": {str(r["similarity"]): r["false_matches"] for r in o["rows"]},
-             "largest_people_pair": {str(r["similarity"]): r["largest_people_pair"] for r in o["rows"]}}
+            {
+                "seed": o["seed"],
+                "passed": o["passed"],
+                "ratios": {str(r["similarity"]): r["ratio"] for r in o["rows"]},
+                "false_matches": {str(r["similarity"]): r["false_matches"] for r in o["rows"]},
+                "largest_people_pair": {str(r["similarity"]): r["largest_people_pair"] for r in o["rows"]},
+            }
             for o in others
         ],
     }
@@ -276,4 +280,9 @@ def _half_summary(half: LabelledVectors) -> dict[str, int]:
     counts = counts[counts > 0]
     genuine = int(np.sum(counts * (counts - 1) // 2))
     n = len(half.people)
-    return {"people_with_a_face": people, "images": n, "genuine_pairs": genuine, "impostor_pairs": n * (n - 1) // 2 - genuine}
+    return {
+        "people_with_a_face": people,
+        "images": n,
+        "genuine_pairs": genuine,
+        "impostor_pairs": n * (n - 1) // 2 - genuine,
+    }

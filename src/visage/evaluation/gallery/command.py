@@ -31,17 +31,27 @@ import click
 
 
 @click.command("gallery")
-@click.option("--data", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).",
+)
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for gallery.json.")
 @click.option("--probes", type=click.IntRange(1), default=500, show_default=True, help="LFW people searched.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N gallery images (a reduced run).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=2, show_default=True, help="Requests in flight.")
-@click.option("--markdown", "markdown_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Also write the markdown page here (docs/gallery.md).")
-def gallery_command(data: Path | None, out: Path, probes: int, limit: int | None, seed: int, threads: int,
-                    markdown_path: Path | None) -> None:
+@click.option(
+    "--markdown",
+    "markdown_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the markdown page here (docs/gallery.md).",
+)
+def gallery_command(
+    data: Path | None, out: Path, probes: int, limit: int | None, seed: int, threads: int, markdown_path: Path | None
+) -> None:
     """Search LFW people against a gallery without them, through the server: every match is false."""
     from visage.evaluation.data import eval_data_dir
     from visage.evaluation.gallery.report import gallery_markdown

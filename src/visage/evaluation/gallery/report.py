@@ -47,22 +47,33 @@ def gallery_markdown(result: dict[str, Any]) -> str:
             f"| {r['false_matches']:,} | {r['false_matches_verdict']} "
             f"| {_expected(r['expected_probes'], r['probes_range95'])} | {r['probes_with_false_match']:,} | {r['probes_verdict']} |"
         )
-    lines += ["", "By part of the gallery (the calibration was fitted on LFW pairs):", "",
-              "| gallery part | faces | " + " | ".join(f"at {r['threshold']:g}: observed / expected (95 % range)" for r in rows) + " |",
-              "|---|---|" + "---|" * len(rows)]
+    lines += [
+        "",
+        "By part of the gallery (the calibration was fitted on LFW pairs):",
+        "",
+        "| gallery part | faces | "
+        + " | ".join(f"at {r['threshold']:g}: observed / expected (95 % range)" for r in rows)
+        + " |",
+        "|---|---|" + "---|" * len(rows),
+    ]
     for part, entry in result["by_source"].items():
-        cells = [f"{r['false_matches']:,} / {_expected(r['expected_false_matches'], r['false_matches_range95'])}"
-                 for r in entry["thresholds"]]
+        cells = [
+            f"{r['false_matches']:,} / {_expected(r['expected_false_matches'], r['false_matches_range95'])}"
+            for r in entry["thresholds"]
+        ]
         lines.append(f"| {part} | {entry['faces']:,} | " + " | ".join(cells) + " |")
     top = max(rows, key=lambda r: r["threshold"])
     lines += [
         "",
         f"Goal: no false match at Similarity {top['threshold']:g}. "
-        + ("Met: none was found." if top["false_matches"] == 0 else
-           f"Not met: {top['false_matches']:,} false match{'es' if top['false_matches'] > 1 else ''} "
-           f"(for {top['probes_with_false_match']:,} probes) were found."),
+        + (
+            "Met: none was found."
+            if top["false_matches"] == 0
+            else f"Not met: {top['false_matches']:,} false match{'es' if top['false_matches'] > 1 else ''} "
+            f"(for {top['probes_with_false_match']:,} probes) were found."
+        ),
         "",
-        "What \"within\" means: the number of false matches is compared with the central 95 % range of a Poisson count "
+        'What "within" means: the number of false matches is compared with the central 95 % range of a Poisson count '
         "whose mean is the promised FMR times the number of comparisons; the number of probes with at least one false "
         "match with the central 95 % range of a binomial count, each probe matching falsely with probability "
         "1 - (1 - FMR)^(gallery faces).",
@@ -71,13 +82,19 @@ def gallery_markdown(result: dict[str, Any]) -> str:
     lines += _aclu(rows)
     at_top = [m for m in result["false_matches"] if m["similarity"] >= top["threshold"]]
     matches = at_top or result["false_matches"][:10]
-    lines += [f"## The false matches at Similarity {top['threshold']:g} and above" if at_top
-              else "## The highest-scoring false matches", ""]
+    lines += [
+        f"## The false matches at Similarity {top['threshold']:g} and above"
+        if at_top
+        else "## The highest-scoring false matches",
+        "",
+    ]
     if matches:
         lines += [
             "Look at these before reading them as errors: a match with a person filed under another name, or with a "
-            "UTKFace photo of the same public figure, is a true match that this set-up counts as false.", "",
-            "| probe | gallery image | Similarity |", "|---|---|---|",
+            "UTKFace photo of the same public figure, is a true match that this set-up counts as false.",
+            "",
+            "| probe | gallery image | Similarity |",
+            "|---|---|---|",
         ]
         lines += [f"| {m['probe']} | {m['gallery']} | {m['similarity']:.3f} |" for m in matches]
     else:
@@ -89,7 +106,7 @@ def gallery_markdown(result: dict[str, Any]) -> str:
         "- False matches are not independent events: a probe that resembles many faces, or a gallery face that resembles "
         "many probes, adds several at once. The Poisson and binomial ranges ignore this and are narrower than the real "
         "spread; an observed count just outside them is a warning, not a proof.",
-        "- \"Every match is false\" assumes no probe person is in the gallery under another name or in the background: "
+        '- "Every match is false" assumes no probe person is in the gallery under another name or in the background: '
         "LFW has a few people filed under two names and photos showing a second person (the largest face is the one "
         "indexed or searched), and UTKFace or FairFace may hold public figures. The matches listed above should be looked at.",
         "- The probes are LFW news photos of public figures; the gallery mixes those with UTKFace and FairFace crops. A "
@@ -98,7 +115,9 @@ def gallery_markdown(result: dict[str, Any]) -> str:
     if result["limit"] is not None:
         lines.append("- This is a reduced run: its counts are small and meant for checking the code, not for citing.")
     if result["truncated_searches"]:
-        lines.append(f"- {len(result['truncated_searches'])} searches returned the maximum of 4096 matches: their counts are lower bounds.")
+        lines.append(
+            f"- {len(result['truncated_searches'])} searches returned the maximum of 4096 matches: their counts are lower bounds."
+        )
     return "\n".join(lines) + "\n"
 
 

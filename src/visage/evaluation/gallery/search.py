@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -95,7 +95,9 @@ class ProbeResult:
     matches: list[tuple[str, float]]  # (gallery ExternalImageId, Similarity), best first
 
 
-def parallel(work: Callable[[T], R], items: Iterable[T], threads: int, every: int, label: str, progress: bool) -> list[R]:
+def parallel(
+    work: Callable[[T], R], items: Iterable[T], threads: int, every: int, label: str, progress: bool
+) -> list[R]:
     items = list(items)
     started = time.monotonic()
     results = []
@@ -111,7 +113,9 @@ def index_gallery(client: Any, plan: Plan, data: Path, threads: int, progress: b
     def index(path: Path) -> dict[str, Any] | str:
         try:
             return client.index_faces(
-                CollectionId=COLLECTION, Image={"Bytes": path.read_bytes()}, ExternalImageId=external_id(path, data),
+                CollectionId=COLLECTION,
+                Image={"Bytes": path.read_bytes()},
+                ExternalImageId=external_id(path, data),
                 MaxFaces=1,
             )
         except ClientError as error:
@@ -131,12 +135,16 @@ def index_gallery(client: Any, plan: Plan, data: Path, threads: int, progress: b
     return indexed
 
 
-def search_probes(client: Any, plan: Plan, data: Path, threshold: float, threads: int, progress: bool) -> list[ProbeResult]:
+def search_probes(
+    client: Any, plan: Plan, data: Path, threshold: float, threads: int, progress: bool
+) -> list[ProbeResult]:
     def search(probe: tuple[str, Path]) -> ProbeResult:
         person, path = probe
         try:
             response = client.search_faces_by_image(
-                CollectionId=COLLECTION, Image={"Bytes": path.read_bytes()}, FaceMatchThreshold=threshold,
+                CollectionId=COLLECTION,
+                Image={"Bytes": path.read_bytes()},
+                FaceMatchThreshold=threshold,
                 MaxFaces=MAX_MATCHES,
             )
         except client.exceptions.InvalidParameterException:  # no face in the probe image
@@ -175,8 +183,13 @@ def verdict(observed: int, allowed: tuple[int, int] | None) -> str:
     return "within the 95 % range"
 
 
-def compare(results: list[ProbeResult], gallery_faces: int, fmr: Callable[[float], float | None],
-            thresholds: tuple[float, ...], part: str | None = None) -> list[ThresholdResult]:
+def compare(
+    results: list[ProbeResult],
+    gallery_faces: int,
+    fmr: Callable[[float], float | None],
+    thresholds: tuple[float, ...],
+    part: str | None = None,
+) -> list[ThresholdResult]:
     """Observed false matches against the prediction, over the whole gallery or one ``part`` (a source)."""
     searched = [r for r in results if r.face_found]
     comparisons = len(searched) * gallery_faces
@@ -190,18 +203,30 @@ def compare(results: list[ProbeResult], gallery_faces: int, fmr: Callable[[float
         per_probe = 1.0 - (1.0 - rate) ** gallery_faces if rate is not None else None
         match_range = poisson_range(expected) if expected is not None else None
         probe_range = binomial_range(len(searched), per_probe) if per_probe is not None else None
-        rows.append(ThresholdResult(
-            t, rate, comparisons, false_matches, expected, match_range, verdict(false_matches, match_range),
-            probes, per_probe * len(searched) if per_probe is not None else None, probe_range, verdict(probes, probe_range),
-        ))
+        rows.append(
+            ThresholdResult(
+                t,
+                rate,
+                comparisons,
+                false_matches,
+                expected,
+                match_range,
+                verdict(false_matches, match_range),
+                probes,
+                per_probe * len(searched) if per_probe is not None else None,
+                probe_range,
+                verdict(probes, probe_range),
+            )
+        )
     return rows
 
 
 # Running -----------------------------------------------------------------------------
 
 
-def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: int = 0, threads: int = 2,
-                progress: bool = False) -> dict[str, Any]:
+def run_gallery(
+    data: Path, probes: int = 500, limit: int | None = None, seed: int = 0, threads: int = 2, progress: bool = False
+) -> dict[str, Any]:
     started = time.monotonic()
     settings = Settings.from_env()
     model = face_model_entry(settings.face_model)  # its version and map; the server loads the network
@@ -217,12 +242,17 @@ def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: i
         search_seconds = time.monotonic() - search_started
     promise = partial(predicted_fmr, model.similarity_map())
     rows = compare(results, indexed.faces, promise, THRESHOLDS)
-    parts = {part: compare(results, faces, promise, THRESHOLDS, part) for part, faces in sorted(indexed.faces_by_source.items())}
+    parts = {
+        part: compare(results, faces, promise, THRESHOLDS, part)
+        for part, faces in sorted(indexed.faces_by_source.items())
+    }
     truncated = [r.image for r in results if len(r.matches) >= MAX_MATCHES]
-    matches: list[dict[str, Any]] = [{"probe": r.image, "gallery": g, "similarity": s} for r in results for g, s in r.matches]
+    matches: list[dict[str, Any]] = [
+        {"probe": r.image, "gallery": g, "similarity": s} for r in results for g, s in r.matches
+    ]
     matches.sort(key=lambda m: -m["similarity"])
     return {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "face_model_version": version,
         "similarity_map": map_identity(model.similarity_map()),
         "seed": seed,
@@ -240,7 +270,9 @@ def run_gallery(data: Path, probes: int = 500, limit: int | None = None, seed: i
         "runtime_seconds": round(time.monotonic() - started, 1),
         "truncated_searches": truncated,
         "thresholds": [asdict(r) for r in rows],
-        "by_source": {part: {"faces": indexed.faces_by_source[part], "thresholds": [asdict(r) for r in part_rows]}
-                      for part, part_rows in parts.items()},
+        "by_source": {
+            part: {"faces": indexed.faces_by_source[part], "thresholds": [asdict(r) for r in part_rows]}
+            for part, part_rows in parts.items()
+        },
         "false_matches": matches,
     }
