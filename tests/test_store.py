@@ -36,7 +36,7 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, Store, StoredFace, User
+from visage.store.base import AuditRecord, Collection, RequestToken, Review, Store, StoredFace, User
 from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
@@ -139,6 +139,23 @@ def face(
         user_id=user_id,
         image_hash=image_hash,
     )
+
+
+def review(
+    collection_id: str, face_id: str, decision: str = "same", probe: str = "ab" * 32, **kwargs: object
+) -> Review:
+    values: dict[str, object] = {
+        "time": T0,
+        "access_key_id": "VSAKREVIEWER",
+        "collection_id": collection_id,
+        "probe_sha256": probe,
+        "face_id": face_id,
+        "similarity": 99.5,
+        "decision": decision,
+        "note": "",
+        **kwargs,
+    }
+    return Review(**values)  # type: ignore[arg-type]
 
 
 def random_faces(rng: np.random.Generator, n: int, **kwargs: str | None) -> list[StoredFace]:
@@ -291,6 +308,10 @@ CALLS_ON_MISSING: dict[str, Callable[[Store], object]] = {
     "set_tags": lambda s: s.set_tags(MISSING, {"k": "v"}),
     "remove_tags": lambda s: s.remove_tags(MISSING, ["k"]),
     "get_token": lambda s: s.get_token(MISSING, "token"),
+    "get_thumbnails": lambda s: s.get_thumbnails(MISSING, ["f"]),
+    "set_keep_face_thumbnails": lambda s: s.set_keep_face_thumbnails(MISSING, True),
+    "add_review": lambda s: s.add_review(review(MISSING, "f")),
+    "reviews": lambda s: s.reviews(MISSING),
 }
 
 
@@ -723,6 +744,92 @@ def test_tags(store: Store) -> None:
 # Audit log -----------------------------------------------------------------------------
 
 
+# Thumbnails and reviews ------------------------------------------------------------------
+
+
+def test_collection_keeps_its_thumbnail_setting(store: Store) -> None:
+    store.create_collection(replace(collection("on"), keep_face_thumbnails=True))
+    store.create_collection(collection("default"))
+    assert store.get_collection("on").keep_face_thumbnails is True
+    assert store.get_collection("default").keep_face_thumbnails is None
+    store.set_keep_face_thumbnails("default", False)
+    assert store.get_collection("default").keep_face_thumbnails is False
+    store.set_keep_face_thumbnails("on", None)
+    assert [c.keep_face_thumbnails for c in store.list_collections(None, 10)] == [False, None]
+
+
+def test_faces_keep_when_they_were_indexed(store: Store, cid: str, rng: np.random.Generator) -> None:
+    moment = datetime(2026, 5, 4, 3, 2, 1, 654321, tzinfo=timezone(timedelta(hours=2)))
+    stamped = [replace(f, indexed_at=moment) for f in random_faces(rng, 2)]
+    store.add_faces(cid, stamped)
+    got = store.get_faces(cid, ids(stamped))
+    assert {f.indexed_at for f in got} == {moment}
+    assert all(f.indexed_at is not None and f.indexed_at.utcoffset() == timedelta(0) for f in got)
+
+
+def test_thumbnails_are_stored_with_their_faces_and_go_with_them(
+    store: Store, cid: str, rng: np.random.Generator
+) -> None:
+    faces = random_faces(rng, 3)
+    jpegs = {faces[0].face_id: b"\xff\xd8first", faces[1].face_id: b"\xff\xd8second"}
+    store.add_faces(cid, faces, thumbnails=jpegs)
+    assert store.get_thumbnails(cid, ids(faces)) == jpegs
+    assert store.get_thumbnails(cid, []) == {}
+    store.delete_faces(cid, ids(faces[:1]))
+    assert store.get_thumbnails(cid, ids(faces)) == {faces[1].face_id: b"\xff\xd8second"}
+
+
+def test_a_failed_add_faces_keeps_no_thumbnail(store: Store, cid: str, rng: np.random.Generator) -> None:
+    first = random_faces(rng, 1)
+    store.add_faces(cid, first)
+    batch = [*random_faces(rng, 1), replace(first[0], vector=unit_vectors(rng, 1)[0])]  # the second id is taken
+    with pytest.raises(ConflictException):
+        store.add_faces(cid, batch, thumbnails={batch[0].face_id: b"jpeg"})
+    assert store.get_thumbnails(cid, ids(batch)) == {}
+
+
+def test_deleting_a_user_deletes_its_faces_thumbnails_but_not_its_faces(
+    store: Store, cid: str, rng: np.random.Generator
+) -> None:
+    faces = random_faces(rng, 3)
+    store.add_faces(cid, faces, thumbnails={f.face_id: f.face_id.encode() for f in faces})
+    store.create_user(cid, "alice")
+    store.associate_faces(cid, "alice", ids(faces[:2]))
+    store.delete_user(cid, "alice")
+    assert len(store.get_faces(cid, ids(faces))) == 3
+    assert store.get_thumbnails(cid, ids(faces)) == {faces[2].face_id: faces[2].face_id.encode()}
+
+
+def test_thumbnails_and_reviews_go_with_their_collection(store: Store, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 2)
+    store.create_collection(collection("c1"))
+    store.add_faces("c1", faces, thumbnails={faces[0].face_id: b"jpeg"})
+    store.add_review(review("c1", faces[0].face_id))
+    store.delete_collection("c1")
+    store.create_collection(collection("c1"))
+    store.add_faces("c1", faces)  # the same face ids in the new collection
+    assert store.get_thumbnails("c1", ids(faces)) == {}
+    assert store.reviews("c1") == []
+
+
+def test_reviews_are_kept_in_order_and_outlive_their_face(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 2)
+    store.add_faces(cid, faces)
+    other = "cd" * 32
+    written = [
+        review(cid, faces[0].face_id, "same", note="same scar <b>over</b> the left eye"),
+        review(cid, faces[1].face_id, "different", similarity=99.125, time=T0 + timedelta(seconds=1)),
+        review(cid, faces[1].face_id, "cannot_tell", probe=other, time=T0 + timedelta(seconds=2)),
+    ]
+    for r in written:
+        store.add_review(r)
+    store.delete_faces(cid, ids(faces))
+    assert store.reviews(cid) == written
+    assert store.reviews(cid, probe_sha256=other) == written[2:]
+    with pytest.raises(Exception, match=r"(?i)check"):  # the database refuses a decision it does not know
+        store.add_review(review(cid, faces[0].face_id, "maybe"))
+
+
 def test_audit_records_are_kept_in_time_order(store: Store) -> None:
     def record(minutes: int, operation: str, **kwargs: object) -> AuditRecord:
         base = {
@@ -874,17 +981,43 @@ def test_sqlite_schema_version_and_idempotent_migrations(tmp_path: Path) -> None
         SQLiteStore(path)
 
 
+def test_sqlite_opens_a_database_made_before_migration_3(tmp_path: Path, rng: np.random.Generator) -> None:
+    path = tmp_path / "visage.db"
+    with sqlite3.connect(path) as con:
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                con.execute(statement)
+        con.execute("PRAGMA user_version = 2")
+        con.execute(
+            "INSERT INTO collections (collection_id, arn, face_model, face_model_version, created_at)"
+            " VALUES ('c1', 'arn', 'sface', 'sface-1', ?)",
+            (T0.isoformat(timespec="microseconds"),),
+        )
+        con.execute(
+            "INSERT INTO faces (collection_pk, face_id, image_id, bbox_left, bbox_top, bbox_width, bbox_height,"
+            " confidence, vector) VALUES (1, 'f1', 'i1', 0, 0, 1, 1, 99, ?)",
+            (unit_vectors(rng, 1)[0].tobytes(),),
+        )
+    with SQLiteStore(path) as store:
+        (old,) = store.list_faces("c1", None, 10)
+        assert (old.face_id, old.indexed_at) == ("f1", None)
+        assert store.get_collection("c1").keep_face_thumbnails is None
+        store.add_faces("c1", random_faces(rng, 1), thumbnails={})
+        assert store.count("c1") == (2, 0)
+
+
 def test_sqlite_deleting_a_collection_leaves_no_rows_behind(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "visage.db"
     with SQLiteStore(path) as store:
         store.create_collection(collection("c1", tags={"k": "v"}))
         faces = random_faces(rng, 3)
-        store.add_faces("c1", faces)
+        store.add_faces("c1", faces, thumbnails={f.face_id: b"jpeg" for f in faces})
+        store.add_review(review("c1", faces[0].face_id))
         store.create_user("c1", "alice", RequestToken("t1", "CreateUser", "d"))
         store.associate_faces("c1", "alice", ids(faces))
         store.delete_collection("c1")
     with sqlite3.connect(path) as con:
-        for table in ("collections", "tags", "faces", "users", "request_tokens"):
+        for table in ("collections", "tags", "faces", "users", "request_tokens", "face_thumbnails", "reviews"):
             assert con.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, table
 
 
@@ -977,8 +1110,10 @@ def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> 
     assert [name for (name,) in created] == [
         "audit_log",
         "collections",
+        "face_thumbnails",
         "faces",
         "request_tokens",
+        "reviews",
         "schema_migrations",
         "tags",
         "users",
@@ -995,12 +1130,37 @@ def test_postgres_migration_2_counts_the_faces_already_stored(postgres_dsn: str,
         store.create_collection(collection("c1"))
         store.add_faces("c1", random_faces(rng, 7))
     # Back to schema version 1, as a database made before migration 2 would be.
+    undo_postgres_migration_3(postgres_dsn)
     pg_rows(postgres_dsn, "ALTER TABLE collections DROP COLUMN face_count")
     pg_rows(postgres_dsn, "DELETE FROM schema_migrations WHERE version > 1")
     with PostgresStore(postgres_dsn) as store:
         assert store.count("c1") == (7, 0)
         store.delete_faces("c1", ids(store.list_faces("c1", None, 2)))
         assert store.count("c1") == (5, 0)
+
+
+def undo_postgres_migration_3(dsn: str) -> None:
+    for statement in (
+        "DROP TABLE reviews",
+        "DROP TABLE face_thumbnails",
+        "ALTER TABLE faces DROP COLUMN indexed_at",
+        "ALTER TABLE collections DROP COLUMN keep_face_thumbnails",
+        "DELETE FROM schema_migrations WHERE version > 2",
+    ):
+        pg_rows(dsn, statement)
+
+
+def test_postgres_migration_3_opens_a_database_made_before_it(postgres_dsn: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 2)
+    with PostgresStore(postgres_dsn) as store:
+        store.create_collection(collection("c1"))
+        store.add_faces("c1", faces)
+    undo_postgres_migration_3(postgres_dsn)
+    with PostgresStore(postgres_dsn) as store:
+        assert [f.indexed_at for f in store.list_faces("c1", None, 10)] == [None, None]
+        assert store.get_collection("c1").keep_face_thumbnails is None
+        store.add_faces("c1", random_faces(rng, 1), thumbnails={})
+        assert store.count("c1") == (3, 0)
 
 
 def test_postgres_servers_starting_at_once_migrate_once(postgres_dsn: str) -> None:
@@ -1034,7 +1194,7 @@ def test_postgres_text_keys_sort_by_code_point(postgres_dsn: str) -> None:
         " WHERE table_schema = current_schema() AND column_name IN ('collection_id', 'face_id', 'user_id', 'key')"
         " AND table_name <> 'audit_log'",
     )
-    assert len(columns) == 5
+    assert len(columns) == 7  # with face_thumbnails.face_id and reviews.face_id
     assert all(collation == "C" for _, _, collation in columns), columns
 
 

@@ -2,7 +2,8 @@
 
 Both backends (SQLite, the embedded default; PostgreSQL with pgvector) implement
 :class:`Store` and pass the same conformance tests (tests/test_store.py). The
-store keeps vectors and metadata only, never images.
+store keeps vectors and metadata, and no images but the face thumbnails a collection
+is told to keep (off by default).
 
 Conventions every backend follows:
 
@@ -11,16 +12,19 @@ Conventions every backend follows:
   a match is their cosine (dot product).
 - Lists are ordered by a stable key and paginated with ``after`` (the last key
   of the previous page) and ``limit``; the service turns keys into NextTokens.
+- Thumbnails (small JPEG crops of faces, kept only when asked for) and reviews
+  belong to their face and collection: deleting those deletes them, in the same
+  transaction.
 - Missing collections raise :class:`~visage.errors.ResourceNotFoundException`;
   the other semantic checks (quotas, user conflicts) live in the service.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -35,6 +39,9 @@ class Collection:
     face_model_version: str  # e.g. "sface-1"; every face in the collection has this version
     created_at: datetime  # timezone-aware UTC
     tags: dict[str, str] = field(default_factory=dict)
+    #: Whether IndexFaces keeps a thumbnail of each face; None: as the server's
+    #: ``keep_face_thumbnails`` setting says.
+    keep_face_thumbnails: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class StoredFace:
     user_id: str | None = None
     #: SHA-256 of the image bytes the face was indexed from (dedupe, resumable bulk indexing).
     image_hash: str | None = None
+    #: When IndexFaces stored it (timezone-aware UTC); None for faces stored before Visage kept it.
+    indexed_at: datetime | None = None
 
     def to_rekognition(self, model_version: str) -> dict[str, Any]:
         """Rekognition's ``Face`` shape."""
@@ -100,6 +109,26 @@ class AuditRecord:
     user_ids: list[str] = field(default_factory=list)
 
 
+#: A reviewer's decision on a search candidate: the same person, a different person, or cannot tell.
+Decision = Literal["same", "different", "cannot_tell"]
+DECISIONS: tuple[Decision, ...] = ("same", "different", "cannot_tell")
+
+
+@dataclass(frozen=True)
+class Review:
+    """A person's decision on one candidate of a search. The probe image itself is never kept:
+    its SHA-256 ties the decision to the search (whose audit record carries the same digest)."""
+
+    time: datetime  # timezone-aware UTC
+    access_key_id: str  # the reviewer's key
+    collection_id: str
+    probe_sha256: str
+    face_id: str  # the candidate
+    similarity: float  # the candidate's Similarity in that search
+    decision: Decision
+    note: str = ""
+
+
 class Store(Protocol):
     """What the service needs from a backend."""
 
@@ -120,8 +149,11 @@ class Store(Protocol):
         """(faces, users) in the collection."""
 
     # Faces -------------------------------------------------------------------------
-    def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
-        """Stores all the faces in one transaction."""
+    def add_faces(
+        self, collection_id: str, faces: Sequence[StoredFace], thumbnails: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Stores all the faces, and the JPEG thumbnails given for some of them (by face_id),
+        in one transaction."""
 
     def list_faces(
         self,
@@ -130,6 +162,7 @@ class Store(Protocol):
         limit: int,
         user_id: str | None = None,
         face_ids: Sequence[str] | None = None,
+        external_image_id: str | None = None,
     ) -> list[StoredFace]:
         """Faces with face_id > ``after``, ordered by face_id, optionally filtered."""
 
@@ -137,7 +170,13 @@ class Store(Protocol):
         """The faces that exist among ``face_ids`` (any order)."""
 
     def delete_faces(self, collection_id: str, face_ids: Sequence[str]) -> list[str]:
-        """Deletes the faces that exist; returns their ids."""
+        """Deletes the faces that exist, with their thumbnails; returns their ids."""
+
+    def get_thumbnails(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, bytes]:
+        """The JPEG thumbnails kept for these faces, by face_id (faces without one are left out)."""
+
+    def set_keep_face_thumbnails(self, collection_id: str, keep: bool | None) -> None:
+        """Sets the collection's :attr:`Collection.keep_face_thumbnails`."""
 
     def find_image(self, collection_id: str, image_hash: str, external_image_id: str | None) -> list[StoredFace]:
         """Faces already indexed from the same image bytes with the same ExternalImageId."""
@@ -160,7 +199,7 @@ class Store(Protocol):
         same transaction (as for every user write below)."""
 
     def delete_user(self, collection_id: str, user_id: str, token: RequestToken | None = None) -> None:
-        """Disassociates its faces and deletes it. ResourceNotFound if absent."""
+        """Disassociates its faces, deletes their thumbnails, and deletes it. ResourceNotFound if absent."""
 
     def get_user(self, collection_id: str, user_id: str) -> User:
         """ResourceNotFoundException if absent."""
@@ -192,6 +231,13 @@ class Store(Protocol):
 
     def audit_records(self, since: datetime | None = None) -> list[AuditRecord]:
         """Records at or after ``since``, oldest first."""
+
+    # Reviews -----------------------------------------------------------------------
+    def add_review(self, review: Review) -> None:
+        """Stores a decision on a candidate of a search of ``review.collection_id``."""
+
+    def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
+        """The decisions on the collection's candidates (those on one probe, if given), oldest first."""
 
     def warm(self) -> None:
         """Prepare for the first searches (load or build indexes); may take a while."""

@@ -150,6 +150,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE collections ADD COLUMN face_count bigint NOT NULL DEFAULT 0",
         "UPDATE collections SET face_count = (SELECT count(*) FROM faces WHERE faces.collection_pk = collections.pk)",
     ),
+    (
+        # The console: when each face was indexed, thumbnails kept on request, reviewers' decisions.
+        "ALTER TABLE faces ADD COLUMN indexed_at timestamptz",  # NULL for faces indexed before it was kept
+        "ALTER TABLE collections ADD COLUMN keep_face_thumbnails boolean",  # NULL: as the server's setting
+        """CREATE TABLE face_thumbnails (
+            collection_pk bigint NOT NULL,
+            face_id text COLLATE "C" NOT NULL,
+            jpeg bytea NOT NULL,
+            PRIMARY KEY (collection_pk, face_id),
+            FOREIGN KEY (collection_pk, face_id) REFERENCES faces (collection_pk, face_id) ON DELETE CASCADE
+        )""",
+        """CREATE TABLE reviews (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            collection_pk bigint NOT NULL REFERENCES collections (pk) ON DELETE CASCADE,
+            time timestamptz NOT NULL,
+            access_key_id text NOT NULL,
+            probe_sha256 text NOT NULL,
+            face_id text COLLATE "C" NOT NULL,  -- no foreign key: the decision outlives the face
+            similarity double precision NOT NULL,
+            decision text NOT NULL CHECK (decision IN ('same', 'different', 'cannot_tell')),
+            note text NOT NULL
+        )""",
+        "CREATE INDEX reviews_by_probe ON reviews (collection_pk, probe_sha256)",
+    ),
 )
 
 

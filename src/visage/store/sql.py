@@ -26,7 +26,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -41,7 +41,7 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, User
+from visage.store.base import AuditRecord, Collection, RequestToken, Review, StoredFace, User
 
 T = TypeVar("T")
 #: A connection of either driver (sqlite3, psycopg) inside a transaction: ``execute`` returns a cursor.
@@ -50,7 +50,8 @@ Connection = Any
 #: Collections up to this many faces are searched exactly; bigger ones through an index.
 EXACT_SEARCH_LIMIT = 50_000
 
-_COLLECTION_COLUMNS = "pk, collection_id, arn, face_model, face_model_version, created_at"
+_COLLECTION_COLUMNS = "pk, collection_id, arn, face_model, face_model_version, created_at, keep_face_thumbnails"
+_REVIEW_COLUMNS = "time, access_key_id, probe_sha256, face_id, similarity, decision, note"
 _AUDIT_COLUMNS = (
     "time, access_key_id, operation, collection_id, threshold, match_count, best_similarity, face_ids, user_ids"
 )
@@ -107,7 +108,7 @@ class Dialect:
         """The columns of ``faces`` that :meth:`face_row` fills and :meth:`face` reads, in order."""
         return (
             "face_id, image_id, external_image_id, user_id, bbox_left, bbox_top, bbox_width, bbox_height,"
-            f" confidence, image_hash, {self.vector_column}"
+            f" confidence, image_hash, indexed_at, {self.vector_column}"
         )
 
     def face_row(self, face: StoredFace) -> tuple[Any, ...]:
@@ -127,12 +128,26 @@ class Dialect:
             box.height,
             face.confidence,
             face.image_hash,
+            None if face.indexed_at is None else self.time_to_db(face.indexed_at),
             self.vector_to_db(vector),
         )
 
     def face(self, row: Sequence[Any]) -> StoredFace:
         """A face from the values of :attr:`face_columns`."""
-        face_id, image_id, external_image_id, user_id, left, top, width, height, confidence, image_hash, vector = row
+        (
+            face_id,
+            image_id,
+            external_image_id,
+            user_id,
+            left,
+            top,
+            width,
+            height,
+            confidence,
+            image_hash,
+            indexed,
+            vector,
+        ) = row
         return StoredFace(
             face_id=face_id,
             image_id=image_id,
@@ -142,6 +157,7 @@ class Dialect:
             external_image_id=external_image_id,
             user_id=user_id,
             image_hash=image_hash,
+            indexed_at=None if indexed is None else self.time_from_db(indexed),
         )
 
 
@@ -187,14 +203,16 @@ class SQLStore(ABC):
         def write(con: Connection) -> None:
             row = self._row(
                 con,
-                "INSERT INTO collections (collection_id, arn, face_model, face_model_version, created_at)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (collection_id) DO NOTHING RETURNING pk",
+                "INSERT INTO collections"
+                " (collection_id, arn, face_model, face_model_version, created_at, keep_face_thumbnails)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (collection_id) DO NOTHING RETURNING pk",
                 (
                     collection.collection_id,
                     collection.arn,
                     collection.face_model,
                     collection.face_model_version,
                     created_at,
+                    collection.keep_face_thumbnails,
                 ),
             )
             if row is None:
@@ -207,7 +225,7 @@ class SQLStore(ABC):
 
     def delete_collection(self, collection_id: str) -> None:
         def write(con: Connection) -> int:
-            # Its faces, users, tags and tokens go with it (ON DELETE CASCADE).
+            # Its faces (and their thumbnails), users, tags, tokens and reviews go with it (ON DELETE CASCADE).
             row = self._row(con, "DELETE FROM collections WHERE collection_id = ? RETURNING pk", (collection_id,))
             if row is None:
                 raise no_collection(collection_id)
@@ -251,10 +269,13 @@ class SQLStore(ABC):
         return self._run(read, write=False)
 
     # Faces -------------------------------------------------------------------------
-    def add_faces(self, collection_id: str, faces: Sequence[StoredFace]) -> None:
+    def add_faces(
+        self, collection_id: str, faces: Sequence[StoredFace], thumbnails: Mapping[str, bytes] | None = None
+    ) -> None:
         check_batch(faces)
         rows = [self.dialect.face_row(face) for face in faces]
         d = self.dialect
+        kept = [(face.face_id, thumbnails[face.face_id]) for face in faces if face.face_id in (thumbnails or {})]
 
         def write(con: Connection) -> None:
             pk = self._pk(con, collection_id, lock=True)
@@ -280,6 +301,12 @@ class SQLStore(ABC):
                     )
             except d.duplicate:  # a concurrent call stored one of these ids first
                 raise _face_taken("of this batch", collection_id) from None
+            if kept:
+                with closing(con.cursor()) as cursor:
+                    cursor.executemany(
+                        d.sql("INSERT INTO face_thumbnails (collection_pk, face_id, jpeg) VALUES (?, ?, ?)"),
+                        [(pk, face_id, jpeg) for face_id, jpeg in kept],
+                    )
             self._faces_changed(con, pk, len(rows))
 
         self._run(write, write=True)
@@ -291,6 +318,7 @@ class SQLStore(ABC):
         limit: int,
         user_id: str | None = None,
         face_ids: Sequence[str] | None = None,
+        external_image_id: str | None = None,
     ) -> list[StoredFace]:
         d = self.dialect
         query = f"SELECT {d.face_columns} FROM faces WHERE collection_pk = ? AND face_id > ?"
@@ -298,6 +326,9 @@ class SQLStore(ABC):
         if user_id is not None:
             query += " AND user_id = ?"
             params.append(user_id)
+        if external_image_id is not None:
+            query += " AND external_image_id = ?"
+            params.append(external_image_id)
         if face_ids is not None:
             query += f" AND {d.among('face_id')}"
             params.append(d.list_to_db(face_ids))
@@ -327,6 +358,23 @@ class SQLStore(ABC):
             return [face_id for face_id in dict.fromkeys(face_ids) if face_id in deleted]
 
         return self._run(write, write=True)
+
+    def get_thumbnails(self, collection_id: str, face_ids: Sequence[str]) -> dict[str, bytes]:
+        d = self.dialect
+
+        def read(con: Connection) -> dict[str, bytes]:
+            query = f"SELECT face_id, jpeg FROM face_thumbnails WHERE collection_pk = ? AND {d.among('face_id')}"
+            rows = self._sql(con, query, (self._pk(con, collection_id), d.list_to_db(face_ids)))
+            return {face_id: bytes(jpeg) for face_id, jpeg in rows}
+
+        return self._run(read, write=False)
+
+    def set_keep_face_thumbnails(self, collection_id: str, keep: bool | None) -> None:
+        def write(con: Connection) -> None:
+            pk = self._pk(con, collection_id, lock=True)
+            self._sql(con, "UPDATE collections SET keep_face_thumbnails = ? WHERE pk = ?", (keep, pk))
+
+        self._run(write, write=True)
 
     def find_image(self, collection_id: str, image_hash: str, external_image_id: str | None) -> list[StoredFace]:
         d = self.dialect
@@ -369,6 +417,13 @@ class SQLStore(ABC):
             deleted = self._sql(con, "DELETE FROM users WHERE collection_pk = ? AND user_id = ?", (pk, user_id))
             if deleted.rowcount == 0:
                 raise no_user(collection_id, user_id)
+            # The faces stay (as in Rekognition); the pictures of the person go with the user.
+            self._sql(
+                con,
+                "DELETE FROM face_thumbnails WHERE collection_pk = ? AND face_id IN"
+                " (SELECT face_id FROM faces WHERE collection_pk = ? AND user_id = ?)",
+                (pk, pk, user_id),
+            )
             released = self._sql(
                 con, "UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ?", (pk, user_id)
             )
@@ -451,6 +506,47 @@ class SQLStore(ABC):
     def get_token(self, collection_id: str, token: str) -> RequestToken | None:
         return self._run(lambda con: self._token(con, self._pk(con, collection_id), token), write=False)
 
+    # Reviews -----------------------------------------------------------------------
+    def add_review(self, review: Review) -> None:
+        d = self.dialect
+        row = (
+            d.time_to_db(review.time),
+            review.access_key_id,
+            review.probe_sha256,
+            review.face_id,
+            review.similarity,
+            review.decision,
+            review.note,
+        )
+
+        def write(con: Connection) -> None:
+            pk = self._pk(con, review.collection_id, lock=True)
+            self._sql(
+                con,
+                f"INSERT INTO reviews (collection_pk, {_REVIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (pk, *row),
+            )
+
+        self._run(write, write=True)
+
+    def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
+        d = self.dialect
+        query = f"SELECT {_REVIEW_COLUMNS} FROM reviews WHERE collection_pk = ?"
+        params: tuple[Any, ...] = ()
+        if probe_sha256 is not None:
+            query += " AND probe_sha256 = ?"
+            params = (probe_sha256,)
+        query += " ORDER BY seq"
+
+        def read(con: Connection) -> list[Review]:
+            rows = self._sql(con, query, (self._pk(con, collection_id), *params))
+            return [
+                Review(d.time_from_db(t), key, collection_id, probe, face_id, similarity, decision, note)
+                for t, key, probe, face_id, similarity, decision, note in rows
+            ]
+
+        return self._run(read, write=False)
+
     # Audit log ---------------------------------------------------------------------
     def append_audit(self, record: AuditRecord) -> None:
         d = self.dialect
@@ -512,8 +608,10 @@ class SQLStore(ABC):
         for pk, key, value in self._sql(con, query, (d.list_to_db(list(tags)),)):
             tags[pk][key] = value
         return [
-            Collection(cid, arn, model, version, d.time_from_db(created), tags[pk])
-            for pk, cid, arn, model, version, created in rows
+            Collection(
+                cid, arn, model, version, d.time_from_db(created), tags[pk], None if keep is None else bool(keep)
+            )
+            for pk, cid, arn, model, version, created, keep in rows
         ]
 
     def _put_tags(self, con: Connection, pk: int, tags: dict[str, str]) -> None:

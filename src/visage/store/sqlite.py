@@ -131,6 +131,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE collections SET face_count = face_count - 1 WHERE pk = OLD.collection_pk;
         END""",
     ),
+    (
+        # The console: when each face was indexed, thumbnails kept on request, reviewers' decisions.
+        "ALTER TABLE faces ADD COLUMN indexed_at TEXT",  # NULL for faces indexed before it was kept
+        "ALTER TABLE collections ADD COLUMN keep_face_thumbnails INTEGER",  # NULL: as the server's setting
+        """CREATE TABLE face_thumbnails (
+            collection_pk INTEGER NOT NULL,
+            face_id TEXT NOT NULL,
+            jpeg BLOB NOT NULL,
+            PRIMARY KEY (collection_pk, face_id),
+            FOREIGN KEY (collection_pk, face_id) REFERENCES faces (collection_pk, face_id) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        """CREATE TABLE reviews (
+            seq INTEGER PRIMARY KEY,
+            collection_pk INTEGER NOT NULL REFERENCES collections (pk) ON DELETE CASCADE,
+            time TEXT NOT NULL,
+            access_key_id TEXT NOT NULL,
+            probe_sha256 TEXT NOT NULL,
+            face_id TEXT NOT NULL,  -- no foreign key: the decision outlives the face
+            similarity REAL NOT NULL,
+            decision TEXT NOT NULL CHECK (decision IN ('same', 'different', 'cannot_tell')),
+            note TEXT NOT NULL
+        )""",
+        "CREATE INDEX reviews_by_probe ON reviews (collection_pk, probe_sha256)",
+    ),
 )
 
 
