@@ -275,7 +275,8 @@ class SQLStore(ABC):
         check_batch(faces)
         rows = [self.dialect.face_row(face) for face in faces]
         d = self.dialect
-        kept = [(face.face_id, thumbnails[face.face_id]) for face in faces if face.face_id in (thumbnails or {})]
+        thumbnails = thumbnails or {}
+        kept = [(face.face_id, thumbnails[face.face_id]) for face in faces if face.face_id in thumbnails]
 
         def write(con: Connection) -> None:
             pk = self._pk(con, collection_id, lock=True)
