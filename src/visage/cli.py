@@ -200,6 +200,12 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     "--store",
     help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).",
 )
+@click.option(
+    "--keep-face-thumbnails",
+    is_flag=True,
+    default=None,
+    help="Keep a small thumbnail of each indexed face for the console's reviewers (a collection's own setting wins).",
+)
 @fails_cleanly
 def serve(
     host: str,
@@ -210,6 +216,7 @@ def serve(
     s3_endpoint_url: str | None,
     no_auth: bool,
     store: str | None,
+    keep_face_thumbnails: bool | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
     import os
@@ -225,6 +232,7 @@ def serve(
         s3_endpoint_url=s3_endpoint_url or None,
         store=store,
         auth=False if no_auth else None,
+        keep_face_thumbnails=keep_face_thumbnails,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
@@ -247,6 +255,7 @@ def serve(
             f"{host}:{port}.[/bold red]"
         )
     out.print(f"Visage listening on {endpoint} (data in {settings.data_dir})")
+    out.print(f"Console: {endpoint}/console/", highlight=False)
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
     else:  # each worker process imports the app, so it gets the settings through its environment

@@ -99,6 +99,17 @@ class Settings:
     #: Faces one collection may hold (Rekognition's maximum is 20 million).
     max_faces_per_collection: int = 20_000_000
 
+    # Console (docs/console.md) ------------------------------------------------------
+    #: Whether IndexFaces keeps a small aligned crop of each face (a 112 px JPEG of at most
+    #: 8 KB) for reviewers to look at; a collection's own setting wins over this one.
+    keep_face_thumbnails: bool = False
+    #: A console session ends after this many minutes without a request.
+    console_idle_minutes: int = 30
+    #: The folder that holds accuracy.md and bias-audit.md, as the evaluations wrote them, for
+    #: the console's Accuracy page and its words on a Similarity; None: the ``docs`` folder of
+    #: the source tree Visage runs from, else ``./docs``.
+    docs_dir: Path | None = None
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             rule = _rule(f.name)
@@ -190,12 +201,13 @@ _RULES: dict[str, Rule] = {
             "threads",
             "model_threads",
             "max_faces_per_collection",
+            "console_idle_minutes",
         ),
         _whole(1),
     ),
     "exact_search_limit": _whole(0),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
-    "auth": ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool)),
+    **dict.fromkeys(("auth", "keep_face_thumbnails"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))),
     "store": ("'sqlite' or a postgresql:// URL", _store),
 }
 

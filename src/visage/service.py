@@ -12,7 +12,13 @@ Behaviours worth knowing (docs/api.md has the full list):
   only ever compared with vectors of that model.
 - Thresholds default to 80 (75 for AssociateFaces), as in Rekognition.
 - A user's similarity to a probe is the highest similarity among its faces.
-- The server keeps no image: only vectors and metadata.
+- The server keeps no image: only vectors and metadata, and a small thumbnail of
+  each indexed face where a collection (or the server) is told to keep them;
+  thumbnails never leave through the Rekognition operations.
+
+Besides Rekognition's operations, the service has Visage's own, for the console
+(docs/console.md): face pages with thumbnails, a collection's thumbnail setting,
+reviewers' decisions on search candidates and their statistics.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
+from visage.engine.thumbnails import face_thumbnail
 from visage.errors import (
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
@@ -38,9 +45,20 @@ from visage.errors import (
     UnknownOperationException,
 )
 from visage.faces import BoundingBox, Face
+from visage.reviews import ReviewBand, review_bands
 from visage.s3 import read_s3_object
 from visage.store import open_store
-from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
+from visage.store.base import (
+    DECISIONS,
+    AuditRecord,
+    Collection,
+    RequestToken,
+    Review,
+    ScoredFace,
+    Store,
+    StoredFace,
+    User,
+)
 
 Request = dict[str, Any]
 Response = dict[str, Any]
@@ -57,6 +75,9 @@ MAX_TAGS = shape_max("TagMap")
 _FACE_ID = shape_pattern("FaceId")
 _COLLECTION_ID = shape_pattern("CollectionId")
 _USER_ID = shape_pattern("UserId")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: Longest note a reviewer may add to a decision, in characters.
+MAX_REVIEW_NOTE = 2000
 _ARN = re.compile(r"arn:aws:rekognition:([^:]*):([^:]*):collection/(.+)")
 
 
@@ -229,7 +250,7 @@ class RekognitionService:
                     f"Collection {collection.collection_id} holds {faces_now:,} faces; indexing "
                     f"{len(indexed)} more would pass its limit of {self.settings.max_faces_per_collection:,}."
                 )
-            image_id = str(uuid.uuid4())
+            image_id, now = str(uuid.uuid4()), datetime.now(UTC)
             stored = [
                 StoredFace(
                     face_id=str(uuid.uuid4()),
@@ -239,10 +260,14 @@ class RekognitionService:
                     vector=face.embedded.vector,
                     external_image_id=external_id,
                     image_hash=image_hash,
+                    indexed_at=now,
                 )
                 for face in indexed
             ]
-            self.store.add_faces(collection.collection_id, stored)
+            thumbnails = None
+            if self.keeps_face_thumbnails(collection):
+                thumbnails = {s.face_id: face_thumbnail(image, f.detail) for s, f in zip(stored, indexed)}
+            self.store.add_faces(collection.collection_id, stored, thumbnails)
         return {
             "FaceRecords": [
                 {"Face": s.to_rekognition(collection.face_model_version), "FaceDetail": f.detail.to_rekognition()}
@@ -508,6 +533,104 @@ class RekognitionService:
     def list_tags_for_resource(self, request: Request, caller: Caller) -> Response:
         return {"Tags": self._collection_by_arn(request["ResourceArn"]).tags}
 
+    # Visage's own operations ---------------------------------------------------------
+
+    def collection(self, collection_id: str, caller: Caller) -> Collection:
+        """The collection as stored: its tags and thumbnail setting with the rest."""
+        return self.store.get_collection(collection_id)
+
+    def keeps_face_thumbnails(self, collection: Collection) -> bool:
+        """Whether IndexFaces keeps thumbnails in ``collection``: its own setting, else the server's."""
+        own = collection.keep_face_thumbnails
+        return self.settings.keep_face_thumbnails if own is None else own
+
+    def set_keep_face_thumbnails(self, collection_id: str, keep: bool | None, caller: Caller) -> None:
+        """Turn the thumbnails of faces indexed from now on on or off (None: as the server's setting).
+        Thumbnails already kept stay until their faces go."""
+        self.store.set_keep_face_thumbnails(collection_id, keep)
+
+    def face_page(
+        self,
+        collection_id: str,
+        caller: Caller,
+        after: str | None = None,
+        limit: int = DEFAULT_PAGE,
+        user_id: str | None = None,
+        external_image_id: str | None = None,
+    ) -> FacePage:
+        """A page of the collection's faces in FaceId order, as stored (with when each was
+        indexed), and which of them have a thumbnail."""
+        collection = self.store.get_collection(collection_id)
+        after = _token_key(after, _FACE_ID)
+        page = self.store.list_faces(
+            collection.collection_id, after, limit + 1, user_id=user_id, external_image_id=external_image_id
+        )
+        faces = page[:limit]
+        kept = self.store.get_thumbnails(collection.collection_id, [f.face_id for f in faces])
+        return FacePage(faces, frozenset(kept), faces[-1].face_id if len(page) > limit else None)
+
+    def face_thumbnails(self, collection_id: str, face_ids: list[str], caller: Caller) -> dict[str, bytes]:
+        """The JPEG thumbnails kept for these faces of the collection, by FaceId."""
+        return self.store.get_thumbnails(collection_id, face_ids)
+
+    def review_match(
+        self,
+        collection_id: str,
+        probe_sha256: str,
+        face_id: str,
+        similarity: float,
+        decision: str,
+        note: str,
+        caller: Caller,
+    ) -> Review:
+        """Record a reviewer's decision on a candidate of a search of the collection: whether
+        the face with ``face_id`` shows the same person as the probe (the image whose SHA-256 is
+        ``probe_sha256``; the image itself is never kept). Stored, and appended to the audit log."""
+        if decision not in DECISIONS:
+            raise InvalidParameterException(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}.")
+        if not _SHA256.fullmatch(probe_sha256):
+            raise InvalidParameterException("probe_sha256 must be the SHA-256 of the probe image, in lowercase hex.")
+        if not _FACE_ID.fullmatch(face_id):
+            raise InvalidParameterException(f"{face_id!r} is not a FaceId.")
+        if not 0.0 <= similarity <= 100.0:
+            raise InvalidParameterException(f"similarity must be between 0 and 100, not {similarity}.")
+        if len(note) > MAX_REVIEW_NOTE:
+            raise InvalidParameterException(f"A note may hold at most {MAX_REVIEW_NOTE} characters.")
+        review = Review(
+            time=datetime.now(UTC),
+            access_key_id=caller.access_key_id,
+            collection_id=collection_id,
+            probe_sha256=probe_sha256,
+            face_id=face_id,
+            similarity=similarity,
+            decision=decision,
+            note=note,
+        )
+        self.store.add_review(review)
+        self.store.append_audit(
+            AuditRecord(
+                time=review.time,
+                access_key_id=caller.access_key_id,
+                operation="ReviewMatch",
+                collection_id=collection_id,
+                threshold=None,
+                match_count=0,
+                best_similarity=similarity,
+                face_ids=[face_id],
+            )
+        )
+        return review
+
+    def match_reviews(self, collection_id: str, caller: Caller, probe_sha256: str | None = None) -> list[Review]:
+        """The decisions recorded on the collection's candidates (those of one probe, if given), oldest first."""
+        return self.store.reviews(collection_id, probe_sha256)
+
+    def review_statistics(self, collection_id: str, caller: Caller) -> list[ReviewBand]:
+        """The reviewers' decisions on the collection's candidates, counted per Similarity band,
+        beside the false-match rate the calibration promises at each band's lower edge."""
+        collection = self.store.get_collection(collection_id)
+        return review_bands(self.store.reviews(collection_id), self.engine.similarity_map(collection.face_model))
+
     # Helpers -----------------------------------------------------------------------
 
     def _arn(self, collection_id: str) -> str:
@@ -648,6 +771,15 @@ class RekognitionService:
                 user_ids=[u for u, _ in (users or [])],
             )
         )
+
+
+@dataclass(frozen=True)
+class FacePage:
+    """A page of a collection's faces (:meth:`RekognitionService.face_page`)."""
+
+    faces: list[StoredFace]
+    with_thumbnail: frozenset[str]  # the FaceIds of this page that have a thumbnail
+    next_after: str | None  # the ``after`` of the next page, None on the last
 
 
 def _token_key(token: str | None, pattern: re.Pattern[str]) -> str | None:

@@ -1,4 +1,5 @@
-"""The ASGI app: one ``POST /`` endpoint that speaks Rekognition's JSON 1.1 protocol.
+"""The ASGI app: one ``POST /`` endpoint that speaks Rekognition's JSON 1.1 protocol,
+and the web console mounted at ``/console/`` (:mod:`visage.console`; ``GET /`` leads there).
 
 It only translates: check the SigV4 signature, route ``X-Amz-Target`` to the
 operation, validate the body against the service model, call the service in a
@@ -18,12 +19,13 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
 
 from visage.api.protocol import CONTENT_TYPE, encode_error, rekognition
 from visage.api.sigv4 import verify_request
 from visage.config import Settings
+from visage.console import console_app
 from visage.errors import ImageTooLargeException, InternalServerError, SerializationException, VisageError
 from visage.keys import KeyStore
 from visage.service import Caller, open_service
@@ -93,8 +95,16 @@ def create_app(settings: Settings) -> Starlette:
         workers.shutdown(wait=True)
         service.store.close()
 
+    async def to_console(request: Request) -> Response:
+        return RedirectResponse("/console/", 303)
+
     app = Starlette(
-        routes=[Route("/", handle, methods=["POST"]), Route("/health", health, methods=["GET"])],
+        routes=[
+            Route("/", handle, methods=["POST"]),
+            Route("/", to_console, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Mount("/console", app=console_app(service, settings, workers)),
+        ],
         lifespan=lifespan,
     )
     app.state.service = service

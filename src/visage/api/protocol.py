@@ -123,6 +123,12 @@ class ServiceModel:
         params = _parse_json(body)
         return self._decode(params, shape, "")
 
+    def check_request(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate a request already in Python values (blobs as ``bytes``), as
+        :meth:`decode_request` validates a body: for callers that are not HTTP clients (the console)."""
+        shape = self._io_shape(operation, "input", UnknownOperationException)
+        return self._decode(dict(params), shape, "")
+
     def encode_response(self, operation: str, result: Mapping[str, Any]) -> bytes:
         """Serialise ``result`` as ``operation``'s output shape.
 
@@ -302,12 +308,15 @@ def _decode_scalar(value: Any, shape: Shape, path: str) -> Any:
 
 
 def _decode_blob(value: Any, shape: Shape, path: str) -> bytes:
-    if not isinstance(value, str):
+    if isinstance(value, bytes):  # check_request: already decoded (JSON never holds bytes)
+        data = value
+    elif not isinstance(value, str):
         raise _invalid(path, "must be a base64-encoded string")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except ValueError:  # binascii.Error, or non-ASCII characters
-        raise _invalid(path, "must be valid base64") from None
+    else:
+        try:
+            data = base64.b64decode(value, validate=True)
+        except ValueError:  # binascii.Error, or non-ASCII characters
+            raise _invalid(path, "must be valid base64") from None
     if "max" in shape and len(data) > shape["max"]:
         # Every blob in this API is an image, and the service answers
         # ImageTooLargeException for an oversized one.

@@ -1,0 +1,65 @@
+"""Reviewers' decisions, counted: how many search candidates people confirmed or rejected,
+per Similarity band.
+
+Each decision is a person's verdict on one candidate of one search (same person,
+different person, or cannot tell; :class:`~visage.store.base.Review`). Counted per band
+of Similarity, they are ground truth that the calibration never had: the share of
+candidates rejected in a band is shown beside the false-match rate the calibration
+promises there. The two are not the same quantity (a share of candidates against a
+rate per comparison of two different people, which grows into more false candidates
+as the gallery grows), and the Console says so beside them.
+
+When a candidate (one probe image, one face) was decided more than once, its latest
+decision counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from visage.engine.similarity import SimilarityMap
+from visage.evaluation.prediction import predicted_fmr
+from visage.store.base import Review
+
+#: Lower edges of the Similarity bands; each band runs up to the next edge, the last one to 100.
+BAND_EDGES = (0.0, 80.0, 90.0, 95.0, 99.0, 99.9)
+
+
+@dataclass(frozen=True)
+class ReviewBand:
+    low: float  # Similarity at or above this...
+    high: float  # ...and below this (the last band: up to and with 100)
+    same: int  # candidates confirmed: the same person
+    different: int  # candidates rejected: a different person
+    cannot_tell: int
+    #: The false-match rate the calibration promises at Similarity ``low``, if it promises one.
+    promised_fmr: float | None
+
+    @property
+    def reviewed(self) -> int:
+        return self.same + self.different + self.cannot_tell
+
+    @property
+    def rejected_share(self) -> float | None:
+        """The share of candidates decided either way that were a different person."""
+        decided = self.same + self.different
+        return self.different / decided if decided else None
+
+
+def latest_decisions(reviews: Iterable[Review]) -> dict[tuple[str, str], Review]:
+    """Each candidate's latest decision, by (probe SHA-256, FaceId); ``reviews`` oldest first."""
+    return {(r.probe_sha256, r.face_id): r for r in reviews}
+
+
+def review_bands(reviews: Iterable[Review], similarity_map: SimilarityMap) -> list[ReviewBand]:
+    """Every band of :data:`BAND_EDGES`, with the latest decision of each candidate counted."""
+    counts = [dict.fromkeys(("same", "different", "cannot_tell"), 0) for _ in BAND_EDGES]
+    for review in latest_decisions(reviews).values():
+        band = max(i for i, low in enumerate(BAND_EDGES) if review.similarity >= low or i == 0)
+        counts[band][review.decision] += 1
+    highs = (*BAND_EDGES[1:], 100.0)
+    return [
+        ReviewBand(low, high, c["same"], c["different"], c["cannot_tell"], predicted_fmr(similarity_map, low))
+        for low, high, c in zip(BAND_EDGES, highs, counts)
+    ]
