@@ -1,0 +1,36 @@
+"""The console's session secret and sign-in limiter, on their own."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+from visage.console.sessions import SignInLimiter, load_secret
+
+
+def test_the_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "console.secret"
+    first = load_secret(path)
+    assert len(first) == 32
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert load_secret(path) == first
+    assert load_secret(tmp_path / "other" / "console.secret") != first
+    assert sorted(p.name for p in path.parent.iterdir()) == ["console.secret"]  # no temporary file left
+
+
+def test_processes_starting_at_once_agree_on_one_secret(tmp_path: Path) -> None:
+    path = tmp_path / "console.secret"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        secrets = pool.map(load_secret, [path] * 8)
+    assert len(set(secrets)) == 1 and secrets[0] == load_secret(path)
+
+
+def test_the_limiter_counts_failures_per_address_in_a_window() -> None:
+    limiter = SignInLimiter(max_failures=3, window_s=0.5)
+    for _ in range(3):
+        assert limiter.wait_seconds("10.0.0.1") == 0
+        limiter.failed("10.0.0.1")
+    assert 0 < limiter.wait_seconds("10.0.0.1") <= 0.5
+    assert limiter.wait_seconds("10.0.0.2") == 0
+    limiter.succeeded("10.0.0.1")
+    assert limiter.wait_seconds("10.0.0.1") == 0

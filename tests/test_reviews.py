@@ -1,0 +1,159 @@
+"""Face thumbnails and reviewers' decisions, through the service, with the real engine and a real store."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from visage.api.protocol import rekognition
+from visage.config import Settings
+from visage.engine import Engine
+from visage.engine.thumbnails import MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE
+from visage.errors import InvalidParameterException, ResourceNotFoundException
+from visage.service import Caller, RekognitionService
+from visage.store.sqlite import SQLiteStore
+
+CALLER = Caller("VSAKREVIEWER")
+PROBE = hashlib.sha256(b"probe image").hexdigest()
+
+
+@pytest.fixture
+def service(engine: Engine, tmp_path: Path) -> Iterator[RekognitionService]:
+    store = SQLiteStore(tmp_path / "visage.db")
+    yield RekognitionService(engine, store, replace(engine.settings, keep_face_thumbnails=False))
+    store.close()
+
+
+def index(service: RekognitionService, collection_id: str, image: Path) -> list[str]:
+    answer = service.call("IndexFaces", {"CollectionId": collection_id, "Image": {"Bytes": image.read_bytes()}}, CALLER)
+    return [record["Face"]["FaceId"] for record in answer["FaceRecords"]]
+
+
+def test_thumbnails_are_kept_only_where_asked(service: RekognitionService, portraits: Path) -> None:
+    for collection_id in ("default", "on", "off"):
+        service.call("CreateCollection", {"CollectionId": collection_id}, CALLER)
+    service.set_keep_face_thumbnails("on", True, CALLER)
+    service.set_keep_face_thumbnails("off", False, CALLER)
+    image = portraits / "solvay_conference_1927.jpg"
+    indexed = {c: index(service, c, image) for c in ("default", "on", "off")}
+    kept = {c: service.face_thumbnails(c, ids, CALLER) for c, ids in indexed.items()}
+    assert len(indexed["on"]) > 20  # the faces of the Solvay photo that pass QualityFilter AUTO
+    assert (len(kept["default"]), len(kept["on"]), len(kept["off"])) == (0, len(indexed["on"]), 0)
+    for jpeg in kept["on"].values():
+        assert len(jpeg) <= MAX_THUMBNAIL_BYTES
+        with Image.open(io.BytesIO(jpeg)) as picture:
+            assert (picture.format, picture.size) == ("JPEG", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+
+    # The server's setting is the default of collections that have none; a collection's own wins.
+    server_keeps = RekognitionService(
+        service.engine, service.store, replace(service.settings, keep_face_thumbnails=True)
+    )
+    assert server_keeps.face_thumbnails("default", index(server_keeps, "default", portraits / "person_a_1.jpg"), CALLER)
+    assert not server_keeps.face_thumbnails("off", index(server_keeps, "off", portraits / "person_a_1.jpg"), CALLER)
+
+
+def test_a_face_page_says_which_faces_have_a_thumbnail(service: RekognitionService, portraits: Path) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    without = index(service, "c", portraits / "person_b_1.jpg")
+    service.set_keep_face_thumbnails("c", True, CALLER)
+    with_one = index(service, "c", portraits / "person_b_2.jpg")
+    page = service.face_page("c", CALLER, limit=1)
+    assert len(page.faces) == 1 and page.next_after == page.faces[0].face_id
+    whole = service.face_page("c", CALLER)
+    assert sorted(f.face_id for f in whole.faces) == sorted(without + with_one)
+    assert whole.with_thumbnail == frozenset(with_one)
+    assert all(f.indexed_at is not None for f in whole.faces)
+    assert service.face_page("c", CALLER, external_image_id="nobody").faces == []
+
+
+def test_thumbnails_never_leave_through_the_rekognition_api(service: RekognitionService, portraits: Path) -> None:
+    service.call("CreateCollection", {"CollectionId": "c", "Tags": {"k": "v"}}, CALLER)
+    service.set_keep_face_thumbnails("c", True, CALLER)
+    probe = {"Bytes": (portraits / "person_a_2.jpg").read_bytes()}
+    (face_id,) = index(service, "c", portraits / "person_a_1.jpg")
+    jpeg = service.face_thumbnails("c", [face_id], CALLER)[face_id]
+    requests = {
+        "IndexFaces": {"CollectionId": "c", "Image": {"Bytes": (portraits / "person_a_1.jpg").read_bytes()}},
+        "ListFaces": {"CollectionId": "c"},
+        "SearchFaces": {"CollectionId": "c", "FaceId": face_id, "FaceMatchThreshold": 0.0},
+        "SearchFacesByImage": {"CollectionId": "c", "Image": probe},
+        "DescribeCollection": {"CollectionId": "c"},
+        "ListCollections": {},
+    }
+    model = rekognition()
+    for operation, request in requests.items():
+        body = model.encode_response(operation, service.call(operation, request, CALLER))
+        assert base64.b64encode(jpeg) not in body, operation
+        assert base64.b64encode(jpeg[:64])[:80] not in body, operation
+
+
+def test_a_decision_is_checked_stored_and_audited(service: RekognitionService) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    face = "11111111-1111-4111-8111-111111111111"
+    review = service.review_match("c", PROBE, face, 99.4, "same", "same scar", CALLER)
+    assert (review.access_key_id, review.decision, review.probe_sha256) == (CALLER.access_key_id, "same", PROBE)
+    assert service.match_reviews("c", CALLER) == [review]
+    (record,) = [r for r in service.store.audit_records() if r.operation == "ReviewMatch"]
+    assert (record.access_key_id, record.collection_id, record.face_ids, record.best_similarity) == (
+        CALLER.access_key_id,
+        "c",
+        [face],
+        99.4,
+    )
+    bad = {
+        "decision": dict(decision="maybe"),
+        "probe": dict(probe_sha256="not-a-digest"),
+        "face": dict(face_id="../../etc"),
+        "similarity": dict(similarity=100.5),
+        "note": dict(note="x" * 2001),
+    }
+    good = dict(collection_id="c", probe_sha256=PROBE, face_id=face, similarity=99.0, decision="different", note="")
+    for name, change in bad.items():
+        with pytest.raises(InvalidParameterException):
+            service.review_match(**{**good, **change}, caller=CALLER)  # type: ignore[arg-type]
+        assert len(service.match_reviews("c", CALLER)) == 1, name
+    with pytest.raises(ResourceNotFoundException):
+        service.review_match(**{**good, "collection_id": "missing"}, caller=CALLER)  # type: ignore[arg-type]
+
+
+def test_review_statistics_count_each_candidates_latest_decision_per_band(service: RekognitionService) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    other = hashlib.sha256(b"another probe").hexdigest()
+    faces = [f"{i}1111111-1111-4111-8111-111111111111" for i in range(5)]
+    decisions = [
+        (PROBE, faces[0], 99.95, "same"),
+        (PROBE, faces[1], 99.5, "different"),
+        (PROBE, faces[1], 99.5, "same"),  # decided again: the latest counts
+        (other, faces[1], 99.2, "different"),  # another probe: another candidate
+        (PROBE, faces[2], 85.0, "different"),
+        (PROBE, faces[3], 12.0, "cannot_tell"),
+    ]
+    for probe, face, similarity, decision in decisions:
+        service.review_match("c", probe, face, similarity, decision, "", CALLER)
+    bands = {band.low: band for band in service.review_statistics("c", CALLER)}
+    counts = {low: (b.same, b.different, b.cannot_tell) for low, b in bands.items()}
+    assert counts == {
+        0.0: (0, 0, 1),
+        80.0: (0, 1, 0),
+        90.0: (0, 0, 0),
+        95.0: (0, 0, 0),
+        99.0: (1, 1, 0),
+        99.9: (1, 0, 0),
+    }
+    assert bands[99.0].rejected_share == 0.5 and bands[90.0].rejected_share is None
+    assert bands[99.0].promised_fmr == pytest.approx(1e-6)
+    assert bands[80.0].promised_fmr == pytest.approx(2e-5)
+    assert (bands[99.0].high, bands[99.9].high) == (99.9, 100.0)
+
+
+def test_the_server_setting_reads_from_the_environment() -> None:
+    assert Settings.from_env({"VISAGE_KEEP_FACE_THUMBNAILS": "yes"}).keep_face_thumbnails is True
+    assert Settings.from_env({}).keep_face_thumbnails is False
+    assert Settings.from_env({"VISAGE_CONSOLE_IDLE_MINUTES": "5"}).console_idle_minutes == 5
