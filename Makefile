@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint install benchmark clean
+.PHONY: serve test lint install browser benchmark benchmark-console clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,15 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/visage serve
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
+
+# The console's browser tests drive Debian's chromium through Playwright; nothing downloads
+# a browser. Installed with apt when absent (as root, as on CI); otherwise those tests skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		else echo "chromium is not installed: the console's browser tests will skip (sudo apt-get install chromium)"; fi; }
 
 # Formatting, lint and types; `make test` runs these first.
 lint: $(STAMP)
@@ -30,6 +37,9 @@ lint: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/engine_speed.py
+
+benchmark-console: $(STAMP)
+	$(BIN)/python benchmarks/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
