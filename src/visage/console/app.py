@@ -126,12 +126,24 @@ class Context:
         checked = rekognition().check_request(operation, request)
         return await self.console.run(self.service.call, operation, checked, self.caller)
 
+    async def act(self, operation: str, request: dict[str, Any], back: str, done: str) -> Response:
+        """Run an operation for a form and go ``back``, saying ``done`` or what went wrong."""
+        try:
+            await self.call(operation, request)
+        except VisageError as failure:
+            return self.redirect(back, service_error(failure))
+        return self.redirect(back, done)
+
     def field(self, name: str, default: str = "") -> str:
         value = self.form.get(name) if self.form is not None else self.request.query_params.get(name)
         return value.strip() if isinstance(value, str) else default
 
-    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    def render(self, template: str, status: int | None = None, **values: Any) -> HTMLResponse:
+        """The page ``template`` with ``values`` (and what every page shows); its status is 400
+        when it shows an ``error``, unless given."""
         console = self.console
+        if status is None:
+            status = 400 if values.get("error") else 200
         html = console.templates.get_template(template).render(
             session=self.session,
             key=self.session.access_key_id,

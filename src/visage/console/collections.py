@@ -181,11 +181,8 @@ async def confirm_delete(context: Context) -> Response:
 
 async def delete_collection(context: Context) -> Response:
     collection_id = context.request.path_params["cid"]
-    try:
-        await context.call("DeleteCollection", {"CollectionId": collection_id})
-    except VisageError as failure:
-        return context.redirect("/collections", service_error(failure))
-    return context.redirect("/collections", f"Deleted collection {collection_id}.")
+    request = {"CollectionId": collection_id}
+    return await context.act("DeleteCollection", request, "/collections", f"Deleted collection {collection_id}.")
 
 
 async def edit_tags(context: Context) -> Response:
@@ -266,21 +263,13 @@ async def thumbnail(context: Context) -> Response:
 
 
 async def create_user(context: Context) -> Response:
-    collection_id = context.request.path_params["cid"]
-    user_id = context.field("user_id")
-    here = f"/collections/{collection_id}"
-    try:
-        await context.call("CreateUser", {"CollectionId": collection_id, "UserId": user_id})
-    except VisageError as failure:
-        return context.redirect(here, service_error(failure))
-    return context.redirect(here, f"Created user {user_id}.")
+    collection_id, user_id = context.request.path_params["cid"], context.field("user_id")
+    request = {"CollectionId": collection_id, "UserId": user_id}
+    return await context.act("CreateUser", request, f"/collections/{collection_id}", f"Created user {user_id}.")
 
 
 async def delete_user(context: Context) -> Response:
     collection_id, user_id = context.request.path_params["cid"], context.request.path_params["uid"]
-    here = f"/collections/{collection_id}"
-    try:
-        await context.call("DeleteUser", {"CollectionId": collection_id, "UserId": user_id})
-    except VisageError as failure:
-        return context.redirect(here, service_error(failure))
-    return context.redirect(here, f"Deleted user {user_id}; its faces stay in the collection.")
+    request = {"CollectionId": collection_id, "UserId": user_id}
+    done = f"Deleted user {user_id}; its faces stay in the collection."
+    return await context.act("DeleteUser", request, f"/collections/{collection_id}", done)

@@ -92,7 +92,6 @@ async def index_page(context: Context, results: list[Indexed] | None = None, err
         collections, error = [], service_error(failure)
     return context.render(
         "index.html",
-        400 if error else 200,
         section="index",
         title="Index faces",
         collections=collections,
@@ -171,7 +170,6 @@ async def detect_page(
 ) -> Response:
     return context.render(
         "detect.html",
-        400 if error else 200,
         section="detect",
         title="Detect faces",
         picture=picture,
@@ -217,7 +215,6 @@ async def compare_page(
 ) -> Response:
     return context.render(
         "compare.html",
-        400 if error else 200,
         section="compare",
         title="Compare faces",
         source=source,

@@ -68,7 +68,6 @@ async def search_page(
         collections, error = [], service_error(failure)
     return context.render(
         "search.html",
-        400 if error else 200,
         section="search",
         title="Search and review",
         collections=collections,
