@@ -16,11 +16,12 @@ from visage.api.protocol import rekognition
 from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.thumbnails import MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE
-from visage.errors import InvalidParameterException, ResourceNotFoundException
+from visage.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
+from visage.policy import Policy
 from visage.service import Caller, RekognitionService
 from visage.store.sqlite import SQLiteStore
 
-CALLER = Caller("VSAKREVIEWER")
+CALLER = Caller.local("VSAKREVIEWER")
 PROBE = hashlib.sha256(b"probe image").hexdigest()
 
 
@@ -157,3 +158,47 @@ def test_the_server_setting_reads_from_the_environment() -> None:
     assert Settings.from_env({"VISAGE_KEEP_FACE_THUMBNAILS": "yes"}).keep_face_thumbnails is True
     assert Settings.from_env({}).keep_face_thumbnails is False
     assert Settings.from_env({"VISAGE_CONSOLE_IDLE_MINUTES": "5"}).console_idle_minutes == 5
+
+
+def test_visages_own_operations_check_the_callers_policy(service: RekognitionService, portraits: Path) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    service.call("CreateCollection", {"CollectionId": "other"}, CALLER)
+    service.set_keep_face_thumbnails("c", True, CALLER)
+    (face_id,) = index(service, "c", portraits / "person_a_1.jpg")
+    reader = Caller("VSAKREADER", Policy.read_only())
+    assert service.face_page("c", reader).with_thumbnail == {face_id}
+    assert face_id in service.face_thumbnails("c", [face_id], reader)
+    assert len(service.review_statistics("c", reader)) == 6
+    with pytest.raises(AccessDeniedException, match="visage:ReviewMatch"):
+        service.review_match("c", PROBE, face_id, 99.5, "same", "", reader)
+    with pytest.raises(AccessDeniedException, match="visage:ConfigureCollection"):
+        service.set_keep_face_thumbnails("c", False, reader)
+    with pytest.raises(AccessDeniedException, match="visage:ReadAuditLog"):
+        service.review_status(Caller("VSAKNOBODY", Policy.for_collection(service.collection_arn("c"))), [])
+    # A key for one collection reviews there, and sees nothing of another.
+    one = Caller("VSAKONE", Policy.for_collection(service.collection_arn("c")))
+    service.review_match("c", PROBE, face_id, 99.5, "same", "", one)
+    with pytest.raises(AccessDeniedException, match="collection/other"):
+        service.face_page("other", one)
+    refused = [r for r in service.store.audit_records() if r.outcome == "refused"]
+    assert [r.access_key_id for r in refused] == ["VSAKREADER", "VSAKREADER", "VSAKNOBODY", "VSAKONE"]
+
+
+def test_a_searchs_review_status_follows_its_candidates_decisions(service: RekognitionService, portraits: Path) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    ids = index(service, "c", portraits / "person_a_1.jpg") + index(service, "c", portraits / "person_a_2.jpg")
+    probe = (portraits / "person_a_2.jpg").read_bytes()
+    request = {"CollectionId": "c", "Image": {"Bytes": probe}, "FaceMatchThreshold": 90.0}
+    found = service.call("SearchFacesByImage", request, CALLER)
+    assert sorted(m["Face"]["FaceId"] for m in found["FaceMatches"]) == sorted(ids)
+    digest = hashlib.sha256(probe).hexdigest()
+
+    def status() -> list[str | None]:
+        records = service.store.audit_records()
+        return [s for r, s in zip(records, service.review_status(CALLER, records)) if r.operation != "IndexFaces"]
+
+    assert status() == ["unreviewed"]
+    service.review_match("c", digest, ids[0], 99.0, "same", "", CALLER)
+    assert status() == ["1 of 2 reviewed", None]
+    service.review_match("c", digest, ids[1], 100.0, "cannot_tell", "", CALLER)
+    assert status() == ["reviewed", None, None]

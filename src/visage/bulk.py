@@ -116,7 +116,7 @@ def _index_one(job: tuple[str, str | None]) -> ImageResult:
         request = {"CollectionId": collection, "Image": {"Bytes": data}}
         if external is not None:
             request["ExternalImageId"] = external
-        response = service.index_faces(request, Caller("visage-index"))
+        response = service.index_faces(request, Caller.local("visage-index"))
     except (VisageError, OSError) as error:
         return ImageResult(path, "error", error=f"{type(error).__name__}: {error}")
     records, unindexed = response["FaceRecords"], response["UnindexedFaces"]
@@ -138,7 +138,7 @@ def index_folder(
 
     service = open_service(settings)
     try:
-        service.create_collection({"CollectionId": collection}, Caller("visage-index"))
+        service.create_collection({"CollectionId": collection}, Caller.local("visage-index"))
     except ResourceAlreadyExistsException:
         pass
     finally:

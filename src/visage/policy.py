@@ -42,6 +42,7 @@ VISAGE_ACTIONS: Mapping[str, str] = {
     "visage:ManageKeys": "create, list, rotate and revoke access keys",
     "visage:ReadAuditLog": "read and export the audit log",
     "visage:ReviewMatch": "record a reviewer's decision on a search candidate (checked on the collection)",
+    "visage:ConfigureCollection": "turn a collection's face thumbnails on or off (checked on the collection)",
 }
 
 _STATEMENT_KEYS = {"Sid", "Effect", "Action", "Resource"}
@@ -108,13 +109,19 @@ class Policy:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False, separators=(",", ":"))
 
+    @staticmethod
+    def loads(text: str) -> Policy:
+        """A policy :meth:`dumps` wrote (a stored key's), parsed once per distinct text: a
+        request's check then costs no parsing."""
+        return _loaded(text)
+
     def summary(self) -> str:
         """One line for `visage keys list`: ``admin``, or each statement shortened."""
         if self.is_admin:
             return "admin"
         parts = []
         for s in self.statements:
-            actions = ",".join(a.split(":", 1)[-1] if a != "*" else "*" for a in s.actions)
+            actions = ",".join(_short_action(a) for a in s.actions)
             resources = ",".join(_short_resource(r) for r in s.resources)
             parts.append(f"{s.effect} {actions} on {resources}")
         return "; ".join(parts)
@@ -165,10 +172,25 @@ class Policy:
         """Everything on one collection, plus the operations that touch no collection."""
         return cls(
             (
-                Statement("Allow", ("rekognition:*", "visage:ReviewMatch"), (collection_arn,)),
+                Statement(
+                    "Allow", ("rekognition:*", "visage:ReviewMatch", "visage:ConfigureCollection"), (collection_arn,)
+                ),
                 Statement("Allow", ("rekognition:DetectFaces", "rekognition:CompareFaces"), ("*",)),
             )
         )
+
+
+def known_actions() -> frozenset[str]:
+    """Every action a policy may name without a wildcard: ``rekognition:<Operation>`` for each
+    operation of Rekognition's service model, and :data:`VISAGE_ACTIONS`."""
+    from visage.contract import definition
+
+    return frozenset(f"rekognition:{name}" for name in definition()["operations"]) | frozenset(VISAGE_ACTIONS)
+
+
+@lru_cache(maxsize=1024)
+def _loaded(text: str) -> Policy:
+    return Policy.parse(text)
 
 
 def _statement(raw: Any, index: int, known: set[str] | None) -> Statement:
@@ -220,6 +242,12 @@ def _resource_pattern(pattern: str) -> re.Pattern[str]:
 
 def _glob(pattern: str) -> str:
     return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+def _short_action(action: str) -> str:
+    """``rekognition:SearchFaces`` as ``SearchFaces``; ``rekognition:*`` and ``visage:`` actions whole."""
+    prefix, _, name = action.partition(":")
+    return name if prefix.lower() == "rekognition" and name != "*" else action
 
 
 def _short_resource(resource: str) -> str:

@@ -52,6 +52,14 @@ def latest_decisions(reviews: Iterable[Review]) -> dict[tuple[str, str], Review]
     return {(r.probe_sha256, r.face_id): r for r in reviews}
 
 
+def review_status(candidates: list[str], decided: set[str]) -> str:
+    """How far a search's candidates (FaceIds) were reviewed, given the FaceIds decided on."""
+    done = sum(face_id in decided for face_id in candidates)
+    if done == 0:
+        return "unreviewed"
+    return "reviewed" if done == len(candidates) else f"{done} of {len(candidates)} reviewed"
+
+
 def review_bands(reviews: Iterable[Review], similarity_map: SimilarityMap) -> list[ReviewBand]:
     """Every band of :data:`BAND_EDGES`, with the latest decision of each candidate counted."""
     counts = [dict.fromkeys(("same", "different", "cannot_tell"), 0) for _ in BAND_EDGES]

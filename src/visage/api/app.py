@@ -1,9 +1,11 @@
 """The ASGI app: one ``POST /`` endpoint that speaks Rekognition's JSON 1.1 protocol,
 and the web console mounted at ``/console/`` (:mod:`visage.console`; ``GET /`` leads there).
 
-It only translates: check the SigV4 signature, route ``X-Amz-Target`` to the
-operation, validate the body against the service model, call the service in a
-worker thread, and write the response or the error as Rekognition does, with
+It only translates: refuse a body over the size limit (from its Content-Length,
+before reading it), then, in a worker thread, check the SigV4 signature against
+the key the service's key ring finds, route ``X-Amz-Target`` to the operation,
+validate the body against the service model and call the service (which checks
+the key's policy); and write the response or the error as Rekognition does, with
 an ``x-amzn-RequestId`` header on every answer.
 """
 
@@ -27,7 +29,6 @@ from visage.api.sigv4 import verify_request
 from visage.config import Settings
 from visage.console import console_app
 from visage.errors import ImageTooLargeException, InternalServerError, SerializationException, VisageError
-from visage.keys import KeyStore
 from visage.service import Caller, open_service
 
 log = logging.getLogger("visage")
@@ -43,35 +44,45 @@ def create_app(settings: Settings) -> Starlette:
     """The app over a service built from ``settings``; with ``settings.auth`` off, every
     request is taken as from an anonymous caller."""
     service = open_service(settings)
-    keys = KeyStore(settings.keys_path)
+    service.keys.check()  # a wrong secret key file stops the server here, not at a request
     model = rekognition()
     workers = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="visage")
     # Two base64 images (CompareFaces) and some JSON around them.
     max_body = 2 * (settings.max_image_bytes * 4 // 3 + 4) + 65_536
+    anonymous = Caller.local(ANONYMOUS)
+
+    def authenticate(request: Request, body: bytes) -> Caller:
+        """The caller whose key signed the request (the key read from the store now: a revoked key
+        fails here at once)."""
+        if not settings.auth:
+            return anonymous
+        found = verify_request(
+            request.method,
+            request.scope.get("raw_path", b"/").decode("latin-1"),
+            request.scope.get("query_string", b"").decode("latin-1"),
+            request.headers.items(),
+            body,
+            service.keys.lookup,
+        )
+        service.keys.note_use(found.key)
+        return Caller.of(found.key)
+
+    def answer(request: Request, body: bytes) -> bytes:
+        """Runs in a worker thread: it reads the store and decodes up to two images."""
+        caller = authenticate(request, body)
+        operation = model.parse_target(request.headers.get("x-amz-target"))
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != CONTENT_TYPE:
+            raise SerializationException(f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}.")
+        params = model.decode_request(operation, body)
+        return model.encode_response(operation, service.call(operation, params, caller))
 
     async def handle(request: Request) -> Response:
         request_id = str(uuid.uuid4())
         headers = {"x-amzn-RequestId": request_id}
         try:
             body = await _read_body(request, max_body)
-            caller = ANONYMOUS
-            if settings.auth:
-                caller = verify_request(
-                    request.method,
-                    request.scope.get("raw_path", b"/").decode("latin-1"),
-                    request.scope.get("query_string", b"").decode("latin-1"),
-                    request.headers.items(),
-                    body,
-                    keys.secret,
-                )
-            operation = model.parse_target(request.headers.get("x-amz-target"))
-            content_type = request.headers.get("content-type", "").split(";")[0].strip()
-            if content_type != CONTENT_TYPE:
-                raise SerializationException(f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}.")
-            params = model.decode_request(operation, body)
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(workers, service.call, operation, params, Caller(caller))
-            payload = model.encode_response(operation, result)
+            payload = await asyncio.get_running_loop().run_in_executor(workers, answer, request, body)
             return Response(payload, 200, headers=headers, media_type=CONTENT_TYPE)
         except VisageError as error:
             status, payload = encode_error(error)
@@ -118,13 +129,22 @@ def create_worker_app() -> Starlette:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to be over ``limit`` bytes: from its
+    Content-Length before a byte of it is read, or while it streams in (chunked)."""
+
+    def too_large() -> ImageTooLargeException:
+        return ImageTooLargeException(
+            f"The request body is over {limit:,} bytes; images are limited to "
+            f"{request.app.state.service.settings.max_image_bytes:,} bytes each."
+        )
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ImageTooLargeException(
-                f"The request body is over {limit:,} bytes; images are limited to "
-                f"{request.app.state.service.settings.max_image_bytes:,} bytes each."
-            )
+            raise too_large()
         chunks.append(chunk)
     return b"".join(chunks)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -31,14 +30,15 @@ from starlette.staticfiles import StaticFiles
 
 from visage.config import Settings
 from visage.console.sessions import Session, Sessions, SignInLimiter
-from visage.errors import VisageError
-from visage.keys import KeyStore
+from visage.errors import UnrecognizedClientException, VisageError
 from visage.service import Caller, RekognitionService
 
 log = logging.getLogger("visage.console")
 
 T = TypeVar("T")
 PREFIX = "/console"
+#: The caller of every console session of a server without auth (``--no-auth``), as for the API.
+ANONYMOUS = "anonymous"
 #: Largest console request body: a few images and the form around them.
 MAX_FORM_BYTES = 64 * 1024 * 1024
 #: Images one upload may hold (the Index page).
@@ -66,7 +66,6 @@ class Console:
     settings: Settings
     workers: Executor
     sessions: Sessions
-    keys: KeyStore
     limiter: SignInLimiter = field(default_factory=SignInLimiter)
     templates: Environment = field(
         default_factory=lambda: Environment(
@@ -83,16 +82,24 @@ class Console:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.workers, functools.partial(fn, *args, **kwargs))
 
-    def key_is_valid(self, access_key_id: str, secret: str | None = None) -> bool:
-        """Whether the key exists (and, if ``secret`` is given, has that secret)."""
-        known = self.keys.secret(access_key_id)
-        if known is None:
-            return False
-        return secret is None or _same(known, secret)
+    def caller(self, access_key_id: str) -> Caller | None:
+        """The caller of a session's key, read from the store now; None if the key is unknown or
+        revoked (which ends the session). Without auth, everyone is the anonymous local caller."""
+        if not self.settings.auth:
+            return Caller.local(ANONYMOUS)
+        try:
+            return self.service.caller(access_key_id)
+        except UnrecognizedClientException:
+            return None
 
-
-def _same(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
+    def authenticate(self, access_key_id: str, secret_access_key: str) -> Caller | None:
+        """The caller whose key pair this is, or None if it is wrong or revoked (sign-in)."""
+        if not self.settings.auth:
+            return Caller.local(ANONYMOUS)
+        try:
+            return self.service.authenticate(access_key_id, secret_access_key)
+        except UnrecognizedClientException:
+            return None
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Context:
     request: Request
     console: Console
     session: Session
+    caller: Caller
     form: FormData | None = None
     #: The message the previous action left for this page.
     messages: list[str] = field(default_factory=list)
@@ -109,11 +117,6 @@ class Context:
     flashed: bool = False
     #: False once the session is over (signed out): its cookie is not written again.
     keep_session: bool = True
-
-    @property
-    def caller(self) -> Caller:
-        assert self.session.access_key_id is not None
-        return Caller(self.session.access_key_id)
 
     @property
     def service(self) -> RekognitionService:
@@ -147,6 +150,7 @@ class Context:
         html = console.templates.get_template(template).render(
             session=self.session,
             key=self.session.access_key_id,
+            manage_keys=self.caller.policy.allows("visage:ManageKeys", "*"),
             csrf=console.sessions.csrf_token(self.session),
             messages=self.messages,
             error=values.pop("error", None),
@@ -176,7 +180,10 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         console: Console = request.app.state.console
         session = console.sessions.read(request)
-        if session is None or session.access_key_id is None or not console.key_is_valid(session.access_key_id):
+        caller = None
+        if session is not None and session.access_key_id is not None:
+            caller = await console.run(console.caller, session.access_key_id)
+        if session is None or caller is None:
             response: Response
             if request.method == "GET":
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -200,7 +207,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                         403,
                     )
                 )
-        context = Context(request, console, session, form, messages=_take_flash(request, console))
+        context = Context(request, console, session, caller, form, messages=_take_flash(request, console))
         try:
             response = await handler(context)
         finally:
@@ -263,7 +270,6 @@ def console_app(service: RekognitionService, settings: Settings, workers: Execut
         settings=settings,
         workers=workers,
         sessions=Sessions(settings.data_dir, settings.console_idle_minutes),
-        keys=KeyStore(settings.keys_path),
     )
     routes = [
         Route("/", page(_home), methods=["GET"]),

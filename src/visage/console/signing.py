@@ -31,8 +31,9 @@ def _next(target: str | None) -> str:
 async def sign_in_page(request: Request) -> Response:
     console: Console = request.app.state.console
     session = console.sessions.read(request)
-    if session is not None and session.access_key_id is not None and console.key_is_valid(session.access_key_id):
-        return RedirectResponse(_next(request.query_params.get("next")), 303)
+    if session is not None and session.access_key_id is not None:
+        if await console.run(console.caller, session.access_key_id) is not None:
+            return RedirectResponse(_next(request.query_params.get("next")), 303)
     return _form(request, console, status=200)
 
 
@@ -81,12 +82,13 @@ async def sign_in(request: Request) -> Response:
             f"Too many failed sign-ins from your address; try again in {int(wait) + 1} seconds.",
             key_id,
         )
-    if console.settings.auth and not console.key_is_valid(key_id, secret):
+    caller = await console.run(console.authenticate, key_id, secret)
+    if caller is None:
         console.limiter.failed(address)
         log.warning("console: failed sign-in from %s with access key id %r", address, key_id[:40])
-        return _form(request, console, 401, "Wrong access key id or secret access key.", key_id)
+        return _form(request, console, 401, "Wrong access key id or secret access key, or the key was revoked.", key_id)
     console.limiter.succeeded(address)
-    signed_in = console.sessions.signed_in(key_id if console.settings.auth else "anonymous")
+    signed_in = console.sessions.signed_in(caller.access_key_id)
     log.info("console: %s signed in from %s", signed_in.access_key_id, address)
     response = RedirectResponse(_next(str(form.get("next", ""))), 303)
     console.sessions.write(response, signed_in, request)
