@@ -200,15 +200,49 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     band = page.locator("#reviews ~ .table-scroll tbody tr", has_text="99 to below 99.9")
     assert band.locator("td").first.inner_text() == "1"
 
-    # ...and is in the audit log `visage audit-log` exports, under the signed-in key.
-    records = audit_log(server)
+    # A second search, left unreviewed.
+    page.goto(f"{server.url}/console/search?collection=staff")
+    page.set_input_files("#image", str(portraits / "person_b_2.jpg"))
+    page.fill("#threshold", "90")
+    page.click("button:has-text('Search')")
+    assert page.locator("fieldset.candidate").count() >= 1
+
+    # The audit log page: the decision, the reviewed search and the unreviewed one, under the key.
     assert server.credentials is not None
     key = server.credentials.access_key_id
+    page.click("nav >> text=Audit log")
+    decision = page.locator("table.audit tbody tr", has_text="ReviewMatch")
+    assert decision.count() == 1
+    assert key in decision.inner_text() and "same" in decision.inner_text() and face_id in decision.inner_text()
+    searches = page.locator("table.audit tbody tr", has_text="SearchFacesByImage")
+    assert [s.locator("span.review-status").inner_text() for s in searches.all()] == ["unreviewed", "reviewed"]
+    shoot(page, "audit-log")
+    page.select_option("#operation", "ReviewMatch")
+    page.click("button:has-text('Filter')")
+    assert page.locator("table.audit tbody tr").count() == 1
+    with page.expect_download() as download:
+        page.click("text=JSONL")
+    (downloaded,) = [json.loads(line) for line in Path(download.value.path()).read_text().splitlines()]
+    assert downloaded["details"] == {"decision": "same", "note": "same ears and hairline; checked by hand"}
+    assert downloaded["probe_sha256"] == probe_sha256 and downloaded["face_ids"] == [face_id]
+    page.goto(f"{server.url}/console/audit")
+    with page.expect_download() as download:
+        page.click("text=CSV")
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("time,access_key_id,operation") and rows[0].endswith(",review")
+    assert sum(",reviewed" in row for row in rows) == 1 and sum(",unreviewed" in row for row in rows) == 1
+
+    # ...and `visage audit-log` exports the same, decision and review status included.
+    records = audit_log(server)
     reviews = [r for r in records if r["operation"] == "ReviewMatch"]
-    assert [(r["access_key_id"], r["collection_id"], r["face_ids"]) for r in reviews] == [(key, "staff", [face_id])]
-    assert len(probe_sha256) == 64
-    searches = [r for r in records if r["operation"] == "SearchFacesByImage"]
-    assert [(r["access_key_id"], r["threshold"], r["face_ids"]) for r in searches] == [(key, 99.0, [face_id])]
+    assert [(r["access_key_id"], r["collection_id"], r["face_ids"], r["details"]["decision"]) for r in reviews] == [
+        (key, "staff", [face_id], "same")
+    ]
+    searches_exported = [r for r in records if r["operation"] == "SearchFacesByImage"]
+    assert [(r["access_key_id"], r["probe_sha256"] == probe_sha256, r["review"]) for r in searches_exported] == [
+        (key, True, "reviewed"),
+        (key, False, "unreviewed"),
+    ]
 
     # The Accuracy page renders the evaluations' pages, plots included.
     page.click("nav >> text=Accuracy")
@@ -286,16 +320,17 @@ def console_paths() -> list[tuple[str, str]]:
     """(method, path) of every page and action of the console, with sample path parameters."""
     from starlette.routing import Route
 
-    from visage.console import accuracy, collections, images, review, signing
+    from visage.console import accuracy, audit, collections, images, keys, review, signing
 
     samples = {
         "{cid}": "staff",
         "{fid}": "00000000-0000-4000-8000-000000000000",
         "{uid}": "someone",
         "{path:path}": "accuracy/roc.png",
+        "{kid}": "VSAKAAAAAAAAAAAAAAAA",
     }
     out = [("GET", "/console/")]
-    for module in (signing, collections, images, review, accuracy):
+    for module in (signing, collections, images, review, audit, keys, accuracy):
         for route in module.routes():
             assert isinstance(route, Route)
             path = route.path
@@ -443,7 +478,7 @@ def test_sign_in_is_rate_limited_per_address(console_server: LocalServer) -> Non
     for _ in range(MAX_FAILED_SIGN_INS):
         answer = sign_in_with("wrong-secret")
         assert answer.status_code == 401
-        assert "Wrong access key id or secret access key." in answer.text
+        assert "Wrong access key id or secret access key" in answer.text
     blocked = sign_in_with(right)  # even the right secret waits now
     assert blocked.status_code == 429
     assert int(blocked.headers["retry-after"]) > 0
@@ -504,3 +539,52 @@ def test_markup_in_external_image_ids_and_tags_is_shown_as_text(page: Any, conso
     assert page.locator("table.faces img[src=x]").count() == 0
     shoot(page, "markup-as-text", phone=False)
     # (the page fixture checks that no alert() ran)
+
+
+def test_keys_pages_are_for_key_managers_and_revoking_a_key_ends_its_session(
+    browser: Any, page: Any, console_server: LocalServer
+) -> None:
+    from visage.policy import Policy
+
+    server = console_server
+    reader = server.create_key(Policy.read_only(), "a reader")
+    other = browser.new_context(viewport=DESKTOP)
+    try:
+        reading = other.new_page()
+        sign_in(reading, server, reader.access_key_id, reader.secret_access_key)
+        # A read-only key sees no Keys page, and may not open it.
+        assert reading.locator("nav >> text=Keys").count() == 0
+        reading.goto(f"{server.url}/console/keys")
+        assert "Not allowed" in reading.inner_text("main")
+        assert "visage:ManageKeys" in reading.inner_text("p.flash.error")
+        # It may read the audit log (read-only keys may), but not record a decision: the search page's
+        # review form is refused by the service as an API call would be.
+        reading.goto(f"{server.url}/console/audit")
+        assert reading.locator("table.audit tbody tr").count() > 0
+
+        # The administrator sees the keys, makes one (its secret shown once) and revokes the reader's.
+        sign_in(page, server)
+        page.click("nav >> text=Keys")
+        assert page.locator("table tbody tr", has_text=reader.access_key_id).count() == 1
+        page.fill("#name", "door camera")
+        page.select_option("#preset", "collection")
+        page.fill("#collection_id", "staff")
+        page.click("button:has-text('Create key')")
+        new_key = page.inner_text("#new-key-id")
+        assert len(page.inner_text("#new-key-secret")) == 40
+        row = page.locator("table tbody tr", has_text=new_key)
+        assert "door camera" in row.inner_text() and "staff" in row.inner_text()
+        shoot(page, "keys")
+        page.click(f"button:has-text('Revoke {reader.access_key_id}')")
+        assert f"Revoked {reader.access_key_id}" in page.inner_text("main")
+        assert "revoked" in page.locator("table tbody tr", has_text=reader.access_key_id).inner_text()
+
+        # The reader's session ends at its next request.
+        reading.goto(f"{server.url}/console/collections")
+        assert "/console/sign-in" in reading.url
+        reading.fill("#access_key_id", reader.access_key_id)
+        reading.fill("#secret_access_key", reader.secret_access_key)
+        reading.click("button:has-text('Sign in')")
+        assert "or the key was revoked" in reading.inner_text("p.flash.error")
+    finally:
+        other.close()

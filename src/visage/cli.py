@@ -516,22 +516,6 @@ def _when(moment: datetime | None) -> str:
 
 # The audit log ----------------------------------------------------------------------------
 
-_AUDIT_FIELDS = [
-    "time",
-    "access_key_id",
-    "operation",
-    "collection_id",
-    "threshold",
-    "match_count",
-    "best_similarity",
-    "face_ids",
-    "user_ids",
-    "probe_sha256",
-    "outcome",
-    "details",
-    "seq",
-]
-
 
 @main.group("audit-log", invoke_without_command=True)
 @data_dir_option
@@ -548,37 +532,16 @@ def audit_log(ctx: click.Context, data_dir: Path | None, store: str | None, sinc
     """Export the audit log: comparisons, searches, refused calls and changes of keys.
 
     `visage audit-log verify` checks its hash chain."""
-    import csv
+    from visage.audit_export import csv_lines, jsonl_lines
+    from visage.reviews import review_statuses
 
     if ctx.invoked_subcommand is not None:
         return
-    records = _audit_store(data_dir, store).audit_records(since.replace(tzinfo=UTC) if since else None)
-    if fmt == "jsonl":
-        for r in records:
-            click.echo(
-                json.dumps({f: (getattr(r, f).isoformat() if f == "time" else getattr(r, f)) for f in _AUDIT_FIELDS})
-            )
-        return
-    writer = csv.writer(sys.stdout)
-    writer.writerow(_AUDIT_FIELDS)
-    for r in records:
-        writer.writerow(
-            [
-                r.time.isoformat(),
-                r.access_key_id,
-                r.operation,
-                r.collection_id or "",
-                r.threshold,
-                r.match_count,
-                "" if r.best_similarity is None else r.best_similarity,
-                " ".join(r.face_ids),
-                " ".join(r.user_ids),
-                r.probe_sha256 or "",
-                r.outcome,
-                json.dumps(r.details, sort_keys=True),
-                r.seq,
-            ]
-        )
+    audit_store = _audit_store(data_dir, store)
+    records = audit_store.audit_records(since.replace(tzinfo=UTC) if since else None)
+    lines = (jsonl_lines if fmt == "jsonl" else csv_lines)(records, review_statuses(audit_store, records))
+    for line in lines:
+        sys.stdout.write(line)
 
 
 @audit_log.command("verify")

@@ -15,13 +15,17 @@ decision counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from visage.engine.similarity import SimilarityMap
+from visage.errors import ResourceNotFoundException
 from visage.evaluation.prediction import predicted_fmr
-from visage.store.base import Review
+from visage.store.base import AuditRecord, Review, Store
 
+#: The audit log's operation for a reviewer's decision, and the searches whose candidates are reviewed.
+REVIEW_OPERATION = "ReviewMatch"
+REVIEWED_OPERATIONS = frozenset({"SearchFacesByImage"})
 #: Lower edges of the Similarity bands; each band runs up to the next edge, the last one to 100.
 BAND_EDGES = (0.0, 80.0, 90.0, 95.0, 99.0, 99.9)
 
@@ -58,6 +62,27 @@ def review_status(candidates: list[str], decided: set[str]) -> str:
     if done == 0:
         return "unreviewed"
     return "reviewed" if done == len(candidates) else f"{done} of {len(candidates)} reviewed"
+
+
+def review_statuses(store: Store, records: Sequence[AuditRecord]) -> list[str | None]:
+    """For each audit record of a search by image with candidates, how far its candidates were
+    reviewed (:func:`review_status`, counting the decisions on its probe made after it); None
+    for the other records."""
+    decided: dict[tuple[str, str], list[Review]] = {}
+    out: list[str | None] = []
+    for record in records:
+        if record.operation not in REVIEWED_OPERATIONS or not record.face_ids or record.outcome != "ok":
+            out.append(None)
+            continue
+        key = (record.collection_id or "", record.probe_sha256 or "")
+        if key not in decided:
+            try:
+                decided[key] = store.reviews(*key) if all(key) else []
+            except ResourceNotFoundException:  # the collection has gone, with its decisions
+                decided[key] = []
+        after = {r.face_id for r in decided[key] if r.time >= record.time}
+        out.append(review_status(record.face_ids, after))
+    return out
 
 
 def review_bands(reviews: Iterable[Review], similarity_map: SimilarityMap) -> list[ReviewBand]:

@@ -60,7 +60,7 @@ from visage.errors import (
 from visage.faces import BoundingBox, Face
 from visage.keys import AccessKey, Credentials, KeyRing, SecretBox
 from visage.policy import Policy
-from visage.reviews import ReviewBand, review_bands, review_status
+from visage.reviews import REVIEW_OPERATION, ReviewBand, review_bands, review_statuses
 from visage.s3 import read_s3_object
 from visage.store import open_store
 from visage.store.audit_chain import ChainReport, read_chain, verify
@@ -94,9 +94,6 @@ _USER_ID = shape_pattern("UserId")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: Longest note a reviewer may add to a decision, in characters.
 MAX_REVIEW_NOTE = 2000
-#: The audit log's operation for a reviewer's decision, and the searches whose candidates are reviewed.
-REVIEW_OPERATION = "ReviewMatch"
-REVIEWED_OPERATIONS = frozenset({"SearchFacesByImage"})
 _ARN = re.compile(r"arn:aws:rekognition:([^:]*):([^:]*):collection/(.+)")
 
 
@@ -838,21 +835,7 @@ class RekognitionService:
         reviewed ("unreviewed", "2 of 3 reviewed", "reviewed"); None for the other records
         (``visage:ReadAuditLog``)."""
         self.authorize(caller, "visage:ReadAuditLog", "*", operation="ReadAuditLog")
-        decided: dict[tuple[str, str], set[str]] = {}
-        out: list[str | None] = []
-        for record in records:
-            if record.operation not in REVIEWED_OPERATIONS or not record.face_ids or record.outcome != "ok":
-                out.append(None)
-                continue
-            key = (record.collection_id or "", record.probe_sha256 or "")
-            if key not in decided:
-                try:
-                    found = self.store.reviews(key[0], key[1]) if all(key) else []
-                except ResourceNotFoundException:  # the collection has gone, with its reviews
-                    found = []
-                decided[key] = {r.face_id for r in found if r.time >= record.time}
-            out.append(review_status(record.face_ids, decided[key]))
-        return out
+        return review_statuses(self.store, records)
 
     # Helpers -----------------------------------------------------------------------
 

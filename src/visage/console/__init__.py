@@ -11,6 +11,8 @@ caller, so the API's checks and audit log apply to it too.
 - :mod:`~visage.console.collections`: collections, their faces, users, tags and thumbnails;
 - :mod:`~visage.console.images`: Index, Detect and Compare;
 - :mod:`~visage.console.review`: Search with human review;
+- :mod:`~visage.console.audit`: the audit log, filtered, paged and downloaded;
+- :mod:`~visage.console.keys`: access keys, for keys allowed ``visage:ManageKeys``;
 - :mod:`~visage.console.accuracy`: the Accuracy page and a Similarity in words;
 - :mod:`~visage.console.pictures`: what a page shows of an uploaded image.
 """
