@@ -44,7 +44,8 @@ async def keys_page(
         keys=keys,
         created=created,
         presets=PRESETS,
-        form={k: context.field(k) for k in ("name", "preset", "collection_id", "policy")},
+        # A key made: the form starts afresh; a key refused: the form keeps what was typed.
+        form={k: "" if created else context.field(k) for k in ("name", "preset", "collection_id", "policy")},
         error=error,
     )
 

@@ -65,7 +65,7 @@ class Picture:
     @property
     def font_size(self) -> float:
         """Label size in the picture's pixels, so that labels read the same at any size."""
-        return max(self.width, self.height) / 40
+        return max(14.0, max(self.width, self.height) / 40)
 
 
 def preview(image: DecodedImage) -> Picture:
