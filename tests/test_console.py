@@ -76,8 +76,20 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], errors  # no script error, and nothing ran an alert()
 
 
+#: Controls without a name a screen reader can say: a form control with no label (nor
+#: aria-label), a button or link with no text.
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href]')]
+  .filter(el => {
+    if (['INPUT', 'SELECT', 'TEXTAREA'].includes(el.tagName)) return !(el.labels && el.labels.length) && !el.getAttribute('aria-label');
+    return !(el.textContent.trim() || el.getAttribute('aria-label') || el.querySelector('img[alt]:not([alt=""])'));
+  })
+  .map(el => el.outerHTML.slice(0, 120))"""
+
+
 def shoot(page: Any, name: str, phone: bool = True, full_page: bool = True) -> None:
-    """A screenshot at 1280 px, and one at phone width (the whole page, unless it is too long)."""
+    """A screenshot at 1280 px, and one at phone width (the whole page, unless it is too long);
+    every control of the page must have a name."""
+    assert page.evaluate(UNLABELLED) == [], name
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
     if phone:
@@ -88,12 +100,19 @@ def shoot(page: Any, name: str, phone: bool = True, full_page: bool = True) -> N
         page.set_viewport_size(DESKTOP)
 
 
+def go(page: Any, selector: str) -> None:
+    """Click what leads to another page (a link, a form's button), and wait until that page has
+    loaded whole: a page is streamed, and is read only once it is all there."""
+    with page.expect_navigation(wait_until="load"):
+        page.click(selector)
+
+
 def sign_in(page: Any, server: LocalServer, key_id: str | None = None, secret: str | None = None) -> None:
     assert server.credentials is not None
     page.goto(f"{server.url}/")
     page.fill("#access_key_id", key_id or server.credentials.access_key_id)
     page.fill("#secret_access_key", secret or server.credentials.secret_access_key)
-    page.click("button:has-text('Sign in')")
+    go(page, "button:has-text('Sign in')")
     page.wait_for_url(re.compile(r".*/console/collections$"))
 
 
@@ -123,16 +142,16 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     # Create a collection, with a tag.
     page.fill("#collection_id", "staff")
     page.fill("#tags", "team=front desk")
-    page.click("button:has-text('Create collection')")
+    go(page, "button:has-text('Create collection')")
     page.wait_for_url(re.compile(r".*/console/collections/staff$"))
     assert "Created collection staff." in page.inner_text("main")
     assert "team=front desk" in page.inner_text("main")
 
     # Index the portraits by upload.
-    page.click("text=Index images into it")
+    go(page, "text=Index images into it")
     page.set_input_files("#images", [str(portraits / f"{name}.jpg") for name in INDEXED])
     page.fill("#max_faces", "1")
-    page.click("button:has-text('Index')")
+    go(page, "button:has-text('Index')")
     results = page.locator("section.result")
     assert results.count() == len(INDEXED)
     for name in INDEXED:
@@ -153,9 +172,9 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     shoot(page, "collection")
 
     # Detect: the Solvay photo's 29 faces, boxed.
-    page.click("nav >> text=Detect")
+    go(page, "nav >> text=Detect")
     page.set_input_files("#image", str(portraits / "solvay_conference_1927.jpg"))
-    page.click("button:has-text('Detect')")
+    go(page, "button:has-text('Detect')")
     assert page.inner_text("#found") == "29 faces found"
     assert page.locator("svg .mark.detected rect").count() == 29
     assert page.locator("table.attributes tbody tr").count() == 29
@@ -164,10 +183,10 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     shoot(page, "detect")
 
     # Compare two photos of the same person: a match, its Similarity in words, the bias caveat.
-    page.click("nav >> text=Compare")
+    go(page, "nav >> text=Compare")
     page.set_input_files("#source", str(portraits / "person_a_1.jpg"))
     page.set_input_files("#target", str(portraits / "person_a_2.jpg"))
-    page.click("button:has-text('Compare')")
+    go(page, "button:has-text('Compare')")
     row = page.locator("table tbody tr").first
     similarity = float(row.locator("td").nth(1).inner_text())
     assert similarity >= 99
@@ -176,11 +195,11 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     shoot(page, "compare")
 
     # Search with person_a_2.jpg (threshold 99 by default) and review the match.
-    page.click("nav >> text=Search")
+    go(page, "nav >> text=Search")
     assert page.input_value("#threshold") == "99"
     page.select_option("#collection_id", "staff")
     page.set_input_files("#image", str(portraits / "person_a_2.jpg"))
-    page.click("button:has-text('Search')")
+    go(page, "button:has-text('Search')")
     candidates = page.locator("fieldset.candidate")
     assert candidates.count() == 1
     candidate = candidates.first
@@ -191,7 +210,7 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     shoot(page, "search")
     candidate.locator("label:has-text('Same person')").click()
     page.fill("#note-0", "same ears and hairline; checked by hand")
-    page.click("button:has-text('Record decisions')")
+    go(page, "button:has-text('Record decisions')")
     assert "Same person" in page.inner_text("main table")
     shoot(page, "reviewed")
 
@@ -204,13 +223,13 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     page.goto(f"{server.url}/console/search?collection=staff")
     page.set_input_files("#image", str(portraits / "person_b_2.jpg"))
     page.fill("#threshold", "90")
-    page.click("button:has-text('Search')")
+    go(page, "button:has-text('Search')")
     assert page.locator("fieldset.candidate").count() >= 1
 
     # The audit log page: the decision, the reviewed search and the unreviewed one, under the key.
     assert server.credentials is not None
     key = server.credentials.access_key_id
-    page.click("nav >> text=Audit log")
+    go(page, "nav >> text=Audit log")
     decision = page.locator("table.audit tbody tr", has_text="ReviewMatch")
     assert decision.count() == 1
     assert key in decision.inner_text() and "decision same" in decision.inner_text()
@@ -219,7 +238,7 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     assert [s.locator("span.review-status").inner_text() for s in searches.all()] == ["unreviewed", "reviewed"]
     shoot(page, "audit-log")
     page.select_option("#operation", "ReviewMatch")
-    page.click("button:has-text('Filter')")
+    go(page, "button:has-text('Filter')")
     assert page.locator("table.audit tbody tr").count() == 1
     with page.expect_download() as download:
         page.click("text=JSONL")
@@ -246,7 +265,7 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     ]
 
     # The Accuracy page renders the evaluations' pages, plots included.
-    page.click("nav >> text=Accuracy")
+    go(page, "nav >> text=Accuracy")
     assert page.locator("article.doc table").count() > 3
     plots = page.locator("article.doc img")
     assert plots.count() > 3
@@ -254,7 +273,7 @@ def test_a_reviewer_walks_the_console(page: Any, console_server: LocalServer, po
     shoot(page, "accuracy", full_page=False)  # the whole page is tens of thousands of pixels long
 
     # Sign out: the pages ask to sign in again.
-    page.click("button:has-text('Sign out')")
+    go(page, "button:has-text('Sign out')")
     page.wait_for_url(re.compile(r".*/console/sign-in$"))
     page.goto(f"{server.url}/console/collections")
     assert "/console/sign-in" in page.url
@@ -267,49 +286,49 @@ def test_collection_pages_manage_users_tags_and_deletion(
     sign_in(page, server)
     page.fill("#collection_id", "scratch")
     page.select_option("#thumbnails", "off")
-    page.click("button:has-text('Create collection')")
+    go(page, "button:has-text('Create collection')")
     page.wait_for_url(re.compile(r".*/console/collections/scratch$"))
     assert "Not kept for faces indexed from now on." in page.inner_text("main")
     page.goto(f"{server.url}/console/index?collection=scratch")
     page.set_input_files("#images", [str(portraits / "person_b_1.jpg"), str(portraits / "person_b_2.jpg")])
-    page.click("button:has-text('Index')")
+    go(page, "button:has-text('Index')")
     page.goto(f"{server.url}/console/collections/scratch")
     assert page.locator("img.thumb").count() == 0  # this collection keeps no image
 
     # A user: create, associate both faces, filter by it, disassociate one, delete it.
     page.fill("#new_user", "jacinda")
-    page.click("button:has-text('Create user')")
+    go(page, "button:has-text('Create user')")
     page.check("input.select-all")
     page.fill("#act_user", "jacinda")
-    page.click("button:has-text('Associate with user')")
+    go(page, "button:has-text('Associate with user')")
     assert "Associated 2 face(s) with user jacinda." in page.inner_text("main")
-    page.click("table >> text=jacinda >> nth=0")
+    go(page, "table >> text=jacinda >> nth=0")
     assert page.locator("table.faces tbody tr").count() == 2
     page.locator("table.faces tbody input[name=face_id]").first.check()
-    page.click("button:has-text('Disassociate from user')")
+    go(page, "button:has-text('Disassociate from user')")
     assert "Disassociated 1 face(s) from user jacinda." in page.inner_text("main")
     assert page.locator("table.faces tbody tr").count() == 1
     shoot(page, "collection-user-filter", phone=False)
     page.goto(f"{server.url}/console/collections/scratch")
-    page.click("button:has-text('Delete user jacinda')")
+    go(page, "button:has-text('Delete user jacinda')")
     assert "Deleted user jacinda" in page.inner_text("main")
 
     # Tags: set one, remove it.
     page.fill("#tag_key", "purpose")
     page.fill("#tag_value", "tests")
-    page.click("button:has-text('Set tag')")
+    go(page, "button:has-text('Set tag')")
     assert "purpose=tests" in page.inner_text("ul.tags")
-    page.click("button:has-text('Remove tag purpose')")
+    go(page, "button:has-text('Remove tag purpose')")
     assert "No tags." in page.inner_text("ul.tags")
 
     # Delete selected faces, then the collection, after a confirmation that counts its faces.
     page.locator("table.faces tbody input[name=face_id]").first.check()
-    page.click("button:has-text('Delete selected faces')")
+    go(page, "button:has-text('Delete selected faces')")
     assert "Deleted 1 face(s)." in page.inner_text("main")
-    page.click("text=Delete it")
+    go(page, "text=Delete it")
     assert "Its 1 face and 0 users go with it" in page.inner_text("main")
     shoot(page, "delete-collection")
-    page.click("button:has-text('Delete scratch and its 1 faces')")
+    go(page, "button:has-text('Delete scratch and its 1 faces')")
     assert "Deleted collection scratch." in page.inner_text("main")
     assert "scratch" not in page.inner_text("table")
 
@@ -502,7 +521,7 @@ def test_markup_in_external_image_ids_and_tags_is_shown_as_text(page: Any, conso
     # The service model's patterns refuse such values from the console, as from the API...
     page.fill("#collection_id", "markup")
     page.fill("#tags", f"note={hostile}")
-    page.click("button:has-text('Create collection')")
+    go(page, "button:has-text('Create collection')")
     assert "Tags[note] must match" in page.inner_text("p.flash.error")
     # ...but a store may hold them from elsewhere (another tool on a shared PostgreSQL, an old
     # database): put them there directly, as such a tool would.
@@ -565,18 +584,18 @@ def test_keys_pages_are_for_key_managers_and_revoking_a_key_ends_its_session(
 
         # The administrator sees the keys, makes one (its secret shown once) and revokes the reader's.
         sign_in(page, server)
-        page.click("nav >> text=Keys")
+        go(page, "nav >> text=Keys")
         assert page.locator("table tbody tr", has_text=reader.access_key_id).count() == 1
         page.fill("#name", "door camera")
         page.select_option("#preset", "collection")
         page.fill("#collection_id", "staff")
-        page.click("button:has-text('Create key')")
+        go(page, "button:has-text('Create key')")
         new_key = page.inner_text("#new-key-id")
         assert len(page.inner_text("#new-key-secret")) == 40
         row = page.locator("table tbody tr", has_text=new_key)
         assert "door camera" in row.inner_text() and "staff" in row.inner_text()
         shoot(page, "keys")
-        page.click(f"button:has-text('Revoke {reader.access_key_id}')")
+        go(page, f"button:has-text('Revoke {reader.access_key_id}')")
         assert f"Revoked {reader.access_key_id}" in page.inner_text("main")
         assert "revoked" in page.locator("table tbody tr", has_text=reader.access_key_id).inner_text()
 
@@ -585,7 +604,7 @@ def test_keys_pages_are_for_key_managers_and_revoking_a_key_ends_its_session(
         assert "/console/sign-in" in reading.url
         reading.fill("#access_key_id", reader.access_key_id)
         reading.fill("#secret_access_key", reader.secret_access_key)
-        reading.click("button:has-text('Sign in')")
+        go(reading, "button:has-text('Sign in')")
         assert "or the key was revoked" in reading.inner_text("p.flash.error")
     finally:
         other.close()
