@@ -34,3 +34,20 @@ def test_the_limiter_counts_failures_per_address_in_a_window() -> None:
     assert limiter.wait_seconds("10.0.0.2") == 0
     limiter.succeeded("10.0.0.1")
     assert limiter.wait_seconds("10.0.0.1") == 0
+
+
+def test_the_cookie_is_httponly_strict_and_secure_over_tls(tmp_path: Path) -> None:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from visage.console.sessions import Sessions
+
+    sessions = Sessions(tmp_path, idle_minutes=30)
+    for scheme, secure in (("http", False), ("https", True)):
+        request = Request({"type": "http", "scheme": scheme, "path": "/console/", "headers": [], "server": ("h", 1)})
+        response = Response()
+        sessions.write(response, sessions.signed_in("VSAKEXAMPLE"), request)
+        cookie = response.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+        assert ("Secure" in cookie) == secure
+        assert "Max-Age" not in cookie and "expires" not in cookie.lower()  # ends with the browser, or when idle
