@@ -222,8 +222,9 @@ class SQLStore(ABC):
 
     # What a backend supplies -------------------------------------------------------
     @abstractmethod
-    def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        """Runs ``fn`` in one transaction (a write one if ``write``), retried while the database is busy."""
+    def _run(self, fn: Callable[[Connection], T], *, write: bool, single: bool = False) -> T:
+        """Runs ``fn`` in one transaction (a write one if ``write``), retried while the database is busy.
+        ``single``: ``fn`` is one read statement, which needs no transaction; a backend may save one."""
 
     @abstractmethod
     def _vector_length(self, con: Connection, pk: int, length: int) -> int:
@@ -531,7 +532,7 @@ class SQLStore(ABC):
             row = self._row(con, query, (access_key_id,))
             return None if row is None else self.dialect.stored_key(row)
 
-        return self._run(read, write=False)
+        return self._run(read, write=False, single=True)  # every signed request reads its key
 
     def list_access_keys(self) -> list[StoredKey]:
         query = f"SELECT {_KEY_COLUMNS} FROM access_keys ORDER BY created_at, access_key_id"
