@@ -373,11 +373,12 @@ def keys_create(
 @keys.command("list")
 @data_dir_option
 @store_option
+@secret_key_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per key, the whole policy included.")
 @fails_cleanly
-def keys_list(data_dir: Path | None, store: str | None, as_json: bool) -> None:
+def keys_list(data_dir: Path | None, store: str | None, secret_key_file: Path | None, as_json: bool) -> None:
     """Every key: id, name, created, last used, revoked, and a summary of its policy (never the secrets)."""
-    settings = Settings.from_env(data_dir=data_dir, store=store)
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
     if settings.postgres_url is None and not (settings.sqlite_path.exists() or settings.keys_path.exists()):
         fail(
             f"No Visage data in {settings.data_dir} (no visage.db), so no keys; "
@@ -425,10 +426,11 @@ def keys_list(data_dir: Path | None, store: str | None, as_json: bool) -> None:
 @click.argument("access_key_id")
 @data_dir_option
 @store_option
+@secret_key_option
 @fails_cleanly
-def keys_revoke(access_key_id: str, data_dir: Path | None, store: str | None) -> None:
+def keys_revoke(access_key_id: str, data_dir: Path | None, store: str | None, secret_key_file: Path | None) -> None:
     """Revoke a key: every server sharing the store refuses it from its next request on."""
-    settings = Settings.from_env(data_dir=data_dir, store=store)
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
     with _key_ring(settings) as ring:
         was = ring.get(access_key_id)
         key = ring.revoke(access_key_id, by=_operator())
