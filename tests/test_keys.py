@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 
 from visage.errors import ResourceNotFoundException, SecretKeyFileError
 from visage.keys import IMPORTED_NAME, KeyRing, SecretBox, generate_credentials
@@ -70,11 +71,18 @@ def test_secrets_are_sealed_at_rest(ring: KeyRing, store: Store, tmp_path: Path,
 def test_the_secrets_need_the_key_file_that_sealed_them(ring: KeyRing, store: Store, tmp_path: Path):
     key, _ = ring.create(Policy.admin(), "ops", by="test")
     other = KeyRing(store, SecretBox(tmp_path / "other.key"))
-    other.create(Policy.read_only(), "makes the other key file", by="test")
-    with pytest.raises(SecretKeyFileError, match="another key file"):
-        other.lookup(key.access_key_id)
-    with pytest.raises(SecretKeyFileError, match="another key file"):
-        other.check()
+    with pytest.raises(SecretKeyFileError, match="missing"):  # no key file is made to seal keys no one else can open
+        other.create(Policy.read_only(), "reader", by="test")
+    assert not (tmp_path / "other.key").exists()
+    (tmp_path / "other.key").write_bytes(Fernet.generate_key())
+    for attempt in (
+        lambda: other.lookup(key.access_key_id),
+        other.check,
+        lambda: other.create(Policy.admin(), "x", by="t"),
+    ):
+        with pytest.raises(SecretKeyFileError, match="another key file"):
+            attempt()
+    assert [k.access_key_id for k in ring.keys()] == [key.access_key_id]
     with pytest.raises(SecretKeyFileError, match="missing"):
         KeyRing(store, SecretBox(tmp_path / "nowhere.key")).lookup(key.access_key_id)
     (tmp_path / "bad.key").write_text("not a key\n")

@@ -286,3 +286,60 @@ def test_a_policy_file_through_the_cli(server: RunningServer, tmp_path: Path) ->
         client.describe_collection(CollectionId="secret-1")
     with pytest.raises(client.exceptions.AccessDeniedException, match="no identity-based policy allows"):
         client.create_collection(CollectionId="open-2")
+
+
+# The service's own methods, for the console -------------------------------------------------
+
+
+def test_the_console_methods_check_their_visage_actions(engine: Any, tmp_path: Path) -> None:
+    from visage.errors import AccessDeniedException, UnrecognizedClientException
+    from visage.service import RekognitionService
+    from visage.store.sqlite import SQLiteStore
+
+    settings = Settings(data_dir=tmp_path)
+    service = RekognitionService(engine, SQLiteStore(tmp_path / "visage.db"), settings)
+    try:
+        _, admin_pair = service.keys.create(Policy.admin(), "ops", by="test")
+        _, reader_pair = service.keys.create(Policy.read_only(), "reader", by="test")
+        admin = service.authenticate(admin_pair.access_key_id, admin_pair.secret_access_key)
+        reader = service.authenticate(reader_pair.access_key_id, reader_pair.secret_access_key)
+        assert (admin.name, reader.policy) == ("ops", Policy.read_only())
+        with pytest.raises(UnrecognizedClientException):
+            service.authenticate(admin_pair.access_key_id, reader_pair.secret_access_key)
+
+        for refused in (
+            lambda: service.create_key(reader, Policy.admin(), "escalate"),
+            lambda: service.list_keys(reader),
+            lambda: service.revoke_key(reader, admin.access_key_id),
+            lambda: service.rotate_key(reader, admin.access_key_id),
+        ):
+            with pytest.raises(AccessDeniedException, match="visage:ManageKeys on resource: \\*"):
+                refused()
+        assert len(service.read_audit_log(reader, outcome="refused")) == 4
+        staff = caller_for(service, Policy.for_collection(ARN + "staff"))
+        with pytest.raises(AccessDeniedException, match="visage:ReadAuditLog"):
+            service.read_audit_log(staff)
+        with pytest.raises(AccessDeniedException, match="visage:ReadAuditLog"):
+            service.verify_audit_log(staff)
+
+        key, pair = service.create_key(admin, Policy.for_collection(ARN + "staff"), "door")
+        assert [k.name for k in service.list_keys(admin)] == ["ops", "reader", "staff", "door"]
+        rotated, new_pair = service.rotate_key(admin, key.access_key_id)
+        assert service.caller(new_pair.access_key_id).policy == key.policy
+        with pytest.raises(UnrecognizedClientException):
+            service.caller(pair.access_key_id)
+        service.revoke_key(admin, rotated.access_key_id)
+        with pytest.raises(UnrecognizedClientException):
+            service.caller(rotated.access_key_id)
+        records = service.read_audit_log(admin, access_key_id=admin.access_key_id, newest_first=True, limit=3)
+        assert [r.operation for r in records] == ["RevokeAccessKey", "RotateAccessKey", "CreateAccessKey"]
+        report = service.verify_audit_log(admin)
+        assert report.ok and report.records == len(service.read_audit_log(admin))
+    finally:
+        service.store.close()
+
+
+def caller_for(service: Any, policy: Policy) -> Any:
+    """The caller of a new key with this policy."""
+    key, _ = service.keys.create(policy, "staff", by="test")
+    return service.caller(key.access_key_id)

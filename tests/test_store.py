@@ -1123,9 +1123,19 @@ def test_sqlite_schema_version_and_idempotent_migrations(tmp_path: Path) -> None
         SQLiteStore(path)
 
 
-def test_sqlite_migration_3_chains_the_audit_records_already_written(tmp_path: Path) -> None:
+def assert_chained_by_migration_3(store: Store) -> None:
+    """The two records of a schema-2 database, read back unchanged and chained, and the chain goes on."""
     from visage.store.audit_chain import read_chain, verify
 
+    assert [r.operation for r in store.audit_records()] == ["SearchFaces", "CompareFaces"]
+    assert store.audit_records()[0] == audit(access_key_id="VSAKOLD", operation="SearchFaces", best_similarity=91.5)
+    store.append_audit(audit(2))
+    report = verify(read_chain(store))
+    assert report.ok and report.records == 3
+    assert store.list_access_keys() == []
+
+
+def test_sqlite_migration_3_chains_the_audit_records_already_written(tmp_path: Path) -> None:
     path = tmp_path / "visage.db"
     with sqlite3.connect(path) as con:  # a database of schema version 2, with two records
         for statements in MIGRATIONS[:2]:
@@ -1140,12 +1150,7 @@ def test_sqlite_migration_3_chains_the_audit_records_already_written(tmp_path: P
             )
         con.execute("PRAGMA user_version = 2")
     with SQLiteStore(path) as store:
-        assert [r.operation for r in store.audit_records()] == ["SearchFaces", "CompareFaces"]
-        assert store.audit_records()[0] == audit(access_key_id="VSAKOLD", operation="SearchFaces", best_similarity=91.5)
-        store.append_audit(audit(2))
-        report = verify(read_chain(store))
-        assert report.ok and report.records == 3
-        assert store.list_access_keys() == []
+        assert_chained_by_migration_3(store)
 
 
 def test_sqlite_opens_a_database_made_before_migration_4(tmp_path: Path, rng: np.random.Generator) -> None:
@@ -1314,8 +1319,6 @@ def test_postgres_migration_2_counts_the_faces_already_stored(postgres_dsn: str,
 
 
 def test_postgres_migration_3_chains_the_audit_records_already_written(postgres_dsn: str) -> None:
-    from visage.store.audit_chain import read_chain, verify
-
     with psycopg.connect(postgres_dsn, autocommit=True) as con:  # a database of schema version 2, with two records
         con.execute(
             "CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz DEFAULT now())"
@@ -1332,12 +1335,7 @@ def test_postgres_migration_3_chains_the_audit_records_already_written(postgres_
                 (T0 + timedelta(minutes=minutes), operation),
             )
     with PostgresStore(postgres_dsn) as store:
-        assert [r.operation for r in store.audit_records()] == ["SearchFaces", "CompareFaces"]
-        assert store.audit_records()[0] == audit(access_key_id="VSAKOLD", operation="SearchFaces", best_similarity=91.5)
-        store.append_audit(audit(2))
-        report = verify(read_chain(store))
-        assert report.ok and report.records == 3
-        assert store.list_access_keys() == []
+        assert_chained_by_migration_3(store)
 
 
 def undo_postgres_migration_4(dsn: str) -> None:

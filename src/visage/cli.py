@@ -25,7 +25,7 @@ from visage.errors import VisageError
 from visage.policy import Policy
 
 if TYPE_CHECKING:
-    from visage.keys import KeyRing
+    from visage.keys import Credentials, KeyRing
     from visage.store.base import Store
 
 err = Console(stderr=True)
@@ -345,6 +345,7 @@ def keys_create(
     """Make a new access key with a policy (the secret is shown this once).
 
     Without --policy, --admin or --collection the key is read-only: least privilege first."""
+    from visage.contract import shape_pattern
     from visage.policy import known_actions
     from visage.service import collection_arn
 
@@ -368,28 +369,25 @@ def keys_create(
     elif admin:
         policy, label = Policy.admin(), "admin"
     elif collection is not None:
+        if not shape_pattern("CollectionId").fullmatch(collection):
+            raise click.UsageError(f"--collection {collection!r} is not a CollectionId (letters, digits, _ . -).")
         policy, label = Policy.for_collection(collection_arn(settings, collection)), f"collection {collection}"
     else:
         policy, label = Policy.read_only(), "read-only"
     with _key_ring(settings) as ring:
         key, credentials = ring.create(policy, name or label, by=_operator())
-    click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
-    click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
-    err.print(
-        f"Created {key.access_key_id} ({key.name}): {policy.summary()}. The secret is not shown again.",
-        highlight=False,
-        soft_wrap=True,
-    )
+    _show_new_key(credentials, f"Created {key.access_key_id} ({key.name}): {policy.summary()}.")
 
 
 @keys.command("list")
 @data_dir_option
 @store_option
+@secret_key_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per key, the whole policy included.")
 @fails_cleanly
-def keys_list(data_dir: Path | None, store: str | None, as_json: bool) -> None:
+def keys_list(data_dir: Path | None, store: str | None, secret_key_file: Path | None, as_json: bool) -> None:
     """Every key: id, name, created, last used, revoked, and a summary of its policy (never the secrets)."""
-    settings = Settings.from_env(data_dir=data_dir, store=store)
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
     if settings.postgres_url is None and not (settings.sqlite_path.exists() or settings.keys_path.exists()):
         fail(
             f"No Visage data in {settings.data_dir} (no visage.db), so no keys; "
@@ -437,10 +435,11 @@ def keys_list(data_dir: Path | None, store: str | None, as_json: bool) -> None:
 @click.argument("access_key_id")
 @data_dir_option
 @store_option
+@secret_key_option
 @fails_cleanly
-def keys_revoke(access_key_id: str, data_dir: Path | None, store: str | None) -> None:
+def keys_revoke(access_key_id: str, data_dir: Path | None, store: str | None, secret_key_file: Path | None) -> None:
     """Revoke a key: every server sharing the store refuses it from its next request on."""
-    settings = Settings.from_env(data_dir=data_dir, store=store)
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
     with _key_ring(settings) as ring:
         was = ring.get(access_key_id)
         key = ring.revoke(access_key_id, by=_operator())
@@ -461,13 +460,14 @@ def keys_rotate(access_key_id: str, data_dir: Path | None, store: str | None, se
     settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
     with _key_ring(settings) as ring:
         key, credentials = ring.rotate(access_key_id, by=_operator())
+    _show_new_key(credentials, f"{key.access_key_id} ({key.name}) replaces {access_key_id}, which is revoked.")
+
+
+def _show_new_key(credentials: Credentials, what: str) -> None:
+    """The pair on standard output, for scripts (the only time the secret is shown); what was done on standard error."""
     click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
     click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
-    err.print(
-        f"{key.access_key_id} ({key.name}) replaces {access_key_id}, which is revoked. The secret is not shown again.",
-        highlight=False,
-        soft_wrap=True,
-    )
+    err.print(f"{what} The secret is not shown again.", highlight=False, soft_wrap=True)
 
 
 @contextmanager

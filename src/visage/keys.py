@@ -283,6 +283,9 @@ class KeyRing:
 
     # Helpers -------------------------------------------------------------------------
     def _stored(self, credentials: Credentials, name: str, policy: Policy) -> StoredKey:
+        """The key to store, its secret sealed; refused (SecretKeyFileError) when the key file is not the
+        one that sealed the keys already stored, so no key is made that the other servers cannot open."""
+        self.check()
         return StoredKey(
             access_key_id=credentials.access_key_id,
             name=name,

@@ -282,15 +282,19 @@ class PostgresStore(SQLStore):
         self._pool.open(wait=True, timeout=retry_for)
 
     # Connections and transactions -------------------------------------------------
-    def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        """Runs ``fn`` in one transaction, retried from the start after a deadlock or serialization failure."""
+    def _run(self, fn: Callable[[Connection], T], *, write: bool, single: bool = False) -> T:
+        """Runs ``fn`` in one transaction, retried from the start after a deadlock or serialization failure;
+        a ``single`` read statement runs on its own, in one round trip instead of four."""
         backoff = Backoff(self.retry_for)
         while True:
             try:
-                with self._pool.connection() as con, con.transaction():
-                    if not write:
-                        con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                    return fn(con)
+                with self._pool.connection() as con:
+                    if single and not write:
+                        return fn(con)
+                    with con.transaction():
+                        if not write:
+                            con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                        return fn(con)
             except PoolTimeout as error:
                 raise ThrottlingException(
                     f"No connection to the database {self._where} was free for {self.retry_for:.0f} s; retry later."

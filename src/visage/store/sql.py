@@ -188,6 +188,18 @@ class Dialect:
             seq=seq,
         )
 
+    def key_row(self, key: StoredKey) -> tuple[Any, ...]:
+        """The values of ``_KEY_COLUMNS`` for a key."""
+        return (
+            key.access_key_id,
+            key.name,
+            key.secret,
+            key.policy,
+            self.time_to_db(key.created_at),
+            self.optional_time_to_db(key.last_used_at),
+            self.optional_time_to_db(key.revoked_at),
+        )
+
     def stored_key(self, row: Sequence[Any]) -> StoredKey:
         """A key from the values of ``_KEY_COLUMNS``."""
         key_id, name, secret, policy, created, used, revoked = row
@@ -238,8 +250,9 @@ class SQLStore(ABC):
 
     # What a backend supplies -------------------------------------------------------
     @abstractmethod
-    def _run(self, fn: Callable[[Connection], T], *, write: bool) -> T:
-        """Runs ``fn`` in one transaction (a write one if ``write``), retried while the database is busy."""
+    def _run(self, fn: Callable[[Connection], T], *, write: bool, single: bool = False) -> T:
+        """Runs ``fn`` in one transaction (a write one if ``write``), retried while the database is busy.
+        ``single``: ``fn`` is one read statement, which needs no transaction; a backend may save one."""
 
     @abstractmethod
     def _vector_length(self, con: Connection, pk: int, length: int) -> int:
@@ -628,7 +641,7 @@ class SQLStore(ABC):
             row = self._row(con, query, (access_key_id,))
             return None if row is None else self.dialect.stored_key(row)
 
-        return self._run(read, write=False)
+        return self._run(read, write=False, single=True)  # every signed request reads its key
 
     def list_access_keys(self) -> list[StoredKey]:
         query = f"SELECT {_KEY_COLUMNS} FROM access_keys ORDER BY created_at, access_key_id"
@@ -667,19 +680,10 @@ class SQLStore(ABC):
         self._run(lambda con: self._sql(con, query, (moment, access_key_id, moment)), write=True)
 
     def _insert_key(self, con: Connection, key: StoredKey) -> None:
-        d = self.dialect
         added = self._row(
             con,
             f"INSERT INTO access_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-            (
-                key.access_key_id,
-                key.name,
-                key.secret,
-                key.policy,
-                d.time_to_db(key.created_at),
-                d.optional_time_to_db(key.last_used_at),
-                d.optional_time_to_db(key.revoked_at),
-            ),
+            self.dialect.key_row(key),
         )
         if added is None:
             raise ConflictException(f"The access key {key.access_key_id} already exists.")

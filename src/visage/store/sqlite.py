@@ -263,8 +263,9 @@ class SQLiteStore(SQLStore):
                 else:
                     self._idle.append(con)
 
-    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-        """Runs ``fn`` in one transaction, retried from the start while the database is busy."""
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool, single: bool = False) -> T:
+        """Runs ``fn`` in one transaction, retried from the start while the database is busy (``single``
+        changes nothing here: a transaction costs no round trip)."""
         backoff = Backoff(self.retry_for)
         while True:
             try:
