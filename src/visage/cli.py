@@ -195,6 +195,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     help="Serve Image.S3Object from this folder (Bucket = sub-folder).",
 )
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
+@click.option("--sns-endpoint-url", help="Publish finished video jobs' completion messages through this SNS endpoint.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
 @click.option(
     "--store",
@@ -208,6 +209,7 @@ def serve(
     workers: int,
     s3_root: Path | None,
     s3_endpoint_url: str | None,
+    sns_endpoint_url: str | None,
     no_auth: bool,
     store: str | None,
 ) -> None:
@@ -223,6 +225,7 @@ def serve(
         data_dir=data_dir,
         s3_root=s3_root,
         s3_endpoint_url=s3_endpoint_url or None,
+        sns_endpoint_url=sns_endpoint_url or None,
         store=store,
         auth=False if no_auth else None,
     )

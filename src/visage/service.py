@@ -4,7 +4,7 @@ Each public method takes one operation's request (a dict in Rekognition's
 shape, already validated against the service model by the protocol layer) and
 returns its response dict. Face work goes to the :class:`~visage.engine.Engine`,
 state to the :class:`~visage.store.base.Store`. Every search also appends a
-record to the audit log.
+record to the audit log. The stored-video operations live in :mod:`visage.jobs`.
 
 Behaviours worth knowing (docs/api.md has the full list):
 
@@ -38,6 +38,7 @@ from visage.errors import (
     UnknownOperationException,
 )
 from visage.faces import BoundingBox, Face
+from visage.jobs.operations import ENDED_OPERATIONS, VideoJobs
 from visage.s3 import read_s3_object
 from visage.store import open_store
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
@@ -79,6 +80,7 @@ class RekognitionService:
         self.engine = engine
         self.store = store
         self.settings = settings or engine.settings
+        self.video = VideoJobs(self)
         self._operations: dict[str, Callable[[Request, Caller], Response]] = {
             "DetectFaces": self.detect_faces,
             "CompareFaces": self.compare_faces,
@@ -101,6 +103,10 @@ class RekognitionService:
             "TagResource": self.tag_resource,
             "UntagResource": self.untag_resource,
             "ListTagsForResource": self.list_tags_for_resource,
+            "StartFaceDetection": self.video.start_face_detection,
+            "GetFaceDetection": self.video.get_face_detection,
+            "StartFaceSearch": self.video.start_face_search,
+            "GetFaceSearch": self.video.get_face_search,
         }
 
     @property
@@ -111,7 +117,8 @@ class RekognitionService:
         handler = self._operations.get(operation)
         if handler is None:
             raise UnknownOperationException(
-                f"{operation} is a Rekognition operation that Visage does not implement; "
+                ENDED_OPERATIONS.get(operation)
+                or f"{operation} is a Rekognition operation that Visage does not implement; "
                 f"it implements {', '.join(sorted(self._operations))}."
             )
         return handler(request, caller)
@@ -207,7 +214,7 @@ class RekognitionService:
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
-        faces = self._analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
+        faces = self.analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
@@ -293,13 +300,13 @@ class RekognitionService:
         face_id = request["FaceId"]
         (probe,) = self._faces_or_fail(collection.collection_id, [face_id])
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        matches = self._search(
+        matches = self.search_collection(
             collection, probe.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold, exclude=face_id
         )
         self._audit(caller, "SearchFaces", collection.collection_id, threshold, matches=matches)
         return {
             "SearchedFaceId": face_id,
-            "FaceMatches": [self._face_match(collection, m) for m in matches],
+            "FaceMatches": [self.face_match(collection, m) for m in matches],
             "FaceModelVersion": collection.face_model_version,
         }
 
@@ -307,7 +314,7 @@ class RekognitionService:
         collection = self.store.get_collection(request["CollectionId"])
         image = self.image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
-        faces = self._analyze(collection, image, quality, max_embedded=1)
+        faces = self.analyze(collection, image, quality, max_embedded=1)
         usable = [f for f in faces if f.embedding is not None]
         if not usable:
             raise InvalidParameterException(
@@ -315,14 +322,14 @@ class RekognitionService:
             )
         probe = usable[0]  # the largest
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        matches = self._search(
+        matches = self.search_collection(
             collection, probe.embedded.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold
         )
         self._audit(caller, "SearchFacesByImage", collection.collection_id, threshold, matches=matches)
         return {
             "SearchedFaceBoundingBox": probe.detail.bounding_box.to_rekognition(),
             "SearchedFaceConfidence": probe.detail.confidence,
-            "FaceMatches": [self._face_match(collection, m) for m in matches],
+            "FaceMatches": [self.face_match(collection, m) for m in matches],
             "FaceModelVersion": collection.face_model_version,
         }
 
@@ -468,7 +475,7 @@ class RekognitionService:
         collection = self.store.get_collection(request["CollectionId"])
         image = self.image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
-        faces = self._analyze(collection, image, quality, max_embedded=1)
+        faces = self.analyze(collection, image, quality, max_embedded=1)
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
         probe, unsearched = None, []
         for face in faces:  # largest first; the engine embedded only the probe
@@ -524,7 +531,7 @@ class RekognitionService:
             raise ResourceNotFoundException(f"No resource has the ARN {arn}; did you mean {collection.arn}?")
         return collection
 
-    def _analyze(
+    def analyze(
         self,
         collection: Collection,
         image: DecodedImage,
@@ -557,9 +564,10 @@ class RekognitionService:
             raise ResourceNotFoundException(f"Face {', '.join(missing)} is not in collection {collection_id}.")
         return found
 
-    def _search(
+    def search_collection(
         self, collection: Collection, vector: Any, limit: int, threshold: float, exclude: str | None = None
     ) -> list[tuple[StoredFace, float]]:
+        """The faces of the collection (at most ``limit``, best first) of Similarity >= ``threshold`` to ``vector``."""
         mapping = self.engine.similarity_map(collection.face_model)
         scored = self.store.search(
             collection.collection_id, vector, limit, mapping.raw_threshold(threshold), exclude_face_id=exclude
@@ -594,7 +602,7 @@ class RekognitionService:
                     best[user] = similarity
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
 
-    def _face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
+    def face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
         face, similarity = match
         return {"Similarity": similarity, "Face": face.to_rekognition(collection.face_model_version)}
 

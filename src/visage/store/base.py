@@ -17,7 +17,7 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -131,9 +131,15 @@ class JobResult:
     """One item of a job's results: a FaceDetection or a PersonMatch, in Rekognition's shape."""
 
     timestamp_ms: int
-    body: dict[str, Any]
+    body: dict[str, Any]  # without Person.Index, which is kept apart (renumbered as people merge)
     person_index: int | None = None  # Person.Index of a face-search result
     seq: int = 0  # its place in the job's time order, given by the store
+
+    def to_rekognition(self) -> dict[str, Any]:
+        """The FaceDetection, or the PersonMatch with its Person.Index."""
+        if self.person_index is None:
+            return self.body
+        return {**self.body, "Person": {"Index": self.person_index, **self.body["Person"]}}
 
 
 class Store(Protocol):
@@ -259,8 +265,16 @@ class Store(Protocol):
         """Appends ``results`` (after those already saved, in order) and renews the lease, if
         ``worker`` still holds the job; False (and nothing written) if it does not."""
 
-    def finish_job(self, job_id: str, worker: str, status: str, message: str | None = None) -> VideoJob | None:
-        """Ends a job ``worker`` holds as SUCCEEDED or FAILED (None if it does not hold it)."""
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: str,
+        message: str | None = None,
+        renumber: Mapping[int, int] | None = None,
+    ) -> VideoJob | None:
+        """Ends a job ``worker`` holds as SUCCEEDED or FAILED (None if it does not hold it), and
+        in the same transaction gives its results of each person_index in ``renumber`` the new one."""
 
     def release_job(self, job_id: str, worker: str) -> None:
         """Puts a job ``worker`` holds back in the queue, the attempt not counted (a clean shutdown)."""

@@ -32,7 +32,7 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
@@ -657,7 +657,14 @@ class SQLStore(ABC):
 
         return self._run(write, write=True)
 
-    def finish_job(self, job_id: str, worker: str, status: str, message: str | None = None) -> VideoJob | None:
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: str,
+        message: str | None = None,
+        renumber: Mapping[int, int] | None = None,
+    ) -> VideoJob | None:
         if status not in ("SUCCEEDED", "FAILED"):
             raise ValueError(f"A job finishes SUCCEEDED or FAILED, not {status}.")
         d = self.dialect
@@ -670,7 +677,18 @@ class SQLStore(ABC):
 
         def write(con: Connection) -> VideoJob | None:
             row = self._row(con, query, params)
-            return None if row is None else d.job(row)
+            if row is None:
+                return None
+            if renumber:
+                with closing(con.cursor()) as cursor:
+                    cursor.executemany(
+                        d.sql(
+                            "UPDATE job_results SET person_index = ?"
+                            " WHERE job_seq = (SELECT seq FROM jobs WHERE job_id = ?) AND person_index = ?"
+                        ),
+                        [(new, job_id, old) for old, new in renumber.items()],
+                    )
+            return d.job(row)
 
         return self._run(write, write=True)
 

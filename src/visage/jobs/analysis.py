@@ -1,0 +1,64 @@
+"""What a video job finds, frame by frame: the faces (StartFaceDetection), or the people,
+with their Index and their matches in a collection (StartFaceSearch).
+
+Both walk the video's sampled frames (:meth:`visage.jobs.video.Video.frames`) and yield,
+for each, its timestamp and its results in Rekognition's shapes (``FaceDetection``,
+``PersonMatch``) as :class:`~visage.store.base.JobResult`, so that a worker saves them as
+it goes and the command line prints them. Nothing is kept from one frame to the next but
+the tracker's people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from visage.engine import Engine
+from visage.jobs.tracker import FaceTracker
+from visage.jobs.video import Video
+from visage.store.base import Collection, JobResult
+
+if TYPE_CHECKING:
+    from visage.service import RekognitionService
+
+#: At most this many FaceMatches per person and frame, the most similar first.
+MAX_FACE_MATCHES = 10
+
+#: A sampled frame's timestamp (ms) and its results.
+FrameResults = tuple[int, list[JobResult]]
+
+
+def detect_faces(video: Video, engine: Engine, attributes: list[str], rate: float) -> Iterator[FrameResults]:
+    """The faces of each sampled frame, largest first, with ``attributes`` (DEFAULT or ALL)."""
+    for frame in video.frames(rate):
+        faces = engine.detect_faces(frame.image, attributes)
+        t = frame.timestamp_ms
+        yield t, [JobResult(t, {"Timestamp": t, "Face": face.to_rekognition()}) for face in faces]
+
+
+def search_faces(
+    video: Video,
+    service: RekognitionService,
+    collection: Collection,
+    threshold: float,
+    rate: float,
+    tracker: FaceTracker,
+) -> Iterator[FrameResults]:
+    """The people of each sampled frame, by Index (from ``tracker``, whose merges the caller
+    applies at the end), each with the faces of ``collection`` whose Similarity to their face
+    reaches ``threshold`` (none: an empty FaceMatches)."""
+    for frame in video.frames(rate):
+        faces = [f for f in service.analyze(collection, frame.image, "NONE", None) if f.embedding is not None]
+        t = frame.timestamp_ms
+        indexes = tracker.assign(t, [f.detail.bounding_box for f in faces], [f.embedded.vector for f in faces])
+        results = []
+        for index, face in sorted(zip(indexes, faces), key=lambda pair: pair[0]):
+            matches = service.search_collection(collection, face.embedded.vector, MAX_FACE_MATCHES, threshold)
+            person = {"BoundingBox": face.detail.bounding_box.to_rekognition(), "Face": face.detail.to_rekognition()}
+            body = {
+                "Timestamp": t,
+                "Person": person,
+                "FaceMatches": [service.face_match(collection, m) for m in matches],
+            }
+            results.append(JobResult(t, body, person_index=index))
+        yield t, results

@@ -1,0 +1,215 @@
+"""The threads that run video jobs in a server process.
+
+Each worker takes the oldest queued job from the store (:meth:`claim_job`: one worker of
+one process gets it, however many share the store), leased for
+``video_job_lease_seconds``. It runs the job (:mod:`visage.jobs.analysis`), saving results
+and renewing the lease every third of it, then finishes it SUCCEEDED or FAILED (with a
+StatusMessage that says why), publishes the completion message
+(:mod:`visage.jobs.notifications`) and, for a face search, appends one audit record with
+the FaceIds it matched.
+
+Between jobs, workers take back the jobs of workers that died (their lease ran out: a
+killed server): each is queued again once, then, if it is abandoned again, FAILED
+(:data:`MAX_ATTEMPTS`). They also delete jobs finished more than
+``video_retention_seconds`` ago. A worker stopped cleanly (server shutdown) puts its job
+back in the queue, the attempt not counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from visage.config import DEFAULT_THRESHOLD
+from visage.errors import VisageError
+from visage.jobs.analysis import FrameResults, detect_faces, search_faces
+from visage.jobs.notifications import publish_completion
+from visage.jobs.tracker import FaceTracker
+from visage.jobs.video import BrokenVideo, Video
+from visage.s3 import open_s3_object
+from visage.store.base import AuditRecord, JobResult, VideoJob
+
+if TYPE_CHECKING:
+    from visage.service import RekognitionService
+
+log = logging.getLogger("visage.jobs")
+
+#: A job is run at most this many times; abandoned once more, it is FAILED.
+MAX_ATTEMPTS = 2
+ABANDONED = (
+    f"The server running this job stopped {MAX_ATTEMPTS} times while running it (killed, or its machine "
+    "restarted); it was not tried again. Start a new job."
+)
+#: Seconds an idle worker waits for a job before it looks again (a Start in this process wakes it).
+POLL_SECONDS = 1.0
+
+
+class _Stopped(Exception):
+    """The pool is stopping: the job goes back to the queue."""
+
+
+class JobWorkers:
+    """``settings.video_workers`` threads running the jobs of ``service``'s store."""
+
+    def __init__(self, service: RekognitionService) -> None:
+        self.service = service
+        self.settings = service.settings
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._housekeeping_due = 0.0
+        self._housekeeping_lock = threading.Lock()
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.video_job_lease_seconds)
+
+    def start(self) -> None:
+        for n in range(self.settings.video_workers):
+            thread = threading.Thread(target=self._work, args=(f"{self._name}:{n}",), name=f"visage-job-{n}")
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+
+    def wake(self) -> None:
+        """A job was queued: an idle worker of this process looks now."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops the workers; a running job is put back in the queue."""
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+
+    # A worker ------------------------------------------------------------------------
+
+    def _work(self, worker: str) -> None:
+        store = self.service.store
+        while not self._stop.is_set():
+            try:
+                self._housekeeping()
+                job = store.claim_job(worker, datetime.now(UTC) + self.lease)
+            except Exception:
+                log.exception("video worker %s: the store failed; retrying", worker)
+                job = None
+            if job is None:
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+                continue
+            try:
+                self._run(job, worker)
+            except Exception:
+                log.exception("video worker %s: job %s could not be finished", worker, job.job_id)
+
+    def _housekeeping(self) -> None:
+        """Takes back abandoned jobs and deletes expired ones, every half lease (in one worker at a time)."""
+        now = time.monotonic()
+        if now < self._housekeeping_due or not self._housekeeping_lock.acquire(blocking=False):
+            return
+        try:
+            self._housekeeping_due = now + self.settings.video_job_lease_seconds / 2
+            store, moment = self.service.store, datetime.now(UTC)
+            for failed in store.expire_jobs(moment, MAX_ATTEMPTS, ABANDONED):
+                log.warning("job %s: %s", failed.job_id, ABANDONED)
+                publish_completion(failed, self.settings.sns_endpoint_url)
+            store.purge_jobs(moment - timedelta(seconds=self.settings.video_retention_seconds))
+        finally:
+            self._housekeeping_lock.release()
+
+    def _run(self, job: VideoJob, worker: str) -> None:
+        store = self.service.store
+        matched: dict[str, float] = {}  # FaceId -> best Similarity, for the audit record
+        renumber: dict[int, int] = {}  # people found to be earlier ones
+        try:
+            self._analyse(job, worker, matched, renumber)
+        except _Stopped:
+            store.release_job(job.job_id, worker)
+            return
+        except _LeaseLost:
+            log.warning("job %s: worker %s lost its lease; another worker runs the job", job.job_id, worker)
+            return
+        except (VisageError, BrokenVideo) as error:
+            finished = store.finish_job(job.job_id, worker, "FAILED", str(error))
+        except Exception as error:
+            log.exception("job %s failed", job.job_id)
+            finished = store.finish_job(job.job_id, worker, "FAILED", f"Internal error: {type(error).__name__}.")
+        else:
+            finished = store.finish_job(job.job_id, worker, "SUCCEEDED", renumber=renumber)
+            if finished is not None and finished.operation == "StartFaceSearch":
+                self._audit(finished, matched)
+        if finished is not None:
+            publish_completion(finished, self.settings.sns_endpoint_url)
+
+    def _analyse(self, job: VideoJob, worker: str, matched: dict[str, float], renumber: dict[int, int]) -> None:
+        """Runs the job's analysis, saving its results and renewing its lease as it goes; fills
+        ``matched`` (FaceIds matched, best Similarity) and ``renumber`` (the tracker's merges)."""
+        request, settings, store = job.request, self.settings, self.service.store
+        s3_object = request["Video"]["S3Object"]
+        stream, size = open_s3_object(s3_object, settings)
+        with Video(stream, size, f"s3://{s3_object['Bucket']}/{s3_object['Name']}", settings) as video:
+            metadata = video.metadata
+            frames: Iterator[FrameResults]
+            tracker: FaceTracker | None = None
+            if job.operation == "StartFaceSearch":
+                collection = store.get_collection(request["CollectionId"])
+                threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
+                tracker = FaceTracker(self.service.engine.similarity_map(collection.face_model))
+                frames = search_faces(video, self.service, collection, threshold, settings.video_sample_rate, tracker)
+            else:
+                attributes = [request.get("FaceAttributes", "DEFAULT")]
+                frames = detect_faces(video, self.service.engine, attributes, settings.video_sample_rate)
+            self._save(job, worker, 0.0, [], metadata.to_rekognition())
+            pending: list[JobResult] = []
+            saved = time.monotonic()
+            every = settings.video_job_lease_seconds / 3
+            for timestamp, results in frames:
+                if self._stop.is_set():
+                    raise _Stopped
+                pending += results
+                for result in results:
+                    for match in result.body.get("FaceMatches", ()):
+                        face_id = match["Face"]["FaceId"]
+                        matched[face_id] = max(matched.get(face_id, 0.0), match["Similarity"])
+                if time.monotonic() - saved >= every:
+                    self._save(job, worker, timestamp / max(metadata.duration_ms, 1), pending)
+                    pending, saved = [], time.monotonic()
+            self._save(job, worker, 1.0, pending)
+            if tracker is not None:
+                renumber.update(tracker.merged())
+
+    def _save(
+        self, job: VideoJob, worker: str, progress: float, results: list[JobResult], metadata: dict | None = None
+    ) -> None:
+        lease_until = datetime.now(UTC) + self.lease
+        if not self.service.store.save_job_progress(
+            job.job_id, worker, lease_until, min(progress, 1.0), results, video_metadata=metadata
+        ):
+            raise _LeaseLost
+
+    def _audit(self, job: VideoJob, matched: dict[str, float]) -> None:
+        self.service.store.append_audit(
+            AuditRecord(
+                time=datetime.now(UTC),
+                access_key_id=job.access_key_id,
+                operation=job.operation,
+                collection_id=job.request["CollectionId"],
+                threshold=job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD),
+                match_count=len(matched),
+                best_similarity=max(matched.values()) if matched else None,
+                face_ids=sorted(matched),
+            )
+        )
+
+
+class _LeaseLost(Exception):
+    """Another worker took the job (this one was too slow to renew its lease)."""
