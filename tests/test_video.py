@@ -21,18 +21,17 @@ from visage.faces import BoundingBox
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import BrokenVideo, Video
 
-from .conftest import _require
 from .videos import Walker, occluding_walkers, passing_walkers, walk_frames, who, write_h264
 
 
 @pytest.fixture(scope="session")
-def clip_path(eval_data: Path) -> Path:
-    return _require(eval_data / "video" / "short_hamilton_clip.mp4", "the Hamilton clip")
+def clip_path(hamilton_clip: Path) -> Path:
+    return hamilton_clip
 
 
 @pytest.fixture(scope="session")
-def clip(clip_path: Path) -> bytes:
-    return clip_path.read_bytes()
+def clip(hamilton_clip: Path) -> bytes:
+    return hamilton_clip.read_bytes()
 
 
 def open_video(data: bytes, settings: Settings | None = None, name: str = "clip.mp4") -> Video:

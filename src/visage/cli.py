@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
@@ -398,6 +399,176 @@ def index(folder: Path, collection: str, data_dir: Path | None, workers: int, ex
         out.print(f"  error: {path}: {error}")
     if summary.errors:
         sys.exit(1)
+
+
+@main.group()
+def video() -> None:
+    """Analyse a video file on this machine, without a server (H.264 in MP4 or MOV)."""
+
+
+store_option = click.option(
+    "--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir."
+)
+
+
+@video.command("faces")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
+@click.option("--json", "as_json", is_flag=True, help="Print GetFaceDetection's JSON (all pages in one).")
+@fails_cleanly
+def video_faces(path: Path, attributes: str, as_json: bool) -> None:
+    """The faces of PATH, sampled at VISAGE_VIDEO_SAMPLE_RATE frames a second."""
+    from visage.engine import Engine
+    from visage.jobs.analysis import detect_faces
+
+    settings = Settings.from_env()
+    engine = Engine(settings)
+    with _open_video(path, settings) as video:
+        faces = _analysed(video, detect_faces(video, engine, [attributes.upper()], settings.video_sample_rate))
+    if as_json:
+        click.echo(json.dumps({"VideoMetadata": video.metadata.to_rekognition(), "Faces": faces}, indent=2))
+        return
+    table = Table(title=f"{path}: {len(faces)} faces in {len({f['Timestamp'] for f in faces})} sampled frames")
+    for column in ("time (s)", "box (L,T,W,H)", "conf", "roll/yaw/pitch", "age", "gender"):
+        table.add_column(column)
+    for item in faces:
+        face = item["Face"]
+        b, p = face["BoundingBox"], face["Pose"]
+        age, gender = face.get("AgeRange"), face.get("Gender")
+        table.add_row(
+            f"{item['Timestamp'] / 1000:.2f}",
+            f"{b['Left']:.3f},{b['Top']:.3f},{b['Width']:.3f},{b['Height']:.3f}",
+            f"{face['Confidence']:.1f}",
+            f"{p['Roll']:.0f}/{p['Yaw']:.0f}/{p['Pitch']:.0f}",
+            f"{age['Low']}-{age['High']}" if age else "",
+            f"{gender['Value']} {gender['Confidence']:.0f}" if gender else "",
+        )
+    out.print(table)
+
+
+@video.command("search")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--collection", required=True, help="The collection to search.")
+@click.option(
+    "--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity."
+)
+@data_dir_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print GetFaceSearch's JSON (all pages in one).")
+@fails_cleanly
+def video_search(
+    path: Path, collection: str, threshold: float, data_dir: Path | None, store_url: str | None, as_json: bool
+) -> None:
+    """The people of PATH, each with one Index, and the faces of a collection they match."""
+    from visage.jobs.analysis import matched_faces, search_audit_record, search_faces
+    from visage.jobs.tracker import FaceTracker
+    from visage.service import open_service
+
+    settings = Settings.from_env(data_dir=data_dir, store=store_url)
+    service = open_service(settings)
+    searched = service.store.get_collection(collection)
+    tracker = FaceTracker(service.engine.similarity_map(searched.face_model))
+    with _open_video(path, settings) as video:
+        frames = search_faces(video, service, searched, threshold, settings.video_sample_rate, tracker)
+        results = [r for _, batch in _progress(video, frames) for r in batch]
+    renumber = tracker.merged()
+    persons = [
+        replace(r, person_index=renumber.get(r.person_index or 0, r.person_index)).to_rekognition() for r in results
+    ]
+    service.store.append_audit(search_audit_record("local", collection, threshold, matched_faces(results)))
+    if as_json:
+        click.echo(json.dumps({"VideoMetadata": video.metadata.to_rekognition(), "Persons": persons}, indent=2))
+        return
+    people: dict[int, list[dict[str, Any]]] = {}
+    for item in persons:
+        people.setdefault(item["Person"]["Index"], []).append(item)
+    table = Table(title=f"{path}: {len(people)} people (threshold {threshold:g})")
+    for column in ("index", "seen (s)", "frames", "best match", "similarity"):
+        table.add_column(column)
+    for index, seen in sorted(people.items()):
+        matches = [m for item in seen for m in item["FaceMatches"]]
+        best = max(matches, key=lambda m: m["Similarity"]) if matches else None
+        table.add_row(
+            str(index),
+            f"{seen[0]['Timestamp'] / 1000:.1f}-{seen[-1]['Timestamp'] / 1000:.1f}",
+            str(len(seen)),
+            (best["Face"].get("ExternalImageId") or best["Face"]["FaceId"]) if best else "",
+            f"{best['Similarity']:.1f}" if best else "",
+        )
+    out.print(table)
+
+
+def _open_video(path: Path, settings: Settings) -> Any:
+    from visage.jobs.video import BrokenVideo, Video
+
+    try:
+        return Video(path.open("rb"), path.stat().st_size, str(path), settings)
+    except BrokenVideo as error:
+        fail(str(error))
+
+
+def _analysed(video: Any, frames: Any) -> list[dict[str, Any]]:
+    """Every result of the analysis, with a progress bar."""
+    return [r.to_rekognition() for _, batch in _progress(video, frames) for r in batch]
+
+
+def _progress(video: Any, frames: Any) -> Any:
+    """The analysis' frames, while a progress bar shows how much of the video is done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visage.jobs.video import BrokenVideo
+
+    total = max(video.metadata.duration_ms, 1)
+    columns = (
+        TextColumn("[bold]analysing"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s of video"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("video", total=total / 1000)
+        try:
+            for timestamp, batch in frames:
+                progress.update(task, completed=timestamp / 1000)
+                yield timestamp, batch
+        except BrokenVideo as error:
+            progress.stop()
+            fail(str(error))
+        progress.update(task, completed=total / 1000)
+
+
+@main.group()
+def jobs() -> None:
+    """The video jobs of a server's store."""
+
+
+@jobs.command("list")
+@data_dir_option
+@store_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="The most recent jobs shown.")
+@fails_cleanly
+def jobs_list(data_dir: Path | None, store_url: str | None, limit: int) -> None:
+    """Video jobs, newest first: their state, progress and video."""
+    from visage.store import open_store
+
+    settings = Settings.from_env(data_dir=data_dir, store=store_url)
+    if settings.postgres_url is None and not settings.sqlite_path.exists():
+        raise click.UsageError(f"No Visage database in {settings.data_dir}.")
+    table = Table(title="video jobs")
+    for column in ("JobId", "API", "state", "done", "created (UTC)", "video", "message"):
+        table.add_column(column)
+    for job in open_store(settings).list_jobs(limit):
+        s3_object = job.request["Video"]["S3Object"]
+        table.add_row(
+            job.job_id,
+            job.operation,
+            job.status,
+            f"{job.progress:.0%}",
+            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"s3://{s3_object['Bucket']}/{s3_object['Name']}",
+            job.status_message or "",
+        )
+    out.print(table)
 
 
 def _local_file_limit() -> int | None:

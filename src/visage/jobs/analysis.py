@@ -10,13 +10,14 @@ the tracker's people.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from visage.engine import Engine
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import Video
-from visage.store.base import Collection, JobResult
+from visage.store.base import AuditRecord, Collection, JobResult
 
 if TYPE_CHECKING:
     from visage.service import RekognitionService
@@ -62,3 +63,29 @@ def search_faces(
             }
             results.append(JobResult(t, body, person_index=index))
         yield t, results
+
+
+def matched_faces(results: Iterable[JobResult]) -> dict[str, float]:
+    """The FaceIds that face-search results matched, each with its best Similarity."""
+    best: dict[str, float] = {}
+    for result in results:
+        for match in result.body.get("FaceMatches", ()):
+            face_id = match["Face"]["FaceId"]
+            best[face_id] = max(best.get(face_id, 0.0), match["Similarity"])
+    return best
+
+
+def search_audit_record(
+    access_key_id: str, collection_id: str, threshold: float, matched: dict[str, float]
+) -> AuditRecord:
+    """The one audit record of a face search through a video: the FaceIds it matched."""
+    return AuditRecord(
+        time=datetime.now(UTC),
+        access_key_id=access_key_id,
+        operation="StartFaceSearch",
+        collection_id=collection_id,
+        threshold=threshold,
+        match_count=len(matched),
+        best_similarity=max(matched.values()) if matched else None,
+        face_ids=sorted(matched),
+    )

@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING
 
 from visage.config import DEFAULT_THRESHOLD
 from visage.errors import VisageError
-from visage.jobs.analysis import FrameResults, detect_faces, search_faces
+from visage.jobs.analysis import FrameResults, detect_faces, matched_faces, search_audit_record, search_faces
 from visage.jobs.notifications import publish_completion
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import BrokenVideo, Video
 from visage.s3 import open_s3_object
-from visage.store.base import AuditRecord, JobResult, VideoJob
+from visage.store.base import JobResult, VideoJob
 
 if TYPE_CHECKING:
     from visage.service import RekognitionService
@@ -176,10 +176,8 @@ class JobWorkers:
                 if self._stop.is_set():
                     raise _Stopped
                 pending += results
-                for result in results:
-                    for match in result.body.get("FaceMatches", ()):
-                        face_id = match["Face"]["FaceId"]
-                        matched[face_id] = max(matched.get(face_id, 0.0), match["Similarity"])
+                for face_id, similarity in matched_faces(results).items():
+                    matched[face_id] = max(matched.get(face_id, 0.0), similarity)
                 if time.monotonic() - saved >= every:
                     self._save(job, worker, timestamp / max(metadata.duration_ms, 1), pending)
                     pending, saved = [], time.monotonic()
@@ -197,18 +195,9 @@ class JobWorkers:
             raise _LeaseLost
 
     def _audit(self, job: VideoJob, matched: dict[str, float]) -> None:
-        self.service.store.append_audit(
-            AuditRecord(
-                time=datetime.now(UTC),
-                access_key_id=job.access_key_id,
-                operation=job.operation,
-                collection_id=job.request["CollectionId"],
-                threshold=job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD),
-                match_count=len(matched),
-                best_similarity=max(matched.values()) if matched else None,
-                face_ids=sorted(matched),
-            )
-        )
+        threshold = job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
+        record = search_audit_record(job.access_key_id, job.request["CollectionId"], threshold, matched)
+        self.service.store.append_audit(record)
 
 
 class _LeaseLost(Exception):
