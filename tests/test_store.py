@@ -922,8 +922,10 @@ def test_a_job_runs_saves_pages_and_finishes(store: Store) -> None:
     assert [(r.person_index, r.timestamp_ms) for r in rest] == [(1, 400), (2, 400)]
 
     assert store.finish_job("job0001", "w2", "SUCCEEDED") is None  # not its job
-    done = store.finish_job("job0001", "w1", "SUCCEEDED")
+    done = store.finish_job("job0001", "w1", "SUCCEEDED", renumber={2: 0})  # person 2 was person 0
     assert done is not None and (done.status, done.progress, done.worker) == ("SUCCEEDED", 1.0, None)
+    renumbered = store.job_results("job0001", by_person=True, after=None, limit=10)
+    assert [(r.person_index, r.timestamp_ms) for r in renumbered] == [(0, 0), (0, 200), (0, 400), (1, 0), (1, 400)]
     assert done.finished_at is not None and done.finished_at >= done.created_at
     assert not store.save_job_progress("job0001", "w1", LEASE, 1.0, [detection(800)])  # finished
     failed_job = store.create_job(video_job(2), max_active=20)

@@ -546,28 +546,37 @@ def jobs() -> None:
 @data_dir_option
 @store_option
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="The most recent jobs shown.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
 @fails_cleanly
-def jobs_list(data_dir: Path | None, store_url: str | None, limit: int) -> None:
+def jobs_list(data_dir: Path | None, store_url: str | None, limit: int, as_json: bool) -> None:
     """Video jobs, newest first: their state, progress and video."""
     from visage.store import open_store
 
     settings = Settings.from_env(data_dir=data_dir, store=store_url)
     if settings.postgres_url is None and not settings.sqlite_path.exists():
         raise click.UsageError(f"No Visage database in {settings.data_dir}.")
-    table = Table(title="video jobs")
+    rows: list[dict[str, Any]] = [
+        {
+            "JobId": job.job_id,
+            "API": job.operation,
+            "State": job.status,
+            "Progress": round(job.progress, 3),
+            "Created": job.created_at.isoformat(timespec="seconds"),
+            "Video": "s3://{Bucket}/{Name}".format(**job.request["Video"]["S3Object"]),
+            "StatusMessage": job.status_message,
+        }
+        for job in open_store(settings).list_jobs(limit)
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = Table(title=f"{len(rows)} video jobs, newest first")
     for column in ("JobId", "API", "state", "done", "created (UTC)", "video", "message"):
-        table.add_column(column)
-    for job in open_store(settings).list_jobs(limit):
-        s3_object = job.request["Video"]["S3Object"]
-        table.add_row(
-            job.job_id,
-            job.operation,
-            job.status,
-            f"{job.progress:.0%}",
-            job.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            f"s3://{s3_object['Bucket']}/{s3_object['Name']}",
-            job.status_message or "",
-        )
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        row["Progress"] = f"{row['Progress']:.0%}"
+        table.add_row(*(str(value or "") for value in row.values()))
     out.print(table)
 
 

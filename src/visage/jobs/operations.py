@@ -133,7 +133,7 @@ class VideoJobs:
             "Video": job.request["Video"],
             "JobTag": job.request.get("JobTag"),
         }
-        return job, response
+        return job, {key: value for key, value in response.items() if value is not None}
 
     def _page(self, job: VideoJob, request: Request, response: Response, by_person: bool) -> list[Response]:
         """A page of a SUCCEEDED job's results (none before), and the NextToken after it."""
