@@ -132,6 +132,16 @@ def test_a_video_is_decoded_as_a_stream(tmp_path: Path) -> None:
     assert {n for _, n in seen} == {240 * 320 * 3}
 
 
+def test_large_frames_are_scaled_down_before_faces_are_looked_for(tmp_path: Path, astronaut_rgb: np.ndarray) -> None:
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    frame[100:612, 300:812] = astronaut_rgb
+    path = write_h264(tmp_path / "720p.mp4", [frame] * 10, fps=10)
+    with open_video(path.read_bytes(), Settings(video_frame_side=640)) as video:
+        assert (video.metadata.frame_width, video.metadata.frame_height) == (1280, 720)
+        (first, *_) = video.frames(5.0)
+    assert first.image.rgb.shape == (360, 640, 3)
+
+
 # Person.Index ---------------------------------------------------------------------------
 
 

@@ -424,7 +424,8 @@ def video_faces(path: Path, attributes: str, as_json: bool) -> None:
     settings = Settings.from_env()
     engine = Engine(settings)
     with _open_video(path, settings) as video:
-        faces = _analysed(video, detect_faces(video, engine, [attributes.upper()], settings.video_sample_rate))
+        rate, threads = settings.video_sample_rate, settings.threads
+        faces = _analysed(video, detect_faces(video, engine, [attributes.upper()], rate, threads))
     if as_json:
         click.echo(json.dumps({"VideoMetadata": video.metadata.to_rekognition(), "Faces": faces}, indent=2))
         return
@@ -469,7 +470,8 @@ def video_search(
     searched = service.store.get_collection(collection)
     tracker = FaceTracker(service.engine.similarity_map(searched.face_model))
     with _open_video(path, settings) as video:
-        frames = search_faces(video, service, searched, threshold, settings.video_sample_rate, tracker)
+        rate, threads = settings.video_sample_rate, settings.threads
+        frames = search_faces(video, service, searched, threshold, rate, tracker, threads)
         results = [r for _, batch in _progress(video, frames) for r in batch]
     renumber = tracker.merged()
     persons = [

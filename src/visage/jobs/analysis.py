@@ -6,17 +6,24 @@ for each, its timestamp and its results in Rekognition's shapes (``FaceDetection
 ``PersonMatch``) as :class:`~visage.store.base.JobResult`, so that a worker saves them as
 it goes and the command line prints them. Nothing is kept from one frame to the next but
 the tracker's people.
+
+The faces of a few frames are found at once, on ``threads`` threads, while the next frames
+are decoded (:func:`in_order`); the results come out in time order all the same, and the
+tracker and the searches run on them one frame after the other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from visage.engine import Engine
+from visage.faces import Face, FaceDetail
 from visage.jobs.tracker import FaceTracker
-from visage.jobs.video import Video
+from visage.jobs.video import SampledFrame, Video
 from visage.store.base import AuditRecord, Collection, JobResult
 
 if TYPE_CHECKING:
@@ -27,12 +34,35 @@ MAX_FACE_MATCHES = 10
 
 #: A sampled frame's timestamp (ms) and its results.
 FrameResults = tuple[int, list[JobResult]]
+T = TypeVar("T")
 
 
-def detect_faces(video: Video, engine: Engine, attributes: list[str], rate: float) -> Iterator[FrameResults]:
+def in_order(
+    frames: Iterable[SampledFrame], work: Callable[[SampledFrame], T], threads: int
+) -> Iterator[tuple[SampledFrame, T]]:
+    """``work`` done on each frame by ``threads`` threads, yielded in frame order; at most two
+    frames per thread are decoded ahead, so memory does not grow with the video."""
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="visage-frames") as pool:
+        pending: deque[tuple[SampledFrame, Future[T]]] = deque()
+        for frame in frames:
+            pending.append((frame, pool.submit(work, frame)))
+            if len(pending) >= 2 * threads:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+def detect_faces(
+    video: Video, engine: Engine, attributes: list[str], rate: float, threads: int = 1
+) -> Iterator[FrameResults]:
     """The faces of each sampled frame, largest first, with ``attributes`` (DEFAULT or ALL)."""
-    for frame in video.frames(rate):
-        faces = engine.detect_faces(frame.image, attributes)
+
+    def faces_of(frame: SampledFrame) -> list[FaceDetail]:
+        return engine.detect_faces(frame.image, attributes)
+
+    for frame, faces in in_order(video.frames(rate), faces_of, threads):
         t = frame.timestamp_ms
         yield t, [JobResult(t, {"Timestamp": t, "Face": face.to_rekognition()}) for face in faces]
 
@@ -44,12 +74,16 @@ def search_faces(
     threshold: float,
     rate: float,
     tracker: FaceTracker,
+    threads: int = 1,
 ) -> Iterator[FrameResults]:
     """The people of each sampled frame, by Index (from ``tracker``, whose merges the caller
     applies at the end), each with the faces of ``collection`` whose Similarity to their face
     reaches ``threshold`` (none: an empty FaceMatches)."""
-    for frame in video.frames(rate):
-        faces = [f for f in service.analyze(collection, frame.image, "NONE", None) if f.embedding is not None]
+
+    def faces_of(frame: SampledFrame) -> list[Face]:
+        return [f for f in service.analyze(collection, frame.image, "NONE", None) if f.embedding is not None]
+
+    for frame, faces in in_order(video.frames(rate), faces_of, threads):
         t = frame.timestamp_ms
         indexes = tracker.assign(t, [f.detail.bounding_box for f in faces], [f.embedded.vector for f in faces])
         results = []

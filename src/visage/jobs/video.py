@@ -15,7 +15,9 @@ a :class:`Video` reads only the start of the file and its header (the ``moov`` b
 :meth:`Video.frames` decodes with FFmpeg (PyAV) one frame at a time and keeps one
 frame every ``1/rate`` seconds: memory does not grow with the length of the video.
 A frame's timestamp is its presentation time in the container, in milliseconds from
-the first frame.
+the first frame. A kept frame larger than ``video_frame_side`` on its long side is
+scaled down as FFmpeg converts it to RGB (boxes and landmarks are ratios of the frame,
+so they do not change).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Video:
         self.name = name
         self._stream = stream
         self._container: Any = None
+        self._frame_side = settings.video_frame_side
         try:
             if size > settings.max_video_bytes:
                 raise VideoTooLargeException(
@@ -146,6 +149,9 @@ class Video:
         the duration the header gives."""
         track = self._track
         track.thread_type = "AUTO"  # FFmpeg decodes with a thread per core
+        width, height = self.metadata.frame_width, self.metadata.frame_height
+        scale = min(1.0, self._frame_side / max(width, height, 1))
+        size = {"width": max(2, round(width * scale)), "height": max(2, round(height * scale))} if scale < 1 else {}
         step = 1000.0 / rate
         due = 0.0
         origin: float | None = None
@@ -162,7 +168,7 @@ class Video:
                     continue
                 while due <= last_ms + 1.0:
                     due += step
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24", **size)
                 yield SampledFrame(max(0, round(last_ms)), DecodedImage.from_array(rgb))
         except av.error.FFmpegError as error:
             raise BrokenVideo(f"Decoding {self.name} failed at {last_ms / 1000:.1f} s: {error}") from error

@@ -164,10 +164,14 @@ class JobWorkers:
                 collection = store.get_collection(request["CollectionId"])
                 threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
                 tracker = FaceTracker(self.service.engine.similarity_map(collection.face_model))
-                frames = search_faces(video, self.service, collection, threshold, settings.video_sample_rate, tracker)
+                frames = search_faces(
+                    video, self.service, collection, threshold, settings.video_sample_rate, tracker, settings.threads
+                )
             else:
                 attributes = [request.get("FaceAttributes", "DEFAULT")]
-                frames = detect_faces(video, self.service.engine, attributes, settings.video_sample_rate)
+                frames = detect_faces(
+                    video, self.service.engine, attributes, settings.video_sample_rate, settings.threads
+                )
             self._save(job, worker, 0.0, [], metadata.to_rekognition())
             pending: list[JobResult] = []
             saved = time.monotonic()
