@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.videos import occluding_walkers, passing_walkers, walk_frames, who, write_h264
 
-from _results import ROOT, write_results
+from _results import RESULTS, ROOT, replace_block, write_results
 from visage.evaluation.data import eval_data_dir
 
 CLIP = "video/short_hamilton_clip.mp4"
@@ -205,13 +205,68 @@ def tracking(lfw: Path, clip: Path, folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def report(results: dict[str, Any]) -> None:
+    """Writes the results: benchmarks/results/video.{json,md}, docs/performance.md, and the
+    speed and tracking blocks of docs/video.md."""
+    jobs, tracked = results["jobs"], results["tracking"]
+    speed = [
+        "| video | job | duration s | job wall s | x real time | CPU s | peak RSS MiB | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for j in jobs:
+        speed.append(
+            f"| {j['video']} | {j['operation']} | {j['duration_s']} | {j['wall_s']} | {j['x_real_time']} "
+            f"| {j['cpu_s']} | {j['peak_rss_mib']} | {j['load_average_1min']} |"
+        )
+    by = {(j["video"], j["operation"]): j for j in jobs}
+    if ("loop_10min_360p", "StartFaceDetection") in by:
+        growth = (
+            by["loop_10min_360p", "StartFaceDetection"]["peak_rss_mib"]
+            - by["loop_1min_360p", "StartFaceDetection"]["peak_rss_mib"]
+        )
+        speed += ["", f"Peak memory, 10-minute video minus 1-minute video: {growth:+.1f} MiB (goal: within 50 MiB)."]
+    speed += [
+        "",
+        "x real time is the video's duration over the job's wall time; CPU s is the process's CPU time "
+        "(both cores count); load avg is the machine's 1-minute load while the job ran (2 cores: above 2, "
+        "other work was waiting for them too).",
+    ]
+    tracking_lines = [
+        "| video | people | Indexes | sampled faces | faces under their person's main Index | Indexes given to two people |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t in tracked[:-1]:
+        tracking_lines.append(
+            f"| {t['video']} | {t['people']} | {t['indexes']} | {t['faces']} "
+            f"| {t['faces_under_their_main_index']:.1%} | {t['indexes_covering_two_people']} |"
+        )
+    lin = tracked[-1]
+    tracking_lines += [
+        "",
+        f"Hamilton clip: Lin-Manuel Miranda is matched at Similarity >= 80 in {lin['lin_samples_2.8_to_7.0_s']} sampled "
+        f"frames between 2.8 and 7.0 s, under {lin['lin_indexes_2.8_to_7.0_s']} Index.",
+    ]
+    footer = f"Measured at commit {results['commit'][:12]} with `{results['command']}`, sampling 5 frames a second."
+    write_results(
+        "video", results, "\n".join([*speed, "", "Tracking (Person.Index):", "", *tracking_lines, "", footer])
+    )
+    video_doc = ROOT / "docs" / "video.md"
+    replace_block(video_doc, "video-speed", "\n".join([*speed, "", footer]))
+    replace_block(video_doc, "video-tracking", "\n".join([*tracking_lines, "", footer]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--skip-long", action="store_true", help="Leave out the 1- and 10-minute videos.")
+    parser.add_argument("--render", action="store_true", help="Only write the docs again from results/video.json.")
     parser.add_argument("--job", nargs=2, metavar=("VIDEO", "OPERATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:
         print(json.dumps(run_job(Path(args.job[0]), args.job[1])))
+        return
+    if args.render:
+        results = json.loads((RESULTS / "video.json").read_text())
+        report({k: v for k, v in results.items() if k != "machine"})
         return
     data = eval_data_dir()
     clip = data / CLIP
@@ -231,54 +286,16 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    lines = [
-        "| video | job | duration s | job wall s | x real time | CPU s | peak RSS MiB | load avg |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for j in jobs:
-        lines.append(
-            f"| {j['video']} | {j['operation']} | {j['duration_s']} | {j['wall_s']} | {j['x_real_time']} | {j['cpu_s']} | {j['peak_rss_mib']} | {j['load_average_1min']} |"
-        )
-    by = {(j["video"], j["operation"]): j for j in jobs}
-    notes = []
-    if ("loop_10min_360p", "StartFaceDetection") in by:
-        growth = (
-            by["loop_10min_360p", "StartFaceDetection"]["peak_rss_mib"]
-            - by["loop_1min_360p", "StartFaceDetection"]["peak_rss_mib"]
-        )
-        notes.append(f"Peak memory, 10-minute video minus 1-minute video: {growth:+.1f} MiB (goal: within 50 MiB).")
-    lines += [
-        "",
-        "Tracking (Person.Index):",
-        "",
-        "| video | people | Indexes | faces | faces under their person's main Index | Indexes covering two people |",
-        "|---|---|---|---|---|---|",
-    ]
-    for t in tracked[:-1]:
-        lines.append(
-            f"| {t['video']} | {t['people']} | {t['indexes']} | {t['faces']} | {t['faces_under_their_main_index']:.1%} | {t['indexes_covering_two_people']} |"
-        )
-    lin = tracked[-1]
-    notes.append(
-        f"Hamilton clip: Lin-Manuel Miranda matched at Similarity >= 80 in {lin['lin_samples_2.8_to_7.0_s']} sampled frames "
-        f"between 2.8 and 7.0 s, under {lin['lin_indexes_2.8_to_7.0_s']} Index(es)."
-    )
     command = "python benchmarks/video.py" + (" --skip-long" if args.skip_long else "")
-    markdown = "\n".join(
-        [*lines, "", *notes, "", f"Measured at commit {commit[:12]} with `{command}`, sampling 5 frames a second."]
-    )
-    write_results(
-        "video",
+    report(
         {
             "commit": commit,
             "command": command,
             "jobs": jobs,
             "tracking": tracked,
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-        markdown,
+        }
     )
-    print(markdown)
 
 
 if __name__ == "__main__":

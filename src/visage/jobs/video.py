@@ -108,9 +108,13 @@ class Video:
                 self._container = av.open(stream, mode="r")
             except av.error.FFmpegError as error:
                 raise BrokenVideo(f"{name} starts as an MP4 file but FFmpeg cannot read its header: {error}") from error
-            if not self._container.streams.video:
+            # A cover picture some writers add is a "video" track of one image: not the video.
+            tracks = [
+                t for t in self._container.streams.video if not t.disposition & av.stream.Disposition.attached_pic
+            ]
+            if not tracks:
                 raise InvalidParameterException(f"{name} has no video track; {ACCEPTED}.")
-            self._track = self._container.streams.video[0]
+            self._track = tracks[0]
             codec = self._track.codec_context
             if codec.name != "h264":
                 raise InvalidParameterException(
@@ -128,7 +132,9 @@ class Video:
 
     def _read_metadata(self) -> VideoMetadata:
         track, codec = self._track, self._track.codec_context
-        if track.duration is not None and track.time_base is not None:
+        #: Whether the video track says how long it is (the container's duration may include a longer sound track).
+        self._track_duration = track.duration is not None and track.time_base is not None
+        if self._track_duration:
             duration_ms = round(float(track.duration * track.time_base) * 1000)
         else:
             duration_ms = round((self._container.duration or 0) / 1000)
@@ -172,9 +178,9 @@ class Video:
                 yield SampledFrame(max(0, round(last_ms)), DecodedImage.from_array(rgb))
         except av.error.FFmpegError as error:
             raise BrokenVideo(f"Decoding {self.name} failed at {last_ms / 1000:.1f} s: {error}") from error
-        # Frames may end a frame or two before the header's duration; more than that is a damaged file.
+        # Frames may end a frame or two before the track's duration; more than that is a damaged file.
         slack = max(1000.0, 3000.0 / (self.metadata.frame_rate or 1.0))
-        if origin is None or last_ms < self.metadata.duration_ms - slack:
+        if origin is None or (self._track_duration and last_ms < self.metadata.duration_ms - slack):
             reached = 0.0 if origin is None else last_ms
             raise BrokenVideo(
                 f"The frames of {self.name} stop at {reached / 1000:.1f} s of the "
