@@ -265,7 +265,7 @@ def test_requests_a_job_cannot_take(rekognition: Any, videos: Path, hamilton: tu
 def test_a_job_running_when_the_server_is_killed_is_run_again(tmp_path: Path, hamilton_clip: Path) -> None:
     (tmp_path / "s3" / BUCKET).mkdir(parents=True)
     shutil.copy(hamilton_clip, tmp_path / "s3" / BUCKET / "clip.mp4")
-    server = LocalServer(tmp_path / "data", tmp_path / "s3", env={"VISAGE_VIDEO_JOB_LEASE_SECONDS": "2"})
+    server = LocalServer(tmp_path / "data", tmp_path / "s3", env={"VISAGE_VIDEO_JOB_LEASE_SECONDS": "3"})
     with server:
         job_id = server.client().start_face_detection(Video=video("clip.mp4"))["JobId"]
         store = SQLiteStore(tmp_path / "data" / "visage.db")

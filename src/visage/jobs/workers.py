@@ -2,8 +2,9 @@
 
 Each worker takes the oldest queued job from the store (:meth:`claim_job`: one worker of
 one process gets it, however many share the store), leased for
-``video_job_lease_seconds``. It runs the job (:mod:`visage.jobs.analysis`), saving results
-and renewing the lease every third of it, then finishes it SUCCEEDED or FAILED (with a
+``video_job_lease_seconds``. While it runs the job (:mod:`visage.jobs.analysis`), a thread
+of its own renews the lease every third of it, however long a frame takes, and results are
+saved as often; then the worker finishes the job SUCCEEDED or FAILED (with a
 StatusMessage that says why), publishes the completion message
 (:mod:`visage.jobs.notifications`) and, for a face search, appends one audit record with
 the FaceIds it matched.
@@ -25,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from visage.config import DEFAULT_THRESHOLD
 from visage.errors import VisageError
@@ -34,7 +35,7 @@ from visage.jobs.notifications import publish_completion
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import BrokenVideo, Video
 from visage.s3 import open_s3_object
-from visage.store.base import JobResult, VideoJob
+from visage.store.base import JobResult, Store, VideoJob
 
 if TYPE_CHECKING:
     from visage.service import RekognitionService
@@ -151,6 +152,12 @@ class JobWorkers:
             publish_completion(finished, self.settings.sns_endpoint_url)
 
     def _analyse(self, job: VideoJob, worker: str, matched: dict[str, float], renumber: dict[int, int]) -> None:
+        with _Lease(self.service.store, job.job_id, worker, self.settings.video_job_lease_seconds) as lease:
+            self._analyse_leased(job, worker, matched, renumber, lease)
+
+    def _analyse_leased(
+        self, job: VideoJob, worker: str, matched: dict[str, float], renumber: dict[int, int], lease: _Lease
+    ) -> None:
         """Runs the job's analysis, saving its results and renewing its lease as it goes; fills
         ``matched`` (FaceIds matched, best Similarity) and ``renumber`` (the tracker's merges)."""
         request, settings, store = job.request, self.settings, self.service.store
@@ -172,31 +179,21 @@ class JobWorkers:
                 frames = detect_faces(
                     video, self.service.engine, attributes, settings.video_sample_rate, settings.threads
                 )
-            self._save(job, worker, 0.0, [], metadata.to_rekognition())
+            lease.save(0.0, [], metadata.to_rekognition())
             pending: list[JobResult] = []
             saved = time.monotonic()
-            every = settings.video_job_lease_seconds / 3
             for timestamp, results in frames:
                 if self._stop.is_set():
                     raise _Stopped
                 pending += results
                 for face_id, similarity in matched_faces(results).items():
                     matched[face_id] = max(matched.get(face_id, 0.0), similarity)
-                if time.monotonic() - saved >= every:
-                    self._save(job, worker, timestamp / max(metadata.duration_ms, 1), pending)
+                if time.monotonic() - saved >= lease.seconds / 3:
+                    lease.save(timestamp / max(metadata.duration_ms, 1), pending)
                     pending, saved = [], time.monotonic()
-            self._save(job, worker, 1.0, pending)
+            lease.save(1.0, pending)
             if tracker is not None:
                 renumber.update(tracker.merged())
-
-    def _save(
-        self, job: VideoJob, worker: str, progress: float, results: list[JobResult], metadata: dict | None = None
-    ) -> None:
-        lease_until = datetime.now(UTC) + self.lease
-        if not self.service.store.save_job_progress(
-            job.job_id, worker, lease_until, min(progress, 1.0), results, video_metadata=metadata
-        ):
-            raise _LeaseLost
 
     def _audit(self, job: VideoJob, matched: dict[str, float]) -> None:
         threshold = job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
@@ -205,4 +202,44 @@ class JobWorkers:
 
 
 class _LeaseLost(Exception):
-    """Another worker took the job (this one was too slow to renew its lease)."""
+    """Another worker took the job (this one could not renew its lease in time)."""
+
+
+class _Lease:
+    """A running job's lease, renewed every third of it by a thread of its own while the worker
+    lives; :meth:`save` saves results (and renews it too)."""
+
+    def __init__(self, store: Store, job_id: str, worker: str, seconds: int) -> None:
+        self.store, self.job_id, self.worker, self.seconds = store, job_id, worker, seconds
+        self.progress = 0.0
+        self._lost = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"visage-lease-{job_id[:8]}", daemon=True)
+
+    def save(self, progress: float, results: list[JobResult], metadata: dict[str, Any] | None = None) -> None:
+        """Saves results and progress; _LeaseLost if another worker has the job now."""
+        self.progress = min(progress, 1.0)
+        if self._lost or not self.store.save_job_progress(
+            self.job_id, self.worker, self._until(), self.progress, results, video_metadata=metadata
+        ):
+            raise _LeaseLost
+
+    def _until(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self.seconds)
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.seconds / 3):
+            try:
+                if not self.store.save_job_progress(self.job_id, self.worker, self._until(), self.progress):
+                    self._lost = True
+                    return
+            except Exception:
+                log.exception("job %s: its lease could not be renewed; trying again", self.job_id)
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
