@@ -110,14 +110,17 @@ def run_job(video: Path, operation: str) -> dict[str, Any]:
         assert job.started_at is not None and job.finished_at is not None
         wall = (job.finished_at - job.started_at).total_seconds()
         duration = response["VideoMetadata"]["DurationMillis"] / 1000
-        results = len(service.store.job_results(job_id, False, None, 10**9))
+        peak = peak_rss_mib()  # the job's peak, before the results are read back
+        results, after = 0, None
+        while page := service.store.job_results(job_id, False, after, 1000):  # a page at a time, as a client reads them
+            results, after = results + len(page), (0, page[-1].seq)
         service.store.close()
         return {
             "duration_s": round(duration, 2),
             "wall_s": round(wall, 2),
             "cpu_s": round(time.process_time() - cpu_before, 2),
             "x_real_time": round(duration / wall, 2),
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": peak,
             "peak_rss_before_job_mib": rss_before,
             "results": results,
             "load_average_1min": round(os.getloadavg()[0], 2),
