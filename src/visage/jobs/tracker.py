@@ -31,7 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from visage.engine.similarity import SimilarityMap
 from visage.faces import BoundingBox
@@ -67,6 +66,11 @@ class FaceTracker:
     """Gives each face of a video's sampled frames, in time order, a person Index (0, 1, 2...)."""
 
     def __init__(self, similarity: SimilarityMap) -> None:
+        # Here, not at the top: scipy.optimize takes a second to import, which a server that runs
+        # no face search need not pay as it starts.
+        from scipy.optimize import linear_sum_assignment
+
+        self._pair = linear_sum_assignment
         self._continue = similarity.raw_threshold(CONTINUE_SIMILARITY)
         self._reidentify = similarity.raw_threshold(REIDENTIFY_SIMILARITY)
         self._people: list[_Person] = []
@@ -103,7 +107,7 @@ class FaceTracker:
                         score[i, j] = overlap + cosine[i, j]
         pairs: dict[int, int] = {}
         if self._people:
-            rows, columns = linear_sum_assignment(score, maximize=True)
+            rows, columns = self._pair(score, maximize=True)
             pairs = {int(i): int(j) for i, j in zip(rows, columns) if score[i, j] > _NEVER}
         self._merge(pairs, cosine if self._people else None)
         indexes = []
