@@ -51,8 +51,14 @@ def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown + "\n")
     if DOC.exists():
-        text = DOC.read_text()
-        block = f"<!-- {name}:start -->\n{markdown}\n<!-- {name}:end -->"
-        pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
-        DOC.write_text(pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n")
+        replace_block(DOC, name, markdown)
     print(f"results: {RESULTS / (name + '.json')}")
+
+
+def replace_block(doc: Path, name: str, markdown: str) -> None:
+    """Puts ``markdown`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``doc``
+    (appended with the markers if they are not there)."""
+    text = doc.read_text()
+    block = f"<!-- {name}:start -->\n{markdown}\n<!-- {name}:end -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->", re.S)
+    doc.write_text(pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block + "\n")

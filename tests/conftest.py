@@ -49,6 +49,18 @@ def lfw(eval_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hamilton_clip(eval_data: Path) -> Path:
+    """A 9 s stage clip (640x360, H.264 in MP4) in which Lin-Manuel Miranda is on screen from about 2.8 s to 7.0 s."""
+    return _require(eval_data / "video" / "short_hamilton_clip.mp4", "the Hamilton clip")
+
+
+@pytest.fixture(scope="session")
+def lin_manuel_miranda(eval_data: Path) -> bytes:
+    examples = eval_data / "face_recognition_examples" / "examples"
+    return _require(examples / "lin-manuel-miranda.png", "the photo of Lin-Manuel Miranda").read_bytes()
+
+
+@pytest.fixture(scope="session")
 def engine() -> Engine:
     return Engine()
 

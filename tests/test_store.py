@@ -32,12 +32,24 @@ from psycopg import sql
 from visage.errors import (
     ConflictException,
     IdempotentParameterMismatchException,
+    LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, Review, Store, StoredFace, StoredKey, User
+from visage.store.base import (
+    AuditRecord,
+    Collection,
+    JobResult,
+    RequestToken,
+    Review,
+    Store,
+    StoredFace,
+    StoredKey,
+    User,
+    VideoJob,
+)
 from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
@@ -1101,6 +1113,169 @@ def test_threads_sharing_one_instance(store: Store, cid: str, rng: np.random.Gen
     assert store.count(cid) == (80, 0)
 
 
+# Video jobs ------------------------------------------------------------------------------
+
+
+def video_job(
+    n: int = 0, token: str | None = None, digest: str = "d", operation: str = "StartFaceDetection"
+) -> VideoJob:
+    return VideoJob(
+        job_id=f"job{n:04d}",
+        operation=operation,
+        request={"Video": {"S3Object": {"Bucket": "b", "Name": f"v{n}.mp4"}}, "JobTag": "t"},
+        access_key_id="AKID",
+        created_at=T0 + timedelta(seconds=n),
+        client_token=token,
+        request_digest=digest,
+    )
+
+
+def detection(t: int, index: int | None = None) -> JobResult:
+    return JobResult(timestamp_ms=t, body={"Timestamp": t, "Face": {"Confidence": 99.5}}, person_index=index)
+
+
+LEASE = T0 + timedelta(days=3650)  # a lease that does not run out during the test
+
+
+def test_jobs_are_queued_with_idempotent_tokens_and_a_limit(store: Store) -> None:
+    first = store.create_job(video_job(1, token="tok"), max_active=2)
+    assert store.get_job("job0001") == first and first.status == "QUEUED"
+    # The same token and request: the same job, nothing queued, even when the queue is full.
+    store.create_job(video_job(2), max_active=2)
+    assert store.create_job(video_job(3, token="tok"), max_active=2) == first
+    with pytest.raises(IdempotentParameterMismatchException, match="job0001"):
+        store.create_job(video_job(4, token="tok", digest="other"), max_active=2)
+    with pytest.raises(LimitExceededException, match="2 video jobs"):
+        store.create_job(video_job(5), max_active=2)
+    assert [j.job_id for j in store.list_jobs(10)] == ["job0002", "job0001"]
+    with pytest.raises(ResourceNotFoundException, match="job9999"):
+        store.get_job("job9999")
+    # A finished job no longer counts towards the limit.
+    claimed = store.claim_job("w1", LEASE)
+    assert claimed is not None and claimed.job_id == "job0001"
+    store.finish_job("job0001", "w1", "SUCCEEDED")
+    store.create_job(video_job(6), max_active=2)
+
+
+def test_a_job_runs_saves_pages_and_finishes(store: Store) -> None:
+    store.create_job(video_job(1, operation="StartFaceSearch"), max_active=20)
+    job = store.claim_job("w1", LEASE)
+    assert job is not None and (job.status, job.worker, job.attempts) == ("RUNNING", "w1", 1)
+    assert store.claim_job("w2", LEASE) is None  # one queued job, taken once
+    metadata = {"Codec": "h264", "DurationMillis": 9176}
+    first = [detection(0, 0), detection(0, 1), detection(200, 0)]
+    assert store.save_job_progress("job0001", "w1", LEASE, 0.5, first, video_metadata=metadata)
+    assert store.save_job_progress("job0001", "w1", LEASE, 0.9, [detection(400, 1), detection(400, 2)])
+    assert not store.save_job_progress("job0001", "w2", LEASE, 0.9, [detection(600, 0)])  # not its job
+    running = store.get_job("job0001")
+    assert (running.progress, running.video_metadata) == (0.9, metadata)
+
+    by_time = store.job_results("job0001", by_person=False, after=None, limit=2)
+    assert [(r.timestamp_ms, r.person_index, r.seq) for r in by_time] == [(0, 0, 1), (0, 1, 2)]
+    rest = store.job_results("job0001", by_person=False, after=(0, by_time[-1].seq), limit=10)
+    assert [(r.timestamp_ms, r.person_index) for r in rest] == [(200, 0), (400, 1), (400, 2)]
+    assert rest[0].body == {"Timestamp": 200, "Face": {"Confidence": 99.5}}
+    by_person = store.job_results("job0001", by_person=True, after=None, limit=3)
+    assert [(r.person_index, r.timestamp_ms) for r in by_person] == [(0, 0), (0, 200), (1, 0)]
+    last = by_person[-1]
+    rest = store.job_results("job0001", by_person=True, after=(last.person_index or 0, last.seq), limit=10)
+    assert [(r.person_index, r.timestamp_ms) for r in rest] == [(1, 400), (2, 400)]
+
+    assert store.finish_job("job0001", "w2", "SUCCEEDED") is None  # not its job
+    done = store.finish_job("job0001", "w1", "SUCCEEDED", renumber={2: 0})  # person 2 was person 0
+    assert done is not None and (done.status, done.progress, done.worker) == ("SUCCEEDED", 1.0, None)
+    renumbered = store.job_results("job0001", by_person=True, after=None, limit=10)
+    assert [(r.person_index, r.timestamp_ms) for r in renumbered] == [(0, 0), (0, 200), (0, 400), (1, 0), (1, 400)]
+    assert done.finished_at is not None and done.finished_at >= done.created_at
+    assert not store.save_job_progress("job0001", "w1", LEASE, 1.0, [detection(800)])  # finished
+    failed_job = store.create_job(video_job(2), max_active=20)
+    assert store.claim_job("w1", LEASE) is not None
+    failed = store.finish_job(failed_job.job_id, "w1", "FAILED", "The MP4 file is truncated.")
+    assert failed is not None and (failed.status, failed.status_message) == ("FAILED", "The MP4 file is truncated.")
+
+
+def test_abandoned_jobs_are_restarted_then_failed(store: Store) -> None:
+    store.create_job(video_job(1), max_active=20)
+    now = datetime.now(UTC)
+    assert store.claim_job("dead", now - timedelta(seconds=1)) is not None
+    store.save_job_progress("job0001", "dead", now - timedelta(seconds=1), 0.3, [detection(0)])
+    assert store.expire_jobs(now, max_attempts=2, message="stopped twice") == []
+    requeued = store.get_job("job0001")
+    assert (requeued.status, requeued.worker, requeued.attempts) == ("QUEUED", None, 1)
+    again = store.claim_job("w2", now - timedelta(seconds=1))
+    assert again is not None and again.attempts == 2
+    assert store.job_results("job0001", False, None, 10) == []  # the first attempt's results are gone
+    (failed,) = store.expire_jobs(now, max_attempts=2, message="stopped twice")
+    assert (failed.job_id, failed.status, failed.status_message) == ("job0001", "FAILED", "stopped twice")
+    assert store.claim_job("w3", LEASE) is None
+    # A clean shutdown puts a job back without counting the attempt.
+    store.create_job(video_job(2), max_active=20)
+    taken = store.claim_job("w4", LEASE)
+    assert taken is not None
+    store.release_job(taken.job_id, "w4")
+    assert (store.get_job(taken.job_id).status, store.get_job(taken.job_id).attempts) == ("QUEUED", 0)
+
+
+def test_finished_jobs_are_purged_after_retention(store: Store) -> None:
+    for n in (1, 2, 3):
+        store.create_job(video_job(n, token=f"tok{n}"), max_active=20)
+    for worker in ("w1", "w2"):
+        job = store.claim_job(worker, LEASE)
+        assert job is not None
+        store.save_job_progress(job.job_id, worker, LEASE, 1.0, [detection(0)])
+        store.finish_job(job.job_id, worker, "SUCCEEDED")
+    assert store.purge_jobs(datetime.now(UTC) - timedelta(hours=1)) == 0
+    assert store.purge_jobs(datetime.now(UTC) + timedelta(seconds=1)) == 2
+    assert [j.job_id for j in store.list_jobs(10)] == ["job0003"]  # still queued: kept
+    with pytest.raises(ResourceNotFoundException):
+        store.job_results("job0001", False, None, 10)
+    # The purged job's token may start a new job.
+    assert store.create_job(video_job(4, token="tok1"), max_active=20).job_id == "job0004"
+
+
+def test_each_job_is_claimed_once_by_concurrent_workers(open_store: Callable[[], Store]) -> None:
+    main = open_store()
+    for n in range(12):
+        main.create_job(video_job(n), max_active=100)
+    stores = [main, open_store()]  # two server processes
+    claimed: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def work(store: Store, worker: str) -> None:
+        try:
+            while (job := store.claim_job(worker, LEASE)) is not None:
+                claimed.append((job.job_id, worker))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(stores[i % 2], f"w{i}")) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(job_id for job_id, _ in claimed) == [f"job{n:04d}" for n in range(12)]
+    assert all(main.get_job(job_id).worker == worker for job_id, worker in claimed)
+
+
+def test_jobs_survive_reopening(open_store: Callable[[], Store]) -> None:
+    first = open_store()
+    first.create_job(video_job(1, token="tok"), max_active=20)
+    first.claim_job("w1", LEASE)
+    first.save_job_progress("job0001", "w1", LEASE, 0.25, [detection(0, 3)], video_metadata={"Codec": "h264"})
+    first.close()
+    second = open_store()
+    job = second.get_job("job0001")
+    assert (job.status, job.progress, job.video_metadata, job.client_token) == (
+        "RUNNING",
+        0.25,
+        {"Codec": "h264"},
+        "tok",
+    )
+    assert job.request == video_job(1).request and job.lease_until == LEASE
+    assert [(r.timestamp_ms, r.person_index) for r in second.job_results("job0001", True, None, 10)] == [(0, 3)]
+
+
 # SQLite only -----------------------------------------------------------------------------
 
 
@@ -1285,6 +1460,8 @@ def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> 
         "collections",
         "face_thumbnails",
         "faces",
+        "job_results",
+        "jobs",
         "request_tokens",
         "reviews",
         "schema_migrations",

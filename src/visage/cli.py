@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -210,6 +211,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     help="Serve Image.S3Object from this folder (Bucket = sub-folder).",
 )
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
+@click.option("--sns-endpoint-url", help="Publish finished video jobs' completion messages through this SNS endpoint.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
 @store_option
 @secret_key_option
@@ -237,6 +239,7 @@ def serve(
     workers: int,
     s3_root: Path | None,
     s3_endpoint_url: str | None,
+    sns_endpoint_url: str | None,
     no_auth: bool,
     store: str | None,
     keep_face_thumbnails: bool | None,
@@ -255,6 +258,7 @@ def serve(
         data_dir=data_dir,
         s3_root=s3_root,
         s3_endpoint_url=s3_endpoint_url or None,
+        sns_endpoint_url=sns_endpoint_url or None,
         store=store,
         auth=False if no_auth else None,
         keep_face_thumbnails=keep_face_thumbnails,
@@ -636,6 +640,187 @@ def index(folder: Path, collection: str, data_dir: Path | None, workers: int, ex
         out.print(f"  error: {path}: {error}")
     if summary.errors:
         sys.exit(1)
+
+
+@main.group()
+def video() -> None:
+    """Analyse a video file on this machine, without a server (H.264 in MP4 or MOV)."""
+
+
+store_option = click.option(
+    "--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir."
+)
+
+
+@video.command("faces")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--attributes", type=click.Choice(["DEFAULT", "ALL"], case_sensitive=False), default="DEFAULT")
+@click.option("--json", "as_json", is_flag=True, help="Print GetFaceDetection's JSON (all pages in one).")
+@fails_cleanly
+def video_faces(path: Path, attributes: str, as_json: bool) -> None:
+    """The faces of PATH, sampled at VISAGE_VIDEO_SAMPLE_RATE frames a second."""
+    from visage.engine import Engine
+    from visage.jobs.analysis import detect_faces
+
+    settings = Settings.from_env()
+    engine = Engine(settings)
+    with _open_video(path, settings) as video:
+        rate, threads = settings.video_sample_rate, settings.threads
+        faces = _analysed(video, detect_faces(video, engine, [attributes.upper()], rate, threads))
+    if as_json:
+        click.echo(json.dumps({"VideoMetadata": video.metadata.to_rekognition(), "Faces": faces}, indent=2))
+        return
+    table = Table(title=f"{path}: {len(faces)} faces in {len({f['Timestamp'] for f in faces})} sampled frames")
+    for column in ("time (s)", "box (L,T,W,H)", "conf", "roll/yaw/pitch", "age", "gender"):
+        table.add_column(column)
+    for item in faces:
+        face = item["Face"]
+        b, p = face["BoundingBox"], face["Pose"]
+        age, gender = face.get("AgeRange"), face.get("Gender")
+        table.add_row(
+            f"{item['Timestamp'] / 1000:.2f}",
+            f"{b['Left']:.3f},{b['Top']:.3f},{b['Width']:.3f},{b['Height']:.3f}",
+            f"{face['Confidence']:.1f}",
+            f"{p['Roll']:.0f}/{p['Yaw']:.0f}/{p['Pitch']:.0f}",
+            f"{age['Low']}-{age['High']}" if age else "",
+            f"{gender['Value']} {gender['Confidence']:.0f}" if gender else "",
+        )
+    out.print(table)
+
+
+@video.command("search")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--collection", required=True, help="The collection to search.")
+@click.option(
+    "--threshold", default=DEFAULT_THRESHOLD, show_default=True, type=click.FloatRange(0, 100), help="Least Similarity."
+)
+@data_dir_option
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="Print GetFaceSearch's JSON (all pages in one).")
+@fails_cleanly
+def video_search(
+    path: Path, collection: str, threshold: float, data_dir: Path | None, store_url: str | None, as_json: bool
+) -> None:
+    """The people of PATH, each with one Index, and the faces of a collection they match."""
+    from visage.jobs.analysis import matched_faces, search_audit_record, search_faces
+    from visage.jobs.tracker import FaceTracker
+    from visage.service import open_service
+
+    settings = Settings.from_env(data_dir=data_dir, store=store_url)
+    service = open_service(settings)
+    searched = service.store.get_collection(collection)
+    tracker = FaceTracker(service.engine.similarity_map(searched.face_model))
+    with _open_video(path, settings) as video:
+        rate, threads = settings.video_sample_rate, settings.threads
+        frames = search_faces(video, service, searched, threshold, rate, tracker, threads)
+        results = [r for _, batch in _progress(video, frames) for r in batch]
+    renumber = tracker.merged()
+    persons = [
+        replace(r, person_index=renumber.get(r.person_index or 0, r.person_index)).to_rekognition() for r in results
+    ]
+    service.store.append_audit(search_audit_record("local", collection, threshold, matched_faces(results)))
+    if as_json:
+        click.echo(json.dumps({"VideoMetadata": video.metadata.to_rekognition(), "Persons": persons}, indent=2))
+        return
+    people: dict[int, list[dict[str, Any]]] = {}
+    for item in persons:
+        people.setdefault(item["Person"]["Index"], []).append(item)
+    table = Table(title=f"{path}: {len(people)} people (threshold {threshold:g})")
+    for column in ("index", "seen (s)", "frames", "best match", "similarity"):
+        table.add_column(column)
+    for index, seen in sorted(people.items()):
+        matches = [m for item in seen for m in item["FaceMatches"]]
+        best = max(matches, key=lambda m: m["Similarity"]) if matches else None
+        table.add_row(
+            str(index),
+            f"{seen[0]['Timestamp'] / 1000:.1f}-{seen[-1]['Timestamp'] / 1000:.1f}",
+            str(len(seen)),
+            (best["Face"].get("ExternalImageId") or best["Face"]["FaceId"]) if best else "",
+            f"{best['Similarity']:.1f}" if best else "",
+        )
+    out.print(table)
+
+
+def _open_video(path: Path, settings: Settings) -> Any:
+    from visage.jobs.video import BrokenVideo, Video
+
+    try:
+        return Video(path.open("rb"), path.stat().st_size, str(path), settings)
+    except BrokenVideo as error:
+        fail(str(error))
+
+
+def _analysed(video: Any, frames: Any) -> list[dict[str, Any]]:
+    """Every result of the analysis, with a progress bar."""
+    return [r.to_rekognition() for _, batch in _progress(video, frames) for r in batch]
+
+
+def _progress(video: Any, frames: Any) -> Any:
+    """The analysis' frames, while a progress bar shows how much of the video is done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from visage.jobs.video import BrokenVideo
+
+    total = max(video.metadata.duration_ms, 1)
+    columns = (
+        TextColumn("[bold]analysing"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} s of video"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as progress:
+        task = progress.add_task("video", total=total / 1000)
+        try:
+            for timestamp, batch in frames:
+                progress.update(task, completed=timestamp / 1000)
+                yield timestamp, batch
+        except BrokenVideo as error:
+            progress.stop()
+            fail(str(error))
+        progress.update(task, completed=total / 1000)
+
+
+@main.group()
+def jobs() -> None:
+    """The video jobs of a server's store."""
+
+
+@jobs.command("list")
+@data_dir_option
+@store_option
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="The most recent jobs shown.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job.")
+@fails_cleanly
+def jobs_list(data_dir: Path | None, store_url: str | None, limit: int, as_json: bool) -> None:
+    """Video jobs, newest first: their state, progress and video."""
+    from visage.store import open_store
+
+    settings = Settings.from_env(data_dir=data_dir, store=store_url)
+    if settings.postgres_url is None and not settings.sqlite_path.exists():
+        raise click.UsageError(f"No Visage database in {settings.data_dir}.")
+    rows: list[dict[str, Any]] = [
+        {
+            "JobId": job.job_id,
+            "API": job.operation,
+            "State": job.status,
+            "Progress": round(job.progress, 3),
+            "Created": job.created_at.isoformat(timespec="seconds"),
+            "Video": "s3://{Bucket}/{Name}".format(**job.request["Video"]["S3Object"]),
+            "StatusMessage": job.status_message,
+        }
+        for job in open_store(settings).list_jobs(limit)
+    ]
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    table = Table(title=f"{len(rows)} video jobs, newest first")
+    for column in ("JobId", "API", "state", "done", "created (UTC)", "video", "message"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        row["Progress"] = f"{row['Progress']:.0%}"
+        table.add_row(*(str(value or "") for value in row.values()))
+    out.print(table)
 
 
 def _local_file_limit() -> int | None:

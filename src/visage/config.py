@@ -117,6 +117,29 @@ class Settings:
     #: the console's Accuracy page and its words on a Similarity; None: the ``docs`` folder of
     #: the source tree Visage runs from, else ``./docs``.
     docs_dir: Path | None = None
+    # Stored video (docs/video.md) ----------------------------------------------------
+    #: Frames analysed per second of video: one every 1/rate seconds of the container's
+    #: timestamps, counted from the first frame.
+    video_sample_rate: float = 5.0
+    #: Long side, in pixels, past which frames are scaled down (by FFmpeg, as they are converted)
+    #: before faces are looked for: 960 keeps the smallest face Rekognition Video detects, 40 px
+    #: in a 1920x1080 frame, at 20 px, where the detector finds faces reliably.
+    video_frame_side: int = 960
+    #: Threads per server process that run video jobs, one job each.
+    video_workers: int = 1
+    #: Jobs queued or running at once; one more Start is LimitExceededException (Rekognition: 20).
+    max_video_jobs: int = 20
+    #: Largest video, in bytes and in seconds (Rekognition: 10 GB, 6 hours); checked before decoding.
+    max_video_bytes: int = 10 * 1024**3
+    max_video_seconds: int = 6 * 3600
+    #: How long a finished job's results and its ClientRequestToken are kept, in seconds (7 days).
+    video_retention_seconds: int = 7 * 24 * 3600
+    #: A running job is leased to its worker for this many seconds and the lease is renewed as
+    #: it goes; a job whose lease runs out (its server died) is started again, or failed.
+    video_job_lease_seconds: int = 30
+    #: The SNS endpoint to which a finished job publishes Rekognition's completion message, for
+    #: jobs started with a NotificationChannel; None: no notification is sent.
+    sns_endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -201,8 +224,12 @@ def _whole(least: int) -> Rule:
     )
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _fraction(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+    return _number(value) and 0 < value < 1
 
 
 _SQLITE = (None, "", "sqlite")
@@ -226,8 +253,19 @@ _RULES: dict[str, Rule] = {
             "model_threads",
             "max_faces_per_collection",
             "console_idle_minutes",
+            "video_workers",
+            "video_frame_side",
+            "max_video_jobs",
+            "max_video_bytes",
+            "max_video_seconds",
+            "video_retention_seconds",
+            "video_job_lease_seconds",
         ),
         _whole(1),
+    ),
+    "video_sample_rate": (
+        "a number of frames per second, above 0 and at most 60",
+        lambda v: _number(v) and 0 < v <= 60,
     ),
     "exact_search_limit": _whole(0),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),

@@ -98,6 +98,14 @@ class ThrottlingException(VisageError):
     """The server is too busy; retry with backoff."""
 
 
+class LimitExceededException(VisageError):
+    """Too many video jobs are queued or running; start this one when one has finished."""
+
+
+class VideoTooLargeException(VisageError):
+    """The video is over the size or duration limit."""
+
+
 # Server errors (HTTP 500) -------------------------------------------------------------
 
 

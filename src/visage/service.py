@@ -14,6 +14,7 @@ Visage has (keys, the audit log) check their ``visage:`` action. A refused call 
 
 Every comparison and search appends a record to the audit log, with the SHA-256 of
 the probe image; so does every refused call and every change of keys.
+The stored-video operations live in :mod:`visage.jobs`.
 
 Behaviours worth knowing (docs/api.md has the full list):
 
@@ -58,6 +59,7 @@ from visage.errors import (
     UnrecognizedClientException,
 )
 from visage.faces import BoundingBox, Face
+from visage.jobs.operations import ENDED_OPERATIONS, VideoJobs
 from visage.keys import AccessKey, Credentials, KeyRing, SecretBox
 from visage.policy import Policy
 from visage.reviews import REVIEW_OPERATION, ReviewBand, review_bands, review_statuses
@@ -166,6 +168,7 @@ class RekognitionService:
         self.store = store
         self.settings = settings or engine.settings
         self.keys = keys or KeyRing(store, SecretBox(self.settings.secret_key_path))
+        self.video = VideoJobs(self)
         self._operations: dict[str, Callable[[Request, Caller], Response]] = {
             "DetectFaces": self.detect_faces,
             "CompareFaces": self.compare_faces,
@@ -188,6 +191,10 @@ class RekognitionService:
             "TagResource": self.tag_resource,
             "UntagResource": self.untag_resource,
             "ListTagsForResource": self.list_tags_for_resource,
+            "StartFaceDetection": self.video.start_face_detection,
+            "GetFaceDetection": self.video.get_face_detection,
+            "StartFaceSearch": self.video.start_face_search,
+            "GetFaceSearch": self.video.get_face_search,
         }
 
     @property
@@ -199,7 +206,8 @@ class RekognitionService:
         handler = self._operations.get(operation)
         if handler is None:
             raise UnknownOperationException(
-                f"{operation} is a Rekognition operation that Visage does not implement; "
+                ENDED_OPERATIONS.get(operation)
+                or f"{operation} is a Rekognition operation that Visage does not implement; "
                 f"it implements {', '.join(sorted(self._operations))}."
             )
         self.authorize(
@@ -392,7 +400,7 @@ class RekognitionService:
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
-        faces = self._analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
+        faces = self.analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
@@ -482,7 +490,7 @@ class RekognitionService:
         face_id = request["FaceId"]
         (probe,) = self._faces_or_fail(collection.collection_id, [face_id])
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        matches = self._search(
+        matches = self.search_collection(
             collection, probe.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold, exclude=face_id
         )
         self._audit(
@@ -496,7 +504,7 @@ class RekognitionService:
         )
         return {
             "SearchedFaceId": face_id,
-            "FaceMatches": [self._face_match(collection, m) for m in matches],
+            "FaceMatches": [self.face_match(collection, m) for m in matches],
             "FaceModelVersion": collection.face_model_version,
         }
 
@@ -504,7 +512,7 @@ class RekognitionService:
         collection = self.store.get_collection(request["CollectionId"])
         image, image_hash = self._hashed_image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
-        faces = self._analyze(collection, image, quality, max_embedded=1)
+        faces = self.analyze(collection, image, quality, max_embedded=1)
         usable = [f for f in faces if f.embedding is not None]
         if not usable:
             raise InvalidParameterException(
@@ -512,7 +520,7 @@ class RekognitionService:
             )
         probe = usable[0]  # the largest
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        matches = self._search(
+        matches = self.search_collection(
             collection, probe.embedded.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold
         )
         self._audit(
@@ -521,7 +529,7 @@ class RekognitionService:
         return {
             "SearchedFaceBoundingBox": probe.detail.bounding_box.to_rekognition(),
             "SearchedFaceConfidence": probe.detail.confidence,
-            "FaceMatches": [self._face_match(collection, m) for m in matches],
+            "FaceMatches": [self.face_match(collection, m) for m in matches],
             "FaceModelVersion": collection.face_model_version,
         }
 
@@ -676,7 +684,7 @@ class RekognitionService:
         collection = self.store.get_collection(request["CollectionId"])
         image, image_hash = self._hashed_image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
-        faces = self._analyze(collection, image, quality, max_embedded=1)
+        faces = self.analyze(collection, image, quality, max_embedded=1)
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
         probe, unsearched = None, []
         for face in faces:  # largest first; the engine embedded only the probe
@@ -861,7 +869,7 @@ class RekognitionService:
             raise ResourceNotFoundException(f"No resource has the ARN {arn}; did you mean {collection.arn}?")
         return collection
 
-    def _analyze(
+    def analyze(
         self,
         collection: Collection,
         image: DecodedImage,
@@ -894,9 +902,10 @@ class RekognitionService:
             raise ResourceNotFoundException(f"Face {', '.join(missing)} is not in collection {collection_id}.")
         return found
 
-    def _search(
+    def search_collection(
         self, collection: Collection, vector: Any, limit: int, threshold: float, exclude: str | None = None
     ) -> list[tuple[StoredFace, float]]:
+        """The faces of the collection (at most ``limit``, best first) of Similarity >= ``threshold`` to ``vector``."""
         mapping = self.engine.similarity_map(collection.face_model)
         scored = self.store.search(
             collection.collection_id, vector, limit, mapping.raw_threshold(threshold), exclude_face_id=exclude
@@ -931,7 +940,7 @@ class RekognitionService:
                     best[user] = similarity
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
 
-    def _face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
+    def face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
         face, similarity = match
         return {"Similarity": similarity, "Face": face.to_rekognition(collection.face_model_version)}
 

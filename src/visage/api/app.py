@@ -102,7 +102,9 @@ def create_app(settings: Settings) -> Starlette:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(workers, service.engine.warm_up)
         await loop.run_in_executor(workers, service.store.warm)
+        service.video.workers.start()
         yield
+        await loop.run_in_executor(None, service.video.workers.stop)
         workers.shutdown(wait=True)
         service.store.close()
 

@@ -1,4 +1,5 @@
-"""The store interface: collections, faces, users, tags, request tokens, access keys and the audit log.
+"""The store interface: collections, faces, users, tags, request tokens, access keys, the audit log
+and video jobs.
 
 Both backends (SQLite, the embedded default; PostgreSQL with pgvector) implement
 :class:`Store` and pass the same conformance tests (tests/test_store.py). The
@@ -167,6 +168,48 @@ class Review:
     note: str = ""
 
 
+#: A video job's states. QUEUED and RUNNING are both IN_PROGRESS on the wire.
+JOB_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED")
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """A stored-video job (StartFaceDetection, StartFaceSearch) and where it stands."""
+
+    job_id: str
+    operation: str  # the Start operation: "StartFaceDetection" or "StartFaceSearch"
+    request: dict[str, Any]  # the Start request as validated, without its ClientRequestToken
+    access_key_id: str  # who started it
+    created_at: datetime  # timezone-aware UTC
+    status: str = "QUEUED"  # one of JOB_STATES
+    status_message: str | None = None
+    video_metadata: dict[str, Any] | None = None  # Rekognition's VideoMetadata, once the video is opened
+    client_token: str | None = None
+    request_digest: str = ""  # SHA-256 of the request: a token reused with another request is refused
+    progress: float = 0.0  # 0-1, the share of the video analysed
+    attempts: int = 0  # times a worker took it (a crash of its server makes one more)
+    worker: str | None = None  # the worker holding it while RUNNING
+    lease_until: datetime | None = None  # a RUNNING job whose lease has passed was abandoned
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One item of a job's results: a FaceDetection or a PersonMatch, in Rekognition's shape."""
+
+    timestamp_ms: int
+    body: dict[str, Any]  # without Person.Index, which is kept apart (renumbered as people merge)
+    person_index: int | None = None  # Person.Index of a face-search result
+    seq: int = 0  # its place in the job's time order, given by the store
+
+    def to_rekognition(self) -> dict[str, Any]:
+        """The FaceDetection, or the PersonMatch with its Person.Index."""
+        if self.person_index is None:
+            return self.body
+        return {**self.body, "Person": {"Index": self.person_index, **self.body["Person"]}}
+
+
 class Store(Protocol):
     """What the service needs from a backend."""
 
@@ -315,6 +358,61 @@ class Store(Protocol):
 
     def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
         """The decisions on the collection's candidates (those on one probe, if given), oldest first."""
+
+    # Video jobs --------------------------------------------------------------------
+    def create_job(self, job: VideoJob, max_active: int) -> VideoJob:
+        """Queues ``job`` and returns it; if its client_token was used before with the same
+        request_digest, returns that job instead (nothing is queued), and with another digest
+        raises IdempotentParameterMismatchException. LimitExceededException if ``max_active``
+        jobs are already queued or running."""
+
+    def get_job(self, job_id: str) -> VideoJob:
+        """ResourceNotFoundException if absent."""
+
+    def list_jobs(self, limit: int) -> list[VideoJob]:
+        """The ``limit`` most recently created jobs, newest first."""
+
+    def claim_job(self, worker: str, lease_until: datetime) -> VideoJob | None:
+        """Takes the oldest QUEUED job for ``worker`` (RUNNING, one more attempt, results of an
+        earlier attempt dropped); None if there is none. Several processes may call it at
+        once: each job is taken by one."""
+
+    def save_job_progress(
+        self,
+        job_id: str,
+        worker: str,
+        lease_until: datetime,
+        progress: float,
+        results: Sequence[JobResult] = (),
+        video_metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Appends ``results`` (after those already saved, in order) and renews the lease, if
+        ``worker`` still holds the job; False (and nothing written) if it does not."""
+
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: str,
+        message: str | None = None,
+        renumber: Mapping[int, int] | None = None,
+    ) -> VideoJob | None:
+        """Ends a job ``worker`` holds as SUCCEEDED or FAILED (None if it does not hold it), and
+        in the same transaction gives its results of each person_index in ``renumber`` the new one."""
+
+    def release_job(self, job_id: str, worker: str) -> None:
+        """Puts a job ``worker`` holds back in the queue, the attempt not counted (a clean shutdown)."""
+
+    def expire_jobs(self, now: datetime, max_attempts: int, message: str) -> list[VideoJob]:
+        """RUNNING jobs whose lease passed before ``now``: queued again while they have had fewer
+        than ``max_attempts`` attempts, else FAILED with ``message``; returns the failed ones."""
+
+    def job_results(self, job_id: str, by_person: bool, after: tuple[int, int] | None, limit: int) -> list[JobResult]:
+        """The job's results in time order, or by (person_index, time) if ``by_person``, after
+        the key ``after`` ((0, seq) or (person_index, seq)): a page."""
+
+    def purge_jobs(self, finished_before: datetime) -> int:
+        """Deletes the jobs (and their results) that finished before the time; how many."""
 
     def warm(self) -> None:
         """Prepare for the first searches (load or build indexes); may take a while."""

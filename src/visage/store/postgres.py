@@ -72,10 +72,12 @@ from visage.store.sql import (
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-#: Advisory lock keys ("visage" + a number): migrations, building a dimension's index, appending to the audit log.
+#: Advisory lock keys ("visage" + a number): migrations, building a dimension's index, appending to the
+#: audit log, creating video jobs.
 MIGRATION_LOCK = 8_532_477_831_213_809_665
 INDEX_LOCK = 8_532_477_831_213_809_666
 AUDIT_LOCK = 8_532_477_831_213_809_667
+JOBS_LOCK = 8_532_477_831_213_809_668
 #: pgvector 0.5.0 brought HNSW; 0.8.0 iterative index scans (used when present).
 MIN_PGVECTOR = (0, 5, 0)
 ITERATIVE_SCAN_PGVECTOR = (0, 8, 0)
@@ -196,6 +198,39 @@ MIGRATIONS: tuple[tuple[str | Callable[[Connection], None], ...], ...] = (
         )""",
         "CREATE INDEX reviews_by_probe ON reviews (collection_pk, probe_sha256)",
     ),
+    (
+        # Video jobs: a queue shared by every server on the database, and each job's results (visage.jobs).
+        """CREATE TABLE jobs (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- queue order
+            job_id text NOT NULL UNIQUE,
+            operation text NOT NULL,
+            request text NOT NULL,  -- JSON
+            access_key_id text NOT NULL,
+            created_at timestamptz NOT NULL,
+            status text NOT NULL,  -- QUEUED, RUNNING, SUCCEEDED, FAILED
+            status_message text,
+            video_metadata text,  -- JSON
+            client_token text UNIQUE,
+            request_digest text NOT NULL,
+            progress double precision NOT NULL DEFAULT 0,
+            attempts integer NOT NULL DEFAULT 0,
+            worker text,
+            lease_until timestamptz,
+            started_at timestamptz,
+            finished_at timestamptz
+        )""",
+        "CREATE INDEX jobs_by_status ON jobs (status, seq)",
+        "CREATE INDEX jobs_by_finish ON jobs (finished_at)",
+        """CREATE TABLE job_results (
+            job_seq bigint NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
+            seq integer NOT NULL,  -- time order within the job
+            timestamp_ms bigint NOT NULL,
+            person_index bigint,
+            body text NOT NULL,  -- JSON: a FaceDetection or a PersonMatch
+            PRIMARY KEY (job_seq, seq)
+        )""",
+        "CREATE INDEX job_results_by_person ON job_results (job_seq, person_index, seq)",
+    ),
 )
 
 
@@ -209,6 +244,8 @@ class PostgresDialect(Dialect):
     duplicate = errors.UniqueViolation
     #: Appending to the audit log: one writer at a time, in every server sharing the database.
     hold_audit_log = f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"
+    claim_lock = " FOR UPDATE SKIP LOCKED"
+    jobs_lock = f"SELECT pg_advisory_xact_lock({JOBS_LOCK})"
 
     def sql(self, query: str) -> str:
         return query.replace("?", "%s")

@@ -22,6 +22,11 @@ and lists. A migration step may also be a function of the connection (:func:`cha
 The audit log is a hash chain (:mod:`visage.store.audit_chain`): :meth:`SQLStore.append_audit`
 reads the head and appends after it while holding the log (:attr:`Dialect.hold_audit_log`),
 so concurrent writers, in any process, queue instead of forking the chain.
+
+Video jobs (``jobs``, ``job_results``) are a queue that several server processes share:
+:meth:`SQLStore.claim_job` gives each queued job to one worker (SQLite: the write lock;
+PostgreSQL: ``FOR UPDATE SKIP LOCKED``), whose lease :meth:`SQLStore.save_job_progress`
+renews; :meth:`SQLStore.expire_jobs` takes back the jobs of workers that died.
 """
 
 from __future__ import annotations
@@ -42,13 +47,25 @@ import numpy as np
 from visage.errors import (
     ConflictException,
     IdempotentParameterMismatchException,
+    LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ThrottlingException,
 )
 from visage.faces import BoundingBox
 from visage.store.audit_chain import GENESIS, details_json, record_hash
-from visage.store.base import AuditEntry, AuditRecord, Collection, RequestToken, Review, StoredFace, StoredKey, User
+from visage.store.base import (
+    AuditEntry,
+    AuditRecord,
+    Collection,
+    JobResult,
+    RequestToken,
+    Review,
+    StoredFace,
+    StoredKey,
+    User,
+    VideoJob,
+)
 
 T = TypeVar("T")
 #: A connection of either driver (sqlite3, psycopg) inside a transaction: ``execute`` returns a cursor.
@@ -61,6 +78,11 @@ _NO_LIMIT = 2**62
 
 _COLLECTION_COLUMNS = "pk, collection_id, arn, face_model, face_model_version, created_at, keep_face_thumbnails"
 _REVIEW_COLUMNS = "time, access_key_id, probe_sha256, face_id, similarity, decision, note"
+_JOB_COLUMNS = (
+    "job_id, operation, request, access_key_id, created_at, status, status_message, video_metadata,"
+    " client_token, request_digest, progress, attempts, worker, lease_until, started_at, finished_at"
+)
+_ACTIVE_JOB = "status IN ('QUEUED', 'RUNNING')"
 _AUDIT_COLUMNS = (
     "time, access_key_id, operation, collection_id, threshold, match_count, best_similarity, face_ids, user_ids,"
     " probe_sha256, outcome, details"
@@ -83,6 +105,12 @@ class Dialect:
     #: A statement that holds the audit log until the commit, so that one writer at a time reads
     #: its head and appends ("" where a write holds the whole database).
     hold_audit_log: str
+    #: Appended to the SELECT of the job a worker claims: rows other workers are claiming are
+    #: skipped ("" where a write holds the whole database).
+    claim_lock: str = ""
+    #: A statement that makes job creations wait for each other within their transactions (the
+    #: count of active jobs must not race); "" where a write holds the whole database.
+    jobs_lock: str = ""
 
     def sql(self, query: str) -> str:
         """``query``, written with ``?`` placeholders, in the driver's."""
@@ -240,6 +268,56 @@ class Dialect:
             image_hash=image_hash,
             indexed_at=None if indexed is None else self.time_from_db(indexed),
         )
+
+    def job_row(self, job: VideoJob) -> tuple[Any, ...]:
+        """The values of the job columns for a job."""
+        return (
+            job.job_id,
+            job.operation,
+            json.dumps(job.request),
+            job.access_key_id,
+            self.time_to_db(job.created_at),
+            job.status,
+            job.status_message,
+            None if job.video_metadata is None else json.dumps(job.video_metadata),
+            job.client_token,
+            job.request_digest,
+            job.progress,
+            job.attempts,
+            job.worker,
+            self._optional_time_to_db(job.lease_until),
+            self._optional_time_to_db(job.started_at),
+            self._optional_time_to_db(job.finished_at),
+        )
+
+    def job(self, row: Sequence[Any]) -> VideoJob:
+        """A job from the values of the job columns."""
+        (job_id, operation, request, key, created, status, message, metadata, token, digest) = row[:10]
+        progress, attempts, worker, lease_until, started, finished = row[10:]
+        return VideoJob(
+            job_id=job_id,
+            operation=operation,
+            request=json.loads(request),
+            access_key_id=key,
+            created_at=self.time_from_db(created),
+            status=status,
+            status_message=message,
+            video_metadata=None if metadata is None else json.loads(metadata),
+            client_token=token,
+            request_digest=digest,
+            progress=float(progress),
+            attempts=int(attempts),
+            worker=worker,
+            lease_until=self._optional_time_from_db(lease_until),
+            started_at=self._optional_time_from_db(started),
+            finished_at=self._optional_time_from_db(finished),
+        )
+
+    def _optional_time_to_db(self, moment: datetime | None) -> Any:
+        return None if moment is None else self.time_to_db(moment)
+
+    def _optional_time_from_db(self, value: Any) -> datetime | None:
+        return None if value is None else self.time_from_db(value)
 
 
 class SQLStore(ABC):
@@ -761,6 +839,198 @@ class SQLStore(ABC):
 
         return self._run(read, write=False)
 
+    # Video jobs --------------------------------------------------------------------
+    def create_job(self, job: VideoJob, max_active: int) -> VideoJob:
+        d = self.dialect
+
+        def write(con: Connection) -> VideoJob:
+            if d.jobs_lock:
+                self._sql(con, d.jobs_lock)
+            if job.client_token is not None:
+                row = self._row(con, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE client_token = ?", (job.client_token,))
+                if row is not None:
+                    earlier = d.job(row)
+                    if earlier.request_digest != job.request_digest:
+                        raise IdempotentParameterMismatchException(
+                            f"ClientRequestToken {job.client_token} was already used with a different "
+                            f"{earlier.operation} request (job {earlier.job_id}); use a new token for a new job."
+                        )
+                    return earlier
+            active = self._row(con, f"SELECT count(*) FROM jobs WHERE {_ACTIVE_JOB}")
+            if active is not None and active[0] >= max_active:
+                raise LimitExceededException(
+                    f"{active[0]} video jobs are queued or running, as many as this server takes at once"
+                    f" ({max_active}); start this one when one of them has finished."
+                )
+            placeholders = ", ".join("?" * len(_JOB_COLUMNS.split(",")))
+            self._sql(con, f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES ({placeholders})", d.job_row(job))
+            return job
+
+        return self._run(write, write=True)
+
+    def get_job(self, job_id: str) -> VideoJob:
+        def read(con: Connection) -> VideoJob:
+            row = self._row(con, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
+            if row is None:
+                raise no_job(job_id)
+            return self.dialect.job(row)
+
+        return self._run(read, write=False)
+
+    def list_jobs(self, limit: int) -> list[VideoJob]:
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?"
+        return self._run(
+            lambda con: [self.dialect.job(row) for row in self._sql(con, query, (check_limit(limit),))], write=False
+        )
+
+    def claim_job(self, worker: str, lease_until: datetime) -> VideoJob | None:
+        d = self.dialect
+        oldest = "SELECT seq FROM jobs WHERE status = 'QUEUED' ORDER BY seq LIMIT 1"
+        # A look first, in a read: most calls find the queue empty and need not wait for the write lock.
+        if self._run(lambda con: self._row(con, oldest), write=False) is None:
+            return None
+
+        def write(con: Connection) -> VideoJob | None:
+            row = self._row(con, oldest + d.claim_lock)
+            if row is None:
+                return None
+            self._sql(con, "DELETE FROM job_results WHERE job_seq = ?", (row[0],))  # an earlier attempt's
+            claimed = self._row(
+                con,
+                "UPDATE jobs SET status = 'RUNNING', worker = ?, lease_until = ?, started_at = ?, progress = 0,"
+                f" attempts = attempts + 1 WHERE seq = ? RETURNING {_JOB_COLUMNS}",
+                (worker, d.time_to_db(lease_until), d.time_to_db(_now()), row[0]),
+            )
+            return None if claimed is None else d.job(claimed)
+
+        return self._run(write, write=True)
+
+    def save_job_progress(
+        self,
+        job_id: str,
+        worker: str,
+        lease_until: datetime,
+        progress: float,
+        results: Sequence[JobResult] = (),
+        video_metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        d = self.dialect
+        metadata = None if video_metadata is None else json.dumps(video_metadata)
+
+        def write(con: Connection) -> bool:
+            held = self._row(
+                con,
+                "UPDATE jobs SET lease_until = ?, progress = ?, video_metadata = coalesce(?, video_metadata)"
+                " WHERE job_id = ? AND worker = ? AND status = 'RUNNING'"
+                " RETURNING seq, (SELECT coalesce(max(r.seq), 0) FROM job_results r WHERE r.job_seq = jobs.seq)",
+                (d.time_to_db(lease_until), progress, metadata, job_id, worker),
+            )
+            if held is None:
+                return False
+            job_seq, last = held
+            with closing(con.cursor()) as cursor:
+                cursor.executemany(
+                    d.sql(
+                        "INSERT INTO job_results (job_seq, seq, timestamp_ms, person_index, body)"
+                        " VALUES (?, ?, ?, ?, ?)"
+                    ),
+                    [
+                        (job_seq, last + i, r.timestamp_ms, r.person_index, json.dumps(r.body))
+                        for i, r in enumerate(results, start=1)
+                    ],
+                )
+            return True
+
+        return self._run(write, write=True)
+
+    def finish_job(
+        self,
+        job_id: str,
+        worker: str,
+        status: str,
+        message: str | None = None,
+        renumber: Mapping[int, int] | None = None,
+    ) -> VideoJob | None:
+        if status not in ("SUCCEEDED", "FAILED"):
+            raise ValueError(f"A job finishes SUCCEEDED or FAILED, not {status}.")
+        d = self.dialect
+        query = (
+            "UPDATE jobs SET status = ?, status_message = ?, finished_at = ?, worker = NULL, lease_until = NULL,"
+            " progress = CASE WHEN ? = 'SUCCEEDED' THEN 1.0 ELSE progress END"
+            f" WHERE job_id = ? AND worker = ? AND status = 'RUNNING' RETURNING {_JOB_COLUMNS}"
+        )
+        params = (status, message, d.time_to_db(_now()), status, job_id, worker)
+
+        def write(con: Connection) -> VideoJob | None:
+            row = self._row(con, query, params)
+            if row is None:
+                return None
+            if renumber:
+                with closing(con.cursor()) as cursor:
+                    cursor.executemany(
+                        d.sql(
+                            "UPDATE job_results SET person_index = ?"
+                            " WHERE job_seq = (SELECT seq FROM jobs WHERE job_id = ?) AND person_index = ?"
+                        ),
+                        [(new, job_id, old) for old, new in renumber.items()],
+                    )
+            return d.job(row)
+
+        return self._run(write, write=True)
+
+    def release_job(self, job_id: str, worker: str) -> None:
+        query = (
+            "UPDATE jobs SET status = 'QUEUED', worker = NULL, lease_until = NULL, attempts = attempts - 1"
+            " WHERE job_id = ? AND worker = ? AND status = 'RUNNING'"
+        )
+        self._run(lambda con: self._sql(con, query, (job_id, worker)), write=True)
+
+    def expire_jobs(self, now: datetime, max_attempts: int, message: str) -> list[VideoJob]:
+        d = self.dialect
+        expired = "status = 'RUNNING' AND lease_until < ?"
+
+        def write(con: Connection) -> list[VideoJob]:
+            self._sql(
+                con,
+                f"UPDATE jobs SET status = 'QUEUED', worker = NULL, lease_until = NULL WHERE {expired} AND attempts < ?",
+                (d.time_to_db(now), max_attempts),
+            )
+            rows = self._sql(
+                con,
+                "UPDATE jobs SET status = 'FAILED', status_message = ?, finished_at = ?, worker = NULL,"
+                f" lease_until = NULL WHERE {expired} RETURNING {_JOB_COLUMNS}",
+                (message, d.time_to_db(now), d.time_to_db(now)),
+            ).fetchall()
+            return [d.job(row) for row in rows]
+
+        return self._run(write, write=True)
+
+    def job_results(self, job_id: str, by_person: bool, after: tuple[int, int] | None, limit: int) -> list[JobResult]:
+        if by_person:
+            where, order = "(person_index, seq) > (?, ?)", "person_index, seq"
+            key: tuple[int, ...] = after or (-1, 0)
+        else:
+            where, order, key = "seq > ?", "seq", ((after or (0, 0))[1],)
+
+        def read(con: Connection) -> list[JobResult]:
+            job = self._row(con, "SELECT seq FROM jobs WHERE job_id = ?", (job_id,))
+            if job is None:
+                raise no_job(job_id)
+            rows = self._sql(
+                con,
+                f"SELECT timestamp_ms, body, person_index, seq FROM job_results WHERE job_seq = ? AND {where}"
+                f" ORDER BY {order} LIMIT ?",
+                (job[0], *key, check_limit(limit)),
+            )
+            return [JobResult(int(t), json.loads(body), index, int(seq)) for t, body, index, seq in rows]
+
+        return self._run(read, write=False)
+
+    def purge_jobs(self, finished_before: datetime) -> int:
+        query = "DELETE FROM jobs WHERE finished_at < ?"
+        moment = self.dialect.time_to_db(finished_before)
+        return int(self._run(lambda con: self._sql(con, query, (moment,)).rowcount, write=True))
+
     # Helpers working inside a transaction ------------------------------------------
     def _sql(self, con: Connection, query: str, params: Sequence[Any] = ()) -> Any:
         """Executes ``query`` (``?`` placeholders); its cursor."""
@@ -923,6 +1193,12 @@ def chain_audit_log(con: Connection, dialect: Dialect) -> None:
 def dialect_sql(con: Connection, dialect: Dialect, query: str, params: Sequence[Any] = ()) -> Any:
     """Executes ``query`` (``?`` placeholders) in ``dialect``; its cursor."""
     return con.execute(dialect.sql(query), params)
+
+
+def no_job(job_id: str) -> ResourceNotFoundException:
+    return ResourceNotFoundException(
+        f"The video job {job_id} does not exist: check the JobId, or its results have passed their retention time."
+    )
 
 
 def _face_taken(face_id: str, collection_id: str) -> ConflictException:

@@ -174,6 +174,39 @@ MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] =
         )""",
         "CREATE INDEX reviews_by_probe ON reviews (collection_pk, probe_sha256)",
     ),
+    (
+        # Video jobs: a queue that survives restarts, and each job's results (visage.jobs).
+        """CREATE TABLE jobs (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- queue order
+            job_id TEXT NOT NULL UNIQUE,
+            operation TEXT NOT NULL,
+            request TEXT NOT NULL,  -- JSON
+            access_key_id TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            status TEXT NOT NULL,  -- QUEUED, RUNNING, SUCCEEDED, FAILED
+            status_message TEXT,
+            video_metadata TEXT,  -- JSON
+            client_token TEXT UNIQUE,
+            request_digest TEXT NOT NULL,
+            progress REAL NOT NULL DEFAULT 0,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            worker TEXT,
+            lease_until TEXT,
+            started_at TEXT,
+            finished_at TEXT
+        )""",
+        "CREATE INDEX jobs_by_status ON jobs (status, seq)",
+        "CREATE INDEX jobs_by_finish ON jobs (finished_at)",
+        """CREATE TABLE job_results (
+            job_seq INTEGER NOT NULL REFERENCES jobs (seq) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,  -- time order within the job
+            timestamp_ms INTEGER NOT NULL,
+            person_index INTEGER,
+            body TEXT NOT NULL,  -- JSON: a FaceDetection or a PersonMatch
+            PRIMARY KEY (job_seq, seq)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX job_results_by_person ON job_results (job_seq, person_index, seq)",
+    ),
 )
 
 
