@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from visage.engine.similarity import DATA_DIR, SimilarityMap
 
 RAW = np.array([-1.0, 0.2, 0.5, 0.6, 0.9])
 SIMILARITY = np.array([0.0, 0.0, 80.0, 80.0, 100.0])
+#: Knots with more decimals than a saved map keeps (6).
+FINE_RAW = np.array([-1.0, 0.1234567, 0.7654321, 1.0])
+FINE_SIMILARITY = np.array([0.0, 12.3456789, 87.6543219, 100.0])
 
 
 @pytest.fixture()
@@ -23,7 +27,7 @@ def test_the_map_interpolates_between_its_knots(mapping: SimilarityMap) -> None:
     assert mapping(0.35) == pytest.approx(40.0)
     assert mapping(0.55) == pytest.approx(80.0) and mapping(0.75) == pytest.approx(90.0)
     assert mapping(-2.0) == 0.0 and mapping(2.0) == 100.0  # clamped beyond the knots
-    assert isinstance(mapping(0.35), float)
+    assert type(mapping(0.35)) is float
     np.testing.assert_allclose(mapping(np.array([0.2, 0.35, 0.9])), [0.0, 40.0, 100.0])
 
 
@@ -41,6 +45,13 @@ def test_raw_threshold_is_the_least_raw_score_that_reaches_a_similarity(mapping:
         assert mapping(raw) >= similarity - 1e-9 and mapping(raw - 1e-6) < similarity
 
 
+def test_raw_threshold_between_distinct_knots() -> None:
+    steady = SimilarityMap("m", np.array([0.0, 0.5, 1.0]), np.array([0.0, 50.0, 100.0]))
+    assert steady.raw_threshold(75.0) == pytest.approx(0.75)
+    assert steady.raw_threshold(50.0) == pytest.approx(0.5)
+    assert steady.raw_threshold(25.0) == pytest.approx(0.25)
+
+
 def test_a_flat_step_answers_its_upper_knot() -> None:
     flat = SimilarityMap("m", np.array([0.0, 0.4, 0.6]), np.array([10.0, 50.0, 50.0]))
     assert flat.raw_threshold(50.0) == pytest.approx(0.4)
@@ -48,16 +59,19 @@ def test_a_flat_step_answers_its_upper_knot() -> None:
     assert stepped.raw_threshold(55.0) == pytest.approx(0.7)
 
 
+TOO_FEW = "^a similarity map needs at least two knots, as many raw as similarity values$"
+
+
 @pytest.mark.parametrize(
     ("raw", "similarity", "message"),
     [
-        ([0.0], [0.0], "at least two knots"),
-        ([0.0, 1.0], [0.0, 50.0, 100.0], "as many"),
-        ([0.0, 0.0], [0.0, 100.0], "strictly increasing"),
-        ([0.5, 0.1], [0.0, 100.0], "strictly increasing"),
-        ([0.0, 1.0], [60.0, 50.0], "must not decrease"),
-        ([0.0, 1.0], [-1.0, 50.0], "within 0-100"),
-        ([0.0, 1.0], [0.0, 100.5], "within 0-100"),
+        ([0.0], [0.0], TOO_FEW),
+        ([0.0, 1.0], [0.0, 50.0, 100.0], TOO_FEW),
+        ([0.0, 0.0], [0.0, 100.0], "^raw knots must be strictly increasing$"),
+        ([0.5, 0.1], [0.0, 100.0], "^raw knots must be strictly increasing$"),
+        ([0.0, 1.0], [60.0, 50.0], "^similarity must not decrease as the raw score grows$"),
+        ([0.0, 1.0], [-1.0, 50.0], "^similarity must stay within 0-100$"),
+        ([0.0, 1.0], [0.0, 100.5], "^similarity must stay within 0-100$"),
     ],
 )
 def test_a_malformed_map_is_refused(raw: list[float], similarity: list[float], message: str) -> None:
@@ -70,13 +84,21 @@ def test_the_edges_are_allowed() -> None:
     SimilarityMap("m", np.array([0.0, 1.0]), np.array([50.0, 50.0]))
 
 
-def test_a_saved_map_loads_as_it_was(mapping: SimilarityMap, tmp_path: Path) -> None:
-    path = mapping.save(tmp_path / "maps")
-    assert path == tmp_path / "maps" / "m.json"
-    loaded = SimilarityMap.load("m", tmp_path / "maps")
-    assert loaded.model == "m" and loaded.method == "test" and loaded.metadata == {"table": []}
-    np.testing.assert_allclose(loaded.raw, np.round(RAW, 6))
-    np.testing.assert_allclose(loaded.similarity, SIMILARITY)
+def test_a_saved_map_loads_as_it_was_to_six_decimals(tmp_path: Path) -> None:
+    fine = SimilarityMap("m", FINE_RAW, FINE_SIMILARITY, method="test", metadata={"table": [1]})
+    folder = tmp_path / "new" / "maps"  # made, parents too
+    path = fine.save(folder)
+    assert path == folder / "m.json"
+    saved = json.loads(path.read_text())
+    assert saved["raw"] == [-1.0, 0.123457, 0.765432, 1.0]
+    assert saved["similarity"] == [0.0, 12.345679, 87.654322, 100.0]
+    assert saved["model"] == "m" and saved["method"] == "test" and saved["table"] == [1]
+    loaded = SimilarityMap.load("m", folder)
+    assert loaded.model == "m" and loaded.method == "test" and loaded.metadata == {"table": [1]}
+    assert loaded.raw.dtype == np.float64 and loaded.similarity.dtype == np.float64
+    np.testing.assert_array_equal(loaded.raw, saved["raw"])
+    np.testing.assert_array_equal(loaded.similarity, saved["similarity"])
+    fine.save(folder)  # saving again over the file is fine
 
 
 def test_the_shipped_maps_load_from_the_package() -> None:
