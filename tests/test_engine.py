@@ -251,28 +251,42 @@ def test_compare_faces_quality_filter_drops_faces_in_both_images(engine: Engine,
     assert not quality_filter_reasons(strict.source.detail, "HIGH", decoded.width, decoded.height)
 
 
-def test_sface_vectors_are_opencvs(engine: Engine, portraits: Path) -> None:
+#: Colour photos (a channel swap changes what SFace sees): the six portraits, two people in
+#: one photo, and the astronaut. The 1927 Solvay photo is greyscale, blind to a swap.
+COLOUR = [
+    *(f"portraits/{p}_{i}.jpg" for p in ("person_a", "person_b", "impostor") for i in (1, 2)),
+    "face_recognition_examples/examples/two_people.jpg",
+    "face_recognition_examples/examples/biden.jpg",
+]
+
+
+def test_sface_vectors_are_opencvs(engine: Engine, eval_data: Path, astronaut_jpeg: bytes) -> None:
     """Visage runs SFace on onnxruntime with its weights dequantised once, and aligns the
     crop itself; the vectors must stay those of OpenCV's own FaceRecognizerSF on the same
-    file (the calibration was fitted on them), face by face."""
+    file (the calibration was fitted on them), face by face, on colour photos."""
     import cv2
 
     from visage.engine.bundled import SFACE, verified_path
     from visage.engine.recognition import align_sface
 
     opencv = cv2.FaceRecognizerSF.create(str(verified_path(SFACE)), "")
-    group = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
-    detections = engine.detector.detect(group)
-    ours = engine.face_model("sface").embed(group, detections)
-    bgr = np.ascontiguousarray(group.rgb[:, :, ::-1])
-    cosines = []
-    for detection, embedding in zip(detections, ours, strict=True):
-        row = np.concatenate([detection.box, detection.points.reshape(-1), [detection.score]]).astype(np.float32)
-        crop = opencv.alignCrop(bgr, row)  # OpenCV wants YuNet's 15-value row
-        assert np.abs(crop.astype(int) - align_sface(group.rgb, detection.points)[:, :, ::-1]).max() <= 8
-        theirs = opencv.feature(crop).reshape(-1)
-        cosines.append(float(embedding.vector @ theirs / np.linalg.norm(theirs)))
-    assert len(cosines) == 29 and min(cosines) > 0.9999, sorted(cosines)[:3]
+    cosines, swapped = [], []
+    for data in [astronaut_jpeg] + [(eval_data / name).read_bytes() for name in COLOUR]:
+        image = engine.decode(data)
+        assert np.abs(image.rgb[..., 0].astype(int) - image.rgb[..., 2]).mean() > 10  # colour indeed
+        detections = engine.detector.detect(image)
+        ours = engine.face_model("sface").embed(image, detections)
+        bgr = np.ascontiguousarray(image.rgb[:, :, ::-1])
+        for detection, embedding in zip(detections, ours, strict=True):
+            row = np.concatenate([detection.box, detection.points.reshape(-1), [detection.score]]).astype(np.float32)
+            crop = opencv.alignCrop(bgr, row)  # OpenCV wants a BGR image and YuNet's 15-value row
+            assert np.abs(crop.astype(int) - align_sface(image.rgb, detection.points)[:, :, ::-1]).max() <= 8
+            for crops, out in ((crop, cosines), (np.ascontiguousarray(crop[:, :, ::-1]), swapped)):
+                theirs = opencv.feature(crops).reshape(-1)
+                out.append(float(embedding.vector @ theirs / np.linalg.norm(theirs)))
+    assert len(cosines) == 10 and min(cosines) > 0.9999, sorted(cosines)[:3]
+    # The check can see a channel swap: OpenCV's vectors of the swapped crops are not ours.
+    assert max(swapped) < 0.999, sorted(swapped)[-3:]
 
 
 def test_index_faces_embeds_only_the_faces_it_keeps(engine: Engine, portraits: Path) -> None:

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from visage.engine import Engine
 from visage.engine.images import DecodedImage
-from visage.engine.quality import QUALITY_BARS
+from visage.engine.quality import QUALITY_BARS, measure_quality, quality_filter_reasons
+from visage.faces import BoundingBox, FaceDetail, Pose, Quality
 
 
 def test_blur_lowers_sharpness_and_darkening_lowers_brightness(engine: Engine, portraits: Path) -> None:
@@ -32,3 +34,127 @@ def test_quality_bars_get_stricter() -> None:
     assert low.max_yaw >= medium.max_yaw >= high.max_yaw
     assert low.min_sharpness <= medium.min_sharpness <= high.min_sharpness
     assert QUALITY_BARS["AUTO"] == medium
+
+
+# QualityFilter at each bar's edges: a face exactly at a bar passes, a hair beyond fails for that reason alone.
+
+IMAGE = (1000, 800)  # width, height in pixels
+
+
+def detail(
+    confidence: float = 99.0,
+    side: float = 200.0,
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+    brightness: float = 50.0,
+    sharpness: float = 60.0,
+    wide: bool = True,
+) -> FaceDetail:
+    """A face whose shorter box side is ``side`` pixels (the width when not ``wide``)."""
+    width, height = (side * 1.5, side) if wide else (side, side * 1.5)
+    return FaceDetail(
+        bounding_box=BoundingBox(0.1, 0.1, width / IMAGE[0], height / IMAGE[1]),
+        confidence=confidence,
+        landmarks=(),
+        pose=Pose(roll=0.0, yaw=yaw, pitch=pitch),
+        quality=Quality(brightness=brightness, sharpness=sharpness),
+    )
+
+
+def reasons(face: FaceDetail, level: str) -> list[str]:
+    return quality_filter_reasons(face, level, *IMAGE)
+
+
+@pytest.mark.parametrize("level", ["LOW", "MEDIUM", "AUTO", "HIGH"])
+def test_each_bar_passes_at_its_edge_and_fails_beyond_it(level: str) -> None:
+    bar = QUALITY_BARS[level]
+    at_edges = dict(
+        confidence=bar.min_confidence,
+        side=bar.min_face_pixels,
+        yaw=bar.max_yaw,
+        pitch=bar.max_pitch,
+        sharpness=bar.min_sharpness,
+    )
+    for key, value in at_edges.items():
+        assert reasons(detail(**{key: value}), level) == [], (level, key)
+    assert reasons(detail(yaw=-bar.max_yaw, pitch=-bar.max_pitch), level) == []
+    assert reasons(detail(brightness=bar.min_brightness), level) == []
+    assert reasons(detail(brightness=bar.max_brightness), level) == []
+    assert reasons(detail(side=bar.min_face_pixels, wide=False), level) == []
+    eps = 1e-6
+    beyond = {
+        "SMALL_BOUNDING_BOX": [
+            detail(side=bar.min_face_pixels - 0.01),
+            detail(side=bar.min_face_pixels - 0.01, wide=False),
+        ],
+        "LOW_CONFIDENCE": [detail(confidence=bar.min_confidence - eps)],
+        "EXTREME_POSE": [
+            detail(yaw=bar.max_yaw + eps),
+            detail(yaw=-bar.max_yaw - eps),
+            detail(pitch=bar.max_pitch + eps),
+            detail(pitch=-bar.max_pitch - eps),
+        ],
+        "LOW_BRIGHTNESS": [detail(brightness=bar.min_brightness - eps), detail(brightness=bar.max_brightness + eps)],
+        "LOW_SHARPNESS": [detail(sharpness=bar.min_sharpness - eps)],
+    }
+    for reason, faces in beyond.items():
+        for face in faces:
+            assert reasons(face, level) == [reason], (level, reason, face)
+
+
+def test_every_reason_at_once_in_rekognitions_order() -> None:
+    worst = detail(confidence=10.0, side=5.0, yaw=89.0, brightness=1.0, sharpness=0.0)
+    assert reasons(worst, "LOW") == [
+        "SMALL_BOUNDING_BOX",
+        "LOW_CONFIDENCE",
+        "EXTREME_POSE",
+        "LOW_BRIGHTNESS",
+        "LOW_SHARPNESS",
+    ]
+    assert reasons(worst, "NONE") == []
+
+
+def test_the_bars_are_the_documented_ones() -> None:
+    """docs/engine.md's table; a changed bar must change the doc too."""
+    table = {
+        "LOW": (80, 20, 75, 60, 8, 98, 3),
+        "MEDIUM": (85, 32, 60, 45, 12, 96, 8),
+        "HIGH": (90, 64, 40, 30, 20, 92, 25),
+    }
+    for level, values in table.items():
+        bar = QUALITY_BARS[level]
+        assert (
+            bar.min_confidence,
+            bar.min_face_pixels,
+            bar.max_yaw,
+            bar.max_pitch,
+            bar.min_brightness,
+            bar.max_brightness,
+            bar.min_sharpness,
+        ) == values
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "engine.md").read_text()
+    assert "| LOW | 80 | 20 | 75 | 60 | 8–98 | 3 |" in doc and "| HIGH | 90 | 64 | 40 | 30 | 20–92 | 25 |" in doc
+
+
+def test_brightness_and_sharpness_on_known_pictures() -> None:
+    flat = np.full((200, 200), 128, dtype=np.uint8)
+    box = np.array([50.0, 50.0, 100.0, 100.0])
+    quality = measure_quality(flat, box)
+    assert quality.brightness == pytest.approx(100 * 128 / 255, abs=1e-3) and quality.sharpness == 0.0
+    assert measure_quality(np.zeros((200, 200), dtype=np.uint8), box).brightness == 0.0
+    checkers = ((np.indices((200, 200)).sum(axis=0) // 4) % 2 * 255).astype(np.uint8)
+    sharp = measure_quality(checkers, box)
+    assert sharp.sharpness > 99 and sharp.brightness == pytest.approx(50, abs=3)
+    soft = measure_quality(cv2.GaussianBlur(checkers, (0, 0), 3), box)
+    assert soft.sharpness < sharp.sharpness
+    # Only the box is measured; a box past the edge is clipped, an empty one measures nothing.
+    half = flat.copy()
+    half[:, 100:] = 0
+    assert measure_quality(half, np.array([0.0, 0.0, 100.0, 200.0])).brightness == pytest.approx(50.196, abs=1e-3)
+    assert measure_quality(half, np.array([150.0, 0.0, 100.0, 300.0])).brightness == 0.0
+    assert measure_quality(half, np.array([300.0, 300.0, 10.0, 10.0])) == Quality(0.0, 0.0)
+    # The same face at twice the size scores the same sharpness (it is measured at 112 px wide).
+    small = cv2.resize(checkers, (100, 100), interpolation=cv2.INTER_AREA)
+    assert measure_quality(small, np.array([25.0, 25.0, 50.0, 50.0])).sharpness == pytest.approx(
+        measure_quality(checkers, box).sharpness, abs=5
+    )

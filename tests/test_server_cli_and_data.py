@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from visage.evaluation.intervals import binomial_range
+
 from .conftest import RunningServer
 
 
@@ -68,7 +70,12 @@ def _lfw_people(lfw: Path, count: int, per_person: int) -> list[tuple[str, list[
 
 
 def test_identification_on_lfw(server: RunningServer, rekognition: Any, lfw: Path) -> None:
-    """Index two images each of 100 LFW people; search with a third: top-1 right for >= 97."""
+    """Index two images each of 100 LFW people; search with a third: top-1 right for >= 97.
+
+    97 is derived, not chosen: benchmarks/identification_rate.py measured this very protocol
+    on 60 other draws of 100 people (5,963 of 6,000 right, 99.38 %; no draw under 97), and
+    97 is the lower end of the central 99 % binomial range of 100 probes at that rate.
+    """
     rekognition.create_collection(CollectionId="lfw-identification")
     people = _lfw_people(lfw, 100, 3)
     for name, images in people:
@@ -88,7 +95,9 @@ def test_identification_on_lfw(server: RunningServer, rekognition: Any, lfw: Pat
         top = response["FaceMatches"][0]["Face"]["ExternalImageId"] if response["FaceMatches"] else None
         correct += top == name
     print(f"LFW identification: top-1 correct for {correct} of 100 people")
-    assert correct >= 97
+    measured = json.loads((Path(__file__).parent.parent / "benchmarks/results/identification_rate.json").read_text())
+    assert measured["floor_of_100"] == binomial_range(100, measured["correct"] / measured["probes"], 0.99)[0] == 97
+    assert correct >= measured["floor_of_100"]
 
 
 def test_restart_keeps_everything(tmp_path: Path, portraits: Path) -> None:

@@ -48,10 +48,10 @@ class GeometryRule:
         return Estimate(value=bool(margin > 0), confidence=round(confidence, 3))
 
 
-# Thresholds chosen on hand-labelled FairFace faces (tests/data/attribute_labels.json:
-# 48 smile, 48 mouth, 40 eye labels, each set spanning its ratio from lowest to highest);
-# the accuracy each reaches there is checked by tests/test_attributes.py and quoted in
-# docs/engine.md.
+# Thresholds fitted on half of the hand-labelled FairFace faces (tests/data/attribute_labels.json:
+# 48 smile, 48 mouth, 40 eye labels, each set spanning its ratio from lowest to highest) and
+# checked on the other half: `visage eval attributes` (visage.evaluation.attributes.fit)
+# writes the figures docs/engine.md quotes; tests/test_attributes.py checks them.
 EYES_OPEN = GeometryRule(threshold=0.16, spread=0.04)
 MOUTH_OPEN = GeometryRule(threshold=0.10, spread=0.06)
 SMILE = GeometryRule(threshold=0.69, spread=0.06)

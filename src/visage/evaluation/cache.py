@@ -1,22 +1,32 @@
-"""A disk cache of what the engine found in each evaluation image, per face model version.
+"""A disk cache of what the engine found in each evaluation image.
 
 Evaluations run the same 13,000 LFW images (and the UTKFace and FairFace faces)
 through the engine again and again; each result is kept under
-``VISAGE_EVAL_CACHE`` (default ``~/.cache/visage/eval``), keyed by the face model
-version, the attributes asked for, the source of the engine's modules (so a code
-change starts a fresh cache), and the image's path, size and modification time.
-A cached entry is exactly what :meth:`Engine.analyze` returned, so results do not
-depend on whether the cache was warm. Delete the folder to start afresh.
+``VISAGE_EVAL_CACHE`` (default ``~/.cache/visage/eval``). A cached entry is exactly
+what :meth:`Engine.analyze` returned, so results do not depend on whether the cache
+was warm, provided the key holds everything the results depend on. It does:
+
+- the face model version, the attributes asked for and the settings that change results;
+- :func:`code_digest`: the source of every module that analysis runs (the whole engine
+  package, alignment, embedding and SFace's graph rewrite included, and the modules it
+  imports from the rest of Visage: :data:`ANALYSIS_MODULES`), the SHA-256 of every model
+  file (the engine checks each file against it before loading), and the versions of the
+  libraries that run the models (:data:`LIBRARIES`);
+- the image's path, size and modification time.
+
+tests/test_cache.py checks that an analysis imports no Visage module outside
+:data:`ANALYSIS_MODULES`. Delete the folder to start afresh.
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
+import importlib
 import os
 import pickle
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 from visage.engine import Engine
@@ -27,9 +37,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VISAGE_EVAL_CACHE", "~/.cache/visage/eval")).expanduser()
 
 
-#: Modules whose code decides what the engine finds; with the face model's class and the
-#: engine's analysis methods, their source is part of the cache key.
-_ENGINE_MODULES = ("images", "detection", "landmarks", "quality", "attributes", "bundled")
+#: Every Visage module an analysis runs (the engine package is taken whole).
+ANALYSIS_MODULES = ("visage", "visage.config", "visage.contract", "visage.errors", "visage.faces")
+#: The data files the engine reads besides the model files (the fusion model's weights).
+_ENGINE_DATA = ("fusion.json",)
+#: Distributions whose code runs the models: a new release may change the vectors.
+LIBRARIES = ("opencv-python-headless", "onnxruntime", "onnx", "dlib-bin", "numpy", "pillow")
 #: Settings that change results (not, say, the data dir or the thread count).
 _RESULT_SETTINGS = (
     "max_image_pixels",
@@ -42,14 +55,31 @@ _RESULT_SETTINGS = (
 )
 
 
-def _source_digest(model_class: type) -> str:
-    import visage.engine as engine_module
+def analysis_sources() -> list[Path]:
+    """The source files of everything an analysis runs: the engine package and :data:`ANALYSIS_MODULES`."""
+    import visage.engine
 
-    digest = hashlib.sha1()
-    for name in _ENGINE_MODULES:
-        digest.update((Path(engine_module.__file__).parent / f"{name}.py").read_bytes())
-    for piece in (model_class, engine_module.Engine.analyze, engine_module.Engine._describe):
-        digest.update(inspect.getsource(piece).encode())
+    engine_package = Path(visage.engine.__file__).parent
+    modules = [Path(importlib.import_module(name).__file__ or "") for name in ANALYSIS_MODULES]
+    return sorted(engine_package.glob("*.py")) + modules
+
+
+def code_digest(sources: list[Path] | None = None) -> str:
+    """SHA-256 of the analysis code (``sources``, default :func:`analysis_sources`), the
+    model files and the libraries that run them."""
+    from visage.engine import bundled
+
+    digest = hashlib.sha256()
+    for path in analysis_sources() if sources is None else sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    data = Path(bundled.__file__).parent.parent / "data"
+    for name in _ENGINE_DATA:
+        digest.update((data / name).read_bytes())
+    for name, model in sorted(vars(bundled).items()):
+        if isinstance(model, bundled.ModelFile):
+            digest.update(f"{name}:{model.relative_path}={model.sha256}".encode())
+    for library in LIBRARIES:
+        digest.update(f"{library}=={metadata.version(library)}".encode())
     return digest.hexdigest()
 
 
@@ -62,7 +92,7 @@ class AnalysisCache:
             face_model.version,
             self.attributes,
             [getattr(settings, name) for name in _RESULT_SETTINGS],
-            _source_digest(type(face_model)),
+            code_digest(),
         )
         tag = hashlib.sha1(repr(what).encode()).hexdigest()[:12]
         self.folder = (root or cache_dir()) / f"{face_model.version}-{tag}"

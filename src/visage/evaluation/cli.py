@@ -24,6 +24,7 @@ DOCS = Path("docs")
 
 #: Each subcommand of ``visage eval``, and the ``module:attribute`` that defines it.
 SUBCOMMANDS = {
+    "attributes": "visage.evaluation.attributes.command:attributes_command",
     "calibrate": "visage.evaluation.calibration.command:calibrate_command",
     "docs": "visage.evaluation.accuracy.command:docs_command",
     "fusion-weight": "visage.evaluation.calibration.command:fusion_weight_command",

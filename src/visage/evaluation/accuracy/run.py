@@ -11,6 +11,10 @@
   ``pairs.txt`` rejected (FNMR) and different-person pairs accepted, with the
   model's current Similarity map.
 - Cost: milliseconds to embed one face (:mod:`visage.evaluation.accuracy.cost`).
+- ``pair_scores``: each pair's cosine, in the order of the pairs run (-1 where an image
+  has no face), to 6 decimals: a reduced run is checked pair by pair against the
+  published full run (tests/test_eval_lfw.py), so the published figures are those of
+  the vectors the code computes now.
 
 ``limit`` makes a reduced run for CI: the first ``limit`` same and the first
 ``limit`` different pairs of each fold.
@@ -98,6 +102,7 @@ def run_lfw(
         "at_similarity": [
             _at_similarity(engine.similarity_map(model), s, genuine, impostor) for s in TABLE_SIMILARITIES
         ],
+        "pair_scores": [round(float(s), 6) for s in scores],
     }
     if all_pairs:
         every = all_pair_scores(lfw_vectors(engine, model, root))

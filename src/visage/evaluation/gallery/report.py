@@ -11,6 +11,17 @@ ACLU_GALLERY = 25_000
 ACLU_FALSE_MATCHES = 28  # members falsely matched
 
 
+def _controls(controls: dict[str, Any] | None) -> list[str]:
+    """The line on the control searches of a reduced run (people who are in the gallery)."""
+    if not controls or not controls["searched"]:
+        return []
+    found = ", ".join(f"{n:,} at {t}" for t, n in controls["found"].items())
+    return [
+        f"- Controls: {controls['searched']:,} people who are in the gallery, each searched with one of their images "
+        f"left out of it; their own person was found: {found}."
+    ]
+
+
 def gallery_markdown(result: dict[str, Any]) -> str:
     run = "full run" if result["limit"] is None else f"reduced run (gallery limited to {result['limit']:,} images)"
     rows = result["thresholds"]
@@ -33,6 +44,7 @@ def gallery_markdown(result: dict[str, Any]) -> str:
         f"left at its default AUTO): {result['gallery_faces']:,} faces stored; "
         f"{result['gallery_images_without_indexed_face']:,} images stored none ({_reasons(result['unindexed_reasons'])}).",
         "- No image of a probe person is in the gallery, so every match is a false match.",
+        *_controls(result.get("controls")),
         f"- Comparisons: {rows[0]['comparisons']:,} (searched probes x gallery faces).",
         "",
         "## Observed against the calibration",

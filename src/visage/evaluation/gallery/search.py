@@ -33,6 +33,7 @@ from visage.evaluation.prediction import map_identity, predicted_fmr
 from visage.testing import LocalServer
 
 THRESHOLDS = (80.0, 95.0, 99.0)
+CONTROLS = 50  # people searched who *are* in a reduced gallery: the search must find them
 COLLECTION = "gallery"
 MAX_MATCHES = shape_max("MaxFaces")  # the most one search may return
 T = TypeVar("T")
@@ -43,10 +44,17 @@ R = TypeVar("R")
 class Plan:
     probes: list[tuple[str, Path]]  # (LFW person, the one image searched)
     gallery: list[Path]
+    #: (LFW person with an image in the gallery, another image of theirs that is not): true matches to find
+    controls: list[tuple[str, Path]] = field(default_factory=list)
 
 
 def plan_gallery(data: Path, probes: int, limit: int | None = None, seed: int = 0) -> Plan:
-    """Seeded probe people with one image each; every other face of the eval data as the gallery."""
+    """Seeded probe people with one image each; every other face of the eval data as the gallery.
+
+    A reduced gallery (``limit``) leaves some images of its LFW people out: up to
+    :data:`CONTROLS` of those people are searched with such an image, as controls that
+    the search finds who is there. The probes and the gallery do not depend on them.
+    """
     images = lfw_dir(data) / "lfw-deepfunneled"
     people = {p.name: sorted(p.glob("*.jpg")) for p in sorted(images.iterdir()) if p.is_dir()}
     rng = random.Random(seed)
@@ -55,12 +63,20 @@ def plan_gallery(data: Path, probes: int, limit: int | None = None, seed: int = 
     excluded = set(chosen)
     gallery = [path for person, paths in people.items() if person not in excluded for path in paths]
     gallery += [f.path for f in utkface(data)] + [f.path for f in fairface(data)]
+    controls: list[tuple[str, Path]] = []
     if limit is not None and limit < len(gallery):
         gallery = sorted(rng.sample(gallery, limit))
+        kept = set(gallery)
+        present = sorted({p.parent.name for p in gallery if p.is_relative_to(images)})
+        left_out = {person: [p for p in people[person] if p not in kept] for person in present}
+        candidates = [person for person in present if left_out[person]]
+        controls = [
+            (person, left_out[person][0]) for person in sorted(rng.sample(candidates, min(CONTROLS, len(candidates))))
+        ]
     leaked = [p for p in gallery if p.parent.name in excluded and p.is_relative_to(images)]
     if leaked:
         raise AssertionError(f"probe people in the gallery: {leaked[:3]}")
-    return Plan(probe_list, gallery)
+    return Plan(probe_list, gallery, controls)
 
 
 def external_id(path: Path, data: Path) -> str:
@@ -136,7 +152,7 @@ def index_gallery(client: Any, plan: Plan, data: Path, threads: int, progress: b
 
 
 def search_probes(
-    client: Any, plan: Plan, data: Path, threshold: float, threads: int, progress: bool
+    client: Any, probes: list[tuple[str, Path]], data: Path, threshold: float, threads: int, progress: bool
 ) -> list[ProbeResult]:
     def search(probe: tuple[str, Path]) -> ProbeResult:
         person, path = probe
@@ -152,7 +168,26 @@ def search_probes(
         matches = [(m["Face"].get("ExternalImageId", ""), float(m["Similarity"])) for m in response["FaceMatches"]]
         return ProbeResult(person, external_id(path, data), True, matches)
 
-    return parallel(search, plan.probes, threads, 100, "searched", progress)
+    return parallel(search, probes, threads, 100, "searched", progress)
+
+
+def person(image_id: str) -> str | None:
+    """The LFW person an ExternalImageId shows (None for the other sources)."""
+    parts = image_id.split(":")
+    return parts[2] if parts[0] == "lfw" and len(parts) > 3 else None
+
+
+def controls_found(controls: list[ProbeResult], thresholds: tuple[float, ...]) -> dict[str, Any]:
+    """How many control searches found their own person in the gallery, at each threshold."""
+    searched = [c for c in controls if c.face_found]
+    return {
+        "searched": len(searched),
+        "without_face": len(controls) - len(searched),
+        "found": {
+            f"{t:g}": sum(any(person(g) == c.person and s >= t for g, s in c.matches) for c in searched)
+            for t in thresholds
+        },
+    }
 
 
 # Observed against predicted ----------------------------------------------------------
@@ -238,8 +273,9 @@ def run_gallery(
             raise RuntimeError(f"the server's collection uses {version}, this process's map is for {model.version}")
         indexed = index_gallery(client, plan, data, threads, progress)
         search_started = time.monotonic()
-        results = search_probes(client, plan, data, min(THRESHOLDS), threads, progress)
+        results = search_probes(client, plan.probes, data, min(THRESHOLDS), threads, progress)
         search_seconds = time.monotonic() - search_started
+        controls = search_probes(client, plan.controls, data, min(THRESHOLDS), threads, progress)
     promise = partial(predicted_fmr, model.similarity_map())
     rows = compare(results, indexed.faces, promise, THRESHOLDS)
     parts = {
@@ -269,6 +305,7 @@ def run_gallery(
         "search_seconds": round(search_seconds, 1),
         "runtime_seconds": round(time.monotonic() - started, 1),
         "truncated_searches": truncated,
+        "controls": controls_found(controls, THRESHOLDS),
         "thresholds": [asdict(r) for r in rows],
         "by_source": {
             part: {"faces": indexed.faces_by_source[part], "thresholds": [asdict(r) for r in part_rows]}
