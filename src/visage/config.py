@@ -80,6 +80,9 @@ class Settings:
     #: Whether the server checks SigV4 signatures (``visage serve --no-auth`` turns it off,
     #: on a loopback address only).
     auth: bool = True
+    #: Whether the server writes one line per request to stderr (operation, status,
+    #: milliseconds, access key id; never image data). ``visage serve --no-request-log`` turns it off.
+    request_log: bool = True
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -195,7 +198,7 @@ _RULES: dict[str, Rule] = {
     ),
     "exact_search_limit": _whole(0),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
-    "auth": ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool)),
+    **dict.fromkeys(("auth", "request_log"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))),
     "store": ("'sqlite' or a postgresql:// URL", _store),
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 import string
 import threading
 from dataclasses import dataclass, field
@@ -85,3 +86,8 @@ class KeyStore:
             os.fsync(handle.fileno())
         os.replace(temporary, self.path)
         return credentials
+
+
+def create_key_command(data_dir: Path) -> str:
+    """The command that adds a key to the keys of ``data_dir``, to print where a user needs it."""
+    return f"visage keys create --data-dir {shlex.quote(str(data_dir))}"

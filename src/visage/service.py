@@ -17,6 +17,7 @@ Behaviours worth knowing (docs/api.md has the full list):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -29,8 +30,10 @@ from typing import Any
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
+from visage.engine.images import image_format
 from visage.errors import (
     IdempotentParameterMismatchException,
+    InvalidImageFormatException,
     InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
@@ -120,8 +123,19 @@ class RekognitionService:
 
     def image(self, image: Request) -> DecodedImage:
         """Decode an ``Image`` member: exactly one of Bytes or S3Object."""
-        data, limit = self._image_bytes(image)
-        return self.engine.decode(data, max_bytes=limit)
+        return self._decode(image, *self._image_bytes(image))
+
+    def _decode(self, image: Request, data: bytes, limit: int) -> DecodedImage:
+        """Decode the bytes of ``image``; bytes sent base64-encoded twice are refused with a hint."""
+        try:
+            return self.engine.decode(data, max_bytes=limit)
+        except InvalidImageFormatException as error:
+            if "Bytes" in image and _is_base64_of_an_image(data):
+                raise InvalidImageFormatException(
+                    f"{error.message} It is base64 text of an image: Image.Bytes takes the image's raw bytes "
+                    "(an AWS SDK base64-encodes them for you)."
+                ) from error
+            raise
 
     def _image_bytes(self, image: Request) -> tuple[bytes, int]:
         """The raw bytes of an ``Image`` member, and the byte limit that applies to them."""
@@ -200,14 +214,19 @@ class RekognitionService:
 
     # Faces -----------------------------------------------------------------------------
 
-    def index_faces(self, request: Request, caller: Caller) -> Response:
+    def index_faces(self, request: Request, caller: Caller, largest_only: bool = False) -> Response:
+        """IndexFaces. With ``largest_only`` (``visage index``, where a file names the person in it),
+        MaxFaces counts the largest faces whether or not they pass QualityFilter: a bystander is
+        never indexed in place of a larger face that fails it."""
         collection = self.store.get_collection(request["CollectionId"])
         data, limit = self._image_bytes(request["Image"])
-        image, image_hash = self.engine.decode(data, max_bytes=limit), hashlib.sha256(data).hexdigest()
+        image, image_hash = self._decode(request["Image"], data, limit), hashlib.sha256(data).hexdigest()
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
-        faces = self._analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
+        faces = self._analyze(
+            collection, image, quality, max_faces, request.get("DetectionAttributes"), largest_only=largest_only
+        )
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
@@ -531,6 +550,7 @@ class RekognitionService:
         quality_filter: str,
         max_embedded: int | None,
         attributes: list[str] | None = None,
+        largest_only: bool = False,
     ) -> list[Face]:
         """The faces of the image; those that pass ``quality_filter``, up to ``max_embedded``,
         with their vectors in the collection's face model."""
@@ -548,6 +568,7 @@ class RekognitionService:
             embed=True,
             quality_filter=quality_filter,
             max_embedded=max_embedded,
+            largest_only=largest_only,
         )
 
     def _faces_or_fail(self, collection_id: str, face_ids: list[str]) -> list[StoredFace]:
@@ -648,6 +669,13 @@ class RekognitionService:
                 user_ids=[u for u, _ in (users or [])],
             )
         )
+
+
+def _is_base64_of_an_image(data: bytes) -> bool:
+    try:
+        return image_format(base64.b64decode(data[:16], validate=True)) is not None
+    except ValueError:
+        return False
 
 
 def _token_key(token: str | None, pattern: re.Pattern[str]) -> str | None:
