@@ -615,9 +615,7 @@ def _listed(lines: list[str]) -> None:
 def _kept(ranks: tuple[int, ...]) -> str:
     if not ranks:
         return "none indexed"
-    if ranks == (1,):
-        return "kept face 1"
-    return f"kept faces {', '.join(map(str, ranks))}"
+    return f"kept face{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))}"
 
 
 def _kinds(paths: list[Path]) -> str:

@@ -23,17 +23,22 @@ from visage.api.app import SETTINGS_VARIABLE, create_app
 from visage.config import Settings
 from visage.engine.registry import face_model_entry
 
+#: Connections that may wait for the app to accept them (uvicorn's default).
+BACKLOG = 2048
+
 
 class CannotListen(Exception):
     """The server cannot listen where it was asked to; the message is one line that says what to do."""
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``, as uvicorn binds one, or :class:`CannotListen`."""
+    """A socket bound to ``host:port`` and listening (as uvicorn binds one; connections wait in its
+    backlog until the app accepts them), or :class:`CannotListen`."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(BACKLOG)
     except OSError as error:
         sock.close()
         if error.errno == errno.EADDRINUSE:

@@ -54,7 +54,13 @@ class _Subcommands(click.Group):
 
 @click.group("eval", cls=_Subcommands)
 def eval_group() -> None:
-    """Measure error rates on labelled faces (data from VISAGE_EVAL_DATA)."""
+    """Measure error rates on labelled faces (data from VISAGE_EVAL_DATA).
+
+    Each command writes to --out, by default a new folder under the current directory;
+    what ships (docs/, the Similarity maps, the fusion weight) changes only when named
+    (--out docs/..., --install). What the engine found in each image is cached in
+    ~/.cache/visage/eval (VISAGE_EVAL_CACHE): delete it at any time to start afresh.
+    """
 
 
 def new_output_folder(name: str) -> Path:
