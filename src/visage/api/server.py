@@ -27,6 +27,12 @@ from visage.engine.registry import face_model_entry
 BACKLOG = 2048
 
 
+#: How long a worker process may take to answer uvicorn's health check. A new worker answers only
+#: once it has imported Visage, which on a busy machine takes far longer than uvicorn's 5 s: a
+#: shorter limit kills and restarts every worker in a loop, and the server never answers.
+WORKER_START_SECONDS = 120
+
+
 class CannotListen(Exception):
     """The server cannot listen where it was asked to; the message is one line that says what to do."""
 
@@ -106,7 +112,11 @@ def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[
         else:  # each worker process imports the app, so it gets the settings through its environment
             os.environ[SETTINGS_VARIABLE] = settings.to_json()
             config = uvicorn.Config(
-                "visage.api.app:create_worker_app", factory=True, workers=workers, log_level="warning"
+                "visage.api.app:create_worker_app",
+                factory=True,
+                workers=workers,
+                log_level="warning",
+                timeout_worker_healthcheck=WORKER_START_SECONDS,
             )
             say(f"{listening} ({workers} worker processes; requests wait until one has started)")
             Multiprocess(config, sockets=[sock]).run()

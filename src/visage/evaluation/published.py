@@ -52,9 +52,15 @@ class Sources:
         return float(self.speed()["face_models"][model]["embed_per_face"]["p50_ms"])
 
     def images_timed(self) -> str:
+        """How the embedding times were measured: the images, and the machine and how busy it was."""
         speed = self.speed()
         n = speed["face_models"]["sface"]["embed_per_face"]["n"]
-        return f"p50 of {n} embeddings of one-face 640 px images ({speed['face_model_images']})"
+        machine = speed["machine"]
+        load = f", load average {machine['load_average_1min']}" if "load_average_1min" in machine else ""
+        return (
+            f"p50 of {n} embeddings of one-face 640 px images ({speed['face_model_images']}), "
+            f"{machine['cpu_count']} cores{load}"
+        )
 
 
 def blocks(sources: Sources) -> dict[str, str]:
