@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,16 +17,7 @@ from visage.engine.registry import MODEL_NAMES
 from visage.store.base import AuditRecord
 from visage.store.sqlite import SQLiteStore
 
-
-def visage(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visage.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
-    )
+from .conftest import run_visage as visage
 
 
 def assert_fits_80_columns(text: str, *paths: Path | str) -> None:

@@ -3,9 +3,7 @@ a bad value is one line from the real command line, whatever the command."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from visage.config import Settings, SettingsError
 from visage.contract import shape_max
 
-from .conftest import RunningServer
+from .conftest import RunningServer, run_visage
 
 
 def test_defaults_are_valid_and_the_image_limit_is_the_models():
@@ -97,14 +95,7 @@ def test_json_round_trip():
 
 
 def visage(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visage.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80", **env},
-    )
+    return run_visage(*args, env=env, cwd=cwd, timeout=300)
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], status: int = 1) -> str:

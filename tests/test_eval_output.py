@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,16 +10,7 @@ import pytest
 from visage.engine.recognition import FUSION_FILE
 from visage.engine.similarity import DATA_DIR
 
-
-def visage(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visage.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80", **(env or {})},
-    )
+from .conftest import run_visage as visage
 
 
 @pytest.mark.parametrize(

@@ -128,7 +128,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(workers, service.engine.warm_up)  # the configured face model
+        await loop.run_in_executor(workers, service.engine.warm_up)
         await loop.run_in_executor(workers, service.store.warm)
         yield
         workers.shutdown(wait=True)
