@@ -177,7 +177,7 @@ def main() -> None:
         "SearchFacesByImage": lambda c: c.search_faces_by_image(CollectionId="bench", Image={"Bytes": probe}),
     }
     service = RekognitionService(engine, SQLiteStore(root / "data" / "visage.db"))
-    caller = Caller("in-process")
+    caller = Caller.local("in-process")
     in_process = {
         "DetectFaces": lambda: service.detect_faces({"Image": {"Bytes": portrait}}, caller),
         "SearchFacesByImage": lambda: service.search_faces_by_image(

@@ -250,3 +250,41 @@ def postgres_dsn(postgres: TestPostgres) -> Iterator[str]:
     dsn = postgres.create_database()
     yield dsn
     postgres.drop_database(dsn)
+
+
+# Both stores -------------------------------------------------------------------------------
+# A test that asks for ``store`` (or ``open_store``) runs once on SQLite and once on PostgreSQL.
+
+from collections.abc import Callable  # noqa: E402
+
+from visage.store.base import Store  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens one more store on the same database at each call: another process, or a restart."""
+    opened: list[Store] = []
+    # A fresh PostgreSQL database per test (tests/conftest.py), asked for only by that backend.
+    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
+
+    def open_() -> Store:
+        from visage.store.postgres import PostgresStore
+        from visage.store.sqlite import SQLiteStore
+
+        if request.param == "sqlite":
+            store: Store = SQLiteStore(tmp_path / "data" / "visage.db")
+        elif request.param == "postgresql":
+            store = PostgresStore(dsn)
+        else:  # pragma: no cover
+            raise ValueError(request.param)
+        opened.append(store)
+        return store
+
+    yield open_
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(open_store: Callable[[], Store]) -> Store:
+    return open_store()

@@ -3,6 +3,7 @@ a bad value is one line from the real command line, whatever the command."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def test_defaults_are_valid_and_the_image_limit_is_the_models():
     assert settings.auth and settings.postgres_url is None
     assert settings.keys_path == Path("visage-data") / "keys.json"
     assert settings.sqlite_path == Path("visage-data") / "visage.db"
+    assert settings.secret_key_path == Path("visage-data") / "secret.key" and not settings.tls
+
+
+def test_the_secret_key_file_and_tls_files():
+    settings = Settings.from_env({"VISAGE_SECRET_KEY_FILE": "/etc/visage/secret.key"}, data_dir=Path("d"))
+    assert settings.secret_key_path == Path("/etc/visage/secret.key")
+    assert Settings.from_json(settings.to_json()) == settings
+    tls = Settings(tls_cert=Path("cert.pem"), tls_key=Path("key.pem"))
+    assert tls.tls and Settings.from_json(tls.to_json()) == tls
+    with pytest.raises(SettingsError, match="VISAGE_TLS_CERT and VISAGE_TLS_KEY"):
+        Settings(tls_cert=Path("cert.pem"))
 
 
 def test_environment_then_overrides():
@@ -140,12 +152,18 @@ def test_a_bad_store_flag_is_one_line_without_the_url(tmp_path: Path):
 def test_data_dir_comes_from_the_flag_then_the_environment(tmp_path: Path):
     created = visage("keys", "create", env={"VISAGE_DATA_DIR": str(tmp_path / "env")}, cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    assert (tmp_path / "env" / "keys.json").exists()
+    assert (tmp_path / "env" / "visage.db").exists() and (tmp_path / "env" / "secret.key").exists()
     key_id = created.stdout.split()[0].removeprefix("AWS_ACCESS_KEY_ID=")
     listed = visage(
-        "keys", "list", "--data-dir", str(tmp_path / "env"), env={"VISAGE_DATA_DIR": "elsewhere"}, cwd=tmp_path
+        "keys",
+        "list",
+        "--json",
+        "--data-dir",
+        str(tmp_path / "env"),
+        env={"VISAGE_DATA_DIR": "elsewhere"},
+        cwd=tmp_path,
     )
-    assert listed.stdout.split() == [key_id]
+    assert [json.loads(line)["access_key_id"] for line in listed.stdout.splitlines()] == [key_id]
     assert not (tmp_path / "elsewhere").exists()
 
 

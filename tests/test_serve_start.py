@@ -22,7 +22,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from visage.keys import KeyStore
 from visage.testing import free_port
 
 from .conftest import RunningServer
@@ -68,6 +67,14 @@ class Started:
         return self.stderr_path.read_text()
 
 
+def printed_key(started: Started) -> tuple[str, str]:
+    """The admin key a first start made and printed, as `export` lines a user copies."""
+    exported = dict(
+        line.strip().removeprefix("export ").split("=", 1) for line in started.lines if "export AWS_" in line
+    )
+    return exported["AWS_ACCESS_KEY_ID"], exported["AWS_SECRET_ACCESS_KEY"]
+
+
 def client(url: str, key_id: str, secret: str) -> Any:
     return boto3.client(
         "rekognition",
@@ -104,20 +111,19 @@ def test_the_banner_says_what_is_in_force(dlib_server: tuple[Started, Path]) -> 
     assert f"  store        SQLite, {data_dir / 'visage.db'}" in said
     assert "  face model   dlib (dlib-1) for new collections" in said
     assert "  S3Object     not read (--s3-root DIR or --s3-endpoint-url URL to read them)" in said
-    assert f"  auth         SigV4 signatures, keys in {data_dir / 'keys.json'}" in said
+    assert f"  auth         SigV4 signatures, by the keys in the store; their secrets sealed by {data_dir}" in said
     assert "  request log  one line per request on stderr" in said
     # The first start made a key, and says how to make another for this very data dir.
-    assert f"# another key: visage keys create --data-dir {shlex.quote(str(data_dir))}" in said
+    assert f"visage keys create --data-dir {shlex.quote(str(data_dir))}\n" in said + "\n"
     assert "export AWS_DEFAULT_REGION=us-east-1" in said
 
 
 def test_face_model_flag_is_used_for_new_collections_and_requests_are_logged(
     dlib_server: tuple[Started, Path], portraits: Path
 ) -> None:
-    started, data_dir = dlib_server
-    keys = KeyStore(data_dir / "keys.json")
-    (key_id,) = keys.access_key_ids()
-    rekognition = client(started.url, key_id, keys.secret(key_id) or "")
+    started, _ = dlib_server
+    key_id, secret = printed_key(started)
+    rekognition = client(started.url, key_id, secret)
     assert rekognition.create_collection(CollectionId="staff")["FaceModelVersion"] == "dlib-1"
     indexed = rekognition.index_faces(
         CollectionId="staff", Image={"Bytes": (portraits / "person_a_1.jpg").read_bytes()}
@@ -144,8 +150,8 @@ def test_an_unknown_key_is_told_where_the_server_looks_for_keys(tmp_path: Path) 
     assert error["Code"] == "UnrecognizedClientException"
     message = error["Message"]
     assert message.startswith("The security token included in the request is invalid")
-    assert str((tmp_path / "data" / "keys.json").resolve()) in message
-    assert f"visage keys create --data-dir {(tmp_path / 'data').resolve()}" in message
+    assert f"reads its access keys from the store (SQLite, {tmp_path / 'data' / 'visage.db'})" in message
+    assert f"`visage keys create --data-dir {tmp_path / 'data'}` adds one" in message
     assert server.credentials.access_key_id not in message and server.credentials.secret_access_key not in message
 
 
@@ -172,9 +178,7 @@ def test_request_log_can_be_turned_off_with_several_workers(tmp_path: Path) -> N
         listening = started.read_until("Listening on ")
         assert listening.startswith(f"Listening on {started.url} (2 worker processes")
         assert "  request log  off" in started.lines
-        keys = KeyStore(tmp_path / "data" / "keys.json")
-        (key_id,) = keys.access_key_ids()
-        rekognition = client(started.url, key_id, keys.secret(key_id) or "")
+        rekognition = client(started.url, *printed_key(started))
         assert rekognition.list_collections()["CollectionIds"] == []  # waits for a worker, then answers
     finally:
         log = started.stop()

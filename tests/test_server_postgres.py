@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
+
+from visage.keys import Credentials
 
 from .conftest import RunningServer
 
@@ -61,10 +66,32 @@ def test_two_servers_share_one_postgresql_database(postgres_dsn: str, portraits:
         assert found["UserMatches"][0]["User"]["UserId"] == "alice"
 
         assert not (data / "visage.db").exists()  # nothing went to SQLite
+        assert_revocation_reaches_both(one_server=first, other_server=second, postgres_dsn=postgres_dsn)
     finally:
         if second is not None:
             second.stop()
         first.stop()
+
+
+def assert_revocation_reaches_both(one_server: RunningServer, other_server: RunningServer, postgres_dsn: str) -> None:
+    """A key revoked with the CLI is refused by the next request to either server."""
+    where = ("--store", postgres_dsn, "--data-dir", str(one_server.data_dir))
+    made = subprocess.run(
+        [sys.executable, "-m", "visage.cli", "keys", "create", "--read-only", *where],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pair = dict(line.split("=", 1) for line in made.stdout.split())
+    key = Credentials(pair["AWS_ACCESS_KEY_ID"], pair["AWS_SECRET_ACCESS_KEY"])
+    clients = [server.client(credentials=key) for server in (one_server, other_server)]
+    for client in clients:
+        assert client.list_collections()["CollectionIds"] == ["staff"]
+    subprocess.run([sys.executable, "-m", "visage.cli", "keys", "revoke", key.access_key_id, *where], check=True)
+    for client in clients:
+        with pytest.raises(ClientError) as refused:
+            client.list_collections()
+        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
 
 
 def test_an_unknown_store_is_refused(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from visage.errors import (
 from visage.keys import Credentials, generate_credentials
 
 KEY = Credentials("VSAKTESTTESTTESTTEST", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-KEYS = {KEY.access_key_id: KEY.secret_access_key}
+KEYS = {KEY.access_key_id: KEY}  # what a key lookup finds: here the pair itself
 ENDPOINT = "http://127.0.0.1:8000"
 BODY = b'{"Image": {"Bytes": "aGVsbG8="}, "Attributes": ["ALL"]}'
 
@@ -80,7 +80,8 @@ def sign(
     return Sent("POST", parts.path or "/", parts.query, received, body)
 
 
-def verify(sent: Sent, now: datetime | None = None, keys: dict[str, str] = KEYS) -> str:
+def verify(sent: Sent, now: datetime | None = None, keys: dict[str, Credentials] = KEYS) -> str:
+    """The access key id of the key that signed ``sent``."""
     return verify_request(
         sent.method,
         sent.path,
@@ -89,7 +90,7 @@ def verify(sent: Sent, now: datetime | None = None, keys: dict[str, str] = KEYS)
         sent.body,
         keys.get,
         now=sent.signed_at if now is None else now,
-    )
+    ).access_key_id
 
 
 # Accepted -----------------------------------------------------------------------------
@@ -101,14 +102,14 @@ def test_valid_request_returns_the_access_key_id():
 
 def test_current_time_is_the_default_clock():
     sent = sign()
-    assert verify_request(sent.method, sent.path, sent.query, sent.headers, sent.body, KEYS.get) == (KEY.access_key_id)
+    assert verify_request(sent.method, sent.path, sent.query, sent.headers, sent.body, KEYS.get) == KEY
 
 
 def test_headers_may_be_a_case_insensitive_mapping():
     sent = sign()
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in sent.headers]
     headers = StarletteHeaders(raw=raw)
-    assert verify_request("POST", "/", "", headers, sent.body, KEYS.get, now=sent.signed_at) == (KEY.access_key_id)
+    assert verify_request("POST", "/", "", headers, sent.body, KEYS.get, now=sent.signed_at) == KEY
 
 
 def test_any_region_is_accepted():
@@ -121,7 +122,7 @@ def test_empty_body_is_accepted():
 
 def test_generated_credentials_sign_and_verify():
     credentials = generate_credentials()
-    keys = {credentials.access_key_id: credentials.secret_access_key}
+    keys = {credentials.access_key_id: credentials}
     assert verify(sign(credentials=credentials), keys=keys) == credentials.access_key_id
 
 

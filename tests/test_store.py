@@ -8,6 +8,7 @@ their own section, and open that backend directly.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -36,7 +37,7 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, Store, StoredFace, User
+from visage.store.base import AuditRecord, Collection, RequestToken, Store, StoredFace, StoredKey, User
 from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
 from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
@@ -51,31 +52,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 # Fixtures ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
-    """Opens one more store on the same database at each call: another process, or a restart."""
-    opened: list[Store] = []
-    # A fresh PostgreSQL database per test (tests/conftest.py), asked for only by that backend.
-    dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
-
-    def open_() -> Store:
-        if request.param == "sqlite":
-            store: Store = SQLiteStore(tmp_path / "data" / "visage.db")
-        elif request.param == "postgresql":
-            store = PostgresStore(dsn)
-        else:  # pragma: no cover
-            raise ValueError(request.param)
-        opened.append(store)
-        return store
-
-    yield open_
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture
-def store(open_store: Callable[[], Store]) -> Store:
-    return open_store()
+# ``open_store`` and ``store``, which run a test on each backend, are in tests/conftest.py.
 
 
 @pytest.fixture
@@ -761,6 +738,171 @@ def test_audit_records_are_kept_in_time_order(store: Store) -> None:
     assert all(r.time.utcoffset() == timedelta(0) for r in store.audit_records())
 
 
+def audit(minutes: int = 0, **kwargs: object) -> AuditRecord:
+    base: dict[str, object] = {
+        "time": T0 + timedelta(minutes=minutes),
+        "access_key_id": "VSAKEXAMPLE",
+        "operation": "SearchFacesByImage",
+        "collection_id": "c1",
+        "threshold": 80.0,
+        "match_count": 1,
+        "best_similarity": 99.25,
+        "face_ids": ["f1"],
+        "user_ids": [],
+    }
+    return AuditRecord(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_audit_records_carry_probe_outcome_and_details(store: Store) -> None:
+    searched = audit(probe_sha256="ab" * 32, details={"target_sha256": "cd" * 32, "n": 2, "nested": {"ok": True}})
+    refused = audit(1, outcome="refused", threshold=None, match_count=0, best_similarity=None, face_ids=[])
+    store.append_audit(searched)
+    store.append_audit(refused)
+    assert store.audit_records() == [searched, refused]
+    assert [r.seq for r in store.audit_records()] == [1, 2]
+
+
+def test_audit_records_filter_and_page(store: Store) -> None:
+    records = [
+        audit(i, access_key_id=f"K{i % 2}", operation=("SearchFaces", "CompareFaces")[i % 3 == 0], outcome="ok")
+        for i in range(10)
+    ]
+    records[4] = replace(records[4], outcome="refused", collection_id="c2")
+    for r in records:
+        store.append_audit(r)
+    assert store.audit_records(access_key_id="K1") == records[1::2]
+    assert store.audit_records(operation="CompareFaces") == [records[i] for i in (0, 3, 6, 9)]
+    assert store.audit_records(outcome="refused") == [records[4]]
+    assert store.audit_records(collection_id="c2") == [records[4]]
+    assert store.audit_records(until=T0 + timedelta(minutes=3)) == records[:3]
+    assert store.audit_records(T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=5), access_key_id="K0") == [
+        records[2],
+        records[4],
+    ]
+    assert store.audit_records(limit=3, offset=2) == records[2:5]
+    assert store.audit_records(newest_first=True, limit=2) == [records[9], records[8]]
+    assert store.audit_records(offset=8) == records[8:]
+
+
+def test_audit_log_is_a_hash_chain(store: Store) -> None:
+    from visage.store.audit_chain import GENESIS, record_hash
+
+    appended = [store.append_audit(audit(i, details={"i": i})) for i in range(5)]
+    entries = store.audit_entries()
+    assert entries == appended
+    assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+    assert entries[0].prev_hash == GENESIS
+    for before, entry in itertools.pairwise(entries):
+        assert entry.prev_hash == before.hash
+    for entry in entries:
+        assert entry.hash == record_hash(entry.record, entry.prev_hash or "")
+    assert store.audit_entries(after_seq=entries[1].seq, limit=2) == entries[2:4]
+
+
+_AUDIT_WRITER = """
+import sys
+from datetime import UTC, datetime
+from visage.store.base import AuditRecord
+from visage.store.postgres import PostgresStore
+from visage.store.sqlite import SQLiteStore
+
+where, writer, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = PostgresStore(where) if where.startswith("postgresql://") else SQLiteStore(where)
+for i in range(n):
+    store.append_audit(AuditRecord(datetime.now(UTC), writer, "SearchFaces", "c1", 80.0, 0, None, [], [], details={"i": i}))
+store.close()
+"""
+
+
+def test_concurrent_appends_never_fork_the_chain(
+    open_store: Callable[[], Store], request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Threads of one process and several processes append at once: one chain, nothing lost."""
+    from visage.store.audit_chain import read_chain, verify
+
+    main = open_store()
+    where = request.getfixturevalue("postgres_dsn") if isinstance(main, PostgresStore) else str(main.path)  # type: ignore[attr-defined]
+    processes = [subprocess.Popen([sys.executable, "-c", _AUDIT_WRITER, where, f"process-{i}", "40"]) for i in range(3)]
+    errors: list[BaseException] = []
+
+    def append(name: str) -> None:
+        try:
+            for i in range(40):
+                main.append_audit(audit(details={"i": i}, access_key_id=name))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=append, args=(f"thread-{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [p.wait(timeout=120) for p in processes] == [0, 0, 0]
+    assert errors == []
+    entries = main.audit_entries(limit=1000)
+    assert len(entries) == 7 * 40
+    assert len({e.prev_hash for e in entries}) == len(entries)  # no two records follow the same one
+    report = verify(read_chain(main))
+    assert report.ok and report.records == 280 and report.head_hash == entries[-1].hash
+
+
+# Access keys ---------------------------------------------------------------------------
+
+
+def stored_key(key_id: str = "VSAKAAAAAAAAAAAAAAAA", created: datetime = T0, **kwargs: object) -> StoredKey:
+    base: dict[str, object] = {
+        "access_key_id": key_id,
+        "name": "ci",
+        "secret": "gAAAA-sealed",
+        "policy": '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["*"],"Resource":["*"]}]}',
+        "created_at": created,
+    }
+    return StoredKey(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_access_keys_round_trip_and_list_oldest_first(store: Store) -> None:
+    late, early = stored_key("VSAKBBBBBBBBBBBBBBBB", T0 + timedelta(hours=1)), stored_key()
+    store.add_access_key(late)
+    store.add_access_key(early)
+    assert store.get_access_key(early.access_key_id) == early
+    assert store.get_access_key("VSAKNOSUCHKEYATALLXX") is None
+    assert store.list_access_keys() == [early, late]
+    with pytest.raises(ConflictException):
+        store.add_access_key(replace(early, name="again"))
+    assert store.get_access_key(early.access_key_id) == early
+
+
+def test_revoking_a_key_keeps_its_first_revocation_time(store: Store) -> None:
+    store.add_access_key(stored_key())
+    revoked = store.revoke_access_key("VSAKAAAAAAAAAAAAAAAA", T0 + timedelta(minutes=1))
+    assert revoked == stored_key(revoked_at=T0 + timedelta(minutes=1))
+    again = store.revoke_access_key("VSAKAAAAAAAAAAAAAAAA", T0 + timedelta(minutes=2))
+    assert again.revoked_at == T0 + timedelta(minutes=1)
+    with pytest.raises(ResourceNotFoundException):
+        store.revoke_access_key("VSAKNOSUCHKEYATALLXX", T0)
+
+
+def test_rotating_a_key_revokes_it_and_adds_the_new_one_at_once(store: Store) -> None:
+    store.add_access_key(stored_key())
+    new = stored_key("VSAKCCCCCCCCCCCCCCCC", T0 + timedelta(days=1))
+    store.rotate_access_key("VSAKAAAAAAAAAAAAAAAA", new)
+    assert store.list_access_keys() == [stored_key(revoked_at=new.created_at), new]
+    with pytest.raises(ResourceNotFoundException, match="active"):  # already revoked: nothing changes
+        store.rotate_access_key("VSAKAAAAAAAAAAAAAAAA", stored_key("VSAKDDDDDDDDDDDDDDDD"))
+    with pytest.raises(ConflictException):  # the new id is taken: the old key stays active
+        store.rotate_access_key("VSAKCCCCCCCCCCCCCCCC", stored_key())
+    assert store.get_access_key("VSAKCCCCCCCCCCCCCCCC") == new
+    assert store.get_access_key("VSAKDDDDDDDDDDDDDDDD") is None
+
+
+def test_last_use_only_moves_forward(store: Store) -> None:
+    store.add_access_key(stored_key())
+    store.touch_access_key("VSAKAAAAAAAAAAAAAAAA", T0 + timedelta(minutes=5))
+    store.touch_access_key("VSAKAAAAAAAAAAAAAAAA", T0 + timedelta(minutes=3))
+    key = store.get_access_key("VSAKAAAAAAAAAAAAAAAA")
+    assert key is not None and key.last_used_at == T0 + timedelta(minutes=5)
+
+
 def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="timezone"):
         store.create_collection(collection("c1", created_at=datetime(2025, 1, 1)))
@@ -874,6 +1016,31 @@ def test_sqlite_schema_version_and_idempotent_migrations(tmp_path: Path) -> None
         SQLiteStore(path)
 
 
+def test_sqlite_migration_3_chains_the_audit_records_already_written(tmp_path: Path) -> None:
+    from visage.store.audit_chain import read_chain, verify
+
+    path = tmp_path / "visage.db"
+    with sqlite3.connect(path) as con:  # a database of schema version 2, with two records
+        for statements in MIGRATIONS[:2]:
+            for statement in statements:
+                assert isinstance(statement, str)
+                con.execute(statement)
+        for minutes, operation in ((0, "SearchFaces"), (1, "CompareFaces")):
+            con.execute(
+                "INSERT INTO audit_log (time, access_key_id, operation, collection_id, threshold, match_count,"
+                " best_similarity, face_ids, user_ids) VALUES (?, 'VSAKOLD', ?, 'c1', 80.0, 1, 91.5, '[\"f1\"]', '[]')",
+                ((T0 + timedelta(minutes=minutes)).isoformat(timespec="microseconds"), operation),
+            )
+        con.execute("PRAGMA user_version = 2")
+    with SQLiteStore(path) as store:
+        assert [r.operation for r in store.audit_records()] == ["SearchFaces", "CompareFaces"]
+        assert store.audit_records()[0] == audit(access_key_id="VSAKOLD", operation="SearchFaces", best_similarity=91.5)
+        store.append_audit(audit(2))
+        report = verify(read_chain(store))
+        assert report.ok and report.records == 3
+        assert store.list_access_keys() == []
+
+
 def test_sqlite_deleting_a_collection_leaves_no_rows_behind(tmp_path: Path, rng: np.random.Generator) -> None:
     path = tmp_path / "visage.db"
     with SQLiteStore(path) as store:
@@ -975,6 +1142,7 @@ def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> 
     PostgresStore(postgres_dsn).close()
     assert pg_rows(postgres_dsn, tables) == created
     assert [name for (name,) in created] == [
+        "access_keys",
         "audit_log",
         "collections",
         "faces",
@@ -996,11 +1164,44 @@ def test_postgres_migration_2_counts_the_faces_already_stored(postgres_dsn: str,
         store.add_faces("c1", random_faces(rng, 7))
     # Back to schema version 1, as a database made before migration 2 would be.
     pg_rows(postgres_dsn, "ALTER TABLE collections DROP COLUMN face_count")
+    pg_rows(postgres_dsn, "DROP TABLE access_keys")
+    pg_rows(
+        postgres_dsn,
+        "ALTER TABLE audit_log DROP COLUMN probe_sha256, DROP COLUMN outcome, DROP COLUMN details,"
+        " DROP COLUMN prev_hash, DROP COLUMN hash",
+    )
     pg_rows(postgres_dsn, "DELETE FROM schema_migrations WHERE version > 1")
     with PostgresStore(postgres_dsn) as store:
         assert store.count("c1") == (7, 0)
         store.delete_faces("c1", ids(store.list_faces("c1", None, 2)))
         assert store.count("c1") == (5, 0)
+
+
+def test_postgres_migration_3_chains_the_audit_records_already_written(postgres_dsn: str) -> None:
+    from visage.store.audit_chain import read_chain, verify
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as con:  # a database of schema version 2, with two records
+        con.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz DEFAULT now())"
+        )
+        for version, statements in enumerate(POSTGRES_MIGRATIONS[:2], start=1):
+            for statement in statements:
+                assert isinstance(statement, str)
+                con.execute(statement)
+            con.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+        for minutes, operation in ((0, "SearchFaces"), (1, "CompareFaces")):
+            con.execute(
+                "INSERT INTO audit_log (time, access_key_id, operation, collection_id, threshold, match_count,"
+                " best_similarity, face_ids, user_ids) VALUES (%s, 'VSAKOLD', %s, 'c1', 80.0, 1, 91.5, '{f1}', '{}')",
+                (T0 + timedelta(minutes=minutes), operation),
+            )
+    with PostgresStore(postgres_dsn) as store:
+        assert [r.operation for r in store.audit_records()] == ["SearchFaces", "CompareFaces"]
+        assert store.audit_records()[0] == audit(access_key_id="VSAKOLD", operation="SearchFaces", best_similarity=91.5)
+        store.append_audit(audit(2))
+        report = verify(read_chain(store))
+        assert report.ok and report.records == 3
+        assert store.list_access_keys() == []
 
 
 def test_postgres_servers_starting_at_once_migrate_once(postgres_dsn: str) -> None:
@@ -1036,6 +1237,12 @@ def test_postgres_text_keys_sort_by_code_point(postgres_dsn: str) -> None:
     )
     assert len(columns) == 5
     assert all(collation == "C" for _, _, collation in columns), columns
+    (key_id,) = pg_rows(
+        postgres_dsn,
+        "SELECT collation_name FROM information_schema.columns"
+        " WHERE table_name = 'access_keys' AND column_name = 'access_key_id'",
+    )
+    assert key_id == ("C",)
 
 
 def test_postgres_one_hnsw_index_per_dimension(postgres_dsn: str, rng: np.random.Generator) -> None:

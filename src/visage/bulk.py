@@ -144,7 +144,7 @@ def _index_one(job: tuple[str, str | None, dict[str, Any], bool]) -> ImageResult
         request: dict[str, Any] = {"CollectionId": collection, "Image": {"Bytes": data}, **options}
         if external is not None:
             request["ExternalImageId"] = external
-        response = service.index_faces(request, Caller("visage-index"), largest_only=largest_only)
+        response = service.index_faces(request, Caller.local("visage-index"), largest_only=largest_only)
     except (VisageError, OSError) as error:
         return ImageResult(path, "error", error=f"{type(error).__name__}: {error}")
     records, unindexed = response["FaceRecords"], response["UnindexedFaces"]
@@ -185,7 +185,7 @@ def index_folder(
     service = open_service(dataclasses.replace(settings, face_model=model or settings.face_model))
     try:
         try:
-            service.create_collection({"CollectionId": collection}, Caller("visage-index"))
+            service.create_collection({"CollectionId": collection}, Caller.local("visage-index"))
         except ResourceAlreadyExistsException:
             existing = service.store.get_collection(collection)
             if model is not None and existing.face_model != model:

@@ -12,10 +12,11 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from datetime import UTC
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich import box
@@ -27,6 +28,11 @@ from visage.contract import shape
 from visage.engine.registry import MODEL_NAMES, MODELS_HELP
 from visage.errors import VisageError
 from visage.evaluation.data import EvaluationDataMissing
+from visage.policy import Policy
+
+if TYPE_CHECKING:
+    from visage.keys import KeyRing
+    from visage.store.base import Store
 
 err = Console(stderr=True)
 out = Console()
@@ -109,7 +115,16 @@ data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     show_default=f"VISAGE_DATA_DIR or {Settings.default('data_dir')}",
-    help="Folder of the access keys and the SQLite store.",
+    help="Folder of the SQLite store and the key file of the access keys' secrets.",
+)
+store_option = click.option(
+    "--store",
+    help="postgresql://user:password@host/db to keep collections and keys in PostgreSQL with pgvector, shareable by several servers (default: VISAGE_STORE, or SQLite in the data dir).",
+)
+secret_key_option = click.option(
+    "--secret-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The key file that encrypts the access keys' secrets (default: VISAGE_SECRET_KEY_FILE, or <data-dir>/secret.key); the same for every server of a store.",
 )
 
 
@@ -318,9 +333,17 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 )
 @click.option("--s3-endpoint-url", help="Read Image.S3Object from this S3-compatible endpoint instead.")
 @click.option("--no-auth", is_flag=True, help="Accept unsigned requests (loopback only; for local experiments).")
+@store_option
+@secret_key_option
 @click.option(
-    "--store",
-    help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).",
+    "--tls-cert",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="Serve HTTPS with this certificate (PEM, the chain after the server's own); needs --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="The certificate's private key (PEM).",
 )
 @model_option(
     "--face-model", help="Face model of the collections created from now on (default: VISAGE_FACE_MODEL, or sface)"
@@ -342,11 +365,16 @@ def serve(
     store: str | None,
     face_model: str | None,
     request_log: bool | None,
+    secret_key_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
+    from importlib.metadata import version
+
     from visage.api.server import CannotListen, banner, bind, url
     from visage.api.server import serve as run_server
-    from visage.keys import KeyStore, create_key_command
+    from visage.keys import create_key_command
 
     settings = Settings.from_env(
         data_dir=data_dir,
@@ -356,6 +384,9 @@ def serve(
         auth=False if no_auth else None,
         face_model=face_model,
         request_log=request_log,
+        secret_key_file=secret_key_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
@@ -364,118 +395,294 @@ def serve(
     except CannotListen as error:
         fail(str(error))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    keys = KeyStore(settings.keys_path)
-    endpoint = url(host, port)
-    add_key = create_key_command(settings.data_dir)
-    if not keys.access_key_ids():
-        credentials = keys.create()
-        say(f"Created an access key in {keys.path}. Point any AWS client at this server:\n")
-        say(f"  export AWS_ACCESS_KEY_ID={credentials.access_key_id}")
-        say(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
-        say(f"  export AWS_DEFAULT_REGION={settings.region}")
-        say(f"  aws rekognition list-collections --endpoint-url {endpoint}")
-        say(f"  # boto3: boto3.client('rekognition', endpoint_url='{endpoint}')")
-        say(f"  # another key: {add_key}\n")
-    else:
-        say(f"Access keys: {keys.path} ({len(keys.access_key_ids())}); `{add_key}` adds one.")
+    endpoint = url(host, port, settings.tls)
+    add_key = create_key_command(settings)
+    with _key_ring(settings) as ring:
+        ring.check()  # the key file decrypts the stored secrets, or the server does not start
+        known = ring.keys()
+        if not known:
+            _, credentials = ring.create(Policy.admin(), "first admin key", by=_operator())
+            say(f"Created an admin access key in the store ({_where(settings)}). Point any AWS client at it:\n")
+            say(f"  export AWS_ACCESS_KEY_ID={credentials.access_key_id}")
+            say(f"  export AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
+            say(f"  export AWS_DEFAULT_REGION={settings.region}")
+            say(f"  aws rekognition list-collections --endpoint-url {endpoint}")
+            say(f"  # boto3: boto3.client('rekognition', endpoint_url='{endpoint}')")
+            say(f"  # another key (read-only unless --admin, --collection or --policy): {add_key}\n")
+        else:
+            active = sum(key.active for key in known)
+            say(f"Access keys: {active} active in the store; `{add_key}` adds one, `visage keys list` lists them.")
+            if not active:
+                err.print(f"[bold red]Every access key is revoked:[/bold red] `{add_key} --admin` makes one.")
     if not settings.auth:
         err.print(
             "[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
             f"{host}:{port}.[/bold red]"
         )
-    from importlib.metadata import version
-
     say(f"Visage {version('visage')}")
     for line in banner(settings):
         say(line)
     run_server(settings, sock, workers, say)
 
 
+# Access keys ------------------------------------------------------------------------------
+
+
 @main.group()
 def keys() -> None:
-    """Manage the access keys this server accepts."""
+    """Manage the access keys the server accepts, and their policies (docs/keys.md)."""
 
 
 @keys.command("create")
 @data_dir_option
+@store_option
+@secret_key_option
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="A policy document (IAM's JSON grammar, docs/keys.md).",
+)
+@click.option("--admin", is_flag=True, help="Every action on every resource.")
+@click.option(
+    "--read-only", is_flag=True, help="Detect, compare, describe, list, search, read the audit log (the default)."
+)
+@click.option("--collection", help="Everything on this one collection, plus DetectFaces and CompareFaces.")
+@click.option("--name", help="What the key is for (default: its policy's preset, or the policy file's name).")
 @fails_cleanly
-def keys_create(data_dir: Path | None) -> None:
-    """Make a new access key pair (the secret is shown once)."""
-    from visage.keys import KeyStore
+def keys_create(
+    data_dir: Path | None,
+    store: str | None,
+    secret_key_file: Path | None,
+    policy_file: Path | None,
+    admin: bool,
+    read_only: bool,
+    collection: str | None,
+    name: str | None,
+) -> None:
+    """Make a new access key with a policy (the secret is shown this once).
 
-    credentials = KeyStore(Settings.from_env(data_dir=data_dir).keys_path).create()
+    Without --policy, --admin or --collection the key is read-only: least privilege first."""
+    from visage.policy import known_actions
+    from visage.service import collection_arn
+
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
+    chosen = [
+        flag
+        for flag, given in (
+            ("--policy", policy_file),
+            ("--admin", admin),
+            ("--read-only", read_only),
+            ("--collection", collection),
+        )
+        if given
+    ]
+    if len(chosen) > 1:
+        raise click.UsageError(
+            f"Give one of --policy, --admin, --read-only and --collection, not {' and '.join(chosen)}."
+        )
+    if policy_file is not None:
+        policy, label = Policy.parse(policy_file.read_text(), known_actions()), policy_file.stem
+    elif admin:
+        policy, label = Policy.admin(), "admin"
+    elif collection is not None:
+        policy, label = Policy.for_collection(collection_arn(settings, collection)), f"collection {collection}"
+    else:
+        policy, label = Policy.read_only(), "read-only"
+    with _key_ring(settings) as ring:
+        key, credentials = ring.create(policy, name or label, by=_operator())
     click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
     click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
+    err.print(
+        f"Created {key.access_key_id} ({key.name}): {policy.summary()}. The secret is not shown again.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @keys.command("list")
 @data_dir_option
-def keys_list(data_dir: Path | None) -> None:
-    """Access key ids (never the secrets)."""
-    from visage.keys import KeyStore, create_key_command
-
-    settings = Settings.from_env(data_dir=data_dir)
-    key_ids = KeyStore(settings.keys_path).access_key_ids()
-    if not key_ids:
-        where = "does not exist" if not settings.data_dir.exists() else f"has no keys ({settings.keys_path.name})"
-        err.print(
-            f"No access keys: the data dir {settings.data_dir} {where}. `{create_key_command(settings.data_dir)}` "
-            "makes one, or name the server's data dir with --data-dir.",
-            highlight=False,
-            soft_wrap=True,
+@store_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key, the whole policy included.")
+@fails_cleanly
+def keys_list(data_dir: Path | None, store: str | None, as_json: bool) -> None:
+    """Every key: id, name, created, last used, revoked, and a summary of its policy (never the secrets)."""
+    settings = Settings.from_env(data_dir=data_dir, store=store)
+    if settings.postgres_url is None and not (settings.sqlite_path.exists() or settings.keys_path.exists()):
+        fail(
+            f"No Visage data in {settings.data_dir} (no visage.db), so no keys; "
+            "`visage serve` or `visage keys create` makes the first."
         )
-    for key_id in key_ids:
-        click.echo(key_id)
+    with _key_ring(settings) as ring:
+        known = ring.keys()
+    if as_json:
+        for key in known:
+            click.echo(
+                json.dumps(
+                    {
+                        "access_key_id": key.access_key_id,
+                        "name": key.name,
+                        "created_at": key.created_at.isoformat(),
+                        "last_used_at": key.last_used_at and key.last_used_at.isoformat(),
+                        "revoked_at": key.revoked_at and key.revoked_at.isoformat(),
+                        "policy": key.policy.to_json(),
+                        "summary": key.policy.summary(),
+                    }
+                )
+            )
+        return
+    if not known:
+        out.print(f"No access keys in {_where(settings)}; `visage keys create --admin` makes one.")
+        return
+    table = Table(title=f"Access keys in {_where(settings)}")
+    for column in ("access key id", "name", "created", "last used", "revoked"):
+        table.add_column(column, no_wrap=column != "name")
+    table.add_column("policy", overflow="fold")
+    for key in known:
+        table.add_row(
+            key.access_key_id,
+            key.name,
+            _when(key.created_at),
+            _when(key.last_used_at) or "never",
+            _when(key.revoked_at),
+            key.policy.summary(),
+            style="dim" if not key.active else None,
+        )
+    out.print(table)
 
 
-@main.command("audit-log")
+@keys.command("revoke")
+@click.argument("access_key_id")
 @data_dir_option
-@click.option(
-    "--store", "store_url", help="The server's --store (a postgresql:// URL), if it is not SQLite in the data dir."
-)
+@store_option
+@fails_cleanly
+def keys_revoke(access_key_id: str, data_dir: Path | None, store: str | None) -> None:
+    """Revoke a key: every server sharing the store refuses it from its next request on."""
+    settings = Settings.from_env(data_dir=data_dir, store=store)
+    with _key_ring(settings) as ring:
+        was = ring.get(access_key_id)
+        key = ring.revoke(access_key_id, by=_operator())
+    if was.active:
+        out.print(f"Revoked {key.access_key_id} ({key.name}); requests signed with it are refused from now on.")
+    else:
+        out.print(f"{key.access_key_id} ({key.name}) was already revoked, at {_when(key.revoked_at)}.")
+
+
+@keys.command("rotate")
+@click.argument("access_key_id")
+@data_dir_option
+@store_option
+@secret_key_option
+@fails_cleanly
+def keys_rotate(access_key_id: str, data_dir: Path | None, store: str | None, secret_key_file: Path | None) -> None:
+    """Replace a key by a new pair with the same name and policy; the old key is revoked at once."""
+    settings = Settings.from_env(data_dir=data_dir, store=store, secret_key_file=secret_key_file)
+    with _key_ring(settings) as ring:
+        key, credentials = ring.rotate(access_key_id, by=_operator())
+    click.echo(f"AWS_ACCESS_KEY_ID={credentials.access_key_id}")
+    click.echo(f"AWS_SECRET_ACCESS_KEY={credentials.secret_access_key}")
+    err.print(
+        f"{key.access_key_id} ({key.name}) replaces {access_key_id}, which is revoked. The secret is not shown again.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@contextmanager
+def _key_ring(settings: Settings) -> Iterator[KeyRing]:
+    """The key ring of the store ``settings`` name, a keys.json left in the data dir imported first."""
+    from visage.keys import KeyRing, SecretBox
+    from visage.store import open_store
+
+    store = open_store(settings)
+    try:
+        ring = KeyRing(store, SecretBox(settings.secret_key_path))
+        imported = ring.import_legacy(settings.keys_path)
+        if imported:
+            err.print(
+                f"Imported {len(imported)} access key(s) from {settings.keys_path} into the store, as admin keys; "
+                f"the file is now {settings.keys_path.name}.imported and holds their secrets in clear: delete it.",
+                highlight=False,
+            )
+        yield ring
+    finally:
+        store.close()
+
+
+def _operator() -> str:
+    """Who changed keys from the command line, for the audit log: ``visage-cli:<user>``."""
+    import getpass
+
+    try:
+        return f"visage-cli:{getpass.getuser()}"
+    except Exception:  # no user name in this environment
+        return "visage-cli"
+
+
+def _where(settings: Settings) -> str:
+    """Where the store is, without a password."""
+    if settings.postgres_url is None:
+        return settings.data_dir.as_posix()
+    from visage.store.postgres import describe_dsn
+
+    return f"PostgreSQL {describe_dsn(settings.postgres_url)}"
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# The audit log ----------------------------------------------------------------------------
+
+_AUDIT_FIELDS = [
+    "time",
+    "access_key_id",
+    "operation",
+    "collection_id",
+    "threshold",
+    "match_count",
+    "best_similarity",
+    "face_ids",
+    "user_ids",
+    "probe_sha256",
+    "outcome",
+    "details",
+    "seq",
+]
+
+
+@main.group("audit-log", invoke_without_command=True)
+@data_dir_option
+@store_option
 @click.option(
     "--since",
     type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
     help="Only records at or after this UTC time.",
 )
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.pass_context
 @fails_cleanly
-def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str) -> None:
-    """Export the audit log of comparisons and searches."""
+def audit_log(ctx: click.Context, data_dir: Path | None, store: str | None, since: Any, fmt: str) -> None:
+    """Export the audit log: comparisons, searches, refused calls and changes of keys.
+
+    `visage audit-log verify` checks its hash chain."""
     import csv
 
-    from visage.store import open_store
-
-    settings = Settings.from_env(data_dir=data_dir, store=store_url)
-    if settings.postgres_url is None and not settings.sqlite_path.exists():
-        raise click.UsageError(f"No Visage database in {settings.data_dir}.")
-    store = open_store(settings)
-    records = store.audit_records(since.replace(tzinfo=UTC) if since else None)
+    if ctx.invoked_subcommand is not None:
+        return
+    records = _audit_store(data_dir, store).audit_records(since.replace(tzinfo=UTC) if since else None)
     if not records:
-        where = settings.sqlite_path if settings.postgres_url is None else "the PostgreSQL store"
-        err.print(
-            f"The audit log in {where} has no records{f' since {since:%Y-%m-%d %H:%M:%S} UTC' if since else ''}: "
-            "no comparison or search was made.",
-            highlight=False,
-            soft_wrap=True,
-        )
-    fields = [
-        "time",
-        "access_key_id",
-        "operation",
-        "collection_id",
-        "threshold",
-        "match_count",
-        "best_similarity",
-        "face_ids",
-        "user_ids",
-    ]
+        where = _where(Settings.from_env(data_dir=data_dir, store=store))
+        since_text = f" since {since:%Y-%m-%d %H:%M:%S} UTC" if since else ""
+        err.print(f"The audit log in {where} has no records{since_text}.", highlight=False, soft_wrap=True)
     if fmt == "jsonl":
         for r in records:
-            click.echo(json.dumps({f: (getattr(r, f).isoformat() if f == "time" else getattr(r, f)) for f in fields}))
+            click.echo(
+                json.dumps({f: (getattr(r, f).isoformat() if f == "time" else getattr(r, f)) for f in _AUDIT_FIELDS})
+            )
         return
     writer = csv.writer(sys.stdout)
-    writer.writerow(fields)
+    writer.writerow(_AUDIT_FIELDS)
     for r in records:
         writer.writerow(
             [
@@ -488,8 +695,48 @@ def audit_log(data_dir: Path | None, store_url: str | None, since: Any, fmt: str
                 "" if r.best_similarity is None else r.best_similarity,
                 " ".join(r.face_ids),
                 " ".join(r.user_ids),
+                r.probe_sha256 or "",
+                r.outcome,
+                json.dumps(r.details, sort_keys=True),
+                r.seq,
             ]
         )
+
+
+@audit_log.command("verify")
+@data_dir_option
+@store_option
+@click.option(
+    "--anchor",
+    help="A head hash printed earlier and kept outside the server: it must still be in the chain.",
+)
+@click.pass_context
+@fails_cleanly
+def audit_log_verify(ctx: click.Context, data_dir: Path | None, store: str | None, anchor: str | None) -> None:
+    """Walk the audit log's hash chain; name the first record changed, removed or inserted (exit 1).
+
+    On success it prints the head: keep it outside the server (docs/keys.md)."""
+    from visage.store.audit_chain import read_chain, verify
+
+    parent = ctx.parent.params if ctx.parent is not None else {}
+    audit_store = _audit_store(data_dir or parent.get("data_dir"), store or parent.get("store"))
+    report = verify(read_chain(audit_store), anchor)
+    if report.broken is not None:
+        fail(f"the audit log was tampered with: {report.broken.message} ({report.records} records read)")
+    if report.head_seq is None:
+        out.print("The audit log is empty.")
+        return
+    out.print(f"The audit log's chain is intact: {report.records} records.", highlight=False)
+    click.echo(f"head: seq {report.head_seq} sha256 {report.head_hash}")
+
+
+def _audit_store(data_dir: Path | None, store: str | None) -> Store:
+    from visage.store import open_store
+
+    settings = Settings.from_env(data_dir=data_dir, store=store)
+    if settings.postgres_url is None and not settings.sqlite_path.exists():
+        raise click.UsageError(f"No Visage database in {settings.data_dir}.")
+    return open_store(settings)
 
 
 #: How many paths each list of ``visage index``'s summary shows.

@@ -71,7 +71,7 @@ class Settings:
     face_model: str = "sface"
 
     # Server ---------------------------------------------------------------------------
-    #: Where the access keys (keys.json) and the embedded store (visage.db) are kept.
+    #: Where the embedded store (visage.db) and the key file of the access keys' secrets are kept.
     data_dir: Path = field(default_factory=lambda: Path("visage-data"))
     #: Where collections and faces are kept: None or "sqlite" for SQLite in data_dir, or a
     #: postgresql:// URL for PostgreSQL with pgvector, which several servers can share
@@ -83,6 +83,14 @@ class Settings:
     #: Whether the server writes one line per request to stderr (operation, status,
     #: milliseconds, access key id; never image data). ``visage serve --no-request-log`` turns it off.
     request_log: bool = True
+    #: The Fernet key file that encrypts the access keys' secrets in the store (made, mode
+    #: 0600, when the first key is). None: ``<data_dir>/secret.key``. Servers that share a
+    #: PostgreSQL store must all have the same file (docs/keys.md).
+    secret_key_file: Path | None = None
+    #: ``visage serve --tls-cert/--tls-key``: serve HTTPS with this certificate chain and
+    #: private key (PEM files); both or neither.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -107,6 +115,11 @@ class Settings:
             rule = _rule(f.name)
             if rule is not None and not rule[1](getattr(self, f.name)):
                 raise _refused(f.name, getattr(self, f.name))
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise SettingsError(
+                f"{_variable('tls_cert')} and {_variable('tls_key')} (--tls-cert, --tls-key) go together: "
+                "give both, or neither."
+            )
 
     @classmethod
     def default(cls, name: str) -> Any:
@@ -116,8 +129,19 @@ class Settings:
 
     @property
     def keys_path(self) -> Path:
-        """The access keys this server accepts (:class:`visage.keys.KeyStore`)."""
+        """Where Visage kept access keys before they moved into the store; imported once
+        (:meth:`visage.keys.KeyRing.import_legacy`)."""
         return self.data_dir / "keys.json"
+
+    @property
+    def secret_key_path(self) -> Path:
+        """The key file of the access keys' secrets (:attr:`secret_key_file`, or its default)."""
+        return self.secret_key_file or self.data_dir / "secret.key"
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self.tls_cert is not None
 
     @property
     def sqlite_path(self) -> Path:

@@ -69,7 +69,11 @@ class InvalidPaginationTokenException(VisageError):
 
 
 class UnrecognizedClientException(VisageError):
-    """The access key id is not known to this server."""
+    """The access key id is not known to this server, or the key was revoked."""
+
+
+class AccessDeniedException(VisageError):
+    """The caller's key policy does not allow the action on the resource."""
 
 
 class InvalidSignatureException(VisageError):
@@ -105,6 +109,14 @@ class InternalServerError(VisageError):
 
 class ModelIntegrityError(InternalServerError):
     """A bundled model file is missing or its SHA-256 does not match the pinned one."""
+
+    @property
+    def code(self) -> str:
+        return "InternalServerError"
+
+
+class SecretKeyFileError(InternalServerError):
+    """The key file that encrypts the access keys' secrets is missing, unreadable, or not the one that sealed them."""
 
     @property
     def code(self) -> str:

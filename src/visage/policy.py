@@ -108,13 +108,19 @@ class Policy:
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=False, separators=(",", ":"))
 
+    @staticmethod
+    def loads(text: str) -> Policy:
+        """A policy :meth:`dumps` wrote (a stored key's), parsed once per distinct text: a
+        request's check then costs no parsing."""
+        return _loaded(text)
+
     def summary(self) -> str:
         """One line for `visage keys list`: ``admin``, or each statement shortened."""
         if self.is_admin:
             return "admin"
         parts = []
         for s in self.statements:
-            actions = ",".join(a.split(":", 1)[-1] if a != "*" else "*" for a in s.actions)
+            actions = ",".join(_short_action(a) for a in s.actions)
             resources = ",".join(_short_resource(r) for r in s.resources)
             parts.append(f"{s.effect} {actions} on {resources}")
         return "; ".join(parts)
@@ -171,6 +177,19 @@ class Policy:
         )
 
 
+def known_actions() -> frozenset[str]:
+    """Every action a policy may name without a wildcard: ``rekognition:<Operation>`` for each
+    operation of Rekognition's service model, and :data:`VISAGE_ACTIONS`."""
+    from visage.contract import definition
+
+    return frozenset(f"rekognition:{name}" for name in definition()["operations"]) | frozenset(VISAGE_ACTIONS)
+
+
+@lru_cache(maxsize=1024)
+def _loaded(text: str) -> Policy:
+    return Policy.parse(text)
+
+
 def _statement(raw: Any, index: int, known: set[str] | None) -> Statement:
     where = f"Statement[{index}]"
     if not isinstance(raw, Mapping):
@@ -220,6 +239,12 @@ def _resource_pattern(pattern: str) -> re.Pattern[str]:
 
 def _glob(pattern: str) -> str:
     return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+def _short_action(action: str) -> str:
+    """``rekognition:SearchFaces`` as ``SearchFaces``; ``rekognition:*`` and ``visage:`` actions whole."""
+    prefix, _, name = action.partition(":")
+    return name if prefix.lower() == "rekognition" and name != "*" else action
 
 
 def _short_resource(resource: str) -> str:

@@ -3,8 +3,17 @@
 Each public method takes one operation's request (a dict in Rekognition's
 shape, already validated against the service model by the protocol layer) and
 returns its response dict. Face work goes to the :class:`~visage.engine.Engine`,
-state to the :class:`~visage.store.base.Store`. Every search also appends a
-record to the audit log.
+state to the :class:`~visage.store.base.Store`, access keys to the
+:class:`~visage.keys.KeyRing`.
+
+Authorisation lives here, one place for the API and the console: :meth:`RekognitionService.call`
+checks the caller's key policy for ``rekognition:<Operation>`` on the operation's resource
+(:func:`resource_member`, docs/keys.md) before the operation runs, and the methods only
+Visage has (keys, the audit log) check their ``visage:`` action. A refused call raises
+:class:`~visage.errors.AccessDeniedException` and is recorded in the audit log.
+
+Every comparison and search appends a record to the audit log, with the SHA-256 of
+the probe image; so does every refused call and every change of keys.
 
 Behaviours worth knowing (docs/api.md has the full list):
 
@@ -18,7 +27,9 @@ Behaviours worth knowing (docs/api.md has the full list):
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -28,10 +39,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from visage.config import DEFAULT_THRESHOLD, Settings
-from visage.contract import shape_max, shape_pattern
+from visage.contract import definition, shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
 from visage.engine.images import image_format
 from visage.errors import (
+    AccessDeniedException,
     IdempotentParameterMismatchException,
     InvalidImageFormatException,
     InvalidPaginationTokenException,
@@ -39,10 +51,14 @@ from visage.errors import (
     ResourceNotFoundException,
     ServiceQuotaExceededException,
     UnknownOperationException,
+    UnrecognizedClientException,
 )
 from visage.faces import BoundingBox, Face
+from visage.keys import AccessKey, Credentials, KeyRing, SecretBox
+from visage.policy import Policy
 from visage.s3 import read_s3_object
 from visage.store import open_store
+from visage.store.audit_chain import ChainReport, read_chain, verify
 from visage.store.base import AuditRecord, Collection, RequestToken, ScoredFace, Store, StoredFace, User
 
 Request = dict[str, Any]
@@ -63,25 +79,75 @@ _USER_ID = shape_pattern("UserId")
 _ARN = re.compile(r"arn:aws:rekognition:([^:]*):([^:]*):collection/(.+)")
 
 
+#: The input members that name an operation's resource, in the order they are looked for.
+RESOURCE_MEMBERS = ("ResourceArn", "CollectionId")
+#: Operations on every collection at once, checked on ``...:collection/*`` (IAM's table
+#: gives ListCollections the collection resource type).
+ALL_COLLECTIONS_OPERATIONS = frozenset({"ListCollections"})
+
+
 def open_service(settings: Settings) -> RekognitionService:
-    """The service over an engine and the store that ``settings`` name."""
-    return RekognitionService(Engine(settings), open_store(settings), settings)
+    """The service over an engine and the store that ``settings`` name, with the store's keys
+    (and those of a keys.json left from before keys lived in the store, imported once)."""
+    store = open_store(settings)
+    keys = KeyRing.open(store, settings.secret_key_path, settings.keys_path)
+    return RekognitionService(Engine(settings), store, settings, keys)
+
+
+@functools.cache
+def resource_member(operation: str) -> str | None:
+    """The input member of ``operation`` (any operation of the service model) whose value is
+    the resource its permission is checked on, or None when it is checked on ``*`` (or on
+    every collection, :data:`ALL_COLLECTIONS_OPERATIONS`). Read from the model, so an
+    operation added later gets its collection or ARN checked without a table to update."""
+    spec = definition()["operations"][operation]
+    members = definition()["shapes"][spec["input"]["shape"]]["members"] if "input" in spec else {}
+    return next((member for member in RESOURCE_MEMBERS if member in members), None)
+
+
+def operation_resource(operation: str, request: Request, settings: Settings) -> str:
+    """The resource a request of ``operation`` is checked on, following IAM's action table for
+    Rekognition: its ResourceArn, its collection's ARN, every collection's (``...:collection/*``)
+    for ListCollections, and ``*`` for the rest (DetectFaces, CompareFaces)."""
+    member = resource_member(operation)
+    if member == "ResourceArn" and member in request:
+        return str(request[member])
+    if member == "CollectionId" and member in request:
+        return collection_arn(settings, request[member])
+    if operation in ALL_COLLECTIONS_OPERATIONS:
+        return collection_arn(settings, "*")
+    return "*"
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who sent the request (the verified access key id)."""
+    """Who sent the request: the access key that signed it, and the key's policy."""
 
     access_key_id: str
+    policy: Policy
+    name: str = ""
+
+    @classmethod
+    def of(cls, key: AccessKey) -> Caller:
+        return cls(key.access_key_id, key.policy, key.name)
+
+    @classmethod
+    def local(cls, name: str) -> Caller:
+        """Someone on this machine, allowed everything: ``visage index``, a ``--no-auth`` server's
+        anonymous callers, benchmarks calling the service in-process."""
+        return cls(name, Policy.admin(), name)
 
 
 class RekognitionService:
     """Rekognition's face API over an engine and a store."""
 
-    def __init__(self, engine: Engine, store: Store, settings: Settings | None = None) -> None:
+    def __init__(
+        self, engine: Engine, store: Store, settings: Settings | None = None, keys: KeyRing | None = None
+    ) -> None:
         self.engine = engine
         self.store = store
         self.settings = settings or engine.settings
+        self.keys = keys or KeyRing(store, SecretBox(self.settings.secret_key_path))
         self._operations: dict[str, Callable[[Request, Caller], Response]] = {
             "DetectFaces": self.detect_faces,
             "CompareFaces": self.compare_faces,
@@ -111,24 +177,120 @@ class RekognitionService:
         return frozenset(self._operations)
 
     def call(self, operation: str, request: Request, caller: Caller) -> Response:
+        """Runs the operation if the caller's policy allows ``rekognition:<operation>`` on its resource."""
         handler = self._operations.get(operation)
         if handler is None:
             raise UnknownOperationException(
                 f"{operation} is a Rekognition operation that Visage does not implement; "
                 f"it implements {', '.join(sorted(self._operations))}."
             )
+        self.authorize(
+            caller,
+            f"rekognition:{operation}",
+            self.resource(operation, request),
+            operation=operation,
+            collection_id=request.get("CollectionId"),
+        )
         return handler(request, caller)
+
+    # Authorisation -----------------------------------------------------------------
+
+    def resource(self, operation: str, request: Request) -> str:
+        """The resource a request of ``operation`` is checked on (:func:`operation_resource`)."""
+        return operation_resource(operation, request, self.settings)
+
+    def authorize(
+        self, caller: Caller, action: str, resource: str, *, operation: str, collection_id: str | None = None
+    ) -> None:
+        """Returns if the caller's policy allows ``action`` on ``resource``; otherwise records the refusal
+        in the audit log and raises AccessDeniedException, in AWS's words."""
+        decision = caller.policy.decide(action, resource)
+        if decision.allowed:
+            return
+        self._audit(
+            caller,
+            operation,
+            collection_id,
+            None,
+            outcome="refused",
+            details={"action": action, "resource": resource, "reason": decision.reason},
+        )
+        why = (
+            "with an explicit deny in an identity-based policy"
+            if decision.reason == "explicit deny"
+            else f"because no identity-based policy allows the {action} action"
+        )
+        raise AccessDeniedException(
+            f"User: {caller.access_key_id} is not authorized to perform: {action} on resource: {resource} {why}"
+        )
+
+    def authenticate(self, access_key_id: str, secret_access_key: str) -> Caller:
+        """The caller whose key pair this is (the console's sign-in); UnrecognizedClientException
+        if the pair is wrong or the key revoked, without saying which."""
+        found = self.keys.lookup(access_key_id)
+        if found is None or not hmac.compare_digest(found.secret_access_key, secret_access_key):
+            raise UnrecognizedClientException(
+                "The access key id or secret access key is wrong, or the key was revoked."
+            )
+        self.keys.note_use(found.key)
+        return Caller.of(found.key)
+
+    def caller(self, access_key_id: str) -> Caller:
+        """The caller of an active key, read from the store now (a console session checks its key
+        with each request, so a revoked key's session ends at once); UnrecognizedClientException if
+        the key is unknown or revoked."""
+        found = self.keys.lookup(access_key_id)
+        if found is None:
+            raise UnrecognizedClientException(f"The access key {access_key_id} is unknown or was revoked.")
+        self.keys.note_use(found.key)
+        return Caller.of(found.key)
+
+    # Keys and the audit log: what only Visage has ------------------------------------
+
+    def create_key(self, caller: Caller, policy: Policy, name: str) -> tuple[AccessKey, Credentials]:
+        """A new key (``visage:ManageKeys``); the returned credentials are the only copy of its secret."""
+        self.authorize(caller, "visage:ManageKeys", "*", operation="CreateAccessKey")
+        return self.keys.create(policy, name, by=caller.access_key_id)
+
+    def list_keys(self, caller: Caller) -> list[AccessKey]:
+        """Every key, revoked ones too, oldest first (``visage:ManageKeys``)."""
+        self.authorize(caller, "visage:ManageKeys", "*", operation="ListAccessKeys")
+        return self.keys.keys()
+
+    def revoke_key(self, caller: Caller, access_key_id: str) -> AccessKey:
+        """Revokes a key from its next request on, everywhere (``visage:ManageKeys``)."""
+        self.authorize(caller, "visage:ManageKeys", "*", operation="RevokeAccessKey")
+        return self.keys.revoke(access_key_id, by=caller.access_key_id)
+
+    def rotate_key(self, caller: Caller, access_key_id: str) -> tuple[AccessKey, Credentials]:
+        """A new pair with the key's name and policy; the old key is revoked (``visage:ManageKeys``)."""
+        self.authorize(caller, "visage:ManageKeys", "*", operation="RotateAccessKey")
+        return self.keys.rotate(access_key_id, by=caller.access_key_id)
+
+    def read_audit_log(self, caller: Caller, since: datetime | None = None, **filters: Any) -> list[AuditRecord]:
+        """Audit records (``visage:ReadAuditLog``); ``filters`` are those of
+        :meth:`~visage.store.base.Store.audit_records` (until, access_key_id, operation,
+        collection_id, outcome, limit, offset, newest_first)."""
+        self.authorize(caller, "visage:ReadAuditLog", "*", operation="ReadAuditLog")
+        return self.store.audit_records(since, **filters)
+
+    def verify_audit_log(self, caller: Caller, anchor: str | None = None) -> ChainReport:
+        """Walks the audit log's hash chain (``visage:ReadAuditLog``); see :func:`visage.store.audit_chain.verify`."""
+        self.authorize(caller, "visage:ReadAuditLog", "*", operation="VerifyAuditLog")
+        return verify(read_chain(self.store), anchor)
 
     # Images ------------------------------------------------------------------------
 
     def image(self, image: Request) -> DecodedImage:
         """Decode an ``Image`` member: exactly one of Bytes or S3Object."""
-        return self._decode(image, *self._image_bytes(image))
+        return self._hashed_image(image)[0]
 
-    def _decode(self, image: Request, data: bytes, limit: int) -> DecodedImage:
-        """Decode the bytes of ``image``; bytes sent base64-encoded twice are refused with a hint."""
+    def _hashed_image(self, image: Request) -> tuple[DecodedImage, str]:
+        """An ``Image`` member decoded, and the SHA-256 (hex) of its bytes; bytes sent base64-encoded
+        twice are refused with a hint."""
+        data, limit = self._image_bytes(image)
         try:
-            return self.engine.decode(data, max_bytes=limit)
+            decoded = self.engine.decode(data, max_bytes=limit)
         except InvalidImageFormatException as error:
             if "Bytes" in image and _is_base64_of_an_image(data):
                 raise InvalidImageFormatException(
@@ -136,6 +298,7 @@ class RekognitionService:
                     "(an AWS SDK base64-encodes them for you)."
                 ) from error
             raise
+        return decoded, hashlib.sha256(data).hexdigest()
 
     def _image_bytes(self, image: Request) -> tuple[bytes, int]:
         """The raw bytes of an ``Image`` member, and the byte limit that applies to them."""
@@ -154,11 +317,10 @@ class RekognitionService:
 
     def compare_faces(self, request: Request, caller: Caller) -> Response:
         threshold = request.get("SimilarityThreshold", DEFAULT_THRESHOLD)
+        source, source_hash = self._hashed_image(request["SourceImage"])
+        target, target_hash = self._hashed_image(request["TargetImage"])
         result = self.engine.compare_faces(
-            self.image(request["SourceImage"]),
-            self.image(request["TargetImage"]),
-            threshold=threshold,
-            quality_filter=request.get("QualityFilter", "NONE"),
+            source, target, threshold=threshold, quality_filter=request.get("QualityFilter", "NONE")
         )
         self._audit(
             caller,
@@ -166,6 +328,8 @@ class RekognitionService:
             None,
             threshold,
             similarities=[m.similarity for m in result.matches],
+            probe_sha256=source_hash,
+            details={"target_sha256": target_hash},
         )
         return result.to_rekognition()
 
@@ -176,7 +340,7 @@ class RekognitionService:
         model = self.engine.face_model()
         collection = Collection(
             collection_id=collection_id,
-            arn=self._arn(collection_id),
+            arn=self.collection_arn(collection_id),
             face_model=model.name,
             face_model_version=model.version,
             created_at=datetime.now(UTC),
@@ -219,8 +383,7 @@ class RekognitionService:
         MaxFaces counts the largest faces whether or not they pass QualityFilter: a bystander is
         never indexed in place of a larger face that fails it."""
         collection = self.store.get_collection(request["CollectionId"])
-        data, limit = self._image_bytes(request["Image"])
-        image, image_hash = self._decode(request["Image"], data, limit), hashlib.sha256(data).hexdigest()
+        image, image_hash = self._hashed_image(request["Image"])
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
@@ -315,7 +478,15 @@ class RekognitionService:
         matches = self._search(
             collection, probe.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold, exclude=face_id
         )
-        self._audit(caller, "SearchFaces", collection.collection_id, threshold, matches=matches)
+        self._audit(
+            caller,
+            "SearchFaces",
+            collection.collection_id,
+            threshold,
+            matches=matches,
+            probe_sha256=probe.image_hash,
+            details={"searched_face_id": face_id},
+        )
         return {
             "SearchedFaceId": face_id,
             "FaceMatches": [self._face_match(collection, m) for m in matches],
@@ -324,7 +495,7 @@ class RekognitionService:
 
     def search_faces_by_image(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
-        image = self.image(request["Image"])
+        image, image_hash = self._hashed_image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
         faces = self._analyze(collection, image, quality, max_embedded=1)
         usable = [f for f in faces if f.embedding is not None]
@@ -337,7 +508,9 @@ class RekognitionService:
         matches = self._search(
             collection, probe.embedded.vector, request.get("MaxFaces", DEFAULT_MAX_MATCHES), threshold
         )
-        self._audit(caller, "SearchFacesByImage", collection.collection_id, threshold, matches=matches)
+        self._audit(
+            caller, "SearchFacesByImage", collection.collection_id, threshold, matches=matches, probe_sha256=image_hash
+        )
         return {
             "SearchedFaceBoundingBox": probe.detail.bounding_box.to_rekognition(),
             "SearchedFaceConfidence": probe.detail.confidence,
@@ -466,9 +639,10 @@ class RekognitionService:
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
         max_users = request.get("MaxUsers", DEFAULT_USER_PAGE)
         response: Response = {"FaceModelVersion": collection.face_model_version}
+        probe_hash: str | None = None
         if face_id is not None:
             (probe,) = self._faces_or_fail(collection.collection_id, [face_id])
-            probes = [probe.vector]
+            probes, probe_hash = [probe.vector], probe.image_hash
             response["SearchedFace"] = {"FaceId": face_id}
         else:
             assert user_id is not None
@@ -479,13 +653,21 @@ class RekognitionService:
             ]
             response["SearchedUser"] = {"UserId": user_id}
         matches = self._search_users(collection, probes, max_users, threshold, exclude_user=user_id)
-        self._audit(caller, "SearchUsers", collection.collection_id, threshold, users=matches)
+        self._audit(
+            caller,
+            "SearchUsers",
+            collection.collection_id,
+            threshold,
+            users=matches,
+            probe_sha256=probe_hash,
+            details={"searched_face_id": face_id} if face_id is not None else {"searched_user_id": user_id},
+        )
         response["UserMatches"] = [self._user_match(collection.collection_id, u, s) for u, s in matches]
         return response
 
     def search_users_by_image(self, request: Request, caller: Caller) -> Response:
         collection = self.store.get_collection(request["CollectionId"])
-        image = self.image(request["Image"])
+        image, image_hash = self._hashed_image(request["Image"])
         quality = request.get("QualityFilter", "NONE")
         faces = self._analyze(collection, image, quality, max_embedded=1)
         threshold = request.get("UserMatchThreshold", DEFAULT_THRESHOLD)
@@ -503,7 +685,9 @@ class RekognitionService:
                 collection, [probe.embedded.vector], request.get("MaxUsers", DEFAULT_USER_PAGE), threshold
             )
             response["SearchedFace"] = {"FaceDetail": probe.detail.to_rekognition()}
-        self._audit(caller, "SearchUsersByImage", collection.collection_id, threshold, users=matches)
+        self._audit(
+            caller, "SearchUsersByImage", collection.collection_id, threshold, users=matches, probe_sha256=image_hash
+        )
         response["UserMatches"] = [self._user_match(collection.collection_id, u, s) for u, s in matches]
         return response
 
@@ -529,8 +713,9 @@ class RekognitionService:
 
     # Helpers -----------------------------------------------------------------------
 
-    def _arn(self, collection_id: str) -> str:
-        return f"arn:aws:rekognition:{self.settings.region}:{self.settings.account_id}:collection/{collection_id}"
+    def collection_arn(self, collection_id: str) -> str:
+        """The ARN of a collection of this server (``*`` for every collection)."""
+        return collection_arn(self.settings, collection_id)
 
     def _collection_by_arn(self, arn: str) -> Collection:
         match = _ARN.fullmatch(arn)
@@ -650,10 +835,13 @@ class RekognitionService:
         caller: Caller,
         operation: str,
         collection_id: str | None,
-        threshold: float,
+        threshold: float | None,
         matches: list[tuple[StoredFace, float]] | None = None,
         users: list[tuple[str, float]] | None = None,
         similarities: list[float] | None = None,
+        probe_sha256: str | None = None,
+        outcome: str = "ok",
+        details: dict[str, Any] | None = None,
     ) -> None:
         scores = similarities or [s for _, s in (matches or [])] or [s for _, s in (users or [])]
         self.store.append_audit(
@@ -667,6 +855,9 @@ class RekognitionService:
                 best_similarity=max(scores) if scores else None,
                 face_ids=[f.face_id for f, _ in (matches or [])],
                 user_ids=[u for u, _ in (users or [])],
+                probe_sha256=probe_sha256,
+                outcome=outcome,
+                details=details or {},
             )
         )
 
@@ -676,6 +867,11 @@ def _is_base64_of_an_image(data: bytes) -> bool:
         return image_format(base64.b64decode(data[:16], validate=True)) is not None
     except ValueError:
         return False
+
+
+def collection_arn(settings: Settings, collection_id: str) -> str:
+    """The ARN of collection ``collection_id`` on a server with these settings (``*``: every collection)."""
+    return f"arn:aws:rekognition:{settings.region}:{settings.account_id}:collection/{collection_id}"
 
 
 def _token_key(token: str | None, pattern: re.Pattern[str]) -> str | None:

@@ -1,8 +1,10 @@
 """The ASGI app: one ``POST /`` endpoint that speaks Rekognition's JSON 1.1 protocol.
 
-It only translates: check the SigV4 signature, route ``X-Amz-Target`` to the
-operation, validate the body against the service model, call the service in a
-worker thread, and write the response or the error as Rekognition does, with
+It only translates: refuse a body over the size limit (from its Content-Length,
+before reading it), then, in a worker thread, check the SigV4 signature against
+the key the service's key ring finds, route ``X-Amz-Target`` to the operation,
+validate the body against the service model and call the service (which checks
+the key's policy); and write the response or the error as Rekognition does, with
 an ``x-amzn-RequestId`` header on every answer. Unless ``settings.request_log`` is
 off, each request is also one line on stderr: operation, status (and error code),
 milliseconds and the caller's access key id, never image data.
@@ -35,8 +37,9 @@ from visage.errors import (
     UnrecognizedClientException,
     VisageError,
 )
-from visage.keys import KeyStore, create_key_command
+from visage.keys import create_key_command
 from visage.service import Caller, open_service
+from visage.store import describe_store
 
 log = logging.getLogger("visage")
 requests_log = logging.getLogger("visage.requests")
@@ -52,75 +55,82 @@ def create_app(settings: Settings) -> Starlette:
     """The app over a service built from ``settings``; with ``settings.auth`` off, every
     request is taken as from an anonymous caller."""
     service = open_service(settings)
-    keys = KeyStore(settings.keys_path)
+    service.keys.check()  # a wrong secret key file stops the server here, not at a request
     model = rekognition()
     workers = ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="visage")
     # Two base64 images (CompareFaces) and some JSON around them.
     max_body = 2 * (settings.max_image_bytes * 4 // 3 + 4) + 65_536
-
+    anonymous = Caller.local(ANONYMOUS)
     if settings.request_log:
         _log_requests_to_stderr()
+    # Where an unknown key id was looked for (never a key), and how to add one there.
     keys_hint = (
-        f"This server reads its access keys from {keys.path.resolve()}; "
-        f"`{create_key_command(settings.data_dir.resolve())}` adds one."
+        f"This server reads its access keys from the store ({describe_store(settings)}); "
+        f"`{create_key_command(settings)}` adds one."
     )
+
+    def authenticate(request: Request, body: bytes) -> Caller:
+        """The caller whose key signed the request (the key read from the store now: a revoked key
+        fails here at once)."""
+        if not settings.auth:
+            return anonymous
+        try:
+            found = verify_request(
+                request.method,
+                request.scope.get("raw_path", b"/").decode("latin-1"),
+                request.scope.get("query_string", b"").decode("latin-1"),
+                request.headers.items(),
+                body,
+                service.keys.lookup,
+            )
+        except UnrecognizedClientException as error:
+            raise UnrecognizedClientException(f"{error.message} {keys_hint}") from None
+        service.keys.note_use(found.key)
+        return Caller.of(found.key)
+
+    def answer(request: Request, body: bytes) -> bytes:
+        """Runs in a worker thread: it reads the store and decodes up to two images."""
+        caller = authenticate(request, body)
+        request.state.caller = caller.access_key_id
+        operation = model.parse_target(request.headers.get("x-amz-target"))
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != CONTENT_TYPE:
+            raise SerializationException(f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}.")
+        params = model.decode_request(operation, body)
+        return model.encode_response(operation, service.call(operation, params, caller))
 
     async def handle(request: Request) -> Response:
         started = time.perf_counter()
-        request_id = str(uuid.uuid4())
-        response = await answer(request, request_id)
+        response, code = await respond(request)
         if settings.request_log:
-            caller = getattr(request.state, "caller", "-")
             target = request.headers.get("x-amz-target", "-").removeprefix("RekognitionService.")[:64]
-            code = getattr(request.state, "error_code", "")
             requests_log.info(
                 "%s %d%s %.0f ms %s",
                 target,
                 response.status_code,
                 f" {code}" if code else "",
                 1000 * (time.perf_counter() - started),
-                caller,
+                getattr(request.state, "caller", "-"),
             )
         return response
 
-    async def answer(request: Request, request_id: str) -> Response:
+    async def respond(request: Request) -> tuple[Response, str]:
+        """The response, and the error code of a failure ("" on success)."""
+        request_id = str(uuid.uuid4())
         headers = {"x-amzn-RequestId": request_id}
         try:
             body = await _read_body(request, max_body)
-            caller = ANONYMOUS
-            if settings.auth:
-                try:
-                    caller = verify_request(
-                        request.method,
-                        request.scope.get("raw_path", b"/").decode("latin-1"),
-                        request.scope.get("query_string", b"").decode("latin-1"),
-                        request.headers.items(),
-                        body,
-                        keys.secret,
-                    )
-                except UnrecognizedClientException as error:
-                    raise UnrecognizedClientException(f"{error.message} {keys_hint}") from None
-            request.state.caller = caller
-            operation = model.parse_target(request.headers.get("x-amz-target"))
-            content_type = request.headers.get("content-type", "").split(";")[0].strip()
-            if content_type != CONTENT_TYPE:
-                raise SerializationException(f"Content-Type must be {CONTENT_TYPE}, not {content_type or 'missing'}.")
-            params = model.decode_request(operation, body)
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(workers, service.call, operation, params, Caller(caller))
-            payload = model.encode_response(operation, result)
-            return Response(payload, 200, headers=headers, media_type=CONTENT_TYPE)
+            payload = await asyncio.get_running_loop().run_in_executor(workers, answer, request, body)
+            return Response(payload, 200, headers=headers, media_type=CONTENT_TYPE), ""
         except VisageError as error:
-            request.state.error_code = error.code
             status, payload = encode_error(error)
             if status >= 500:
                 log.error("request %s failed: %s", request_id, error)
-            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)
+            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE), error.code
         except Exception:
-            request.state.error_code = InternalServerError.__name__
             log.exception("request %s failed", request_id)
             status, payload = encode_error(InternalServerError(f"Internal error; request id {request_id}."))
-            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE)
+            return Response(payload, status, headers=headers, media_type=CONTENT_TYPE), InternalServerError.__name__
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "operations": sorted(service.operations)})
@@ -159,13 +169,22 @@ def _log_requests_to_stderr() -> None:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to be over ``limit`` bytes: from its
+    Content-Length before a byte of it is read, or while it streams in (chunked)."""
+
+    def too_large() -> ImageTooLargeException:
+        return ImageTooLargeException(
+            f"The request body is over {limit:,} bytes; images are limited to "
+            f"{request.app.state.service.settings.max_image_bytes:,} bytes each."
+        )
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ImageTooLargeException(
-                f"The request body is over {limit:,} bytes; images are limited to "
-                f"{request.app.state.service.settings.max_image_bytes:,} bytes each."
-            )
+            raise too_large()
         chunks.append(chunk)
     return b"".join(chunks)

@@ -14,7 +14,6 @@ import errno
 import os
 import socket
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
@@ -22,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 from visage.api.app import SETTINGS_VARIABLE, create_app
 from visage.config import Settings
 from visage.engine.registry import face_model_entry
+from visage.store import describe_store
 
 #: Connections that may wait for the app to accept them (uvicorn's default).
 BACKLOG = 2048
@@ -54,17 +54,13 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def url(host: str, port: int, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def banner(settings: Settings) -> list[str]:
-    """What is in force, one line each: store, face model, S3 objects, auth, request log."""
-    if settings.postgres_url is None:
-        store = f"SQLite, {settings.sqlite_path}"
-    else:
-        parts = urlsplit(settings.postgres_url)  # shown without user or password
-        store = f"PostgreSQL, {parts.hostname or 'local socket'}{f':{parts.port}' if parts.port else ''}{parts.path}"
+    """What is in force, one line each: store, face model, S3 objects, auth (and TLS), request log."""
     if settings.s3_root is not None:
         s3 = f"from the folder {settings.s3_root} (a Bucket is a sub-folder)"
     elif settings.s3_endpoint_url is not None:
@@ -72,14 +68,16 @@ def banner(settings: Settings) -> list[str]:
     else:
         s3 = "not read (--s3-root DIR or --s3-endpoint-url URL to read them)"
     auth = (
-        f"SigV4 signatures, keys in {settings.keys_path}"
+        f"SigV4 signatures, by the keys in the store; their secrets sealed by {settings.secret_key_path}"
         if settings.auth
         else "OFF: unsigned requests are accepted (--no-auth)"
     )
+    if settings.tls:
+        auth += f"; HTTPS with {settings.tls_cert}"
     log = "one line per request on stderr (--no-request-log: none)" if settings.request_log else "off"
     model = face_model_entry(settings.face_model)
     return [
-        f"  store        {store}",
+        f"  store        {describe_store(settings)}",
         f"  face model   {model.name} ({model.version}) for new collections; each collection keeps its own",
         f"  S3Object     {s3}",
         f"  auth         {auth}",
@@ -104,10 +102,11 @@ def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[
     """Serve the app on the bound socket ``sock`` (see :func:`bind`) until stopped; ``say`` is
     given the "Listening" line."""
     host, port = sock.getsockname()[:2]
-    listening = f"Listening on {url(host, port)}"
+    listening = f"Listening on {url(host, port, settings.tls)}"
+    tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls else {}
     try:
         if workers == 1:
-            config = uvicorn.Config(create_app(settings), log_level="warning")
+            config = uvicorn.Config(create_app(settings), log_level="warning", **tls)  # type: ignore[arg-type]
             _Server(config, lambda: say(listening)).run(sockets=[sock])
         else:  # each worker process imports the app, so it gets the settings through its environment
             os.environ[SETTINGS_VARIABLE] = settings.to_json()
@@ -117,6 +116,7 @@ def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[
                 workers=workers,
                 log_level="warning",
                 timeout_worker_healthcheck=WORKER_START_SECONDS,
+                **tls,  # type: ignore[arg-type]
             )
             say(f"{listening} ({workers} worker processes; requests wait until one has started)")
             Multiprocess(config, sockets=[sock]).run()

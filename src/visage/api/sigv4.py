@@ -3,11 +3,11 @@
 This module owns request authentication. :func:`verify_request` decides whether
 an HTTP request carries a valid header-based SigV4 signature (``Authorization:
 AWS4-HMAC-SHA256 ...``) for the ``rekognition`` service, made with the secret
-of a known access key, and returns that key's id. The keys themselves are made
+of a known access key, and returns that key. The keys themselves are made
 and kept by :mod:`visage.keys`.
 
 It is pure logic: no web framework, no clock or key store of its own. The web
-layer passes in the request's parts, a function that looks secrets up, and
+layer passes in the request's parts, a function that looks keys up, and
 (for tests) the current time. Failures raise the :mod:`visage.errors` class
 named after the error code AWS would send.
 
@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 from visage.errors import (
@@ -47,17 +48,28 @@ _AUTH_PARAMETERS = ("Credential", "SignedHeaders", "Signature")
 Headers = Mapping[str, str] | Iterable[tuple[str, str]]
 
 
+class SigningKey(Protocol):
+    """What a key lookup returns: anything with the secret (:class:`visage.keys.Credentials`,
+    :class:`visage.keys.ActiveKey`)."""
+
+    @property
+    def secret_access_key(self) -> str: ...
+
+
+K = TypeVar("K", bound=SigningKey)
+
+
 def verify_request(
     method: str,
     path: str,
     query: str,
     headers: Headers,
     body: bytes,
-    lookup_secret: Callable[[str], str | None],
+    lookup_key: Callable[[str], K | None],
     now: datetime | None = None,
     max_skew: timedelta = timedelta(minutes=15),
-) -> str:
-    """Check the request's SigV4 signature and return the access key id that made it.
+) -> K:
+    """Check the request's SigV4 signature and return the key that made it (as ``lookup_key`` found it).
 
     ``path`` and ``query`` are as sent on the wire, still percent-encoded (ASGI's
     ``raw_path`` and ``query_string``). ``headers`` is a mapping or a list of
@@ -75,7 +87,8 @@ def verify_request(
             is wrong, ``X-Amz-Date`` is more than ``max_skew`` away from ``now``,
             ``X-Amz-Content-Sha256`` does not match the body, or the signature
             does not match.
-        UnrecognizedClientException: ``lookup_secret`` does not know the access key id.
+        UnrecognizedClientException: ``lookup_key`` does not know the access key id
+            (unknown, or revoked).
     """
     fields = _header_fields(headers)
     if "authorization" not in fields:
@@ -91,11 +104,11 @@ def verify_request(
     _check_signed_headers(auth.signed_headers, fields)
     _check_clock(amz_date, signed_at, now, max_skew)
 
-    secret = lookup_secret(auth.access_key_id)
-    if secret is None:
+    found = lookup_key(auth.access_key_id)
+    if found is None:
         raise UnrecognizedClientException(
             "The security token included in the request is invalid: access key id "
-            f"{auth.access_key_id!r} is not known to this server."
+            f"{auth.access_key_id!r} is not an active key of this server (unknown, or revoked)."
         )
 
     payload_hash = hashlib.sha256(body).hexdigest()
@@ -119,14 +132,14 @@ def verify_request(
     string_to_sign = "\n".join(
         [ALGORITHM, amz_date, auth.scope, hashlib.sha256(canonical_request.encode()).hexdigest()]
     )
-    key = _signing_key(secret, auth.date, auth.region)
+    key = _signing_key(found.secret_access_key, auth.date, auth.region)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, auth.signature):
         raise InvalidSignatureException(
             "The request signature we calculated does not match the signature you "
             "provided. Check your AWS Secret Access Key and signing method."
         )
-    return auth.access_key_id
+    return found
 
 
 @dataclass(frozen=True)

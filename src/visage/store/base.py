@@ -1,4 +1,4 @@
-"""The store interface: collections, faces, users, tags, request tokens and the audit log.
+"""The store interface: collections, faces, users, tags, request tokens, access keys and the audit log.
 
 Both backends (SQLite, the embedded default; PostgreSQL with pgvector) implement
 :class:`Store` and pass the same conformance tests (tests/test_store.py). The
@@ -88,7 +88,28 @@ class RequestToken:
 
 
 @dataclass(frozen=True)
+class StoredKey:
+    """An access key as stored: its secret encrypted (:class:`visage.keys.SecretBox`), its policy as JSON."""
+
+    access_key_id: str
+    name: str
+    secret: str = field(repr=False)  # a Fernet token, never the plain secret
+    policy: str  # the policy document (visage.policy), JSON
+    created_at: datetime  # timezone-aware UTC
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class AuditRecord:
+    """One event of the audit log: a search, a comparison, a refused call, a change of keys...
+
+    Every field, ``details`` included, is part of the record's hash in the chain
+    (:mod:`visage.store.audit_chain`). ``details`` holds what only some events have, as a
+    JSON object (for example the target image's SHA-256 of a CompareFaces, or a reviewer's
+    decision): add keys there rather than columns.
+    """
+
     time: datetime  # timezone-aware UTC
     access_key_id: str
     operation: str
@@ -98,6 +119,23 @@ class AuditRecord:
     best_similarity: float | None
     face_ids: list[str] = field(default_factory=list)
     user_ids: list[str] = field(default_factory=list)
+    #: SHA-256 (hex) of the probe image of a search or comparison; never the image.
+    probe_sha256: str | None = None
+    #: "ok", or "refused" for a call the caller's policy did not allow.
+    outcome: str = "ok"
+    details: dict[str, Any] = field(default_factory=dict)
+    #: The record's position in the log (set when read back; not part of equality).
+    seq: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A record as the chain holds it: its position, the hash of the record before it, and its own."""
+
+    seq: int
+    record: AuditRecord
+    prev_hash: str | None
+    hash: str | None
 
 
 class Store(Protocol):
@@ -187,11 +225,50 @@ class Store(Protocol):
     def get_token(self, collection_id: str, token: str) -> RequestToken | None:
         """A token recorded by a user write of this collection, if any."""
 
-    # Audit log ---------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None: ...
+    # Access keys -------------------------------------------------------------------
+    def add_access_key(self, key: StoredKey) -> None:
+        """ConflictException if the id is taken."""
 
-    def audit_records(self, since: datetime | None = None) -> list[AuditRecord]:
-        """Records at or after ``since``, oldest first."""
+    def get_access_key(self, access_key_id: str) -> StoredKey | None:
+        """The key, revoked or not; None if there is no such key."""
+
+    def list_access_keys(self) -> list[StoredKey]:
+        """Every key, revoked ones too, oldest first."""
+
+    def revoke_access_key(self, access_key_id: str, at: datetime) -> StoredKey:
+        """Marks the key revoked at ``at`` (a revoked key keeps its first revocation time);
+        returns it. ResourceNotFoundException if there is no such key."""
+
+    def rotate_access_key(self, access_key_id: str, new: StoredKey) -> None:
+        """In one transaction: revokes the key at ``new.created_at`` and adds ``new``.
+        ResourceNotFoundException if there is no such key, or it is already revoked."""
+
+    def touch_access_key(self, access_key_id: str, at: datetime) -> None:
+        """Records a use of the key at ``at`` (an earlier time than the one recorded is ignored)."""
+
+    # Audit log ---------------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> AuditEntry:
+        """Appends the record to the chain: one writer at a time, across threads, processes
+        and servers, so that each record follows exactly one other."""
+
+    def audit_records(
+        self,
+        since: datetime | None = None,
+        *,
+        until: datetime | None = None,
+        access_key_id: str | None = None,
+        operation: str | None = None,
+        collection_id: str | None = None,
+        outcome: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[AuditRecord]:
+        """Records at or after ``since`` and before ``until`` that match every filter given,
+        in time order (oldest first unless ``newest_first``), ``offset`` skipped, at most ``limit``."""
+
+    def audit_entries(self, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        """The chain from position ``after_seq`` on (exclusive), in order, at most ``limit`` entries."""
 
     def warm(self) -> None:
         """Prepare for the first searches (load or build indexes); may take a while."""

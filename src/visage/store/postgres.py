@@ -63,6 +63,7 @@ from visage.store.sql import (
     Backoff,
     Dialect,
     SQLStore,
+    chain_audit_log,
     check_limit,
     no_collection,
     utc,
@@ -71,17 +72,18 @@ from visage.store.sql import (
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-#: Advisory lock keys ("visage" + a number): one for migrations, one for building a dimension's index.
+#: Advisory lock keys ("visage" + a number): migrations, building a dimension's index, appending to the audit log.
 MIGRATION_LOCK = 8_532_477_831_213_809_665
 INDEX_LOCK = 8_532_477_831_213_809_666
+AUDIT_LOCK = 8_532_477_831_213_809_667
 #: pgvector 0.5.0 brought HNSW; 0.8.0 iterative index scans (used when present).
 MIN_PGVECTOR = (0, 5, 0)
 ITERATIVE_SCAN_PGVECTOR = (0, 8, 0)
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 
 #: Schema migrations, applied in order and recorded in schema_migrations (version = position, from 1).
-#: Append new ones, never edit old ones.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: Append new ones, never edit old ones. A step is a statement, or a function of the connection.
+MIGRATIONS: tuple[tuple[str | Callable[[Connection], None], ...], ...] = (
     (
         """CREATE TABLE collections (
             pk bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -150,6 +152,26 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE collections ADD COLUMN face_count bigint NOT NULL DEFAULT 0",
         "UPDATE collections SET face_count = (SELECT count(*) FROM faces WHERE faces.collection_pk = collections.pk)",
     ),
+    (
+        # Access keys with their policies (they were in each server's keys.json), and the audit
+        # log as a hash chain (visage.store.audit_chain), the records already written chained first.
+        """CREATE TABLE access_keys (
+            access_key_id text COLLATE "C" PRIMARY KEY,
+            name text NOT NULL,
+            secret text NOT NULL,  -- encrypted: a Fernet token (visage.keys.SecretBox)
+            policy text NOT NULL,  -- JSON (visage.policy)
+            created_at timestamptz NOT NULL,
+            last_used_at timestamptz,
+            revoked_at timestamptz
+        )""",
+        """ALTER TABLE audit_log
+            ADD COLUMN probe_sha256 text,
+            ADD COLUMN outcome text NOT NULL DEFAULT 'ok',
+            ADD COLUMN details text NOT NULL DEFAULT '{}',  -- JSON object, as hashed
+            ADD COLUMN prev_hash text,
+            ADD COLUMN hash text""",
+        lambda con: chain_audit_log(con, PostgresDialect()),
+    ),
 )
 
 
@@ -161,6 +183,8 @@ class PostgresDialect(Dialect):
     lock = " FOR KEY SHARE"
     null_safe_equal = "IS NOT DISTINCT FROM"
     duplicate = errors.UniqueViolation
+    #: Appending to the audit log: one writer at a time, in every server sharing the database.
+    hold_audit_log = f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})"
 
     def sql(self, query: str) -> str:
         return query.replace("?", "%s")
@@ -214,7 +238,7 @@ class PostgresStore(SQLStore):
         self.exact_search_limit = exact_search_limit
         self.ef_search = ef_search
         self.retry_for = retry_for
-        self._where = _describe(dsn)
+        self._where = describe_dsn(dsn)
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=int(retry_for) or 1) as con:
                 migrate(con)
@@ -335,7 +359,10 @@ def migrate(con: Connection) -> None:
             if version in applied:
                 continue
             for statement in statements:
-                con.execute(statement)
+                if callable(statement):
+                    statement(con)
+                else:
+                    con.execute(statement)
             con.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
 
@@ -445,7 +472,7 @@ def _configure(con: Connection) -> None:
     con.execute("SET TIME ZONE 'UTC'")
 
 
-def _describe(dsn: str) -> str:
+def describe_dsn(dsn: str) -> str:
     """The DSN without its password, for messages."""
     try:
         parts = conninfo_to_dict(dsn)

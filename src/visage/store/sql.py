@@ -17,17 +17,23 @@ the driver's. A list of values is one parameter whatever its length (:meth:`Dial
 
 Adding a table: a migration in each backend's ``MIGRATIONS`` (the DDL differs in its
 types), then its operations here, once, with the dialect's codecs for times, vectors
-and lists.
+and lists. A migration step may also be a function of the connection (:func:`chain_audit_log`).
+
+The audit log is a hash chain (:mod:`visage.store.audit_chain`): :meth:`SQLStore.append_audit`
+reads the head and appends after it while holding the log (:attr:`Dialect.hold_audit_log`),
+so concurrent writers, in any process, queue instead of forking the chain.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Self, TypeVar
 
@@ -41,7 +47,8 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
-from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, User
+from visage.store.audit_chain import GENESIS, details_json, record_hash
+from visage.store.base import AuditEntry, AuditRecord, Collection, RequestToken, StoredFace, StoredKey, User
 
 T = TypeVar("T")
 #: A connection of either driver (sqlite3, psycopg) inside a transaction: ``execute`` returns a cursor.
@@ -49,11 +56,15 @@ Connection = Any
 
 #: Collections up to this many faces are searched exactly; bigger ones through an index.
 EXACT_SEARCH_LIMIT = 50_000
+#: A LIMIT that limits nothing (both databases take a bigint).
+_NO_LIMIT = 2**62
 
 _COLLECTION_COLUMNS = "pk, collection_id, arn, face_model, face_model_version, created_at"
 _AUDIT_COLUMNS = (
-    "time, access_key_id, operation, collection_id, threshold, match_count, best_similarity, face_ids, user_ids"
+    "time, access_key_id, operation, collection_id, threshold, match_count, best_similarity, face_ids, user_ids,"
+    " probe_sha256, outcome, details"
 )
+_KEY_COLUMNS = "access_key_id, name, secret, policy, created_at, last_used_at, revoked_at"
 
 
 class Dialect:
@@ -68,6 +79,9 @@ class Dialect:
     null_safe_equal: str
     #: What an INSERT raises when a unique key is taken.
     duplicate: type[Exception]
+    #: A statement that holds the audit log until the commit, so that one writer at a time reads
+    #: its head and appends ("" where a write holds the whole database).
+    hold_audit_log: str
 
     def sql(self, query: str) -> str:
         """``query``, written with ``?`` placeholders, in the driver's."""
@@ -128,6 +142,61 @@ class Dialect:
             face.confidence,
             face.image_hash,
             self.vector_to_db(vector),
+        )
+
+    def optional_time_from_db(self, value: Any) -> datetime | None:
+        return None if value is None else self.time_from_db(value)
+
+    def optional_time_to_db(self, moment: datetime | None) -> Any:
+        return None if moment is None else self.time_to_db(moment)
+
+    def audit_row(self, record: AuditRecord) -> tuple[Any, ...]:
+        """The values of ``_AUDIT_COLUMNS`` for a record."""
+        return (
+            self.time_to_db(record.time),
+            record.access_key_id,
+            record.operation,
+            record.collection_id,
+            record.threshold,
+            record.match_count,
+            record.best_similarity,
+            self.list_to_db(record.face_ids),
+            self.list_to_db(record.user_ids),
+            record.probe_sha256,
+            record.outcome,
+            details_json(record.details),
+        )
+
+    def audit_record(self, row: Sequence[Any], seq: int | None = None) -> AuditRecord:
+        """A record from the values of ``_AUDIT_COLUMNS``."""
+        t, key, op, cid, threshold, n, best, face_ids, user_ids, probe, outcome, details = row
+        return AuditRecord(
+            self.time_from_db(t),
+            key,
+            op,
+            cid,
+            threshold,
+            n,
+            best,
+            self.list_from_db(face_ids),
+            self.list_from_db(user_ids),
+            probe,
+            outcome,
+            json.loads(details),
+            seq=seq,
+        )
+
+    def stored_key(self, row: Sequence[Any]) -> StoredKey:
+        """A key from the values of ``_KEY_COLUMNS``."""
+        key_id, name, secret, policy, created, used, revoked = row
+        return StoredKey(
+            key_id,
+            name,
+            secret,
+            policy,
+            self.time_from_db(created),
+            self.optional_time_from_db(used),
+            self.optional_time_from_db(revoked),
         )
 
     def face(self, row: Sequence[Any]) -> StoredFace:
@@ -451,36 +520,142 @@ class SQLStore(ABC):
     def get_token(self, collection_id: str, token: str) -> RequestToken | None:
         return self._run(lambda con: self._token(con, self._pk(con, collection_id), token), write=False)
 
-    # Audit log ---------------------------------------------------------------------
-    def append_audit(self, record: AuditRecord) -> None:
-        d = self.dialect
-        row = (
-            d.time_to_db(record.time),
-            record.access_key_id,
-            record.operation,
-            record.collection_id,
-            record.threshold,
-            record.match_count,
-            record.best_similarity,
-            d.list_to_db(record.face_ids),
-            d.list_to_db(record.user_ids),
-        )
-        query = f"INSERT INTO audit_log ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        self._run(lambda con: self._sql(con, query, row), write=True)
+    # Access keys -------------------------------------------------------------------
+    def add_access_key(self, key: StoredKey) -> None:
+        self._run(lambda con: self._insert_key(con, key), write=True)
 
-    def audit_records(self, since: datetime | None = None) -> list[AuditRecord]:
+    def get_access_key(self, access_key_id: str) -> StoredKey | None:
+        query = f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE access_key_id = ?"
+
+        def read(con: Connection) -> StoredKey | None:
+            row = self._row(con, query, (access_key_id,))
+            return None if row is None else self.dialect.stored_key(row)
+
+        return self._run(read, write=False)
+
+    def list_access_keys(self) -> list[StoredKey]:
+        query = f"SELECT {_KEY_COLUMNS} FROM access_keys ORDER BY created_at, access_key_id"
+        return self._run(lambda con: [self.dialect.stored_key(row) for row in self._sql(con, query)], write=False)
+
+    def revoke_access_key(self, access_key_id: str, at: datetime) -> StoredKey:
+        def write(con: Connection) -> StoredKey:
+            row = self._row(
+                con,
+                f"UPDATE access_keys SET revoked_at = coalesce(revoked_at, ?) WHERE access_key_id = ?"
+                f" RETURNING {_KEY_COLUMNS}",
+                (self.dialect.time_to_db(at), access_key_id),
+            )
+            if row is None:
+                raise no_key(access_key_id)
+            return self.dialect.stored_key(row)
+
+        return self._run(write, write=True)
+
+    def rotate_access_key(self, access_key_id: str, new: StoredKey) -> None:
+        def write(con: Connection) -> None:
+            revoked = self._row(
+                con,
+                "UPDATE access_keys SET revoked_at = ? WHERE access_key_id = ? AND revoked_at IS NULL RETURNING 1",
+                (self.dialect.time_to_db(new.created_at), access_key_id),
+            )
+            if revoked is None:
+                raise no_key(access_key_id, active=True)
+            self._insert_key(con, new)
+
+        self._run(write, write=True)
+
+    def touch_access_key(self, access_key_id: str, at: datetime) -> None:
+        moment = self.dialect.time_to_db(at)
+        query = "UPDATE access_keys SET last_used_at = ? WHERE access_key_id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+        self._run(lambda con: self._sql(con, query, (moment, access_key_id, moment)), write=True)
+
+    def _insert_key(self, con: Connection, key: StoredKey) -> None:
         d = self.dialect
-        query = f"SELECT {_AUDIT_COLUMNS} FROM audit_log"
-        params: tuple[Any, ...] = ()
-        if since is not None:
-            query += " WHERE time >= ?"
-            params = (d.time_to_db(since),)
-        query += " ORDER BY time, seq"
+        added = self._row(
+            con,
+            f"INSERT INTO access_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+            (
+                key.access_key_id,
+                key.name,
+                key.secret,
+                key.policy,
+                d.time_to_db(key.created_at),
+                d.optional_time_to_db(key.last_used_at),
+                d.optional_time_to_db(key.revoked_at),
+            ),
+        )
+        if added is None:
+            raise ConflictException(f"The access key {key.access_key_id} already exists.")
+
+    # Audit log ---------------------------------------------------------------------
+    def append_audit(self, record: AuditRecord) -> AuditEntry:
+        d = self.dialect
+        row = d.audit_row(record)
+
+        def write(con: Connection) -> AuditEntry:
+            if d.hold_audit_log:
+                self._sql(con, d.hold_audit_log)
+            head = self._row(con, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            prev = head[0] if head is not None and head[0] is not None else GENESIS
+            digest = record_hash(record, prev)
+            inserted = self._row(
+                con,
+                f"INSERT INTO audit_log ({_AUDIT_COLUMNS}, prev_hash, hash)"
+                f" VALUES ({', '.join('?' * (len(row) + 2))}) RETURNING seq",
+                (*row, prev, digest),
+            )
+            assert inserted is not None
+            seq = int(inserted[0])
+            return AuditEntry(seq, replace(record, seq=seq), prev, digest)
+
+        return self._run(write, write=True)
+
+    def audit_records(
+        self,
+        since: datetime | None = None,
+        *,
+        until: datetime | None = None,
+        access_key_id: str | None = None,
+        operation: str | None = None,
+        collection_id: str | None = None,
+        outcome: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[AuditRecord]:
+        d = self.dialect
+        conditions, params = [], []
+        for condition, value in (
+            ("time >= ?", None if since is None else d.time_to_db(since)),
+            ("time < ?", None if until is None else d.time_to_db(until)),
+            ("access_key_id = ?", access_key_id),
+            ("operation = ?", operation),
+            ("collection_id = ?", collection_id),
+            ("outcome = ?", outcome),
+        ):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        query = f"SELECT {_AUDIT_COLUMNS}, seq FROM audit_log"
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
+        query += " ORDER BY time DESC, seq DESC" if newest_first else " ORDER BY time, seq"
+        query += " LIMIT ? OFFSET ?"
+        params += [_NO_LIMIT if limit is None else check_limit(limit), check_limit(offset)]
 
         def read(con: Connection) -> list[AuditRecord]:
+            return [d.audit_record(row[:-1], seq=int(row[-1])) for row in self._sql(con, query, params)]
+
+        return self._run(read, write=False)
+
+    def audit_entries(self, after_seq: int = 0, limit: int = 10_000) -> list[AuditEntry]:
+        d = self.dialect
+        query = f"SELECT {_AUDIT_COLUMNS}, seq, prev_hash, hash FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?"
+
+        def read(con: Connection) -> list[AuditEntry]:
             return [
-                AuditRecord(d.time_from_db(t), key, op, cid, thr, n, best, d.list_from_db(fids), d.list_from_db(uids))
-                for t, key, op, cid, thr, n, best, fids, uids in self._sql(con, query, params)
+                AuditEntry(int(row[-3]), d.audit_record(row[:-3], seq=int(row[-3])), row[-2], row[-1])
+                for row in self._sql(con, query, (after_seq, check_limit(limit)))
             ]
 
         return self._run(read, write=False)
@@ -488,7 +663,7 @@ class SQLStore(ABC):
     # Helpers working inside a transaction ------------------------------------------
     def _sql(self, con: Connection, query: str, params: Sequence[Any] = ()) -> Any:
         """Executes ``query`` (``?`` placeholders); its cursor."""
-        return con.execute(self.dialect.sql(query), params)
+        return dialect_sql(con, self.dialect, query, params)
 
     def _row(self, con: Connection, query: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         """The first row of ``query``, or None. Every row is read, so that a statement with
@@ -624,6 +799,27 @@ def no_user(collection_id: str, user_id: str) -> ResourceNotFoundException:
         f"The user {user_id} does not exist in collection {collection_id};"
         " create it with CreateUser or check the UserId."
     )
+
+
+def no_key(access_key_id: str, active: bool = False) -> ResourceNotFoundException:
+    return ResourceNotFoundException(
+        f"No {'active ' if active else ''}access key has the id {access_key_id}; `visage keys list` shows them."
+    )
+
+
+def chain_audit_log(con: Connection, dialect: Dialect) -> None:
+    """A migration step: chains the records written before the log was a chain, in their order."""
+    prev = GENESIS
+    rows = dialect_sql(con, dialect, f"SELECT {_AUDIT_COLUMNS}, seq FROM audit_log ORDER BY seq").fetchall()
+    for row in rows:
+        digest = record_hash(dialect.audit_record(row[:-1]), prev)
+        dialect_sql(con, dialect, "UPDATE audit_log SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, row[-1]))
+        prev = digest
+
+
+def dialect_sql(con: Connection, dialect: Dialect, query: str, params: Sequence[Any] = ()) -> Any:
+    """Executes ``query`` (``?`` placeholders) in ``dialect``; its cursor."""
+    return con.execute(dialect.sql(query), params)
 
 
 def _face_taken(face_id: str, collection_id: str) -> ConflictException:

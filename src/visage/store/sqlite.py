@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from visage.store.base import ScoredFace
-from visage.store.sql import EXACT_SEARCH_LIMIT, Backoff, Dialect, SQLStore, utc
+from visage.store.sql import EXACT_SEARCH_LIMIT, Backoff, Dialect, SQLStore, chain_audit_log, utc
 from visage.store.sqlite_search import VECTOR_DTYPE, SQLiteSearch
 
 T = TypeVar("T")
@@ -41,8 +41,8 @@ T = TypeVar("T")
 BUSY_TIMEOUT_S = 30.0
 
 #: Schema migrations; the database's ``PRAGMA user_version`` is how many have run.
-#: Append new ones, never edit old ones.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+#: Append new ones, never edit old ones. A step is a statement, or a function of the connection.
+MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] = (
     (
         """CREATE TABLE collections (
             pk INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: part of the search cache key
@@ -131,6 +131,25 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE collections SET face_count = face_count - 1 WHERE pk = OLD.collection_pk;
         END""",
     ),
+    (
+        # Access keys with their policies (they were in <data-dir>/keys.json), and the audit
+        # log as a hash chain (visage.store.audit_chain), the records already written chained first.
+        """CREATE TABLE access_keys (
+            access_key_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            secret TEXT NOT NULL,  -- encrypted: a Fernet token (visage.keys.SecretBox)
+            policy TEXT NOT NULL,  -- JSON (visage.policy)
+            created_at TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT
+        ) WITHOUT ROWID""",
+        "ALTER TABLE audit_log ADD COLUMN probe_sha256 TEXT",
+        "ALTER TABLE audit_log ADD COLUMN outcome TEXT NOT NULL DEFAULT 'ok'",
+        "ALTER TABLE audit_log ADD COLUMN details TEXT NOT NULL DEFAULT '{}'",  # a JSON object, as hashed
+        "ALTER TABLE audit_log ADD COLUMN prev_hash TEXT",
+        "ALTER TABLE audit_log ADD COLUMN hash TEXT",
+        lambda con: chain_audit_log(con, SQLiteDialect()),
+    ),
 )
 
 
@@ -141,6 +160,7 @@ class SQLiteDialect(Dialect):
     lock = ""  # a write holds the whole database (BEGIN IMMEDIATE)
     null_safe_equal = "IS"
     duplicate = sqlite3.IntegrityError  # not seen in practice: writes are serial, the id check comes first
+    hold_audit_log = ""  # a write holds the whole database (BEGIN IMMEDIATE), in every process
 
     def among(self, column: str, sqltype: str = "text") -> str:
         return f"{column} IN (SELECT value FROM json_each(?))"
@@ -295,7 +315,10 @@ def _migrate(con: sqlite3.Connection) -> None:
         )
     for statements in MIGRATIONS[version:]:
         for statement in statements:
-            con.execute(statement)
+            if callable(statement):
+                statement(con)
+            else:
+                con.execute(statement)
     con.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
 
