@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: serve test lint install browser benchmark benchmark-console mutate clean
+.PHONY: serve test lint install browser benchmark benchmark-console mutate figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,19 @@ benchmark: $(STAMP)
 
 benchmark-console: $(STAMP)
 	$(BIN)/python benchmarks/console.py
+
+# Every published figure, rewritten from a fresh run: the fusion weight and Similarity maps that
+# ship (--install), the LFW results, the bias audit and the gallery in docs/, the engine benchmark,
+# then docs/accuracy.md and the generated blocks of README.md and docs/engine.md. Hours of CPU.
+figures: $(STAMP)
+	$(BIN)/visage eval fusion-weight --install
+	$(BIN)/visage eval calibrate --install
+	for model in sface dlib fusion; do $(BIN)/visage eval lfw --model $$model --out docs/accuracy || exit 1; done
+	$(BIN)/visage audit --out docs/bias-audit --markdown docs/bias-audit.md
+	$(BIN)/visage eval gallery --out docs/gallery --markdown docs/gallery.md
+	$(BIN)/visage eval attributes --out docs
+	$(BIN)/python benchmarks/engine_speed.py
+	$(BIN)/visage eval docs --out docs --pages README.md --pages docs/engine.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache mutants

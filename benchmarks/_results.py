@@ -47,6 +47,8 @@ def machine() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         "measured": datetime.now(UTC).isoformat(timespec="seconds"),
+        # On a shared machine the wall clock also counts waiting for a core: this says how busy it was.
+        "load_average_1min": round(os.getloadavg()[0], 1),
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,20 @@ def _require(path: Path, what: str) -> Path:
     if under_ci():
         pytest.fail(f"under CI the evaluation data must be present: {message}")
     pytest.skip(message)
+
+
+def run_visage(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """``visage ARGS`` as a user runs it: a real process, at an 80-column terminal."""
+    return subprocess.run(
+        [sys.executable, "-m", "visage.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "80", **(env or {})},
+    )
 
 
 @pytest.fixture(scope="session")

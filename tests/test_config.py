@@ -4,9 +4,7 @@ a bad value is one line from the real command line, whatever the command."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -15,7 +13,7 @@ import pytest
 from visage.config import Settings, SettingsError
 from visage.contract import shape_max
 
-from .conftest import RunningServer
+from .conftest import RunningServer, run_visage
 
 
 def test_defaults_are_valid_and_the_image_limit_is_the_models():
@@ -109,18 +107,11 @@ def test_json_round_trip():
 
 
 def visage(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "visage.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "80", **env},
-    )
+    return run_visage(*args, env=env, cwd=cwd, timeout=300)
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 1, result.stderr
+def one_error_line(result: subprocess.CompletedProcess[str], status: int = 1) -> str:
+    assert result.returncode == status, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -142,7 +133,8 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c[:2]) for c in COMMANDS])
 def test_every_command_reports_a_bad_variable_in_one_line(command: tuple[str, ...], tmp_path: Path):
     (tmp_path / "images").mkdir()
-    line = one_error_line(visage(*command, env={"VISAGE_MAX_IMAGE_BYTES": "abc"}, cwd=tmp_path))
+    status = 2 if command[0] == "compare" else 1  # compare's 1 means "no match"
+    line = one_error_line(visage(*command, env={"VISAGE_MAX_IMAGE_BYTES": "abc"}, cwd=tmp_path), status)
     assert line == "error: VISAGE_MAX_IMAGE_BYTES (max_image_bytes) must be a whole number of at least 1, not 'abc'."
     assert not (tmp_path / "visage-data").exists()  # it stopped before doing anything
 

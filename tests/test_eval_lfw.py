@@ -71,7 +71,7 @@ def test_reduced_run_writes_every_file_and_agrees_with_the_published_accuracy(lf
     reduced = json.loads((tmp_path / "lfw-sface.json").read_text())
     n = 2 * LIMIT * 10
     assert reduced["pairs"] == n and reduced["limit"] == LIMIT and "all_pairs" not in reduced["tar_at_far"]
-    assert reduced["cost"]["embed_ms_per_face"] > 0
+    assert "cost" not in reduced  # speed is measured by benchmarks/engine_speed.py, once
     p = published["accuracy"]["mean"]
     tolerance = 3 * math.sqrt(p * (1 - p) / n) + 1 / (2 * LIMIT)
     assert abs(reduced["accuracy"]["mean"] - p) <= tolerance, (reduced["accuracy"], p, tolerance)

@@ -308,7 +308,10 @@ def test_image_over_the_limit_is_too_large(model):
     params = {"Image": {"Bytes": base64.b64encode(b"\xff" * (MAX_IMAGE_BYTES + 1)).decode()}}
     with pytest.raises(ImageTooLargeException) as caught:
         model.decode_request("DetectFaces", body(params))
-    assert caught.value.message.startswith("Image.Bytes must be at most 5242880 bytes")
+    assert caught.value.message == (
+        "Image.Bytes: The image is 5,242,881 bytes; the limit is 5,242,880 bytes. Resize or recompress it, "
+        "or have the server read it as Image.S3Object, which takes larger images."
+    )
 
 
 def test_image_too_large_in_compare_faces_names_the_member(model):

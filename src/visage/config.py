@@ -80,6 +80,9 @@ class Settings:
     #: Whether the server checks SigV4 signatures (``visage serve --no-auth`` turns it off,
     #: on a loopback address only).
     auth: bool = True
+    #: Whether the server writes one line per request to stderr (operation, status,
+    #: milliseconds, access key id; never image data). ``visage serve --no-request-log`` turns it off.
+    request_log: bool = True
     #: The Fernet key file that encrypts the access keys' secrets in the store (made, mode
     #: 0600, when the first key is). None: ``<data_dir>/secret.key``. Servers that share a
     #: PostgreSQL store must all have the same file (docs/keys.md).
@@ -269,7 +272,9 @@ _RULES: dict[str, Rule] = {
     ),
     "exact_search_limit": _whole(0),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
-    **dict.fromkeys(("auth", "keep_face_thumbnails"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))),
+    **dict.fromkeys(
+        ("auth", "keep_face_thumbnails", "request_log"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))
+    ),
     "store": ("'sqlite' or a postgresql:// URL", _store),
 }
 

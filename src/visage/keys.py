@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import stat
 import string
 import threading
@@ -35,9 +36,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from visage.config import Settings
 from visage.errors import ConflictException, ResourceNotFoundException, SecretKeyFileError
 from visage.policy import Policy
 from visage.store.base import AuditRecord, Store, StoredKey
@@ -316,3 +319,19 @@ class KeyRing:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def create_key_command(settings: Settings) -> str:
+    """The command that adds a key where a server with these settings looks for keys: its data dir,
+    or its PostgreSQL store (shown without the password, which libpq can also take from PGPASSWORD
+    or ~/.pgpass), and its secret key file when it is not the default."""
+    if settings.postgres_url is None:
+        where = f"--data-dir {shlex.quote(str(settings.data_dir))}"
+    else:
+        parts = urlsplit(settings.postgres_url)
+        netloc = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}@" if parts.username else ""
+        where = f"--store {shlex.quote(urlunsplit(parts._replace(netloc=user + netloc)))}"
+    if settings.secret_key_file is not None:
+        where += f" --secret-key-file {shlex.quote(str(settings.secret_key_file))}"
+    return f"visage keys create {where}"

@@ -33,6 +33,7 @@ reviewers' decisions on search candidates and their statistics.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
@@ -47,10 +48,12 @@ from typing import Any
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import definition, shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
+from visage.engine.images import image_format
 from visage.engine.thumbnails import face_thumbnail
 from visage.errors import (
     AccessDeniedException,
     IdempotentParameterMismatchException,
+    InvalidImageFormatException,
     InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
@@ -312,9 +315,19 @@ class RekognitionService:
         return self._hashed_image(image)[0]
 
     def _hashed_image(self, image: Request) -> tuple[DecodedImage, str]:
-        """An ``Image`` member decoded, and the SHA-256 (hex) of its bytes."""
+        """An ``Image`` member decoded, and the SHA-256 (hex) of its bytes; bytes sent base64-encoded
+        twice are refused with a hint."""
         data, limit = self._image_bytes(image)
-        return self.engine.decode(data, max_bytes=limit), hashlib.sha256(data).hexdigest()
+        try:
+            decoded = self.engine.decode(data, max_bytes=limit)
+        except InvalidImageFormatException as error:
+            if "Bytes" in image and _is_base64_of_an_image(data):
+                raise InvalidImageFormatException(
+                    f"{error.message} It is base64 text of an image: Image.Bytes takes the image's raw bytes "
+                    "(an AWS SDK base64-encodes them for you)."
+                ) from error
+            raise
+        return decoded, hashlib.sha256(data).hexdigest()
 
     def _image_bytes(self, image: Request) -> tuple[bytes, int]:
         """The raw bytes of an ``Image`` member, and the byte limit that applies to them."""
@@ -394,13 +407,18 @@ class RekognitionService:
 
     # Faces -----------------------------------------------------------------------------
 
-    def index_faces(self, request: Request, caller: Caller) -> Response:
+    def index_faces(self, request: Request, caller: Caller, largest_only: bool = False) -> Response:
+        """IndexFaces. With ``largest_only`` (``visage index``, where a file names the person in it),
+        MaxFaces counts the largest faces whether or not they pass QualityFilter: a bystander is
+        never indexed in place of a larger face that fails it."""
         collection = self.store.get_collection(request["CollectionId"])
         image, image_hash = self._hashed_image(request["Image"])
         external_id = request.get("ExternalImageId")
         quality = request.get("QualityFilter", "AUTO")
         max_faces = min(request.get("MaxFaces", self.settings.max_faces), self.settings.max_faces)
-        faces = self.analyze(collection, image, quality, max_faces, attributes=request.get("DetectionAttributes"))
+        faces = self.analyze(
+            collection, image, quality, max_faces, request.get("DetectionAttributes"), largest_only=largest_only
+        )
 
         indexed: list[Face] = []
         unindexed: list[Response] = []
@@ -876,6 +894,7 @@ class RekognitionService:
         quality_filter: str,
         max_embedded: int | None,
         attributes: list[str] | None = None,
+        largest_only: bool = False,
     ) -> list[Face]:
         """The faces of the image; those that pass ``quality_filter``, up to ``max_embedded``,
         with their vectors in the collection's face model."""
@@ -893,6 +912,7 @@ class RekognitionService:
             embed=True,
             quality_filter=quality_filter,
             max_embedded=max_embedded,
+            largest_only=largest_only,
         )
 
     def _faces_or_fail(self, collection_id: str, face_ids: list[str]) -> list[StoredFace]:
@@ -1009,6 +1029,13 @@ class FacePage:
     faces: list[StoredFace]
     with_thumbnail: frozenset[str]  # the FaceIds of this page that have a thumbnail
     next_after: str | None  # the ``after`` of the next page, None on the last
+
+
+def _is_base64_of_an_image(data: bytes) -> bool:
+    try:
+        return image_format(base64.b64decode(data[:16], validate=True)) is not None
+    except ValueError:
+        return False
 
 
 def collection_arn(settings: Settings, collection_id: str) -> str:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from visage.contract import compile_pattern, definition
+from visage.engine.images import too_many_bytes
 from visage.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -320,9 +321,7 @@ def _decode_blob(value: Any, shape: Shape, path: str) -> bytes:
     if "max" in shape and len(data) > shape["max"]:
         # Every blob in this API is an image, and the service answers
         # ImageTooLargeException for an oversized one.
-        raise ImageTooLargeException(
-            f"{path} must be at most {_plural(shape['max'], 'byte')} once decoded, got {len(data)}"
-        )
+        raise ImageTooLargeException(f"{path}: {too_many_bytes(len(data), shape['max'])}")
     _check_size(len(data), shape, path, "byte")
     return data
 

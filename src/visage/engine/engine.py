@@ -97,12 +97,12 @@ class Engine:
         entry = face_model_entry(name or self.settings.face_model)
         return self._load(f"{entry.name} similarity", entry.similarity_map)
 
-    def warm_up(self, models: Iterable[str] = ("sface",), attributes: bool = True) -> None:
-        """Load everything a server will need, so the first request is not slow."""
+    def warm_up(self, models: Iterable[str] | None = None, attributes: bool = True) -> None:
+        """Load everything a server will need (default: the configured face model), so the first request is not slow."""
         _ = self.detector
         if self.settings.landmarks == "dlib68":
             self._shape_predictor(68)
-        for name in models:
+        for name in models or (self.settings.face_model,):
             self.face_model(name)
         if attributes:
             self._shape_predictor(5)
@@ -125,12 +125,15 @@ class Engine:
         embed: bool = False,
         quality_filter: str = "NONE",
         max_embedded: int | None = None,
+        largest_only: bool = False,
     ) -> list[Face]:
         """Faces in the image (largest first), with the requested attributes, the
         reasons each fails ``quality_filter`` (none for a face that passes) and, if
         ``embed``, vectors from face model ``model`` for the faces that pass (the
-        first ``max_embedded`` of them, if given); the others are returned without
-        one, and cost no embedding."""
+        first ``max_embedded`` of them, if given; with ``largest_only``, those of the
+        ``max_embedded`` largest faces that pass, so a smaller face never takes the
+        place of a larger one that fails); the others are returned without one, and
+        cost no embedding."""
         decoded = self.decode(image)
         detections = self.detector.detect(decoded)
         if not detections:
@@ -139,7 +142,8 @@ class Engine:
         reasons = [tuple(quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)) for d in details]
         embeddings: dict[int, Embedding] = {}
         if embed:
-            passing = [i for i, failed in enumerate(reasons) if not failed][:max_embedded]
+            candidates = range(len(details))[:max_embedded] if largest_only else range(len(details))
+            passing = [i for i in candidates if not reasons[i]][:max_embedded]
             embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
         return [Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)]
 

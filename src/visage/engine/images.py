@@ -55,10 +55,7 @@ def decode_image(data: bytes, settings: Settings | None = None, max_bytes: int |
     if not data:
         raise InvalidImageFormatException("The image is empty (0 bytes); send PNG or JPEG bytes.")
     if len(data) > max_bytes:
-        raise ImageTooLargeException(
-            f"The image is {len(data):,} bytes; the limit is {max_bytes:,} bytes. "
-            "Send a smaller or more compressed image."
-        )
+        raise ImageTooLargeException(too_many_bytes(len(data), max_bytes, max_bytes < settings.max_s3_image_bytes))
     kind = _sniff(data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -89,16 +86,29 @@ def decode_image(data: bytes, settings: Settings | None = None, max_bytes: int |
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=kind)
 
 
+def too_many_bytes(size: int, limit: int, s3_takes_more: bool = True) -> str:
+    """The refusal of an image over the byte limit, the same from the server (for ``Image.Bytes``,
+    which the protocol checks first) and the command line."""
+    message = f"The image is {size:,} bytes; the limit is {limit:,} bytes. Resize or recompress it"
+    if s3_takes_more:
+        message += ", or have the server read it as Image.S3Object, which takes larger images"
+    return message + "."
+
+
+def image_format(data: bytes) -> str | None:
+    """ "JPEG" or "PNG" when ``data`` starts like one, else None."""
+    return next((kind for signature, kind in _SIGNATURES.items() if data.startswith(signature)), None)
+
+
 def _sniff(data: bytes) -> str:
-    for signature, kind in _SIGNATURES.items():
-        if data.startswith(signature):
-            return kind
+    kind = image_format(data)
+    if kind is not None:
+        return kind
     found = _identify(data)
     if found:
         raise InvalidImageFormatException(f"The image is {found}; only PNG and JPEG are supported. Convert it first.")
     raise InvalidImageFormatException(
-        f"The bytes are not a PNG or JPEG image (they start with {data[:8].hex(' ')}). "
-        "Send the raw file bytes (the SDK base64-encodes them for you)."
+        f"The data is not a PNG or JPEG image (it starts with {data[:8].hex(' ')}); only PNG and JPEG are supported."
     )
 
 

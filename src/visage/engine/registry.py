@@ -30,6 +30,8 @@ class FaceModelEntry:
     factory: Callable[..., FaceModel]
     #: Its version, read without loading the network (the version every vector it makes is tagged with).
     shipped_version: Callable[[], str]
+    #: What it is, in a few words, for the command lines' help.
+    summary: str = ""
 
     @property
     def version(self) -> str:
@@ -48,22 +50,27 @@ FACE_MODELS: dict[str, FaceModelEntry] = {
             needs=(),
             factory=lambda settings: SFaceModel(settings.model_threads),
             shipped_version=lambda: SFaceModel.version,
+            summary="SFace, the default: fast",
         ),
         FaceModelEntry(
             "dlib",
             needs=(FIVE_POINTS,),
             factory=lambda settings, five_points: DlibModel(five_points),
             shipped_version=lambda: DlibModel.version,
+            summary="dlib's ResNet",
         ),
         FaceModelEntry(
             "fusion",
             needs=("sface", "dlib"),
             factory=lambda settings, sface, dlib: FusionModel(sface, dlib),
             shipped_version=lambda: FusionWeight.load().version,  # the weight's version (visage/data/fusion.json)
+            summary="sface and dlib together, one calibrated score: the most accurate, the slowest",
         ),
     )
 }
 MODEL_NAMES = tuple(FACE_MODELS)
+#: The face models in words, for the command lines' help: "sface (SFace, the default: fast), dlib (...), ...".
+MODELS_HELP = "; ".join(f"{entry.name} ({entry.summary})" for entry in FACE_MODELS.values())
 
 
 def face_model_entry(name: str) -> FaceModelEntry:

@@ -26,3 +26,13 @@ def open_store(settings: Settings) -> Store:
     return PostgresStore(
         settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit
     )
+
+
+def describe_store(settings: Settings) -> str:
+    """Which store ``settings`` name, for people: its SQLite file, or its PostgreSQL server and
+    database (never the password)."""
+    if settings.postgres_url is None:
+        return f"SQLite, {settings.sqlite_path}"
+    from visage.store.postgres import describe_dsn
+
+    return f"PostgreSQL, {describe_dsn(settings.postgres_url)}"

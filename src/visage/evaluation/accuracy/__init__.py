@@ -3,8 +3,7 @@
 - :mod:`~visage.evaluation.accuracy.command`: the two commands;
 - :mod:`~visage.evaluation.accuracy.run`: one face model on LFW, written as ``lfw-<model>.json`` and its plots;
 - :mod:`~visage.evaluation.accuracy.report`: ``docs/accuracy.md`` and its plots, from those results,
-  the Similarity maps and the fusion weight;
+  the Similarity maps, the fusion weight and the engine benchmark's embedding times;
 - :mod:`~visage.evaluation.accuracy.curves`: error trade-off curves (FMR against FNMR, TAR at a FAR);
-- :mod:`~visage.evaluation.accuracy.cost`: milliseconds to embed one face;
 - :mod:`~visage.evaluation.accuracy.plots`: the figures (ROC, DET, the Similarity maps, the held-out check).
 """

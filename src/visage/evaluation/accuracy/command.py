@@ -10,19 +10,15 @@ from pathlib import Path
 
 import click
 
-from visage.engine.registry import MODEL_NAMES
-from visage.evaluation.cli import DOCS
+from visage.engine.registry import MODEL_NAMES, MODELS_HELP
+from visage.evaluation.cli import new_output_folder, output_option
 
 
 @click.command("lfw")
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
 @click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DOCS / "accuracy",
-    show_default=True,
-    help="Folder for lfw-<model>.json and its ROC and DET plots.",
+    "--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True, help=f"Face model: {MODELS_HELP}."
 )
+@output_option("lfw-<model>.json and its ROC and DET plots", "docs/accuracy")
 @click.option(
     "--limit",
     type=click.IntRange(1, 300),
@@ -34,16 +30,18 @@ from visage.evaluation.cli import DOCS
     default=None,
     help="Also measure on every pair of LFW images (default: yes, unless --limit).",
 )
-@click.option("--timing/--no-timing", default=True, show_default=True, help="Time the embedding of a face.")
-def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None, timing: bool) -> None:
-    """LFW pairs.txt 10-fold accuracy, TAR at FAR 1e-3 and 1e-4, ROC and DET curves."""
+def lfw_command(model: str, out: Path | None, limit: int | None, all_pairs: bool | None) -> None:
+    """LFW pairs.txt 10-fold accuracy, TAR at FAR 1e-3 and 1e-4, ROC and DET curves.
+
+    Speed is measured by benchmarks/engine_speed.py, not here."""
     from visage.engine import Engine
     from visage.evaluation.accuracy.run import run_lfw
+    from visage.evaluation.data import require_eval_data
 
+    require_eval_data("lfw")
+    out = out or new_output_folder(f"lfw-{model}")
     started = time.perf_counter()
-    result = run_lfw(
-        Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs, timing=timing
-    )
+    result = run_lfw(Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs)
     accuracy = result["accuracy"]
     click.echo(
         f"{model}: LFW 10-fold accuracy {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} "
@@ -55,15 +53,47 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
                 f"  TAR at FAR {row['far']:g} ({protocol}): {100 * row['tar']:.2f} %"
                 + ("" if row["resolvable"] else " (not resolvable)")
             )
-    if "cost" in result:
-        click.echo(f"  embedding: {result['cost']['embed_ms_per_face']} ms per face")
     click.echo(f"wrote {out / f'lfw-{model}.json'} and plots in {time.perf_counter() - started:.0f} s")
 
 
 @click.command("docs")
-@click.option("--docs", "docs", type=click.Path(file_okay=False, path_type=Path), default=DOCS, show_default=True)
-def docs_command(docs: Path) -> None:
-    """Write docs/accuracy.md and its plots from the results of `lfw` and `calibrate`."""
+@output_option("accuracy.md and its plots (accuracy/*.png)", "docs")
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path("docs/accuracy"),
+    show_default=True,
+    help="Folder of the lfw-<model>.json results of `visage eval lfw`.",
+)
+@click.option(
+    "--benchmark",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("benchmarks/results/engine_speed.json"),
+    show_default=True,
+    help="benchmarks/engine_speed.py's results: each face model's embedding time and memory.",
+)
+@click.option(
+    "--audit",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("docs/bias-audit/audit.json"),
+    show_default=True,
+    help="The bias audit's audit.json (what 99 costs per person).",
+)
+@click.option(
+    "--pages",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    help="Also refresh the generated blocks of these hand-written pages (README.md, docs/engine.md); repeat.",
+)
+def docs_command(out: Path | None, results: Path, benchmark: Path, audit: Path, pages: tuple[Path, ...]) -> None:
+    """Write accuracy.md and its plots from the results of `lfw`, `calibrate` and the engine benchmark."""
     from visage.evaluation.accuracy.report import write_accuracy_doc
+    from visage.evaluation.published import Sources, refresh_page
 
-    click.echo(f"wrote {write_accuracy_doc(docs)}")
+    sources = Sources(results=results, benchmark=benchmark, audit=audit)
+    click.echo(f"wrote {write_accuracy_doc(out or new_output_folder('docs'), sources)}")
+    for page in pages:
+        try:
+            click.echo(f"refreshed {refresh_page(page, sources)}")
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None

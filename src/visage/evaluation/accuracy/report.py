@@ -1,8 +1,10 @@
 """Write ``docs/accuracy.md`` and its plots from the evaluation results; nothing in it is typed by hand.
 
 Sources: ``docs/accuracy/lfw-<model>.json`` (written by ``visage eval lfw``), the
-Similarity maps with their calibration metadata (``visage eval calibrate``) and
-``visage/data/fusion.json`` (``visage eval fusion-weight``).
+Similarity maps with their calibration metadata (``visage eval calibrate``),
+``visage/data/fusion.json`` (``visage eval fusion-weight``) and each face model's
+embedding time, from ``benchmarks/results/engine_speed.json`` (the one embedding
+time every page quotes; see :mod:`visage.evaluation.published`).
 """
 
 from __future__ import annotations
@@ -27,16 +29,19 @@ from visage.evaluation.calibration.similarity_map import (
     fmr_for_similarity,
     is_checked,
 )
+from visage.evaluation.published import Sources
 
 GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes
 
 
-def write_accuracy_doc(docs: Path) -> Path:
+def write_accuracy_doc(docs: Path, sources: Sources) -> Path:
+    """Write ``docs/accuracy.md`` and its plots (``docs/accuracy/*.png``) from ``sources``."""
     folder = docs / "accuracy"
-    results = {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := folder / f"lfw-{m}.json").exists()}
+    folder.mkdir(parents=True, exist_ok=True)
+    results = sources.lfw()
     full = {m: r for m, r in results.items() if r.get("limit") is None}
     if len(full) != len(results):
-        raise ValueError(f"{folder} holds reduced runs (--limit): publish full runs only")
+        raise ValueError(f"{sources.results} holds reduced runs (--limit): publish full runs only")
     maps = {m: SimilarityMap.load(m) for m in MODEL_NAMES}
     fusion = json.loads(FUSION_FILE.read_text())
     _plots(folder, results, maps)
@@ -44,12 +49,12 @@ def write_accuracy_doc(docs: Path) -> Path:
         [
             _header(),
             _meaning(maps),
-            _accuracy(results, fusion),
+            _accuracy(results, fusion, sources),
             _tar(results),
             _thresholds(maps, results),
             _heldout(maps),
             _highest(maps),
-            _fusion(fusion, results),
+            _fusion(fusion, sources),
             _method(maps),
         ]
     )
@@ -82,11 +87,15 @@ Every number and plot on this page is written by a script from measurements on
 real labelled faces (LFW, see `../shared/eval/lfw/SOURCE.md`). To reproduce:
 
 ```sh
-visage eval fusion-weight                               # the fusion model's weight, on LFW pairsDevTrain
-visage eval calibrate                                   # the Similarity maps (visage/data/similarity/*.json)
+visage eval fusion-weight --install                     # the fusion model's weight, on LFW pairsDevTrain
+visage eval calibrate --install                         # the Similarity maps (visage/data/similarity/*.json)
 visage eval lfw --model sface --out docs/accuracy       # likewise --model dlib, --model fusion
-visage eval docs                                        # this page
+python benchmarks/engine_speed.py                       # each model's embedding time
+visage eval docs --out docs                             # this page
 ```
+
+(`make figures` runs them all. Without `--install` and `--out`, each command writes to
+a new folder under the current directory, and nothing that ships changes.)
 
 **A face match must never decide alone.** A trained person must review every
 identification that matters, with the photos side by side. LFW is mostly
@@ -133,16 +142,14 @@ light). Poorer photos, other populations and larger galleries change them.
 """
 
 
-def _accuracy(results: dict[str, Any], fusion: dict[str, Any]) -> str:
+def _accuracy(results: dict[str, Any], fusion: dict[str, Any], sources: Sources) -> str:
     rows = []
     for model, r in results.items():
-        a, cost = r["accuracy"], r.get("cost", {})
-        timed = f"{cost['embed_ms_per_face']} / {cost['embed_cpu_ms_per_face']}" if cost else "not timed"
+        a = r["accuracy"]
         rows.append(
             f"| {model} | {r['face_model_version']} | {100 * a['mean']:.2f} % +/- {100 * a['std']:.2f} | "
-            f"{r['pairs_without_face']} | {timed} |"
+            f"{r['pairs_without_face']} | {sources.embed_ms(model):g} |"
         )
-    machines = sorted({r["cost"]["machine"] for r in results.values() if "cost" in r})
     return f"""
 ## LFW verification accuracy
 
@@ -150,10 +157,10 @@ The standard protocol on LFW View 2 (`pairs.txt`: 10 folds of 300 same-person an
 300 different-person pairs; each fold's threshold is chosen on the other nine; a
 pair with an image where no face is found scores -1 and counts). Mean +/- standard
 deviation over the ten folds. Embedding time is the face model alone, per face
-(detection is shared by all models and not included), wall clock and CPU, measured
-on: {"; ".join(machines) or "not timed"}.
+(detection is shared by all models and not included): {sources.images_timed()},
+`benchmarks/engine_speed.py` (docs/performance.md).
 
-| Face model | Version | 10-fold accuracy | Pairs without a face | Embed ms per face (wall / CPU) |
+| Face model | Version | 10-fold accuracy | Pairs without a face | Embed ms per face |
 |---|---|---|---|---|
 {chr(10).join(rows)}
 
@@ -378,9 +385,9 @@ they need be, which errs on the side of fewer false matches.
     return "".join(parts)
 
 
-def _fusion(fusion: dict[str, Any], results: dict[str, Any]) -> str:
+def _fusion(fusion: dict[str, Any], sources: Sources) -> str:
     dev = fusion["dev_train_accuracy"]
-    costs = {m: r.get("cost", {}).get("embed_ms_per_face") for m, r in results.items()}
+    costs = {m: f"{sources.embed_ms(m):g}" for m in MODEL_NAMES}
     return f"""
 ## The fusion model
 
@@ -391,8 +398,8 @@ vector, and calibrated like the others. w = {fusion["sface_weight"]} ({fusion["v
 {fusion["chosen_on"]}; pairs.txt played no part. 10-fold accuracy on pairsDevTrain: fusion
 {100 * dev["fusion"]:.2f} %, sface {100 * dev["sface"]:.2f} %, dlib {100 * dev["dlib"]:.2f} %.
 
-Its cost is both models': {costs.get("fusion")} ms per face to embed, against {costs.get("sface")} ms for sface
-and {costs.get("dlib")} ms for dlib (same machine, same run conditions as the table above).
+Its cost is both models': {costs["fusion"]} ms per face to embed, against {costs["sface"]} ms for sface
+and {costs["dlib"]} ms for dlib (the same benchmark run as the table above).
 """
 
 

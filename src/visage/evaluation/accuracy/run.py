@@ -10,7 +10,7 @@
 - At each Similarity threshold of the published table, the same-person pairs of
   ``pairs.txt`` rejected (FNMR) and different-person pairs accepted, with the
   model's current Similarity map.
-- Cost: milliseconds to embed one face (:mod:`visage.evaluation.accuracy.cost`).
+- Not speed: each model's embedding time is measured once, by ``benchmarks/engine_speed.py``.
 - ``pair_scores``: each pair's cosine, in the order of the pairs run (-1 where an image
   has no face), to 6 decimals: a reduced run is checked pair by pair against the
   published full run (tests/test_eval_lfw.py), so the published figures are those of
@@ -31,7 +31,6 @@ import numpy as np
 
 from visage.engine import Engine
 from visage.engine.similarity import SimilarityMap
-from visage.evaluation.accuracy.cost import embedding_cost
 from visage.evaluation.accuracy.curves import Curve, error_curve, split_scores, tar_at_far
 from visage.evaluation.accuracy.plots import det_plot, roc_plot
 from visage.evaluation.allpairs import all_pair_scores, lfw_vectors
@@ -46,7 +45,6 @@ from visage.evaluation.lfw import (
 )
 
 FARS = (1e-3, 1e-4)
-TIMED_IMAGES = 20
 
 
 def limited_pairs(pairs: list[Pair], folds: int, limit: int | None) -> list[Pair]:
@@ -67,7 +65,6 @@ def run_lfw(
     out: Path,
     limit: int | None = None,
     all_pairs: bool = True,
-    timing: bool = True,
     root: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model``, write ``lfw-<model>.json`` and its plots into ``out``, return the JSON."""
@@ -108,9 +105,6 @@ def run_lfw(
         every = all_pair_scores(lfw_vectors(engine, model, root))
         result["tar_at_far"]["all_pairs"] = [tar_at_far(every.genuine, every.impostor, far) for far in FARS]
         curves["LFW all pairs"] = error_curve(every.genuine, every.impostor)
-    if timing:
-        timed = sorted({images / p.left for p in pairs})[:TIMED_IMAGES]
-        result["cost"] = embedding_cost(engine, model, timed)
     result["curves"] = {label: curve.to_json() for label, curve in curves.items()}
     result["files"] = _plots(model, curves, out)
     result["generated"] = date.today().isoformat()

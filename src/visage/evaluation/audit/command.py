@@ -32,6 +32,9 @@ from pathlib import Path
 
 import click
 
+from visage.engine.registry import MODEL_NAMES, MODELS_HELP
+from visage.evaluation.cli import new_output_folder, output_option
+
 
 @click.command("audit")
 @click.option(
@@ -40,13 +43,10 @@ import click
     default=None,
     help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).",
 )
+@output_option("report.html, audit.json and plots/", "docs/bias-audit")
 @click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for report.html, audit.json and plots/.",
+    "--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True, help=f"Face model: {MODELS_HELP}."
 )
-@click.option("--model", default="sface", show_default=True, help="Face model to audit.")
 @click.option("--limit", type=click.IntRange(2), default=None, help="At most N faces per cell (a reduced run).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option(
@@ -56,14 +56,17 @@ import click
     help="Also write the report as markdown here (docs/bias-audit.md).",
 )
 def audit_command(
-    data: Path | None, out: Path, model: str, limit: int | None, seed: int, markdown: Path | None
+    data: Path | None, out: Path | None, model: str, limit: int | None, seed: int, markdown: Path | None
 ) -> None:
     """Error rates per demographic group: detection, gender, age, false matches."""
     from visage.evaluation.audit.report import write_report
     from visage.evaluation.audit.run import run_audit
-    from visage.evaluation.data import eval_data_dir
+    from visage.evaluation.data import require_eval_data
+    from visage.evaluation.labelled import FAIRFACE, LFW, UTKFACE
 
-    audit = run_audit(data or eval_data_dir(), model, limit, seed, progress=True)
+    root = require_eval_data(UTKFACE, FAIRFACE, LFW, root=data)
+    out = out or new_output_folder("audit")
+    audit = run_audit(root, model, limit, seed, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(audit.to_json(), indent=1) + "\n")
     for path in [out / "audit.json", *write_report(audit, out, markdown)]:

@@ -45,14 +45,15 @@ def choose_weight(sface: np.ndarray, dlib: np.ndarray, labels: np.ndarray, folds
 
 
 def fit_fusion_weight(engine: Engine, root: Path | None = None, path: Path = FUSION_FILE) -> dict[str, Any]:
-    """Score pairsDevTrain with both models, choose ``w``, write ``path``; return what was written."""
+    """Score pairsDevTrain with both models, choose ``w``, write ``path`` (the shipped file by
+    default); return what was written."""
     sface, labels, folds = score_pairs(engine, PAIRS_FILE, "sface", root)
     dlib, dlib_labels, _ = score_pairs(engine, PAIRS_FILE, "dlib", root)
     if not np.array_equal(labels, dlib_labels):
         raise RuntimeError("the two models scored different pairs")
     missing = (sface == -1.0) | (dlib == -1.0)  # a pair without a face scores -1 in both
     choice = choose_weight(sface, dlib, labels, folds)
-    version = _version(choice.weight, path)
+    version = _version(choice.weight, FUSION_FILE)  # relative to the weight that ships
     data = {
         "version": version,
         "sface_weight": choice.weight,

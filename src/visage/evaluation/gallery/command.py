@@ -29,6 +29,8 @@ from pathlib import Path
 
 import click
 
+from visage.evaluation.cli import new_output_folder, output_option
+
 
 @click.command("gallery")
 @click.option(
@@ -37,7 +39,7 @@ import click
     default=None,
     help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).",
 )
-@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Folder for gallery.json.")
+@output_option("gallery.json", "docs/gallery")
 @click.option("--probes", type=click.IntRange(1), default=500, show_default=True, help="LFW people searched.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most N gallery images (a reduced run).")
 @click.option("--seed", default=0, show_default=True)
@@ -50,14 +52,23 @@ import click
     help="Also write the markdown page here (docs/gallery.md).",
 )
 def gallery_command(
-    data: Path | None, out: Path, probes: int, limit: int | None, seed: int, threads: int, markdown_path: Path | None
+    data: Path | None,
+    out: Path | None,
+    probes: int,
+    limit: int | None,
+    seed: int,
+    threads: int,
+    markdown_path: Path | None,
 ) -> None:
     """Search LFW people against a gallery without them, through the server: every match is false."""
-    from visage.evaluation.data import eval_data_dir
+    from visage.evaluation.data import require_eval_data
     from visage.evaluation.gallery.report import gallery_markdown
     from visage.evaluation.gallery.search import run_gallery
+    from visage.evaluation.labelled import FAIRFACE, LFW, UTKFACE
 
-    result = run_gallery(data or eval_data_dir(), probes, limit, seed, threads, progress=True)
+    root = require_eval_data(LFW, UTKFACE, FAIRFACE, root=data)
+    out = out or new_output_folder("gallery")
+    result = run_gallery(root, probes, limit, seed, threads, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gallery.json").write_text(json.dumps(result, indent=1) + "\n")
     click.echo(str(out / "gallery.json"))
