@@ -29,13 +29,16 @@ from typing import Any
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
+from visage.engine.engine import no_faces, passing
 from visage.errors import (
+    FACE_ID_NOT_FOUND,
     IdempotentParameterMismatchException,
     InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
     UnknownOperationException,
+    rekognition_message,
 )
 from visage.faces import BoundingBox, Face
 from visage.s3 import read_s3_object
@@ -310,9 +313,7 @@ class RekognitionService:
         faces = self._analyze(collection, image, quality, max_embedded=1)
         usable = [f for f in faces if f.embedding is not None]
         if not usable:
-            raise InvalidParameterException(
-                "No face was found in the image" + (f" that passes QualityFilter {quality}." if faces else ".")
-            )
+            raise no_faces(f"No face was found in the image{passing(quality) if faces else ''}.")
         probe = usable[0]  # the largest
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
         matches = self._search(
@@ -554,7 +555,11 @@ class RekognitionService:
         found = self.store.get_faces(collection_id, face_ids)
         if len(found) != len(set(face_ids)):
             missing = sorted(set(face_ids) - {f.face_id for f in found})
-            raise ResourceNotFoundException(f"Face {', '.join(missing)} is not in collection {collection_id}.")
+            raise InvalidParameterException(
+                rekognition_message(
+                    FACE_ID_NOT_FOUND, f"Face {', '.join(missing)} is not in collection {collection_id}."
+                )
+            )
         return found
 
     def _search(

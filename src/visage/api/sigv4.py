@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
 from visage.errors import (
+    SIGNATURE_MISMATCH,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
@@ -80,7 +81,7 @@ def verify_request(
     fields = _header_fields(headers)
     if "authorization" not in fields:
         raise MissingAuthenticationTokenException(
-            "Missing Authentication Token: requests must be signed with AWS Signature "
+            "Requests must be signed with AWS Signature "
             "Version 4 (an 'Authorization: AWS4-HMAC-SHA256 ...' header). Create a key "
             "pair with `visage keys create` and give it to boto3 (aws_access_key_id=..., "
             "aws_secret_access_key=..., endpoint_url=<this server>) or any AWS SDK."
@@ -93,10 +94,7 @@ def verify_request(
 
     secret = lookup_secret(auth.access_key_id)
     if secret is None:
-        raise UnrecognizedClientException(
-            "The security token included in the request is invalid: access key id "
-            f"{auth.access_key_id!r} is not known to this server."
-        )
+        raise UnrecognizedClientException(f"The access key id {auth.access_key_id!r} is not known to this server.")
 
     payload_hash = hashlib.sha256(body).hexdigest()
     declared_hash = fields.get("x-amz-content-sha256")
@@ -122,10 +120,7 @@ def verify_request(
     key = _signing_key(secret, auth.date, auth.region)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, auth.signature):
-        raise InvalidSignatureException(
-            "The request signature we calculated does not match the signature you "
-            "provided. Check your AWS Secret Access Key and signing method."
-        )
+        raise InvalidSignatureException(SIGNATURE_MISMATCH)
     return auth.access_key_id
 
 

@@ -39,7 +39,7 @@ from visage.engine.quality import measure_quality, quality_filter_reasons
 from visage.engine.recognition import FaceModel, cosine
 from visage.engine.registry import FIVE_POINTS, face_model_entry
 from visage.engine.similarity import SimilarityMap
-from visage.errors import InvalidParameterException
+from visage.errors import NO_FACES, InvalidParameterException, rekognition_message
 from visage.faces import (
     AgeRange,
     BoundingBox,
@@ -169,10 +169,10 @@ class Engine:
         """
         sources = self._usable_faces(source, model, quality_filter)
         if not sources:
-            raise InvalidParameterException(f"No face was found in the source image{_passing(quality_filter)}.")
+            raise no_faces(f"No face was found in the source image{passing(quality_filter)}.")
         targets = self._usable_faces(target, model, quality_filter)
         if not targets:
-            raise InvalidParameterException(f"No face was found in the target image{_passing(quality_filter)}.")
+            raise no_faces(f"No face was found in the target image{passing(quality_filter)}.")
         source_face = sources[0]
         scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedded, t.embedded)) for t in targets]
         matches = sorted((m for m in scored if m.similarity >= threshold), key=lambda m: -m.similarity)
@@ -231,5 +231,11 @@ class Engine:
         return details
 
 
-def _passing(quality_filter: str) -> str:
+def passing(quality_filter: str) -> str:
+    """How a no-face message names the faces that count: all of them, or those that pass the filter."""
     return "" if quality_filter == "NONE" else f" that passes QualityFilter {quality_filter}"
+
+
+def no_faces(detail: str) -> InvalidParameterException:
+    """Rekognition's no-face error (clients match on its text: double-take reads "no faces" as no match)."""
+    return InvalidParameterException(rekognition_message(NO_FACES, detail))

@@ -39,6 +39,8 @@ from visage.errors import (
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ThrottlingException,
+    collection_not_found,
+    rekognition_message,
 )
 from visage.faces import BoundingBox
 from visage.store.base import AuditRecord, Collection, RequestToken, StoredFace, User
@@ -615,7 +617,9 @@ def check_limit(limit: int) -> int:
 
 def no_collection(collection_id: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(
-        f"The collection {collection_id} does not exist; create it with CreateCollection or check the CollectionId."
+        rekognition_message(
+            collection_not_found(collection_id), "Create it with CreateCollection or check the CollectionId."
+        )
     )
 
 
