@@ -200,6 +200,12 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     "--store",
     help="postgresql://user:password@host/db to keep collections in PostgreSQL with pgvector, shareable by several servers (default: SQLite in the data dir).",
 )
+@click.option(
+    "--similarity-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A Similarity map fitted on your own population (`visage eval calibrate --data DIR`); "
+    "its face model's Similarity comes from it instead of the shipped map.",
+)
 @fails_cleanly
 def serve(
     host: str,
@@ -210,6 +216,7 @@ def serve(
     s3_endpoint_url: str | None,
     no_auth: bool,
     store: str | None,
+    similarity_map: Path | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
     import os
@@ -225,6 +232,7 @@ def serve(
         s3_endpoint_url=s3_endpoint_url or None,
         store=store,
         auth=False if no_auth else None,
+        similarity_map=similarity_map,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
@@ -246,6 +254,11 @@ def serve(
             "[bold red]WARNING: --no-auth: this server accepts UNSIGNED requests from anyone who can reach "
             f"{host}:{port}.[/bold red]"
         )
+    if settings.similarity_map is not None:
+        from visage.engine.similarity import SimilarityMap
+
+        own = SimilarityMap.read(settings.similarity_map)
+        out.print(f"Similarity of {own.model} from {settings.similarity_map}, fitted on {own.fitted_on}")
     out.print(f"Visage listening on {endpoint} (data in {settings.data_dir})")
     if workers == 1:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")

@@ -579,9 +579,9 @@ class RekognitionService:
         threshold: float,
         exclude_user: str | None = None,
     ) -> list[tuple[str, float]]:
-        """Users ranked by their best face's similarity to any probe vector."""
+        """Users ranked by their best face's raw score against any probe vector, with its Similarity."""
         mapping = self.engine.similarity_map(collection.face_model)
-        best: dict[str, float] = {}
+        best: dict[str, float] = {}  # the best raw score of each user's faces
         for vector in probes:
             scored: list[ScoredFace] = self.store.search(
                 collection.collection_id,
@@ -594,10 +594,10 @@ class RekognitionService:
                 user = s.face.user_id
                 if user is None or user == exclude_user:
                     continue
-                similarity = float(mapping(s.score))
-                if similarity >= threshold and similarity > best.get(user, -1.0):
-                    best[user] = similarity
-        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
+                if float(mapping(s.score)) >= threshold and s.score > best.get(user, float("-inf")):
+                    best[user] = s.score
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
+        return [(user, float(mapping(score))) for user, score in ranked]
 
     def _face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
         face, similarity = match

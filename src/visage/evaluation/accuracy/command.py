@@ -62,8 +62,19 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
 
 @click.command("docs")
 @click.option("--docs", "docs", type=click.Path(file_okay=False, path_type=Path), default=DOCS, show_default=True)
-def docs_command(docs: Path) -> None:
+@click.option(
+    "--similarity-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Describe this map (from `visage eval calibrate --data DIR`) as the one in force for its face model "
+    "(default: VISAGE_SIMILARITY_MAP, else the shipped maps).",
+)
+def docs_command(docs: Path, similarity_map: Path | None) -> None:
     """Write docs/accuracy.md and its plots from the results of `lfw` and `calibrate`."""
+    from visage.config import Settings
+    from visage.engine import Engine
     from visage.evaluation.accuracy.report import write_accuracy_doc
 
-    click.echo(f"wrote {write_accuracy_doc(docs)}")
+    engine = Engine(Settings.from_env(similarity_map=similarity_map))
+    maps = {m: engine.similarity_map(m) for m in MODEL_NAMES}
+    click.echo(f"wrote {write_accuracy_doc(docs, maps, engine.settings.similarity_map)}")

@@ -47,6 +47,13 @@ import click
     help="Folder for report.html, audit.json and plots/.",
 )
 @click.option("--model", default="sface", show_default=True, help="Face model to audit.")
+@click.option(
+    "--similarity-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Audit under this Similarity map (from `visage eval calibrate --data DIR`) instead of the shipped one "
+    "(default: VISAGE_SIMILARITY_MAP).",
+)
 @click.option("--limit", type=click.IntRange(2), default=None, help="At most N faces per cell (a reduced run).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option(
@@ -56,14 +63,23 @@ import click
     help="Also write the report as markdown here (docs/bias-audit.md).",
 )
 def audit_command(
-    data: Path | None, out: Path, model: str, limit: int | None, seed: int, markdown: Path | None
+    data: Path | None,
+    out: Path,
+    model: str,
+    similarity_map: Path | None,
+    limit: int | None,
+    seed: int,
+    markdown: Path | None,
 ) -> None:
     """Error rates per demographic group: detection, gender, age, false matches."""
+    from visage.config import Settings
+    from visage.engine import Engine
     from visage.evaluation.audit.report import write_report
     from visage.evaluation.audit.run import run_audit
     from visage.evaluation.data import eval_data_dir
 
-    audit = run_audit(data or eval_data_dir(), model, limit, seed, progress=True)
+    engine = Engine(Settings.from_env(similarity_map=similarity_map))
+    audit = run_audit(data or eval_data_dir(), model, limit, seed, engine=engine, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(audit.to_json(), indent=1) + "\n")
     for path in [out / "audit.json", *write_report(audit, out, markdown)]:
