@@ -10,6 +10,7 @@ The published figures are regenerated in this order::
     visage eval fusion-weight              # w of the fusion model, on LFW pairsDevTrain
     visage eval calibrate                  # the Similarity maps of sface, dlib and fusion
     visage eval lfw --model sface --out docs/accuracy    # and dlib, fusion
+    visage eval cfp --model sface --out docs/accuracy    # pose: CFP frontal-frontal and frontal-profile
     visage eval docs                       # docs/accuracy.md and its plots
 """
 
@@ -25,6 +26,7 @@ DOCS = Path("docs")
 #: Each subcommand of ``visage eval``, and the ``module:attribute`` that defines it.
 SUBCOMMANDS = {
     "calibrate": "visage.evaluation.calibration.command:calibrate_command",
+    "cfp": "visage.evaluation.accuracy.command:cfp_command",
     "docs": "visage.evaluation.accuracy.command:docs_command",
     "fusion-weight": "visage.evaluation.calibration.command:fusion_weight_command",
     "gallery": "visage.evaluation.gallery.command:gallery_command",

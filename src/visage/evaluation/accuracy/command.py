@@ -60,6 +60,41 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
     click.echo(f"wrote {out / f'lfw-{model}.json'} and plots in {time.perf_counter() - started:.0f} s")
 
 
+@click.command("cfp")
+@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DOCS / "accuracy",
+    show_default=True,
+    help="Folder for cfp-<model>.json.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 350),
+    default=None,
+    help="Reduced run: the first N same and N different pairs of each fold.",
+)
+def cfp_command(model: str, out: Path, limit: int | None) -> None:
+    """CFP frontal-frontal and frontal-profile accuracy (folds 1-5) and TAR at FAR 1e-3."""
+    from visage.engine import Engine
+    from visage.evaluation.accuracy.cfp import run_cfp
+
+    started = time.perf_counter()
+    result = run_cfp(Engine(), model, out, limit=limit)
+    for protocol, r in result["protocols"].items():
+        accuracy, tar = r["accuracy"], r["tar_at_far"]
+        click.echo(
+            f"{model} CFP {protocol}: {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} over folds "
+            f"{', '.join(map(str, accuracy['folds']))}; TAR at FAR {tar['far']:g} {100 * tar['tar']:.2f} %; "
+            f"{r['pairs_without_face']} of {r['pairs']} pairs without a face"
+        )
+    click.echo(
+        f"{len(result['images_without_face'])} of {result['images']} images without a face; "
+        f"wrote {out / f'cfp-{model}.json'} in {time.perf_counter() - started:.0f} s"
+    )
+
+
 @click.command("docs")
 @click.option("--docs", "docs", type=click.Path(file_okay=False, path_type=Path), default=DOCS, show_default=True)
 @click.option(

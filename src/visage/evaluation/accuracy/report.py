@@ -38,6 +38,9 @@ def write_accuracy_doc(docs: Path, maps: dict[str, SimilarityMap] | None = None,
     in force; ``own_map`` names the file of one fitted for the operator's own population."""
     folder = docs / "accuracy"
     results = {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := folder / f"lfw-{m}.json").exists()}
+    cfp = {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := folder / f"cfp-{m}.json").exists()}
+    if any(r.get("limit") is not None for r in cfp.values()):
+        raise ValueError(f"{folder} holds reduced CFP runs (--limit): publish full runs only")
     full = {m: r for m, r in results.items() if r.get("limit") is None}
     if len(full) != len(results):
         raise ValueError(f"{folder} holds reduced runs (--limit): publish full runs only")
@@ -51,6 +54,7 @@ def write_accuracy_doc(docs: Path, maps: dict[str, SimilarityMap] | None = None,
             _meaning(maps),
             _accuracy(results, fusion),
             _tar(results),
+            _pose(cfp),
             _thresholds(maps, results),
             _heldout(maps),
             _highest(maps),
@@ -90,6 +94,7 @@ real labelled faces (LFW, see `../shared/eval/lfw/SOURCE.md`). To reproduce:
 visage eval fusion-weight                               # the fusion model's weight, on LFW pairsDevTrain
 visage eval calibrate                                   # the Similarity maps (visage/data/similarity/*.json)
 visage eval lfw --model sface --out docs/accuracy       # likewise --model dlib, --model fusion
+visage eval cfp --model sface --out docs/accuracy       # pose (CFP); likewise dlib, fusion
 visage eval docs                                        # this page
 ```
 
@@ -267,6 +272,40 @@ with many photos.
 {chr(10).join(rows)}
 
 ![ROC](accuracy/roc.png) ![DET](accuracy/det.png)
+"""
+
+
+def _pose(cfp: dict[str, Any]) -> str:
+    if not cfp:
+        return ""
+    rows = []
+    for model, r in cfp.items():
+        cells = []
+        for protocol in ("FF", "FP"):
+            p = r["protocols"][protocol]
+            cells.append(f"{100 * p['accuracy']['mean']:.2f} % +/- {100 * p['accuracy']['std']:.2f}")
+        for protocol in ("FF", "FP"):
+            tar = r["protocols"][protocol]["tar_at_far"]
+            cells.append(f"{100 * tar['tar']:.2f} %" + ("" if tar["resolvable"] else " (n/r)"))
+        cells.append(f"{len(r['images_without_face'])} of {r['images']:,}")
+        rows.append(f"| {model} | {r['face_model_version']} | " + " | ".join(cells) + " |")
+    folds = ", ".join(map(str, next(iter(cfp.values()))["protocols"]["FF"]["accuracy"]["folds"]))
+    return f"""
+## Across pose: CFP frontal-frontal and frontal-profile
+
+CFP (Celebrities in Frontal-Profile) pairs a frontal photo with another frontal
+photo (FF) or with a profile photo (FP, close to 90 degrees of yaw) of the same or
+another person. The official pairs of folds {folds} (350 same-person and 350 different-person
+pairs each; the people of one fold appear in no other); each fold's threshold is chosen
+on the other folds (`visage eval cfp`). An image where no face is found, or that is
+refused (smaller than 80 px), scores -1 and counts as a miss. TAR at FAR 1e-3 is over
+all of a protocol's pairs (1,750 different-person pairs: at most one false accept).
+Flip averaging (a face's vector added to its mirror image's) was measured on the same
+pairs by `benchmarks/flip_averaging.py` (docs/performance.md).
+
+| Face model | Version | FF accuracy | FP accuracy | FF TAR at FAR 1e-3 | FP TAR at FAR 1e-3 | Images without a face |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
 """
 
 
