@@ -17,11 +17,25 @@ The published figures are regenerated in this order::
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 DOCS = Path("docs")
+
+
+def similarity_map_option(use: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--similarity-map FILE``: a map from ``visage eval calibrate --data DIR``, ``use``d in place of the shipped one."""
+    return click.option(
+        "--similarity-map",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help=f"{use} this Similarity map (from `visage eval calibrate --data DIR`) instead of its face model's shipped "
+        "one (default: VISAGE_SIMILARITY_MAP).",
+    )
+
 
 #: Each subcommand of ``visage eval``, and the ``module:attribute`` that defines it.
 SUBCOMMANDS = {

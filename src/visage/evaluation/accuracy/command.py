@@ -6,23 +6,34 @@ Importing this module loads no model and no data: each command imports what it n
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from visage.engine.registry import MODEL_NAMES
-from visage.evaluation.cli import DOCS
+from visage.evaluation.cli import DOCS, similarity_map_option
+
+
+def _model_and_results(results: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--model`` and ``--out``, the folder of the results (``results``), shared by the measuring commands."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--out",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=DOCS / "accuracy",
+            show_default=True,
+            help=f"Folder for {results}.",
+        )(command)
+        return click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)(command)
+
+    return decorate
 
 
 @click.command("lfw")
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DOCS / "accuracy",
-    show_default=True,
-    help="Folder for lfw-<model>.json and its ROC and DET plots.",
-)
+@_model_and_results("lfw-<model>.json and its ROC and DET plots")
 @click.option(
     "--limit",
     type=click.IntRange(1, 300),
@@ -61,14 +72,7 @@ def lfw_command(model: str, out: Path, limit: int | None, all_pairs: bool | None
 
 
 @click.command("cfp")
-@click.option("--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=DOCS / "accuracy",
-    show_default=True,
-    help="Folder for cfp-<model>.json.",
-)
+@_model_and_results("cfp-<model>.json")
 @click.option(
     "--limit",
     type=click.IntRange(1, 350),
@@ -97,13 +101,7 @@ def cfp_command(model: str, out: Path, limit: int | None) -> None:
 
 @click.command("docs")
 @click.option("--docs", "docs", type=click.Path(file_okay=False, path_type=Path), default=DOCS, show_default=True)
-@click.option(
-    "--similarity-map",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Describe this map (from `visage eval calibrate --data DIR`) as the one in force for its face model "
-    "(default: VISAGE_SIMILARITY_MAP, else the shipped maps).",
-)
+@similarity_map_option("Describe as in force")
 def docs_command(docs: Path, similarity_map: Path | None) -> None:
     """Write docs/accuracy.md and its plots from the results of `lfw` and `calibrate`."""
     from visage.config import Settings

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import click
 
+from visage.evaluation.cli import similarity_map_option
+
 
 @click.command("audit")
 @click.option(
@@ -47,13 +49,7 @@ import click
     help="Folder for report.html, audit.json and plots/.",
 )
 @click.option("--model", default="sface", show_default=True, help="Face model to audit.")
-@click.option(
-    "--similarity-map",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Audit under this Similarity map (from `visage eval calibrate --data DIR`) instead of the shipped one "
-    "(default: VISAGE_SIMILARITY_MAP).",
-)
+@similarity_map_option("Audit under")
 @click.option("--limit", type=click.IntRange(2), default=None, help="At most N faces per cell (a reduced run).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option(
