@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+JS_STAMP := tests/js/node_modules/.installed-stamp
 
 .PHONY: serve test lint install browser benchmark benchmark-console mutate figures clean
 
@@ -14,12 +15,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The JavaScript client the tests drive (tests/js, pinned by its package-lock.json): node and
+# npm from Debian's packages when node is absent, then `npm ci`, again only when the lock changes.
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v node >/dev/null && command -v npm >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+	@cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null
+	@touch $(JS_STAMP)
+
+install: $(STAMP) $(JS_STAMP)
 
 serve: $(STAMP)
 	$(BIN)/visage serve
 
-test: lint browser
+test: lint browser $(JS_STAMP)
 	$(BIN)/python -m pytest
 
 # The console's browser tests drive Debian's chromium through Playwright; nothing downloads

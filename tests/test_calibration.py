@@ -1,4 +1,5 @@
-"""The Similarity maps: Similarity S means false-match rate (100 - S) x 1e-6, for every face model.
+"""The Similarity maps: Similarity S >= 50 means false-match rate (100 - S) x 1e-6, for every face
+model; below 50 the scale is graded on log FMR, down to 0 at FMR 1.
 
 The published maps are checked as data (monotone, loadable, the definition
 holding on their knots, the held-out check recomputed from its rows); the
@@ -7,8 +8,10 @@ fitting and all-pairs code is checked on inputs whose answer is known.
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import pairwise
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,30 +24,94 @@ from visage.evaluation.calibration.similarity_map import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
     DEFINITION,
+    FIRST_LEVEL_FMR,
     FMR_PER_POINT,
-    MAX_FMR,
+    LINEAR_FROM,
     TABLE_SIMILARITIES,
     empirical_knots,
     fit_map,
     fmr_for_similarity,
     is_checked,
+    similarity_for_fmr,
 )
+from visage.evaluation.prediction import predicted_fmr
+
+PUBLISHED = Path(__file__).parent / "data" / "similarity_maps_published.json"
+#: The band at and above 50 is kept from the published fit, made with the engine of its day; the
+#: engine's sface vectors have moved since by under 1e-4 in cosine, which moves the FMR at a knot
+#: by up to this fraction.
+KEPT_BAND_DRIFT = 0.1
+
+# The graded scale below 50 came with a refit of sface on all of LFW. dlib and fusion keep the
+# maps fitted on the linear scale alone (Similarity 0 for FMR above 1e-4) until they are refit:
+# that needs dlib's embedding of LFW's 13,233 images, hours on a shared 2-core machine.
+# strict: a refit that grades them must say so here.
+NOT_REGRADED = {"dlib", "fusion"}
+NOT_REGRADED_REASON = "map fitted on the linear scale only; not refit since the scale was graded below 50"
+
+
+def _graded(reason: str = NOT_REGRADED_REASON) -> list[object]:
+    return [
+        pytest.param(m, marks=pytest.mark.xfail(m in NOT_REGRADED, strict=True, reason=reason)) for m in MODEL_NAMES
+    ]
 
 
 def test_the_definition() -> None:
-    expected = {50: 5e-5, 80: 2e-5, 90: 1e-5, 95: 5e-6, 99: 1e-6, 99.9: 1e-7, 0: 1e-4, 100: 0.0}
+    expected = {50: 5e-5, 80: 2e-5, 90: 1e-5, 95: 5e-6, 99: 1e-6, 99.9: 1e-7, 100: 0.0}
     for similarity, fmr in expected.items():
         assert fmr_for_similarity(similarity) == pytest.approx(fmr, abs=1e-15)
     assert FMR_PER_POINT == 1e-6
+    # below 50, graded on log FMR: 0 at FMR 1, each 10 points a fifth of the way down to 5e-5 in log
+    graded = {0: 1.0, 10: 5e-5**0.2, 25: 5e-5**0.5, 40: 5e-5**0.8}
+    for similarity, fmr in graded.items():
+        assert fmr_for_similarity(similarity) == pytest.approx(fmr, rel=1e-12)
+    for similarity in (0, 0.5, 10, 25, 40, 49.999, 50, 50.001, 80, 99, 100):
+        assert float(similarity_for_fmr(fmr_for_similarity(similarity))) == pytest.approx(similarity, abs=1e-9)
+    fmrs = np.logspace(-9, 0, 200)
+    assert np.all(np.diff(similarity_for_fmr(fmrs)) < 0), "a higher FMR is always a lower Similarity"
+    assert float(similarity_for_fmr(5e-5 * (1 + 1e-9))) == pytest.approx(LINEAR_FROM, abs=1e-6)  # continuous at 50
 
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
+def test_similarity_of_50_and_above_is_unchanged_from_the_published_maps(model: str) -> None:
+    """Grading the scale below 50 left every Similarity of 50 and above as it was published."""
+    published = json.loads(PUBLISHED.read_text())[model]
+    before = SimilarityMap(model, np.array(published["raw"]), np.array(published["similarity"]))
+    now = SimilarityMap.load(model)
+    assert now.metadata["face_model_version"] == published["face_model_version"]
+    cosines = np.linspace(-1.0, 1.0, 400_001)
+    band = before(cosines) >= LINEAR_FROM
+    assert band.sum() > 10_000
+    np.testing.assert_allclose(now(cosines[band]), before(cosines[band]), rtol=0, atol=1e-5)
+    for similarity in (50.0, 80.0, 90.0, 99.0, 99.9):  # (the join at 50 sits on the file's 6-decimal cosine)
+        assert now.raw_threshold(similarity) == pytest.approx(before.raw_threshold(similarity), abs=5e-6)
+
+
+@pytest.mark.parametrize("model", _graded())
+def test_below_50_the_map_grades_what_read_0(model: str) -> None:
+    published = json.loads(PUBLISHED.read_text())[model]
+    before = SimilarityMap(model, np.array(published["raw"]), np.array(published["similarity"]))
+    now = SimilarityMap.load(model)
+    cosine_at_0 = float(before.raw[1])  # the published map's last cosine at Similarity 0
+    assert before(cosine_at_0) == 0.0
+    assert 0.0 < now(cosine_at_0 - 0.3) < now(cosine_at_0 - 0.1) < now(cosine_at_0) < LINEAR_FROM
+    histogram = now.metadata["similarity_histogram"]
+    impostor, genuine = np.array(histogram["impostor"]), np.array(histogram["genuine"])
+    below = np.array(histogram["edges"][:-1]) < LINEAR_FROM
+    assert impostor[below].sum() / impostor.sum() > 0.999  # strangers stay below 50 ...
+    assert np.count_nonzero(impostor[below] / impostor.sum() > 0.01) >= 4  # ... spread over several bands
+    # same-person pairs that fall short of 50 (hard poses, poor photos) still score above most strangers
+    bands = np.arange(len(impostor))[below]
+    hard, strangers = np.repeat(bands, genuine[below]), np.repeat(bands, impostor[below])
+    assert np.median(hard) > np.percentile(strangers, 90)
+
+
+@pytest.mark.parametrize("model", _graded())
 def test_map_loads_is_monotone_and_says_what_it_means(model: str) -> None:
     mapping = SimilarityMap.load(model)
     assert np.all(np.diff(mapping.raw) > 0)
     assert np.all(np.diff(mapping.similarity) >= 0)
-    inside = (mapping.similarity > 0) & (mapping.similarity < 100)
-    assert np.all(np.diff(mapping.similarity[inside]) > 0), "strictly increasing between 0 and 100"
+    assert np.all(np.diff(mapping.similarity) > 0), "strictly increasing from 0 at cosine -1 to 100 at cosine 1"
     assert mapping.raw[0] == -1.0 and mapping.raw[-1] == 1.0
     assert mapping.similarity[0] == 0.0 and mapping.similarity[-1] == 100.0
     assert mapping.metadata["definition"] == DEFINITION
@@ -59,15 +126,21 @@ def test_map_was_fitted_for_the_model_version_in_use(engine: Engine, model: str)
     assert engine.similarity_map(model).metadata["face_model_version"] == version
 
 
-@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("model", _graded())
 def test_similarity_is_the_false_match_rate_on_the_knots(model: str) -> None:
     mapping = SimilarityMap.load(model)
     knots = mapping.metadata["knots"]
     assert len(knots) >= 20
+    kept = mapping.raw_threshold(LINEAR_FROM) if "kept_from_50" in mapping.metadata else math.inf
     for knot in knots:
         fmr = knot["impostors_at_or_above"] / knot["impostors"]
-        assert mapping(knot["raw"]) == pytest.approx(max(0.0, 100 - fmr / FMR_PER_POINT), abs=1e-5)
+        if knot["raw"] < kept:  # fitted on these pairs
+            assert mapping(knot["raw"]) == pytest.approx(float(similarity_for_fmr(fmr)), abs=1e-5)
+        else:  # the band kept from the published fit: today's vectors moved its knots by under 1e-4 in cosine
+            assert fmr_for_similarity(float(mapping(knot["raw"]))) == pytest.approx(fmr, rel=KEPT_BAND_DRIFT)
     assert [row["similarity"] for row in mapping.metadata["table"]] == list(TABLE_SIMILARITIES)
+    for similarity in (5.0, 10.0, 25.0, 33.0, 40.0, 50.0, 65.0, 80.0, 99.0):  # what the audits read as the promise
+        assert predicted_fmr(mapping, similarity) == pytest.approx(fmr_for_similarity(similarity), rel=1e-9)
     for row in mapping.metadata["table"]:
         assert row["predicted_fmr"] == pytest.approx(fmr_for_similarity(row["similarity"]))
         assert mapping.raw_threshold(row["similarity"]) == pytest.approx(row["raw_threshold"], abs=2e-6)
@@ -143,7 +216,7 @@ def test_fit_recovers_a_known_false_match_rate_and_extrapolates_conservatively()
     mapping = fit_map("test", impostor)
     # 4 million scores measure FMR down to about 2.5e-6 (10 events): Similarity 97.5. The fit
     # may be off by the counting noise of its knots: allow 4 Poisson standard deviations.
-    for similarity in (0.5, 50, 80, 90, 95):
+    for similarity in (10, 25, 40, 50, 80, 90, 95):
         expected_events = len(impostor) * fmr_for_similarity(similarity)
         tolerance = 1 + 4 / math.sqrt(expected_events)
         true = float(_normal_tail(mapping.raw_threshold(similarity), scale))
@@ -160,10 +233,11 @@ def test_knots_thin_out_where_the_data_are_thin() -> None:
     impostor = np.sort(np.random.default_rng(3).normal(0.0, 0.1, 2_000_000).astype(np.float32))
     knots = empirical_knots(impostor)
     counts = [k.count for k in knots]
-    assert counts[0] == round(2_000_000 * MAX_FMR) and counts[-1] >= 10
+    # the first knot is the first level (to the few scores its 6-decimal cosine moves across)
+    assert abs(counts[0] - 2_000_000 * FIRST_LEVEL_FMR) <= 10 and counts[-1] >= 10
     assert all(a - b >= 3 * math.sqrt(a) for a, b in pairwise(counts))
     for knot in knots:
-        assert int(np.sum(impostor >= knot.raw)) == knot.count
+        assert int(np.sum(impostor.astype(np.float64) >= knot.raw)) == knot.count  # compared exactly
 
 
 def test_all_pair_scores_count_every_pair_once() -> None:
@@ -179,3 +253,17 @@ def test_all_pair_scores_count_every_pair_once() -> None:
     np.testing.assert_allclose(scores.genuine, np.sort(full[upper][same]), atol=1e-6)
     np.testing.assert_allclose(scores.impostor, np.sort(full[upper][~same]), atol=1e-6)
     assert scores.fmr(0.3) == pytest.approx(np.mean(full[upper][~same] >= 0.3), abs=1e-6)
+
+
+def test_a_refit_can_keep_the_band_from_50_knot_for_knot() -> None:
+    rng = np.random.default_rng(11)
+    published = fit_map("test", np.sort(rng.normal(0.0, 0.12, 2_000_000).astype(np.float32)))
+    today = np.sort(rng.normal(0.002, 0.12, 2_000_000).astype(np.float32))  # the vectors moved a little
+    refit, kept = fit_map("test", today), fit_map("test", today, keep_from_50=published)
+    cosines = np.linspace(-1, 1, 200_001)
+    band = published(cosines) >= LINEAR_FROM
+    assert np.abs(refit(cosines[band]) - published(cosines[band])).max() > 0.01  # a plain refit moves the band
+    np.testing.assert_allclose(kept(cosines[band]), published(cosines[band]), rtol=0, atol=1e-5)
+    below = cosines < kept.raw_threshold(LINEAR_FROM) - 0.01
+    np.testing.assert_allclose(kept(cosines[below]), refit(cosines[below]), rtol=0, atol=1e-5)  # graded from today
+    assert np.all(np.diff(kept.raw) > 0) and np.all(np.diff(kept.similarity) > 0)

@@ -16,6 +16,13 @@ def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
     return excinfo.value.response["Error"]["Code"]
 
 
+def error_message(excinfo: pytest.ExceptionInfo[Any]) -> str:
+    return excinfo.value.response["Error"]["Message"]
+
+
+NO_FACES = "There are no faces in the image. Should be at least 1."  # Rekognition's text, as clients match it
+
+
 @pytest.fixture(scope="module")
 def people(portraits: Path) -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in portraits.glob("*.jpg")}
@@ -51,7 +58,8 @@ def test_detect_faces_bad_images(rekognition: Any, astronaut_rgb: np.ndarray, as
     with pytest.raises(ClientError) as gif:
         rekognition.detect_faces(Image={"Bytes": encode(astronaut_rgb, "GIF")})
     assert error_code(gif) == "InvalidImageFormatException"
-    assert "GIF" in gif.value.response["Error"]["Message"]
+    assert error_message(gif).startswith("Request has invalid image format. ")
+    assert "GIF" in error_message(gif)
     with pytest.raises(rekognition.exceptions.InvalidImageFormatException):
         rekognition.detect_faces(Image={"Bytes": astronaut_jpeg[:5000]})
 
@@ -71,10 +79,16 @@ def test_compare_faces(rekognition: Any, people: dict[str, bytes]) -> None:
 def test_compare_faces_without_a_face_is_invalid_parameter(rekognition: Any, people: dict[str, bytes]) -> None:
     from skimage import data
 
-    with pytest.raises(rekognition.exceptions.InvalidParameterException):
+    with pytest.raises(rekognition.exceptions.InvalidParameterException) as no_source:
         rekognition.compare_faces(
             SourceImage={"Bytes": encode(data.coffee())}, TargetImage={"Bytes": people["person_a_1"]}
         )
+    assert error_message(no_source) == f"{NO_FACES} No face was found in the source image."
+    with pytest.raises(rekognition.exceptions.InvalidParameterException) as no_target:
+        rekognition.compare_faces(
+            SourceImage={"Bytes": people["person_a_1"]}, TargetImage={"Bytes": encode(data.coffee())}
+        )
+    assert error_message(no_target) == f"{NO_FACES} No face was found in the target image."
 
 
 # Collections ---------------------------------------------------------------------------
@@ -93,8 +107,9 @@ def test_collection_lifecycle(rekognition: Any) -> None:
     assert described["CreationTimestamp"].year >= 2024
     assert "life" in rekognition.list_collections()["CollectionIds"]
     assert rekognition.delete_collection(CollectionId="life")["StatusCode"] == 200
-    with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
+    with pytest.raises(rekognition.exceptions.ResourceNotFoundException) as missing:
         rekognition.describe_collection(CollectionId="life")
+    assert error_message(missing).startswith("The collection id: life does not exist. ")
     with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
         rekognition.delete_collection(CollectionId="life")
 
@@ -155,8 +170,9 @@ def test_index_list_search_delete(rekognition: Any, collection: str, people: dic
     )
     assert deleted["DeletedFaces"] == [face_id]
     assert deleted["UnsuccessfulFaceDeletions"][0]["Reasons"] == ["FACE_NOT_FOUND"]
-    with pytest.raises(rekognition.exceptions.ResourceNotFoundException):
+    with pytest.raises(rekognition.exceptions.InvalidParameterException) as gone:  # as Rekognition answers
         rekognition.search_faces(CollectionId=collection, FaceId=face_id)
+    assert error_message(gone).startswith("faceId was not found in the collection. ")
     assert (
         rekognition.search_faces_by_image(CollectionId=collection, Image={"Bytes": people["person_a_2"]})["FaceMatches"]
         == []
@@ -211,8 +227,9 @@ def test_index_faces_errors(rekognition: Any, people: dict[str, bytes]) -> None:
 def test_search_faces_by_image_without_face(rekognition: Any, collection: str) -> None:
     from skimage import data
 
-    with pytest.raises(rekognition.exceptions.InvalidParameterException):
+    with pytest.raises(rekognition.exceptions.InvalidParameterException) as caught:
         rekognition.search_faces_by_image(CollectionId=collection, Image={"Bytes": encode(data.coffee())})
+    assert error_message(caught) == f"{NO_FACES} No face was found in the image."
 
 
 def test_list_faces_paginates(rekognition: Any, collection: str, portraits: Path) -> None:
@@ -360,8 +377,11 @@ def test_s3_object_from_local_root(
         CollectionId=collection, Image={"S3Object": {"Bucket": "photos", "Name": "sub/a.jpg"}}
     )
     assert len(response["FaceRecords"]) == 1
-    with pytest.raises(rekognition.exceptions.InvalidS3ObjectException):
+    with pytest.raises(rekognition.exceptions.InvalidS3ObjectException) as missing:
         rekognition.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "missing.jpg"}})
+    assert error_message(missing).startswith(
+        "Unable to get object metadata from S3. Check object key, region and/or access permissions. "
+    )
     with pytest.raises(rekognition.exceptions.InvalidS3ObjectException):
         rekognition.detect_faces(Image={"S3Object": {"Bucket": "photos", "Name": "../../data/keys.json"}})
 

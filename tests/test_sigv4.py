@@ -135,6 +135,7 @@ def test_unsigned_request_is_missing_authentication_token():
     sent = sign().with_header("Authorization", None)
     with pytest.raises(MissingAuthenticationTokenException) as caught:
         verify(sent)
+    assert str(caught.value).startswith("Missing Authentication Token. ")  # Rekognition's text, then ours
     assert "Signature Version 4" in str(caught.value)
     assert "visage keys create" in str(caught.value)
     assert caught.value.status == 403
@@ -142,14 +143,19 @@ def test_unsigned_request_is_missing_authentication_token():
 
 def test_unknown_access_key_is_unrecognized():
     stranger = Credentials("VSAKSTRANGERSTRANGER", KEY.secret_access_key)
-    with pytest.raises(UnrecognizedClientException, match="VSAKSTRANGERSTRANGER"):
+    with pytest.raises(UnrecognizedClientException, match="VSAKSTRANGERSTRANGER") as caught:
         verify(sign(credentials=stranger))
+    assert str(caught.value).startswith("The security token included in the request is invalid. ")
 
 
 def test_wrong_secret_is_refused():
     impostor = Credentials(KEY.access_key_id, "x" * 40)
-    with pytest.raises(InvalidSignatureException, match="does not match the signature you provided"):
+    with pytest.raises(InvalidSignatureException) as caught:
         verify(sign(credentials=impostor))
+    assert str(caught.value) == (
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+    )
 
 
 # Refused: what was signed -------------------------------------------------------------

@@ -361,6 +361,12 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     default=None,
     help="One line per request on stderr: operation, status, milliseconds, access key id (default: on).",
 )
+@click.option(
+    "--similarity-map",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A Similarity map fitted on your own population (`visage eval calibrate --data DIR`); "
+    "its face model's Similarity comes from it instead of the shipped map.",
+)
 @fails_cleanly
 def serve(
     host: str,
@@ -378,6 +384,7 @@ def serve(
     secret_key_file: Path | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    similarity_map: Path | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
     from importlib.metadata import version
@@ -399,6 +406,7 @@ def serve(
         secret_key_file=secret_key_file,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        similarity_map=similarity_map,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")

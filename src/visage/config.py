@@ -69,6 +69,9 @@ class Settings:
     # Recognition ----------------------------------------------------------------------
     #: Face model used for new collections and for CompareFaces.
     face_model: str = "sface"
+    #: A Similarity map fitted on your own population (``visage eval calibrate --data DIR``):
+    #: its face model's Similarity comes from this file instead of the shipped map.
+    similarity_map: Path | None = None
 
     # Server ---------------------------------------------------------------------------
     #: Where the embedded store (visage.db) and the key file of the access keys' secrets are kept.
@@ -276,7 +279,24 @@ _RULES: dict[str, Rule] = {
         ("auth", "keep_face_thumbnails", "request_log"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))
     ),
     "store": ("'sqlite' or a postgresql:// URL", _store),
+    "similarity_map": (
+        "a Similarity map file written by `visage eval calibrate --data DIR` for the face model version in use",
+        lambda v: v is None or _similarity_map_file(v),
+    ),
 }
+
+
+def _similarity_map_file(path: Any) -> bool:
+    """Whether ``path`` holds a Similarity map of a face model this server has, fitted for its version."""
+    from visage.engine.registry import FACE_MODELS
+    from visage.engine.similarity import SimilarityMap
+
+    try:
+        mapping = SimilarityMap.read(Path(path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    entry = FACE_MODELS.get(mapping.model)
+    return entry is not None and mapping.metadata.get("face_model_version") == entry.version
 
 
 def _rule(name: str) -> Rule | None:

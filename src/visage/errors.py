@@ -5,9 +5,52 @@ the wire layer writes ``type(error).__name__`` as ``__type`` and boto3 raises
 ``client.exceptions.<SameName>``. Raise them where a failure is detected, with
 a message that tells the caller what to change. Only codes that Visage raises
 have a class here; a feature that needs another code adds it.
+
+Clients match on Rekognition's message text too (double-take reads an error that
+contains "no faces" as "no match"). So where Rekognition raises the same error for
+the same cause and its text is known, the message starts with that text, kept
+here once, and Visage's detail follows it (:func:`rekognition_message`). A class
+whose every cause has one Rekognition text carries it as ``rekognition_text`` and
+puts it in front of any message itself. docs/api.md lists each text and where it
+was found.
 """
 
 from __future__ import annotations
+
+# Rekognition's own texts, for the causes where Visage fails as Rekognition does -------
+
+#: No face to work on: SearchFacesByImage, CompareFaces (either image).
+NO_FACES = "There are no faces in the image. Should be at least 1."
+#: The generic InvalidParameterException text, given for an image too small to hold a face.
+INVALID_PARAMETERS = "Request has invalid parameters"
+#: InvalidImageFormatException, whatever is wrong with the bytes.
+INVALID_IMAGE_FORMAT = "Request has invalid image format"
+#: InvalidS3ObjectException, whatever kept the object from being read.
+S3_OBJECT_UNREADABLE = "Unable to get object metadata from S3. Check object key, region and/or access permissions."
+#: SearchFaces (and SearchUsers) with a FaceId the collection does not hold: InvalidParameterException.
+FACE_ID_NOT_FOUND = "faceId was not found in the collection."
+#: UnrecognizedClientException: the access key id is unknown.
+UNKNOWN_ACCESS_KEY = "The security token included in the request is invalid."
+#: InvalidSignatureException: the signature does not match.
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. Consult the service documentation for details."
+)
+#: MissingAuthenticationTokenException: the request is not signed.
+MISSING_AUTHENTICATION_TOKEN = "Missing Authentication Token"
+
+
+def collection_not_found(collection_id: str) -> str:
+    """ResourceNotFoundException's text for a collection that does not exist."""
+    return f"The collection id: {collection_id} does not exist"
+
+
+def rekognition_message(rekognition_text: str, detail: str = "") -> str:
+    """Rekognition's text first, unchanged, so clients that match on it keep working; then Visage's detail."""
+    if not detail:
+        return rekognition_text
+    separator = " " if rekognition_text.endswith((".", ":")) else ". "
+    return f"{rekognition_text}{separator}{detail}"
 
 
 class VisageError(Exception):
@@ -15,6 +58,14 @@ class VisageError(Exception):
 
     #: HTTP status the Rekognition protocol uses for this error.
     status: int = 400
+    #: Rekognition's text for this error where it is the same for every cause; it opens the message.
+    rekognition_text: str = ""
+
+    def __init__(self, message: str = "") -> None:
+        text = self.rekognition_text
+        if text and not message.startswith(text):  # already there when an error is re-made (unpickled)
+            message = rekognition_message(text, message)
+        super().__init__(message)
 
     @property
     def code(self) -> str:
@@ -35,6 +86,8 @@ class InvalidParameterException(VisageError):
 class InvalidImageFormatException(VisageError):
     """The bytes are not a PNG or JPEG image that can be decoded."""
 
+    rekognition_text = INVALID_IMAGE_FORMAT
+
 
 class ImageTooLargeException(VisageError):
     """The image is over the byte or pixel limit."""
@@ -42,6 +95,8 @@ class ImageTooLargeException(VisageError):
 
 class InvalidS3ObjectException(VisageError):
     """An S3Object could not be read."""
+
+    rekognition_text = S3_OBJECT_UNREADABLE
 
 
 class ResourceNotFoundException(VisageError):
@@ -75,6 +130,8 @@ class UnrecognizedClientException(VisageError):
 class AccessDeniedException(VisageError):
     """The caller's key policy does not allow the action on the resource."""
 
+    rekognition_text = UNKNOWN_ACCESS_KEY
+
 
 class InvalidSignatureException(VisageError):
     """The request signature does not match, or its timestamp is out of range."""
@@ -84,6 +141,7 @@ class MissingAuthenticationTokenException(VisageError):
     """The request carries no AWS Signature Version 4."""
 
     status = 403
+    rekognition_text = MISSING_AUTHENTICATION_TOKEN
 
 
 class UnknownOperationException(VisageError):

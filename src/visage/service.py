@@ -48,9 +48,11 @@ from typing import Any
 from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.contract import definition, shape_max, shape_pattern
 from visage.engine import DecodedImage, Engine
+from visage.engine.engine import no_faces, passing
 from visage.engine.images import image_format
 from visage.engine.thumbnails import face_thumbnail
 from visage.errors import (
+    FACE_ID_NOT_FOUND,
     AccessDeniedException,
     IdempotentParameterMismatchException,
     InvalidImageFormatException,
@@ -60,6 +62,7 @@ from visage.errors import (
     ServiceQuotaExceededException,
     UnknownOperationException,
     UnrecognizedClientException,
+    rekognition_message,
 )
 from visage.faces import BoundingBox, Face
 from visage.jobs.operations import ENDED_OPERATIONS, VideoJobs
@@ -533,9 +536,7 @@ class RekognitionService:
         faces = self.analyze(collection, image, quality, max_embedded=1)
         usable = [f for f in faces if f.embedding is not None]
         if not usable:
-            raise InvalidParameterException(
-                "No face was found in the image" + (f" that passes QualityFilter {quality}." if faces else ".")
-            )
+            raise no_faces(f"No face was found in the image{passing(quality) if faces else ''}.")
         probe = usable[0]  # the largest
         threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
         matches = self.search_collection(
@@ -919,7 +920,11 @@ class RekognitionService:
         found = self.store.get_faces(collection_id, face_ids)
         if len(found) != len(set(face_ids)):
             missing = sorted(set(face_ids) - {f.face_id for f in found})
-            raise ResourceNotFoundException(f"Face {', '.join(missing)} is not in collection {collection_id}.")
+            raise InvalidParameterException(
+                rekognition_message(
+                    FACE_ID_NOT_FOUND, f"Face {', '.join(missing)} is not in collection {collection_id}."
+                )
+            )
         return found
 
     def search_collection(
@@ -940,9 +945,9 @@ class RekognitionService:
         threshold: float,
         exclude_user: str | None = None,
     ) -> list[tuple[str, float]]:
-        """Users ranked by their best face's similarity to any probe vector."""
+        """Users ranked by their best face's raw score against any probe vector, with its Similarity."""
         mapping = self.engine.similarity_map(collection.face_model)
-        best: dict[str, float] = {}
+        best: dict[str, float] = {}  # the best raw score of each user's faces
         for vector in probes:
             scored: list[ScoredFace] = self.store.search(
                 collection.collection_id,
@@ -955,10 +960,10 @@ class RekognitionService:
                 user = s.face.user_id
                 if user is None or user == exclude_user:
                     continue
-                similarity = float(mapping(s.score))
-                if similarity >= threshold and similarity > best.get(user, -1.0):
-                    best[user] = similarity
-        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
+                if float(mapping(s.score)) >= threshold and s.score > best.get(user, float("-inf")):
+                    best[user] = s.score
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:max_users]
+        return [(user, float(mapping(score))) for user, score in ranked]
 
     def face_match(self, collection: Collection, match: tuple[StoredFace, float]) -> Response:
         face, similarity = match

@@ -21,6 +21,7 @@ from uvicorn.supervisors import Multiprocess
 from visage.api.app import SETTINGS_VARIABLE, create_app
 from visage.config import Settings
 from visage.engine.registry import face_model_entry
+from visage.engine.similarity import SimilarityMap
 from visage.store import describe_store
 
 #: Connections that may wait for the app to accept them (uvicorn's default).
@@ -60,7 +61,7 @@ def url(host: str, port: int, tls: bool = False) -> str:
 
 
 def banner(settings: Settings) -> list[str]:
-    """What is in force, one line each: store, face model, S3 objects, auth (and TLS), request log."""
+    """What is in force, one line each: store, face model, Similarity map, S3 objects, auth (and TLS), request log."""
     if settings.s3_root is not None:
         s3 = f"from the folder {settings.s3_root} (a Bucket is a sub-folder)"
     elif settings.s3_endpoint_url is not None:
@@ -76,9 +77,14 @@ def banner(settings: Settings) -> list[str]:
         auth += f"; HTTPS with {settings.tls_cert}"
     log = "one line per request on stderr (--no-request-log: none)" if settings.request_log else "off"
     model = face_model_entry(settings.face_model)
+    similarity = "each face model's shipped map, fitted on LFW (docs/accuracy.md)"
+    if settings.similarity_map is not None:
+        own = SimilarityMap.read(settings.similarity_map)
+        similarity = f"{own.model}'s from {settings.similarity_map}, fitted on {own.fitted_on}"
     return [
         f"  store        {describe_store(settings)}",
         f"  face model   {model.name} ({model.version}) for new collections; each collection keeps its own",
+        f"  Similarity   {similarity}",
         f"  S3Object     {s3}",
         f"  auth         {auth}",
         f"  request log  {log}",

@@ -31,6 +31,7 @@ from typing import Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 from visage.errors import (
+    SIGNATURE_MISMATCH,
     InvalidSignatureException,
     MissingAuthenticationTokenException,
     UnrecognizedClientException,
@@ -93,7 +94,7 @@ def verify_request(
     fields = _header_fields(headers)
     if "authorization" not in fields:
         raise MissingAuthenticationTokenException(
-            "Missing Authentication Token: requests must be signed with AWS Signature "
+            "Requests must be signed with AWS Signature "
             "Version 4 (an 'Authorization: AWS4-HMAC-SHA256 ...' header). Create a key "
             "pair with `visage keys create` and give it to boto3 (aws_access_key_id=..., "
             "aws_secret_access_key=..., endpoint_url=<this server>) or any AWS SDK."
@@ -107,8 +108,7 @@ def verify_request(
     found = lookup_key(auth.access_key_id)
     if found is None:
         raise UnrecognizedClientException(
-            "The security token included in the request is invalid: access key id "
-            f"{auth.access_key_id!r} is not an active key of this server (unknown, or revoked)."
+            f"Access key id {auth.access_key_id!r} is not an active key of this server (unknown, or revoked)."
         )
 
     payload_hash = hashlib.sha256(body).hexdigest()
@@ -135,10 +135,7 @@ def verify_request(
     key = _signing_key(found.secret_access_key, auth.date, auth.region)
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, auth.signature):
-        raise InvalidSignatureException(
-            "The request signature we calculated does not match the signature you "
-            "provided. Check your AWS Secret Access Key and signing method."
-        )
+        raise InvalidSignatureException(SIGNATURE_MISMATCH)
     return found
 
 

@@ -39,7 +39,7 @@ from visage.engine.quality import measure_quality, quality_filter_reasons
 from visage.engine.recognition import FaceModel, cosine
 from visage.engine.registry import FIVE_POINTS, face_model_entry
 from visage.engine.similarity import SimilarityMap
-from visage.errors import InvalidParameterException
+from visage.errors import NO_FACES, InvalidParameterException, rekognition_message
 from visage.faces import (
     AgeRange,
     BoundingBox,
@@ -93,9 +93,15 @@ class Engine:
         return self._shape_predictor(5) if name == FIVE_POINTS else self.face_model(name)
 
     def similarity_map(self, name: str | None = None) -> SimilarityMap:
-        """Face model ``name``'s map from cosine to Similarity, read without loading the model."""
+        """Face model ``name``'s map from cosine to Similarity, read without loading the model: the
+        settings' ``similarity_map`` file if it is that model's, else the shipped map."""
         entry = face_model_entry(name or self.settings.face_model)
-        return self._load(f"{entry.name} similarity", entry.similarity_map)
+        return self._load(f"{entry.name} similarity", lambda: self._similarity_map_in_force(entry.name))
+
+    def _similarity_map_in_force(self, name: str) -> SimilarityMap:
+        path = self.settings.similarity_map
+        own = SimilarityMap.read(path) if path is not None else None
+        return own if own is not None and own.model == name else face_model_entry(name).similarity_map()
 
     def warm_up(self, models: Iterable[str] | None = None, attributes: bool = True) -> None:
         """Load everything a server will need (default: the configured face model), so the first request is not slow."""
@@ -173,13 +179,17 @@ class Engine:
         """
         sources = self._usable_faces(source, model, quality_filter)
         if not sources:
-            raise InvalidParameterException(f"No face was found in the source image{_passing(quality_filter)}.")
+            raise no_faces(f"No face was found in the source image{passing(quality_filter)}.")
         targets = self._usable_faces(target, model, quality_filter)
         if not targets:
-            raise InvalidParameterException(f"No face was found in the target image{_passing(quality_filter)}.")
+            raise no_faces(f"No face was found in the target image{passing(quality_filter)}.")
         source_face = sources[0]
-        scored = [FaceMatch(face=t, similarity=self.similarity(source_face.embedded, t.embedded)) for t in targets]
-        matches = sorted((m for m in scored if m.similarity >= threshold), key=lambda m: -m.similarity)
+        mapping = self.similarity_map(source_face.embedded.model)
+        raw = [cosine(source_face.embedded, t.embedded) for t in targets]
+        scored = [FaceMatch(face=t, similarity=float(mapping(r))) for t, r in zip(targets, raw)]
+        # best first by the raw score (Similarity can tie where the map is flat; sorted() keeps such ties in order)
+        ranked = [scored[i] for i in sorted(range(len(scored)), key=lambda i: -raw[i])]
+        matches = [m for m in ranked if m.similarity >= threshold]
         unmatched = [m for m in scored if m.similarity < threshold]
         return Comparison(source=source_face, matches=matches, unmatched=unmatched)
 
@@ -235,5 +245,11 @@ class Engine:
         return details
 
 
-def _passing(quality_filter: str) -> str:
+def passing(quality_filter: str) -> str:
+    """How a no-face message names the faces that count: all of them, or those that pass the filter."""
     return "" if quality_filter == "NONE" else f" that passes QualityFilter {quality_filter}"
+
+
+def no_faces(detail: str) -> InvalidParameterException:
+    """Rekognition's no-face error (clients match on its text: double-take reads "no faces" as no match)."""
+    return InvalidParameterException(rekognition_message(NO_FACES, detail))

@@ -17,7 +17,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from visage.config import Settings
-from visage.errors import ImageTooLargeException, InvalidImageFormatException, InvalidParameterException
+from visage.errors import (
+    INVALID_PARAMETERS,
+    ImageTooLargeException,
+    InvalidImageFormatException,
+    InvalidParameterException,
+    rekognition_message,
+)
 
 _SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
 
@@ -80,8 +86,11 @@ def decode_image(data: bytes, settings: Settings | None = None, max_bytes: int |
             ) from error
     if min(rgb.shape[:2]) < settings.min_image_side:
         raise InvalidParameterException(
-            f"The image is {rgb.shape[1]}x{rgb.shape[0]} pixels; both sides must be at least "
-            f"{settings.min_image_side} pixels."
+            rekognition_message(
+                INVALID_PARAMETERS,
+                f"The image is {rgb.shape[1]}x{rgb.shape[0]} pixels; both sides must be at least "
+                f"{settings.min_image_side} pixels.",
+            )
         )
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=kind)
 

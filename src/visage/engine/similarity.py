@@ -4,9 +4,12 @@ A face model scores a pair of faces with the cosine of their unit vectors.
 What that number means differs per model, so each model has a monotone map
 from cosine to Similarity, stored as knots in ``visage/data/similarity/<model>.json``
 and interpolated linearly. Similarity S stands for a false-match rate of
-(100 - S) x 1e-6 (see :mod:`visage.evaluation.calibration`). The file says how
-it was fitted; the command that wrote it (``visage eval calibrate``) can be
-rerun by anyone. Swapping the fit means swapping the file.
+(100 - S) x 1e-6 from 50 up, and is graded on log FMR below (see
+:mod:`visage.evaluation.calibration`). The file says how it was fitted and on what;
+the command that wrote it (``visage eval calibrate``) can be rerun by anyone.
+Swapping the fit means swapping the file: ``visage eval calibrate --data DIR`` fits
+one on your own population, and the ``similarity_map`` setting (``visage serve
+--similarity-map FILE``) serves it.
 """
 
 from __future__ import annotations
@@ -62,9 +65,19 @@ class SimilarityMap:
             return float(r1)
         return float(r0 + (similarity - s0) * (r1 - r0) / (s1 - s0))
 
+    @property
+    def fitted_on(self) -> str:
+        """What the map was fitted on, as its file says."""
+        return str(self.metadata.get("fitted_on", "not recorded"))
+
     @classmethod
     def load(cls, model: str, directory: Path | None = None) -> SimilarityMap:
-        path = (directory or DATA_DIR) / f"{model}.json"
+        """The map of face model ``model`` shipped in ``visage/data/similarity`` (or in ``directory``)."""
+        return cls.read((directory or DATA_DIR) / f"{model}.json")
+
+    @classmethod
+    def read(cls, path: Path) -> SimilarityMap:
+        """The map in a file that :meth:`save` wrote."""
         data = json.loads(path.read_text())
         return cls(
             model=data["model"],

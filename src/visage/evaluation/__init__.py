@@ -1,7 +1,7 @@
 """Evaluation on real labelled faces, one subpackage per subject, each with its command, computation, report and plots.
 
-- :mod:`~visage.evaluation.accuracy`: how well each face model tells people apart on LFW
-  (``visage eval lfw``, ``visage eval docs``: docs/accuracy.md);
+- :mod:`~visage.evaluation.accuracy`: how well each face model tells people apart on LFW, and
+  across pose on CFP (``visage eval lfw``, ``visage eval cfp``, ``visage eval docs``: docs/accuracy.md);
 - :mod:`~visage.evaluation.calibration`: what the engine ships, fitted on LFW: the Similarity
   maps and the fusion weight (``visage eval calibrate``, ``visage eval fusion-weight``);
 - :mod:`~visage.evaluation.audit`: error rates per demographic group (``visage audit``: docs/bias-audit.md);

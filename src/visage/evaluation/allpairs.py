@@ -1,5 +1,7 @@
-"""Every pair of LFW images: the genuine and impostor score distributions of a face model.
+"""Every pair of labelled images: the genuine and impostor score distributions of a face model.
 
+The images are a folder of one sub-folder per person (``DIR/<person>/<image>``): LFW's
+``lfw-deepfunneled``, or an operator's own population (``visage eval calibrate --data DIR``).
 All 13,233 LFW images are embedded once (through the evaluation cache) with the
 face nearest the centre of each. A *genuine* pair is two images of the same
 person, an *impostor* pair two images of different people; with every pair
@@ -14,12 +16,13 @@ columns) straight into one preallocated float32 array, sorted in place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from visage.engine import Engine
+from visage.errors import VisageError
 from visage.evaluation.lfw import embed_images, lfw_dir
 
 
@@ -33,6 +36,7 @@ class LabelledVectors:
     people: np.ndarray  # int person index of each row, non-decreasing
     vectors: np.ndarray  # float32, (rows, dimension), unit length
     without_face: list[str]  # images left out: no face found
+    unreadable: list[str] = field(default_factory=list)  # images left out: not a PNG or JPEG the engine reads
 
     def subset(self, people: np.ndarray) -> LabelledVectors:
         """Only the images of the given person indices."""
@@ -48,10 +52,42 @@ class LabelledVectors:
         )
 
 
+#: The image files a person's folder may hold (the engine reads PNG and JPEG).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def lfw_vectors(engine: Engine, model: str, root: Path | None = None) -> LabelledVectors:
     """Every LFW image's central face embedded with ``model`` (from the evaluation cache)."""
-    images = lfw_dir(root) / "lfw-deepfunneled"
-    paths = sorted(images.glob("*/*.jpg"))
+    return folder_vectors(engine, model, lfw_dir(root) / "lfw-deepfunneled")
+
+
+def person_images(images: Path) -> list[Path]:
+    """The image files of ``images/<person>/``, sorted (hidden files and other files left out)."""
+    return sorted(
+        p
+        for p in images.glob("*/*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith(".")
+        and not p.parent.name.startswith(".")
+    )
+
+
+def folder_vectors(engine: Engine, model: str, images: Path, skip_unreadable: bool = False) -> LabelledVectors:
+    """The central face of every image in ``images/<person>/``, embedded with ``model`` (from the
+    evaluation cache); the sub-folder's name is the person. With ``skip_unreadable``, files
+    the engine cannot decode are left out and listed instead of stopping the run."""
+    paths = person_images(images)
+    unreadable: list[str] = []
+    if skip_unreadable:
+        readable = []
+        for path in paths:
+            try:
+                engine.decode(path.read_bytes())
+                readable.append(path)
+            except (VisageError, OSError):
+                unreadable.append(str(path.relative_to(images)))
+        paths = readable
     faces = embed_images(engine, paths, model)
     names, people = np.unique([p.parent.name for p in paths], return_inverse=True)
     kept = np.array([faces[p] is not None for p in paths])
@@ -61,8 +97,9 @@ def lfw_vectors(engine: Engine, model: str, root: Path | None = None) -> Labelle
         names=[str(n) for n in names],
         paths=[str(p.relative_to(images)) for p, k in zip(paths, kept) if k],
         people=people[kept].astype(np.int64),
-        vectors=np.stack(vectors).astype(np.float32),
+        vectors=np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32),
         without_face=[str(p.relative_to(images)) for p, k in zip(paths, kept) if not k],
+        unreadable=unreadable,
     )
 
 

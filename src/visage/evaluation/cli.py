@@ -14,6 +14,7 @@ repository's root, in this order (``make figures``)::
     visage eval fusion-weight --install     # w of the fusion model, on LFW pairsDevTrain
     visage eval calibrate --install         # the Similarity maps of sface, dlib and fusion
     visage eval lfw --model sface --out docs/accuracy    # and dlib, fusion
+    visage eval cfp --model sface --out docs/accuracy    # pose: CFP frontal-frontal and frontal-profile
     python benchmarks/engine_speed.py       # each model's embedding time and memory
     visage eval docs --out docs --pages README.md --pages docs/engine.md
 """
@@ -28,10 +29,23 @@ from typing import Any
 
 import click
 
+
+def similarity_map_option(use: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--similarity-map FILE``: a map from ``visage eval calibrate --data DIR``, ``use``d in place of the shipped one."""
+    return click.option(
+        "--similarity-map",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help=f"{use} this Similarity map (from `visage eval calibrate --data DIR`) instead of its face model's shipped "
+        "one (default: VISAGE_SIMILARITY_MAP).",
+    )
+
+
 #: Each subcommand of ``visage eval``, and the ``module:attribute`` that defines it.
 SUBCOMMANDS = {
     "attributes": "visage.evaluation.attributes.command:attributes_command",
     "calibrate": "visage.evaluation.calibration.command:calibrate_command",
+    "cfp": "visage.evaluation.accuracy.command:cfp_command",
     "docs": "visage.evaluation.accuracy.command:docs_command",
     "fusion-weight": "visage.evaluation.calibration.command:fusion_weight_command",
     "gallery": "visage.evaluation.gallery.command:gallery_command",

@@ -9,6 +9,7 @@ vector and its pairs score -1 (counted, never dropped).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from visage.engine import Engine
 from visage.engine.recognition import FusionWeight, cosine
+from visage.errors import VisageError
 from visage.evaluation.cache import AnalysisCache
 from visage.evaluation.data import eval_data_dir
 from visage.faces import Face
@@ -62,14 +64,29 @@ def central_face(faces: list[Face]) -> Face | None:
 
 
 def embed_images(engine: Engine, paths: Iterable[Path], model: str, threads: int = 2) -> dict[Path, Face | None]:
-    """The central face of each image, with its embedding (None where no face was found).
+    """The central face of each image, with its embedding (None where no face was found, or where
+    the engine refuses the image: smaller than 80 px on a side, say).
 
     Results are kept in the evaluation cache (:mod:`visage.evaluation.cache`).
     """
     if model == "fusion":
         return fused_images(engine, paths, threads)
-    found = AnalysisCache(engine, model).many(paths, threads)
+    found = analysed(AnalysisCache(engine, model), paths, threads)
     return {path: central_face(faces) for path, faces in found.items()}
+
+
+def analysed(cache: AnalysisCache, paths: Iterable[Path], threads: int = 2) -> dict[Path, list[Face]]:
+    """The cached faces of each image; an image the engine refuses has none."""
+
+    def faces(path: Path) -> list[Face]:
+        try:
+            return cache.faces(path)
+        except VisageError:
+            return []
+
+    unique = sorted(set(paths))
+    with ThreadPoolExecutor(threads) as pool:
+        return dict(zip(unique, pool.map(faces, unique)))
 
 
 def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dict[Path, Face | None]:
@@ -80,8 +97,8 @@ def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dic
     """
     weight = FusionWeight.load()
     paths = list(paths)
-    sface = AnalysisCache(engine, "sface").many(paths, threads)
-    dlib = AnalysisCache(engine, "dlib").many(paths, threads)
+    sface = analysed(AnalysisCache(engine, "sface"), paths, threads)
+    dlib = analysed(AnalysisCache(engine, "dlib"), paths, threads)
     out: dict[Path, Face | None] = {}
     for path, faces in sface.items():
         if [f.detail.bounding_box for f in faces] != [f.detail.bounding_box for f in dlib[path]]:

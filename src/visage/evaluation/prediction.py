@@ -14,6 +14,10 @@ Recognised forms of the promise, in order:
   linear in Similarity between rows (the calibration's FMR is linear in
   Similarity), ``None`` outside the rows' range;
 - ``"fmr_per_point"``: FMR(S) = (100 - S) x that number.
+
+With ``"graded_below"`` (a Similarity, 50) and ``"fmr_per_point"``, the scale below it is
+graded on log FMR, from FMR 1 at Similarity 0 to (100 - graded_below) x fmr_per_point:
+below ``graded_below`` the promise is that curve, read before the table.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from visage.engine.similarity import SimilarityMap
 def predicted_fmr(similarity_map: SimilarityMap, similarity: float) -> float | None:
     """The false-match rate the map promises at threshold ``similarity``, or None if it makes no promise."""
     meta = similarity_map.metadata
+    graded_below, per_point = _number(meta.get("graded_below")), _number(meta.get("fmr_per_point"))
+    if graded_below is not None and per_point is not None and similarity < graded_below:
+        return float(((100.0 - graded_below) * per_point) ** (max(similarity, 0.0) / graded_below))
     rows = sorted(
         (float(r["similarity"]), float(r["predicted_fmr"]))
         for r in meta.get("table", [])
@@ -38,7 +45,6 @@ def predicted_fmr(similarity_map: SimilarityMap, similarity: float) -> float | N
     )
     if rows and rows[0][0] <= similarity <= rows[-1][0]:
         return float(np.interp(similarity, [s for s, _ in rows], [f for _, f in rows]))
-    per_point = _number(meta.get("fmr_per_point"))
     if per_point is not None:
         return max(0.0, (100.0 - similarity) * per_point)
     return None

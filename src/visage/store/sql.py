@@ -51,6 +51,8 @@ from visage.errors import (
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     ThrottlingException,
+    collection_not_found,
+    rekognition_message,
 )
 from visage.faces import BoundingBox
 from visage.store.audit_chain import GENESIS, details_json, record_hash
@@ -1163,7 +1165,9 @@ def check_limit(limit: int) -> int:
 
 def no_collection(collection_id: str) -> ResourceNotFoundException:
     return ResourceNotFoundException(
-        f"The collection {collection_id} does not exist; create it with CreateCollection or check the CollectionId."
+        rekognition_message(
+            collection_not_found(collection_id), "Create it with CreateCollection or check the CollectionId."
+        )
     )
 
 

@@ -1,4 +1,4 @@
-"""``visage eval lfw`` and ``visage eval docs``: one face model measured on LFW, and docs/accuracy.md.
+"""``visage eval lfw``, ``cfp`` and ``docs``: one face model measured on LFW and on CFP, and docs/accuracy.md.
 
 Importing this module loads no model and no data: each command imports what it needs when it runs.
 """
@@ -7,17 +7,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from visage.engine.registry import MODEL_NAMES, MODELS_HELP
-from visage.evaluation.cli import new_output_folder, output_option
+from visage.evaluation.cli import new_output_folder, output_option, similarity_map_option
+
+
+def model_option() -> Any:
+    """``--model``: the face model a measuring command measures."""
+    return click.option(
+        "--model",
+        type=click.Choice(MODEL_NAMES),
+        default="sface",
+        show_default=True,
+        help=f"Face model: {MODELS_HELP}.",
+    )
 
 
 @click.command("lfw")
-@click.option(
-    "--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True, help=f"Face model: {MODELS_HELP}."
-)
+@model_option()
 @output_option("lfw-<model>.json and its ROC and DET plots", "docs/accuracy")
 @click.option(
     "--limit",
@@ -56,6 +66,38 @@ def lfw_command(model: str, out: Path | None, limit: int | None, all_pairs: bool
     click.echo(f"wrote {out / f'lfw-{model}.json'} and plots in {time.perf_counter() - started:.0f} s")
 
 
+@click.command("cfp")
+@model_option()
+@output_option("cfp-<model>.json", "docs/accuracy")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 350),
+    default=None,
+    help="Reduced run: the first N same and N different pairs of each fold.",
+)
+def cfp_command(model: str, out: Path | None, limit: int | None) -> None:
+    """CFP frontal-frontal and frontal-profile accuracy (folds 1-5) and TAR at FAR 1e-3."""
+    from visage.engine import Engine
+    from visage.evaluation.accuracy.cfp import run_cfp
+    from visage.evaluation.data import require_eval_data
+
+    require_eval_data("cfp_half")
+    out = out or new_output_folder(f"cfp-{model}")
+    started = time.perf_counter()
+    result = run_cfp(Engine(), model, out, limit=limit)
+    for protocol, r in result["protocols"].items():
+        accuracy, tar = r["accuracy"], r["tar_at_far"]
+        click.echo(
+            f"{model} CFP {protocol}: {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} over folds "
+            f"{', '.join(map(str, accuracy['folds']))}; TAR at FAR {tar['far']:g} {100 * tar['tar']:.2f} %; "
+            f"{r['pairs_without_face']} of {r['pairs']} pairs without a face"
+        )
+    click.echo(
+        f"{len(result['images_without_face'])} of {result['images']} images without a face; "
+        f"wrote {out / f'cfp-{model}.json'} in {time.perf_counter() - started:.0f} s"
+    )
+
+
 @click.command("docs")
 @output_option("accuracy.md and its plots (accuracy/*.png)", "docs")
 @click.option(
@@ -85,13 +127,21 @@ def lfw_command(model: str, out: Path | None, limit: int | None, all_pairs: bool
     multiple=True,
     help="Also refresh the generated blocks of these hand-written pages (README.md, docs/engine.md); repeat.",
 )
-def docs_command(out: Path | None, results: Path, benchmark: Path, audit: Path, pages: tuple[Path, ...]) -> None:
-    """Write accuracy.md and its plots from the results of `lfw`, `calibrate` and the engine benchmark."""
+@similarity_map_option("Describe as in force")
+def docs_command(
+    out: Path | None, results: Path, benchmark: Path, audit: Path, pages: tuple[Path, ...], similarity_map: Path | None
+) -> None:
+    """Write accuracy.md and its plots from the results of `lfw`, `cfp`, `calibrate` and the engine benchmark."""
+    from visage.config import Settings
+    from visage.engine import Engine
     from visage.evaluation.accuracy.report import write_accuracy_doc
     from visage.evaluation.published import Sources, refresh_page
 
+    engine = Engine(Settings.from_env(similarity_map=similarity_map))
+    maps = {m: engine.similarity_map(m) for m in MODEL_NAMES}
     sources = Sources(results=results, benchmark=benchmark, audit=audit)
-    click.echo(f"wrote {write_accuracy_doc(out or new_output_folder('docs'), sources)}")
+    written = write_accuracy_doc(out or new_output_folder("docs"), sources, maps, engine.settings.similarity_map)
+    click.echo(f"wrote {written}")
     for page in pages:
         try:
             click.echo(f"refreshed {refresh_page(page, sources)}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from visage.engine.similarity import SimilarityMap
 from visage.evaluation.accuracy.curves import Curve
-from visage.evaluation.calibration.similarity_map import FMR_PER_POINT, fmr_for_similarity
+from visage.evaluation.calibration.similarity_map import FMR_PER_POINT, LINEAR_FMR, LINEAR_FROM, fmr_for_similarity
 
 MARKED_SIMILARITIES = (80.0, 99.0)  # drawn as vertical lines at their FMR
 
@@ -90,18 +90,54 @@ def _finish_rate_plot(figure: Any, axes: Any, path: Path, title: str, xlabel: st
 
 
 def similarity_plot(maps: Mapping[str, SimilarityMap], path: Path) -> Path:
-    """Each model's map from cosine to Similarity."""
+    """Each model's map from cosine to Similarity, and where LFW's pairs land on it.
+
+    Left, the maps, with the line at Similarity 50 where the scale turns from graded on log
+    FMR (below) to linear in FMR (above). Right, the share of same-person and of
+    different-person pairs in each band of Similarity, from the map's metadata.
+    """
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(6.4, 4.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4))
     for name, mapping in maps.items():
-        axes.plot(mapping.raw, mapping.similarity, label=name, linewidth=1.2)
+        left.plot(mapping.raw, mapping.similarity, label=name, linewidth=1.2)
     lowest = min(float(m.raw[1]) for m in maps.values())
-    axes.set_xlim(lowest - 0.05, 1.0)
-    axes.set_xlabel("raw score (cosine)")
-    axes.set_ylabel("Similarity")
-    axes.set_title(f"Similarity maps: Similarity S means FMR (100 - S) x {FMR_PER_POINT:g}", fontsize=10)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+    left.set_xlim(max(lowest - 0.05, -1.0), 1.0)
+    left.axhline(LINEAR_FROM, color="grey", linestyle=":", linewidth=0.8)
+    left.annotate(
+        f"linear in FMR: (100 - S) x {FMR_PER_POINT:g}",
+        (0.02, LINEAR_FROM + 2),
+        xycoords=("axes fraction", "data"),
+        fontsize=7,
+        color="grey",
+    )
+    left.annotate(
+        f"graded on log FMR: 1 at 0, {LINEAR_FMR:g} at {LINEAR_FROM:g}",
+        (0.02, LINEAR_FROM - 5),
+        xycoords=("axes fraction", "data"),
+        fontsize=7,
+        color="grey",
+    )
+    left.set_xlabel("raw score (cosine)")
+    left.set_ylabel("Similarity")
+    left.set_title("Similarity maps", fontsize=10)
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    for (name, mapping), color in zip(maps.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
+        histogram = mapping.metadata.get("similarity_histogram")
+        if not histogram:
+            continue
+        edges = np.array(histogram["edges"])
+        for kind, style in (("genuine", "-"), ("impostor", "--")):
+            counts = np.array(histogram[kind], dtype=np.float64)
+            right.stairs(counts / counts.sum(), edges, color=color, linestyle=style, label=f"{name}, {kind}")
+    right.axvline(LINEAR_FROM, color="grey", linestyle=":", linewidth=0.8)
+    right.set_yscale("log")
+    right.set_xlim(0, 100)
+    right.set_xlabel("Similarity")
+    right.set_ylabel("share of the pairs (log)")
+    right.set_title("LFW pairs by Similarity: same person (solid), different people (dashed)", fontsize=10)
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=7, loc="upper center", ncol=2)
     return _save(figure, path)
 
 

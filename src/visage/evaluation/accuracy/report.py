@@ -22,8 +22,10 @@ from visage.evaluation.accuracy.plots import det_plot, heldout_plot, roc_plot, s
 from visage.evaluation.calibration.similarity_map import (
     CHECK_DOWN_TO,
     CHECK_FACTOR,
+    FIRST_LEVEL_FMR,
     FMR_PER_POINT,
-    MAX_FMR,
+    LINEAR_FMR,
+    LINEAR_FROM,
     MIN_EVENTS,
     TAIL_SIMILARITY,
     fmr_for_similarity,
@@ -34,23 +36,32 @@ from visage.evaluation.published import Sources
 GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes
 
 
-def write_accuracy_doc(docs: Path, sources: Sources) -> Path:
-    """Write ``docs/accuracy.md`` and its plots (``docs/accuracy/*.png``) from ``sources``."""
+def write_accuracy_doc(
+    docs: Path, sources: Sources, maps: dict[str, SimilarityMap] | None = None, own_map: Path | None = None
+) -> Path:
+    """Write ``docs/accuracy.md`` and its plots (``docs/accuracy/*.png``) from ``sources``, describing
+    ``maps`` (default: the shipped ones) as the maps in force; ``own_map`` names the file of one
+    fitted for the operator's own population."""
     folder = docs / "accuracy"
     folder.mkdir(parents=True, exist_ok=True)
     results = sources.lfw()
+    cfp = {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := sources.results / f"cfp-{m}.json").exists()}
+    if any(r.get("limit") is not None for r in cfp.values()):
+        raise ValueError(f"{sources.results} holds reduced CFP runs (--limit): publish full runs only")
     full = {m: r for m, r in results.items() if r.get("limit") is None}
     if len(full) != len(results):
         raise ValueError(f"{sources.results} holds reduced runs (--limit): publish full runs only")
-    maps = {m: SimilarityMap.load(m) for m in MODEL_NAMES}
+    maps = maps or {m: SimilarityMap.load(m) for m in MODEL_NAMES}
     fusion = json.loads(FUSION_FILE.read_text())
     _plots(folder, results, maps)
     text = "\n".join(
         [
             _header(),
+            _in_force(maps, own_map),
             _meaning(maps),
             _accuracy(results, fusion, sources),
             _tar(results),
+            _pose(cfp),
             _thresholds(maps, results),
             _heldout(maps),
             _highest(maps),
@@ -91,6 +102,7 @@ visage eval fusion-weight --install                     # the fusion model's wei
 visage eval calibrate --install                         # the Similarity maps (visage/data/similarity/*.json)
 visage eval lfw --model sface --out docs/accuracy       # likewise --model dlib, --model fusion
 python benchmarks/engine_speed.py                       # each model's embedding time
+visage eval cfp --model sface --out docs/accuracy       # pose (CFP); likewise dlib, fusion
 visage eval docs --out docs                             # this page
 ```
 
@@ -104,10 +116,43 @@ other groups can be higher than the ones measured here (see the bias audit).
 """
 
 
+def _in_force(maps: dict[str, SimilarityMap], own_map: Path | None) -> str:
+    rows = []
+    for model, mapping in maps.items():
+        shipped = own_map is None or mapping.model != SimilarityMap.read(own_map).model
+        source = f"`visage/data/similarity/{model}.json` (shipped)" if shipped else f"`{own_map}`"
+        reach = mapping.metadata.get("measured_down_to")
+        measured = f"{_sci(reach['fmr'])} (Similarity {reach['similarity']:g})" if reach else "not recorded"
+        scale = (
+            "graded on log FMR"
+            if "graded_below" in mapping.metadata
+            else f"linear only: 0 for FMR above {_sci(100 * FMR_PER_POINT)}, not yet refit"
+        )
+        rows.append(
+            f"| {model} | {source} | {mapping.fitted_on} | {mapping.metadata.get('fitted', '?')} | "
+            f"{mapping.metadata.get('people_with_a_face', mapping.metadata.get('people', '?')):,} | {measured} | "
+            f"{scale} |"
+        )
+    return f"""
+## The maps in force
+
+Which Similarity map each face model uses here, and what it was fitted on. A server
+uses the shipped maps unless it is started with `--similarity-map FILE`
+(`VISAGE_SIMILARITY_MAP`), a map fitted on the operator's own population with
+`visage eval calibrate --data DIR` (one folder per person); `visage eval docs
+--similarity-map FILE` writes this page for that map. Every rate on this page
+holds for the population its map was fitted on.
+
+| Face model | Map | Fitted on | Fitted | People | FMR measured down to | Below Similarity {LINEAR_FROM:g} |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def _meaning(maps: dict[str, SimilarityMap]) -> str:
     comparisons = GALLERY * PROBES
     rows = []
-    for similarity in (80.0, 90.0, 95.0, 99.0, 99.9):
+    for similarity in (20.0, 40.0, 80.0, 90.0, 95.0, 99.0, 99.9):
         fmr = fmr_for_similarity(similarity)
         rows.append(
             f"| {similarity:g} | {_sci(fmr)} | 1 in {round(1 / fmr):,} | {_count(fmr * comparisons)} | "
@@ -116,14 +161,21 @@ def _meaning(maps: dict[str, SimilarityMap]) -> str:
     return f"""
 ## What a Similarity means
 
-For every face model, **Similarity S means a false-match rate of (100 - S) x {FMR_PER_POINT:g}**:
-each point of Similarity below 100 is one false match in {round(1 / FMR_PER_POINT):,} comparisons of
-two different people. A threshold of 99 lets through about 1 in {round(1 / fmr_for_similarity(99)):,} pairs of
-different people; 80 lets through 1 in {round(1 / fmr_for_similarity(80)):,}. Pairs of different people that
-score more often than 1 in {round(1 / fmr_for_similarity(0)):,} all get Similarity 0. (The scale keeps the
-thresholds Rekognition users already write at least as strict as Rekognition's: see
-`visage.evaluation.calibration`.)
+For every face model, **a Similarity S of {LINEAR_FROM:g} or more means a false-match rate of
+(100 - S) x {FMR_PER_POINT:g}**: each point of Similarity from {LINEAR_FROM:g} to 100 is one false match in
+{round(1 / FMR_PER_POINT):,} comparisons of two different people. A threshold of 99 lets through about 1 in
+{round(1 / fmr_for_similarity(99)):,} pairs of different people; 80 lets through 1 in {round(1 / fmr_for_similarity(80)):,}.
+(The scale keeps the thresholds Rekognition users already write at least as strict as
+Rekognition's: see `visage.evaluation.calibration`.)
 
+**Below {LINEAR_FROM:g} the scale is graded on the logarithm of the false-match rate**, from
+{LINEAR_FROM:g} at {_sci(LINEAR_FMR)} down to 0 at an FMR of 1: S = {LINEAR_FROM:g} x log(FMR) / log({LINEAR_FMR:g}). A
+threshold of 40 lets through 1 in {round(1 / fmr_for_similarity(40)):,} pairs of different people, 20 lets
+through 1 in {round(1 / fmr_for_similarity(20)):,}, 10 lets through 1 in {round(1 / fmr_for_similarity(10)):,}. So pairs of strangers spread over
+0-{LINEAR_FROM:g} instead of all reading 0, and two photos of one person that fall short of {LINEAR_FROM:g} (a turned
+head, poor light) still score above strangers: results at a low threshold come back
+in a useful order. Everything at {LINEAR_FROM:g} and above means exactly what it meant before.
+{_not_regraded(maps)}
 A search compares the probe with every face in the collection, so false matches
 add up. Searching a gallery of {GALLERY:,} faces with {PROBES} probe photos makes
 {comparisons:,} comparisons, and the expected number of false matches is the
@@ -139,6 +191,20 @@ consequential, and even then have a person check every match.
 
 These rates hold for faces like LFW's (news photographs, mostly frontal, good
 light). Poorer photos, other populations and larger galleries change them.
+"""
+
+
+def _not_regraded(maps: dict[str, SimilarityMap]) -> str:
+    """A warning naming the maps still fitted on the linear scale alone, if any."""
+    old = [m for m, s in maps.items() if "graded_below" not in s.metadata]
+    if not old:
+        return ""
+    plural = len(old) > 1
+    return f"""
+**Not yet for {" and ".join(old)}:** {"their maps were" if plural else "its map was"} fitted on the linear scale
+alone and {"have" if plural else "has"} not been refit since: below {LINEAR_FROM:g} {"they read" if plural else "it reads"} 0 for every
+FMR above {_sci(100 * FMR_PER_POINT)} (the band at {LINEAR_FROM:g} and above is the same).
+`visage eval calibrate --models {" --models ".join(old)}` refits {"them" if plural else "it"}.
 """
 
 
@@ -218,6 +284,40 @@ with many photos.
 """
 
 
+def _pose(cfp: dict[str, Any]) -> str:
+    if not cfp:
+        return ""
+    rows = []
+    for model, r in cfp.items():
+        cells = []
+        for protocol in ("FF", "FP"):
+            p = r["protocols"][protocol]
+            cells.append(f"{100 * p['accuracy']['mean']:.2f} % +/- {100 * p['accuracy']['std']:.2f}")
+        for protocol in ("FF", "FP"):
+            tar = r["protocols"][protocol]["tar_at_far"]
+            cells.append(f"{100 * tar['tar']:.2f} %" + ("" if tar["resolvable"] else " (n/r)"))
+        cells.append(f"{len(r['images_without_face'])} of {r['images']:,}")
+        rows.append(f"| {model} | {r['face_model_version']} | " + " | ".join(cells) + " |")
+    folds = ", ".join(map(str, next(iter(cfp.values()))["protocols"]["FF"]["accuracy"]["folds"]))
+    return f"""
+## Across pose: CFP frontal-frontal and frontal-profile
+
+CFP (Celebrities in Frontal-Profile) pairs a frontal photo with another frontal
+photo (FF) or with a profile photo (FP, close to 90 degrees of yaw) of the same or
+another person. The official pairs of folds {folds} (350 same-person and 350 different-person
+pairs each; the people of one fold appear in no other); each fold's threshold is chosen
+on the other folds (`visage eval cfp`). An image where no face is found, or that is
+refused (smaller than 80 px), scores -1 and counts as a miss. TAR at FAR 1e-3 is over
+all of a protocol's pairs (1,750 different-person pairs: at most one false accept).
+Flip averaging (a face's vector added to its mirror image's) was measured on the same
+pairs by `benchmarks/flip_averaging.py` (docs/performance.md).
+
+| Face model | Version | FF accuracy | FP accuracy | FF TAR at FAR 1e-3 | FP TAR at FAR 1e-3 | Images without a face |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+"""
+
+
 def _thresholds(maps: dict[str, SimilarityMap], results: dict[str, Any]) -> str:
     parts = [
         """
@@ -269,9 +369,9 @@ def _heldout(maps: dict[str, SimilarityMap]) -> str:
         f"""
 ## The calibration checked on people it never saw
 
-Each map is first fitted on a random half of the {next(iter(maps.values())).metadata["people"]:,} LFW people, and the FMR it
-predicts at each threshold is compared with the FMR observed on the pairs of the
-other half. The rule: within a factor of {CHECK_FACTOR:g} for every predicted FMR down to
+Each map is first fitted on a random half of the people it is fitted on (LFW's
+{next(iter(maps.values())).metadata["people"]:,} for the shipped maps), and the FMR it predicts at each threshold is
+compared with the FMR observed on the pairs of the other half. The rule: within a factor of {CHECK_FACTOR:g} for every predicted FMR down to
 {_sci(CHECK_DOWN_TO)}. The published maps are then fitted on everyone.
 
 Read the small counts with care. The 95 % intervals are exact binomial intervals,
@@ -293,7 +393,7 @@ measure and are shown, not checked.
             f"| {r['similarity']:g} | {_sci(r['predicted_fmr'])} | {r['false_matches']:,} | "
             f"{'' if r.get('people_pairs') is None else format(r['people_pairs'], ',')} | {_sci(r['observed_fmr'])} "
             f"({_sci(r['observed_fmr_95ci'][0])} to {_sci(r['observed_fmr_95ci'][1])}) | {r['ratio']:.2f}"
-            f"{'' if is_checked(r['predicted_fmr']) else ' (not checked)'} | {100 * r['fnmr']:.2f} % |"
+            f"{'' if is_checked(r['predicted_fmr'], r['impostor_pairs']) else ' (not checked)'} | {100 * r['fnmr']:.2f} % |"
             for r in check["rows"]
         ]
         parts.append(f"""
@@ -409,6 +509,7 @@ def _method(maps: dict[str, SimilarityMap]) -> str:
         for m, s in maps.items()
     ]
     above = [f"- **{m}**: {s.metadata['extrapolation']}." for m, s in maps.items()]
+    kept = [f"- **{m}**: {s.metadata['kept_from_50']}." for m, s in maps.items() if "kept_from_50" in s.metadata]
     return f"""
 ## How the maps are fitted
 
@@ -416,12 +517,20 @@ Genuine pairs are every pair of images of the same person, impostor pairs every
 pair of images of different people, over all of LFW. Each image contributes the
 face nearest its centre; images where no face is found are left out of the fit
 (listed in the map's metadata). The map's knots sit at empirical quantiles of the
-impostor scores, from FMR {MAX_FMR:g} (Similarity 0) down to the last level with at least {MIN_EVENTS} impostor
-pairs above it; between knots log FMR is interpolated linearly in the cosine,
-which keeps the map smooth and strictly increasing. Above the last knot the FMR
-cannot be measured, and the map is deliberately conservative:
+impostor scores, ten per decade of FMR from {FIRST_LEVEL_FMR:.2f} down to the last level with at least
+{MIN_EVENTS} impostor pairs above it (cosine -1 is FMR 1, Similarity 0); between knots log FMR is
+interpolated linearly in the cosine, which keeps the map smooth and strictly increasing.
+Where the map reaches Similarity {LINEAR_FROM:g} a knot joins the two pieces of the scale, and from it up
+the map is the linear scale's. Above the last knot the FMR cannot be measured, and the map
+is deliberately conservative:
 
 {chr(10).join(above)}
+
+A refit on LFW keeps the shipped map's band at and above Similarity {LINEAR_FROM:g}, knot for knot, so
+the cosine behind a threshold users have written does not move with each rerun; the data
+fit the band below (`visage eval calibrate --refit-from-50` refits the band too):
+
+{chr(10).join(kept) or "- none of the maps in force was refit this way."}
 
 | Face model | Images | Without a face | Fitted |
 |---|---|---|---|

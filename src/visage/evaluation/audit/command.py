@@ -33,7 +33,7 @@ from pathlib import Path
 import click
 
 from visage.engine.registry import MODEL_NAMES, MODELS_HELP
-from visage.evaluation.cli import new_output_folder, output_option
+from visage.evaluation.cli import new_output_folder, output_option, similarity_map_option
 
 
 @click.command("audit")
@@ -47,6 +47,7 @@ from visage.evaluation.cli import new_output_folder, output_option
 @click.option(
     "--model", type=click.Choice(MODEL_NAMES), default="sface", show_default=True, help=f"Face model: {MODELS_HELP}."
 )
+@similarity_map_option("Audit under")
 @click.option("--limit", type=click.IntRange(2), default=None, help="At most N faces per cell (a reduced run).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the --limit sample.")
 @click.option(
@@ -56,9 +57,17 @@ from visage.evaluation.cli import new_output_folder, output_option
     help="Also write the report as markdown here (docs/bias-audit.md).",
 )
 def audit_command(
-    data: Path | None, out: Path | None, model: str, limit: int | None, seed: int, markdown: Path | None
+    data: Path | None,
+    out: Path | None,
+    model: str,
+    similarity_map: Path | None,
+    limit: int | None,
+    seed: int,
+    markdown: Path | None,
 ) -> None:
     """Error rates per demographic group: detection, gender, age, false matches."""
+    from visage.config import Settings
+    from visage.engine import Engine
     from visage.evaluation.audit.report import write_report
     from visage.evaluation.audit.run import run_audit
     from visage.evaluation.data import require_eval_data
@@ -66,7 +75,8 @@ def audit_command(
 
     root = require_eval_data(UTKFACE, FAIRFACE, LFW, root=data)
     out = out or new_output_folder("audit")
-    audit = run_audit(root, model, limit, seed, progress=True)
+    engine = Engine(Settings.from_env(similarity_map=similarity_map))
+    audit = run_audit(root, model, limit, seed, engine=engine, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(audit.to_json(), indent=1) + "\n")
     for path in [out / "audit.json", *write_report(audit, out, markdown)]:

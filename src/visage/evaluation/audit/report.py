@@ -70,7 +70,8 @@ def report_blocks(audit: Audit, plots: list[Path]) -> list[Block]:
         Paragraph(
             f"Written by `visage audit` ({run}, {audit.created}, {audit.runtime_seconds:.0f} s). Do not edit by hand: "
             "rerun `visage audit --out docs/bias-audit --markdown docs/bias-audit.md`. "
-            f"Similarity comes from the configured map of `{audit.model}` ({audit.similarity_map.method or 'no method recorded'})."
+            f"Similarity comes from the configured map of `{audit.model}` ({audit.similarity_map.method or 'no method recorded'}), "
+            f"fitted on: {audit.similarity_map.fitted_on}."
         ),
         Heading("What the thresholds promise"),
         Table(

@@ -41,35 +41,100 @@ def _destination(out: Path | None, install: bool, name: str) -> Path | None:
     help="Repeat to fit several.",
 )
 @click.option("--seed", type=int, default=2024, show_default=True, help="Seed of the split of people into halves.")
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Fit on your own population instead of LFW: one folder per person, DIR/<person>/<image>.",
+)
 @output_option("the maps, <model>.json", "--install instead")
-@_install_option("the maps (visage/data/similarity/<model>.json)")
-def calibrate_command(models: tuple[str, ...], seed: int, out: Path | None, install: bool) -> None:
-    """Refit the Similarity maps on every pair of LFW images, as <model>.json files."""
+@_install_option("the maps (visage/data/similarity/<model>.json); LFW fits only")
+@click.option(
+    "--refit-from-50",
+    is_flag=True,
+    help="Refit the band at and above Similarity 50 too (by default a refit on LFW keeps the shipped map's "
+    "band, so the thresholds users have written keep their cosines).",
+)
+def calibrate_command(
+    models: tuple[str, ...], seed: int, data: Path | None, out: Path | None, install: bool, refit_from_50: bool
+) -> None:
+    """Refit the Similarity maps on every pair of LFW images, as <model>.json files (--install: the
+    shipped ones), or, with --data, fit maps for your own population to serve with
+    `visage serve --similarity-map`."""
     from visage.engine import Engine
-    from visage.evaluation.allpairs import lfw_vectors
-    from visage.evaluation.calibration.similarity_map import calibrate
+    from visage.evaluation.allpairs import folder_vectors, lfw_vectors, person_images
+    from visage.evaluation.calibration.similarity_map import LFW, TooFewPeople, calibrate, require_people
     from visage.evaluation.data import require_eval_data
 
-    require_eval_data("lfw")
+    if data is None:
+        require_eval_data("lfw")
+    elif install:
+        raise click.UsageError("--install ships maps fitted on LFW; a map fitted on --data goes to --out.")
     destination = _destination(out, install, "calibrate")
     engine = Engine()
+    if data is not None:
+        try:  # before any image is embedded: a folder with too few people is refused at once
+            require_people(len({p.parent.name for p in person_images(data)}), str(data))
+        except TooFewPeople as error:
+            raise click.ClickException(str(error)) from None
     for model in models:
         started = time.perf_counter()
         version = face_model_entry(model).version
-        fitted = calibrate(lfw_vectors(engine, model), version, seed=seed)
-        path = fitted.save(destination)
-        meta = fitted.metadata
-        check = meta["heldout_check"]
-        click.echo(
-            f"{model}: {meta['genuine_pairs']:,} genuine and {meta['impostor_pairs']:,} impostor pairs, "
-            f"{meta['images_without_face']} images without a face; held-out check "
-            f"{'passed' if check['passed'] else 'FAILED'} -> {path} ({time.perf_counter() - started:.0f} s)"
-        )
-        for row in meta["table"]:
-            click.echo(
-                f"  Similarity {row['similarity']:>5g}: cosine {row['raw_threshold']:.4f}, "
-                f"FMR {row['observed_fmr']:.2e} ({row['false_matches']}), FNMR {row['fnmr']:.4f}"
+        if data is None:
+            labelled, fitted_on = lfw_vectors(engine, model), LFW
+        else:
+            labelled = folder_vectors(engine, model, data, skip_unreadable=True)
+            fitted_on = f"{data.resolve()}, every pair of images: genuine = same person, impostor = different people"
+        shipped = face_model_entry(model).similarity_map()
+        keep = data is None and not refit_from_50 and shipped.metadata.get("face_model_version") == version
+        try:
+            fitted = calibrate(
+                labelled, version, seed=seed, fitted_on=fitted_on, keep_from_50=shipped if keep else None
             )
+        except TooFewPeople as error:
+            raise click.ClickException(str(error)) from None
+        path = fitted.save(destination)
+        _report(model, fitted.metadata, path, time.perf_counter() - started)
+
+
+def _report(model: str, meta: dict[str, Any], path: Path, seconds: float) -> None:
+    """What the fit had, how far it can speak, and its held-out check."""
+    from visage.evaluation.calibration.similarity_map import is_checked
+
+    reach, check = meta["measured_down_to"], meta["heldout_check"]
+    unreadable = len(meta.get("images_unreadable_list", []))
+    click.echo(
+        f"{model}: {meta['people_with_a_face']:,} people with a face ({meta['people']:,} folders), "
+        f"{meta['images']:,} images ({meta['images_without_face']} without a face"
+        + (f", {unreadable} unreadable" if unreadable else "")
+        + f"); {meta['genuine_pairs']:,} genuine and {meta['impostor_pairs']:,} impostor pairs"
+    )
+    click.echo(
+        f"  the data measure false-match rates down to {reach['fmr']:.1e} (Similarity {reach['similarity']:g}, "
+        f"cosine {reach['cosine']:g}, {reach['impostors_at_or_above']} impostor pairs above it); above that the map "
+        "is a conservative extrapolation"
+    )
+    fit, held = check["fit_half"], check["check_half"]
+    click.echo(
+        f"  held-out check ({check['rule']}): {'passed' if check['passed'] else 'FAILED'}; fitted on "
+        f"{fit['people_with_a_face']} people, checked on {held['people_with_a_face']} others "
+        f"({held['impostor_pairs']:,} impostor pairs)"
+    )
+    checked = [row for row in check["rows"] if is_checked(row["predicted_fmr"], row["impostor_pairs"])]
+    for row in checked:
+        click.echo(
+            f"    Similarity {row['similarity']:>5g}: predicted FMR {row['predicted_fmr']:.1e}, observed "
+            f"{row['observed_fmr']:.1e} ({row['false_matches']} false matches), {row['ratio']:.2f}x"
+        )
+    if len(checked) < len(check["rows"]):
+        beyond = f"above Similarity {checked[-1]['similarity']:g}" if checked else "at every threshold"
+        click.echo(f"    ({beyond} the held-out pairs are too few to check)")
+    for row in meta["table"]:
+        click.echo(
+            f"  Similarity {row['similarity']:>5g}: cosine {row['raw_threshold']:.4f}, "
+            f"FMR {row['observed_fmr']:.2e} ({row['false_matches']}), FNMR {row['fnmr']:.4f}"
+        )
+    click.echo(f"  wrote {path} ({seconds:.0f} s)")
 
 
 @click.command("fusion-weight")
