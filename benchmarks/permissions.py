@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -195,8 +194,6 @@ def main() -> None:
     write_results(
         "permissions",
         {
-            "commit": _commit(),
-            "command": " ".join(["python benchmarks/permissions.py", *sys.argv[1:]]),
             "http": http_times,
             "added_over_admin_ms": added,
             "goal_ms": 0.2,
@@ -237,15 +234,6 @@ def postgres_lookup(folder: Path, repeat: int) -> dict[str, float]:
             store.close()
     finally:
         server.cleanup()
-
-
-def _commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-    )
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 if __name__ == "__main__":
