@@ -25,6 +25,8 @@ import pytest
 
 from visage.testing import LocalServer
 
+from .conftest import under_ci
+
 CHROMIUM = Path(os.environ.get("VISAGE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
@@ -46,7 +48,7 @@ INDEXED = ("person_a_1", "person_b_1", "person_b_2", "impostor_1", "impostor_2")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         message = f"Chromium not found at {CHROMIUM} (make browser installs Debian's chromium)"
-        if os.environ.get("CI", "").lower() == "true":
+        if under_ci():
             pytest.fail(f"under CI the browser tests must run: {message}")
         pytest.skip(message)
     from playwright.sync_api import sync_playwright

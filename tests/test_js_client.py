@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from skimage import data
 
-from .conftest import RunningServer, encode
+from .conftest import RunningServer, encode, under_ci
 
 SCRIPT = Path(__file__).parent / "js" / "double_take.mjs"
 SDK = SCRIPT.parent / "node_modules" / "@aws-sdk" / "client-rekognition"
@@ -32,7 +32,7 @@ def _node() -> str:
     if missing is None:
         assert node is not None
         return node
-    if os.environ.get("CI", "").lower() == "true":
+    if under_ci():
         pytest.fail(f"under CI the JavaScript client test must run: {missing}")
     pytest.skip(missing)
 
