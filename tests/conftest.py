@@ -55,7 +55,8 @@ def run_visage(
 
 @pytest.fixture(scope="session")
 def eval_data() -> Path:
-    return _require(eval_data_dir(), "evaluation data folder")
+    """The evaluation data folder, absolute (VISAGE_EVAL_DATA may be relative: a test may link into it)."""
+    return _require(eval_data_dir(), "evaluation data folder").resolve()
 
 
 @pytest.fixture(scope="session")

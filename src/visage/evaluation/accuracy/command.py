@@ -44,14 +44,18 @@ def lfw_command(model: str, out: Path | None, limit: int | None, all_pairs: bool
     """LFW pairs.txt 10-fold accuracy, TAR at FAR 1e-3 and 1e-4, ROC and DET curves.
 
     Speed is measured by benchmarks/engine_speed.py, not here."""
+    from visage.config import Settings
     from visage.engine import Engine
     from visage.evaluation.accuracy.run import run_lfw
     from visage.evaluation.data import require_eval_data
 
+    settings = Settings.from_env()  # a bad VISAGE_* variable is told first, in one line
     require_eval_data("lfw")
     out = out or new_output_folder(f"lfw-{model}")
     started = time.perf_counter()
-    result = run_lfw(Engine(), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs)
+    result = run_lfw(
+        Engine(settings), model, out, limit=limit, all_pairs=limit is None if all_pairs is None else all_pairs
+    )
     accuracy = result["accuracy"]
     click.echo(
         f"{model}: LFW 10-fold accuracy {100 * accuracy['mean']:.2f} % +/- {100 * accuracy['std']:.2f} "
@@ -77,14 +81,16 @@ def lfw_command(model: str, out: Path | None, limit: int | None, all_pairs: bool
 )
 def cfp_command(model: str, out: Path | None, limit: int | None) -> None:
     """CFP frontal-frontal and frontal-profile accuracy (folds 1-5) and TAR at FAR 1e-3."""
+    from visage.config import Settings
     from visage.engine import Engine
     from visage.evaluation.accuracy.cfp import run_cfp
     from visage.evaluation.data import require_eval_data
 
+    settings = Settings.from_env()
     require_eval_data("cfp_half")
     out = out or new_output_folder(f"cfp-{model}")
     started = time.perf_counter()
-    result = run_cfp(Engine(), model, out, limit=limit)
+    result = run_cfp(Engine(settings), model, out, limit=limit)
     for protocol, r in result["protocols"].items():
         accuracy, tar = r["accuracy"], r["tar_at_far"]
         click.echo(

@@ -73,9 +73,9 @@ def audit_command(
     from visage.evaluation.data import require_eval_data
     from visage.evaluation.labelled import FAIRFACE, LFW, UTKFACE
 
+    engine = Engine(Settings.from_env(similarity_map=similarity_map))  # a bad VISAGE_* variable first
     root = require_eval_data(UTKFACE, FAIRFACE, LFW, root=data)
     out = out or new_output_folder("audit")
-    engine = Engine(Settings.from_env(similarity_map=similarity_map))
     audit = run_audit(root, model, limit, seed, engine=engine, progress=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "audit.json").write_text(json.dumps(audit.to_json(), indent=1) + "\n")
