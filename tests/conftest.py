@@ -24,6 +24,10 @@ from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
 from visage.testing import LocalServer
 
+# VISAGE_EVAL_DATA may be relative to where pytest starts (.ci/run: ../shared/eval); the commands
+# the tests run from other folders must find the same data, so every process sees it absolute.
+os.environ["VISAGE_EVAL_DATA"] = str(eval_data_dir().resolve())
+
 
 def under_ci() -> bool:
     """Whether this run is CI's: ``CI`` set to true, 1 or yes (CI services differ in the spelling)."""

@@ -66,11 +66,11 @@ def calibrate_command(
     from visage.evaluation.calibration.similarity_map import LFW, TooFewPeople, calibrate, require_people
     from visage.evaluation.data import require_eval_data
 
+    if data is not None and install:
+        raise click.UsageError("--install ships maps fitted on LFW; a map fitted on --data goes to --out.")
+    destination = _destination(out, install, "calibrate")  # a wrong pair of options before anything else
     if data is None:
         require_eval_data("lfw")
-    elif install:
-        raise click.UsageError("--install ships maps fitted on LFW; a map fitted on --data goes to --out.")
-    destination = _destination(out, install, "calibrate")
     engine = Engine()
     if data is not None:
         try:  # before any image is embedded: a folder with too few people is refused at once
