@@ -42,6 +42,8 @@ EXPECTED_RESOURCES = {
     "DescribeCollection": ARN + "staff",
     "DetectFaces": "*",
     "DisassociateFaces": ARN + "staff",
+    "GetFaceDetection": "*",
+    "GetFaceSearch": "*",
     "IndexFaces": ARN + "staff",
     "ListCollections": ARN + "*",
     "ListFaces": ARN + "staff",
@@ -51,6 +53,8 @@ EXPECTED_RESOURCES = {
     "SearchFacesByImage": ARN + "staff",
     "SearchUsers": ARN + "staff",
     "SearchUsersByImage": ARN + "staff",
+    "StartFaceDetection": "*",
+    "StartFaceSearch": ARN + "staff",
     "TagResource": ARN + "staff",
     "UntagResource": ARN + "staff",
 }

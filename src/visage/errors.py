@@ -126,11 +126,11 @@ class InvalidPaginationTokenException(VisageError):
 class UnrecognizedClientException(VisageError):
     """The access key id is not known to this server, or the key was revoked."""
 
+    rekognition_text = UNKNOWN_ACCESS_KEY
+
 
 class AccessDeniedException(VisageError):
     """The caller's key policy does not allow the action on the resource."""
-
-    rekognition_text = UNKNOWN_ACCESS_KEY
 
 
 class InvalidSignatureException(VisageError):
