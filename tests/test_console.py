@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,8 +62,14 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def console_server(tmp_path_factory: pytest.TempPathFactory, portraits: Path) -> Iterator[LocalServer]:
-    server = LocalServer(tmp_path_factory.mktemp("console") / "data", extra_args=("--keep-face-thumbnails",))
+def console_server(
+    tmp_path_factory: pytest.TempPathFactory, portraits: Path, hamilton_clip: Path
+) -> Iterator[LocalServer]:
+    """The console's server, its local S3 folder holding the Hamilton clip as ``videos/clip.mp4``."""
+    root = tmp_path_factory.mktemp("console")
+    (root / "s3" / "videos").mkdir(parents=True)
+    shutil.copy(hamilton_clip, root / "s3" / "videos" / "clip.mp4")
+    server = LocalServer(root / "data", s3_root=root / "s3", extra_args=("--keep-face-thumbnails",))
     with server:
         yield server
 
@@ -335,6 +343,65 @@ def test_collection_pages_manage_users_tags_and_deletion(
     assert "scratch" not in page.inner_text("table")
 
 
+def test_a_video_job_from_the_console(page: Any, console_server: LocalServer, lin_manuel_miranda: bytes) -> None:
+    """Start a face search on the Hamilton clip from the Video jobs page, watch it run, and read
+    its timeline: Lin-Manuel Miranda's row, seen while he is on screen (about 2.8 to 7.0 s)."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    server = console_server
+    client = server.client()
+    client.create_collection(CollectionId="hamilton")
+    client.index_faces(
+        CollectionId="hamilton", Image={"Bytes": lin_manuel_miranda}, ExternalImageId="lin-manuel-miranda"
+    )
+    sign_in(page, server)
+    go(page, "nav >> text=Video jobs")
+    page.check("input[name=api][value=StartFaceSearch]")
+    page.fill("#bucket", "videos")
+    page.fill("#name", "clip.mp4")
+    page.select_option("#collection_id", "hamilton")
+    page.fill("#threshold", "80")
+    shoot(page, "jobs-start")
+    go(page, "button:has-text('Start job')")
+    assert "Started a StartFaceSearch job." in page.inner_text("main")
+    assert page.inner_text("#job-state") in ("QUEUED", "RUNNING")
+    shoot(page, "job-running", phone=False)
+
+    # The page loads again by itself until the job has ended.
+    deadline = time.monotonic() + 900
+    while True:
+        try:
+            if page.inner_text("#job-state", timeout=5000) not in ("QUEUED", "RUNNING"):
+                break
+        except PlaywrightError:  # caught between two loads of the page
+            pass
+        assert time.monotonic() < deadline, "the job did not end in 15 minutes"
+        page.wait_for_timeout(500)
+    page.wait_for_load_state("load")
+    assert page.inner_text("#job-state") == "SUCCEEDED"
+    assert page.get_attribute("#progress", "value") == "100"
+    row = page.locator("table.people tbody tr.match", has_text="lin-manuel-miranda")
+    assert row.count() == 1
+    # "seen 0.0-0.6 s, 2.8-7.0 s; matched ...": matched in every sampled frame while he is on screen.
+    seen, matched = row.locator("span.when").inner_text().split("; ")
+    stretches = [
+        tuple(float(t) for t in part.removesuffix(" s").split("-"))
+        for part in matched.removeprefix("matched ").split(", ")
+    ]
+    assert (2.8, 7.0) in stretches, matched
+    assert seen.startswith("seen ") and row.locator("svg.bar rect.matched").count() == len(stretches)
+    go(page, "table.people tr.match >> text=lin-manuel-miranda")
+    assert "lin-manuel-miranda" in page.inner_text("table.faces")
+    page.go_back()
+    shoot(page, "job")
+
+    go(page, "nav >> text=Video jobs")
+    listed = page.locator("table.jobs tbody tr").first
+    assert "SUCCEEDED" in listed.inner_text() and "100 %" in listed.inner_text()
+    assert "s3://videos/clip.mp4" in listed.inner_text()
+    shoot(page, "jobs")
+
+
 # Security ------------------------------------------------------------------------------------
 
 
@@ -342,7 +409,7 @@ def console_paths() -> list[tuple[str, str]]:
     """(method, path) of every page and action of the console, with sample path parameters."""
     from starlette.routing import Route
 
-    from visage.console import accuracy, audit, collections, images, keys, review, signing
+    from visage.console import accuracy, audit, collections, images, jobs, keys, review, signing
 
     samples = {
         "{cid}": "staff",
@@ -350,9 +417,10 @@ def console_paths() -> list[tuple[str, str]]:
         "{uid}": "someone",
         "{path:path}": "accuracy/roc.png",
         "{kid}": "VSAKAAAAAAAAAAAAAAAA",
+        "{jid}": "0" * 64,
     }
     out = [("GET", "/console/")]
-    for module in (signing, collections, images, review, audit, keys, accuracy):
+    for module in (signing, collections, images, review, audit, keys, accuracy, jobs):
         for route in module.routes():
             assert isinstance(route, Route)
             path = route.path

@@ -1148,6 +1148,8 @@ def test_jobs_are_queued_with_idempotent_tokens_and_a_limit(store: Store) -> Non
     with pytest.raises(LimitExceededException, match="2 video jobs"):
         store.create_job(video_job(5), max_active=2)
     assert [j.job_id for j in store.list_jobs(10)] == ["job0002", "job0001"]
+    assert [j.job_id for j in store.list_jobs(1, offset=1)] == ["job0001"]  # a page further
+    assert store.list_jobs(10, offset=2) == []
     with pytest.raises(ResourceNotFoundException, match="job9999"):
         store.get_job("job9999")
     # A finished job no longer counts towards the limit.

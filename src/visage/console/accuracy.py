@@ -8,7 +8,10 @@ Two sources, both written by Visage's own evaluations:
   score this high";
 - the docs folder the evaluations wrote (``accuracy.md``, ``bias-audit.md``, their plots,
   and ``bias-audit/audit.json``): the Accuracy page renders the two pages, and Compare and
-  Search add the bias audit's caveat for the threshold in use.
+  Search add the bias audit's caveat for the threshold in use;
+- both at once: what the console's threshold of 99 costs and what the API's 80 lets through
+  (:mod:`visage.evaluation.costs`, the README's sentence), beside the threshold on Compare
+  and Search.
 
 The docs folder is the ``docs_dir`` setting (``VISAGE_DOCS_DIR``); by default the ``docs``
 folder of the source tree Visage runs from (a checkout, or an editable install), else
@@ -21,7 +24,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ import visage
 from visage.config import Settings
 from visage.console.app import PREFIX, Context, page
 from visage.engine.similarity import SimilarityMap
+from visage.evaluation.costs import threshold_cost
 from visage.evaluation.prediction import predicted_fmr
 
 #: The pages of the docs folder the Accuracy page renders, in order, with their titles.
@@ -79,6 +83,19 @@ def _round_count(n: float) -> int:
     """``n`` to two significant digits: 49,999.99 is 50,000."""
     digits = max(0, math.floor(math.log10(n)) - 1)
     return int(round(n / 10**digits) * 10**digits)
+
+
+def threshold_cost_sentence(settings: Settings, face_model: str) -> str:
+    """What 99 costs and what 80 lets through for ``face_model``, on LFW: from its shipped
+    Similarity map, and per person from the bias audit in the docs folder when that audit is
+    of this model. Worked out once per process (no model is loaded)."""
+    audit = docs_dir(settings) / AUDIT_JSON
+    return _cost_sentence(face_model, audit if audit.is_file() else None)
+
+
+@cache
+def _cost_sentence(face_model: str, audit: Path | None) -> str:
+    return threshold_cost(face_model, audit).sentence()
 
 
 @dataclass(frozen=True)

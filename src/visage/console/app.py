@@ -263,7 +263,7 @@ def _take_flash(request: Request, console: Console) -> list[str]:
 
 def console_app(service: RekognitionService, settings: Settings, workers: Executor) -> Starlette:
     """The console over ``service``, to mount at :data:`PREFIX`."""
-    from visage.console import accuracy, audit, collections, images, keys, review, signing
+    from visage.console import accuracy, audit, collections, images, jobs, keys, review, signing
 
     console = Console(
         service=service,
@@ -277,6 +277,7 @@ def console_app(service: RekognitionService, settings: Settings, workers: Execut
         *collections.routes(),
         *images.routes(),
         *review.routes(),
+        *jobs.routes(),
         *audit.routes(),
         *keys.routes(),
         *accuracy.routes(),

@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from visage.bulk import as_external_image_id
 from visage.config import Settings
-from visage.console.accuracy import bias_caveat, fmr_words
+from visage.console.accuracy import bias_caveat, fmr_words, threshold_cost_sentence
 from visage.console.app import Context, page, service_error
 from visage.console.pictures import Picture, preview
 from visage.errors import InvalidParameterException, VisageError
@@ -221,6 +221,7 @@ async def compare_page(
         target=target,
         compared=compared or [],
         threshold=threshold,
+        cost=threshold_cost_sentence(context.console.settings, context.console.settings.face_model),
         caveat=caveat,
         answer=answer,
         error=error,

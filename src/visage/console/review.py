@@ -18,7 +18,7 @@ from itsdangerous import BadSignature
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from visage.console.accuracy import Caveat, bias_caveat, fmr_fraction, fmr_words
+from visage.console.accuracy import Caveat, bias_caveat, fmr_fraction, fmr_words, threshold_cost_sentence
 from visage.console.app import Context, page, service_error
 from visage.console.images import CONSOLE_THRESHOLD, box_of, collection_ids, upload
 from visage.console.pictures import Picture, face_crop, jpeg_uri, preview
@@ -61,7 +61,11 @@ async def search_page(
     caveat: Caveat | None = None,
     searched: dict[str, Any] | None = None,
     error: str | None = None,
+    face_model: str | None = None,
 ) -> Response:
+    """The search form (and a search's candidates); beside the threshold, what 99 costs with the
+    searched collection's face model (before a search, the model new collections get)."""
+    settings = context.console.settings
     try:
         collections = await collection_ids(context)
     except VisageError as failure:
@@ -76,6 +80,7 @@ async def search_page(
         candidates=candidates or [],
         caveat=caveat,
         searched=searched,
+        cost=threshold_cost_sentence(settings, face_model or settings.face_model),
         decisions=DECISION_WORDS,
         form={
             "collection_id": context.field("collection_id") or context.request.query_params.get("collection", ""),
@@ -156,7 +161,7 @@ async def search(context: Context) -> Response:
         )
     searched = {"collection_id": collection_id, "threshold": threshold, "probe_sha256": probe_sha256}
     caveat = bias_caveat(console.settings, threshold, model_version)
-    return await search_page(context, picture, probe, candidates, caveat, searched)
+    return await search_page(context, picture, probe, candidates, caveat, searched, face_model=model)
 
 
 async def record_review(context: Context) -> Response:

@@ -99,6 +99,24 @@ class VideoJobs:
         except BrokenVideo:
             pass
 
+    # The jobs as a list: what Rekognition has no operation for ---------------------
+
+    def list_jobs(self, caller: Caller, limit: int, offset: int = 0) -> list[VideoJob]:
+        """The jobs of the store, newest first (the console's Video jobs page). Listing them shows
+        every job's JobId, so it is checked as reading any job: ``rekognition:GetFaceDetection``
+        and ``rekognition:GetFaceSearch`` on ``*``."""
+        for action in ("rekognition:GetFaceDetection", "rekognition:GetFaceSearch"):
+            self.service.authorize(caller, action, "*", operation="ListJobs")
+        return self.store.list_jobs(limit, offset)
+
+    def job(self, job_id: str, caller: Caller) -> VideoJob:
+        """One job as stored, with its progress (which no Get response carries), checked as its
+        Get operation is (``rekognition:GetFaceDetection`` or ``rekognition:GetFaceSearch`` on ``*``)."""
+        job = self.store.get_job(job_id)
+        getter = get_operation(job.operation)
+        self.service.authorize(caller, f"rekognition:{getter}", "*", operation=getter)
+        return job
+
     # Get ---------------------------------------------------------------------------
 
     def get_face_detection(self, request: Request, caller: Caller) -> Response:
@@ -118,7 +136,7 @@ class VideoJobs:
         if job.operation != operation:
             raise ResourceNotFoundException(
                 f"Job {job_id} is a {job.operation} job, not a {operation} job; read it with "
-                f"Get{job.operation.removeprefix('Start')}, not {getter}."
+                f"{get_operation(job.operation)}, not {getter}."
             )
         retention = timedelta(seconds=self.settings.video_retention_seconds)
         if job.finished_at is not None and datetime.now(UTC) - job.finished_at > retention:
@@ -146,6 +164,11 @@ class VideoJobs:
             last = page[limit - 1]
             response["NextToken"] = f"i{last.person_index}.{last.seq}" if by_person else f"t{last.seq}"
         return [result.to_rekognition() for result in page[:limit]]
+
+
+def get_operation(operation: str) -> str:
+    """The Get operation of a Start operation's jobs: GetFaceSearch for StartFaceSearch."""
+    return "Get" + operation.removeprefix("Start")
 
 
 def _position(token: str | None, by_person: bool) -> tuple[int, int] | None:

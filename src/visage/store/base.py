@@ -369,8 +369,8 @@ class Store(Protocol):
     def get_job(self, job_id: str) -> VideoJob:
         """ResourceNotFoundException if absent."""
 
-    def list_jobs(self, limit: int) -> list[VideoJob]:
-        """The ``limit`` most recently created jobs, newest first."""
+    def list_jobs(self, limit: int, offset: int = 0) -> list[VideoJob]:
+        """The ``limit`` most recently created jobs after the ``offset`` newest, newest first."""
 
     def claim_job(self, worker: str, lease_until: datetime) -> VideoJob | None:
         """Takes the oldest QUEUED job for ``worker`` (RUNNING, one more attempt, results of an

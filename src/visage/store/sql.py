@@ -879,11 +879,10 @@ class SQLStore(ABC):
 
         return self._run(read, write=False)
 
-    def list_jobs(self, limit: int) -> list[VideoJob]:
-        query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ?"
-        return self._run(
-            lambda con: [self.dialect.job(row) for row in self._sql(con, query, (check_limit(limit),))], write=False
-        )
+    def list_jobs(self, limit: int, offset: int = 0) -> list[VideoJob]:
+        query = f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY seq DESC LIMIT ? OFFSET ?"
+        params = (check_limit(limit), max(0, offset))
+        return self._run(lambda con: [self.dialect.job(row) for row in self._sql(con, query, params)], write=False)
 
     def claim_job(self, worker: str, lease_until: datetime) -> VideoJob | None:
         d = self.dialect
