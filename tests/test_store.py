@@ -1518,7 +1518,10 @@ def test_postgres_migration_3_chains_the_audit_records_already_written(postgres_
 
 
 def undo_postgres_migration_4(dsn: str) -> None:
+    """Back to schema version 3: migration 5 (video jobs) undone, then migration 4 (the console's)."""
     for statement in (
+        "DROP TABLE job_results",
+        "DROP TABLE jobs",
         "DROP TABLE reviews",
         "DROP TABLE face_thumbnails",
         "ALTER TABLE faces DROP COLUMN indexed_at",
