@@ -157,6 +157,6 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
     store = SQLiteStore(tmp_path / "data" / "visage.db", exact_search_limit=20)
     count = store.count("crash")[0]
     store.search("crash", np.ones(128, np.float32) / np.sqrt(128), 1, -1.0)
-    (ann,) = store.searcher._ann.values()
+    (ann,) = store.searcher.indexes._ann.values()
     assert len(ann.index) == count == len(by_id)
     store.close()
