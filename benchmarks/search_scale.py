@@ -1,4 +1,4 @@
-"""Search at scale: exact numpy, the embedded store's index, and pgvector HNSW, per gallery size.
+"""Search at scale: exact numpy, the embedded store's index, and the PostgreSQL store, per gallery size.
 
 Vectors. Queries are real: one sface vector for each of 1,000 LFW people with at least
 two images. The gallery holds every other real LFW vector (about 12,000), padded to the
@@ -17,12 +17,16 @@ queries, one at a time) and recall@1 and @10 against exact search, for
   above --store-max faces the index alone (``VectorIndex``) is measured, re-scoring its
   candidates from a float32 file on disk as the store does from SQLite, since writing
   20 million rows to SQLite is its own benchmark;
-- pgvector: ``PostgresStore.search`` on a real PostgreSQL server with pgvector (HNSW,
-  ``vector_cosine_ops``), when one can be started (--pg-max bounds the size). The
-  faces are loaded as docs/postgres.md advises for bulk loads: through
-  ``PostgresStore.add_faces`` with the HNSW index dropped, which is then built again
-  (its build time is "build s"). Inserting into a live index, as IndexFaces does, is
-  much slower: it took 214 s for 100,000 faces in this script's run at commit 82ab7a4.
+- postgres: ``PostgresStore.search`` on a real PostgreSQL server with pgvector, when one
+  can be started (--pg-max bounds the size): the same product-quantised index, kept in
+  the process and fed from the database's change log, its candidates scored exactly by
+  PostgreSQL. The faces are loaded with one binary COPY in one transaction (the change
+  log's triggers run once for it); "build s" is then the time a newly started store takes
+  to be ready to search: opening, and building the index from the database (``warm``).
+  Also recorded: the process's growth, the database's size, and the cost of adding and
+  deleting 100 faces, each followed by a search in another store on the same database,
+  which folds the change in. (Until commit 6b5426c this method was pgvector's HNSW
+  index, m 16, ef_construction 64: results/search_scale_pgvector.* and docs/scale.md.)
 
 Ground truth for recall is exact search over the same gallery (chunked, so it needs
 no more memory than one block). Each store is searched twice: at Similarity 0 (the
@@ -49,7 +53,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -65,8 +68,8 @@ from visage.evaluation.data import eval_data_dir
 from visage.evaluation.lfw import embed_images
 from visage.faces import BoundingBox
 from visage.store.base import Collection, StoredFace
+from visage.store.collection_indexes import RESCORED_CANDIDATES
 from visage.store.sqlite import SQLiteStore
-from visage.store.sqlite_search import RESCORED_CANDIDATES
 from visage.store.vector_index import (
     COARSE_CANDIDATES,
     COMPACT_AFTER,
@@ -79,7 +82,7 @@ from visage.store.vector_index import (
 
 BLOCK = 100_000
 QUERIES = 1_000
-METHODS = ("exact", "embedded", "pgvector")
+METHODS = ("exact", "embedded", "postgres")
 #: The searches are also run at Rekognition's default FaceMatchThreshold, 80, as a cosine.
 DEFAULT_RAW = SimilarityMap.load("sface").raw_threshold(DEFAULT_THRESHOLD)
 
@@ -259,11 +262,9 @@ def run_store(
     blocks: Iterator[np.ndarray],
     truth: Truth,
     warm: bool,
-    bulk: HnswBulkLoad | None = None,
 ) -> dict[str, object]:
     """Fill a real store through add_faces, then search it with store.search, at
-    Similarity 0 and at the default FaceMatchThreshold. With ``bulk``, the HNSW index is
-    dropped after the first faces and built again after the last (docs/postgres.md)."""
+    Similarity 0 and at the default FaceMatchThreshold."""
     store = store_factory()
     store.create_collection(Collection("scale", "arn", "sface", "sface-1", datetime.now(UTC)))
     box = BoundingBox(0.25, 0.25, 0.5, 0.5)
@@ -275,12 +276,8 @@ def run_store(
             faces = [StoredFace(str(uuid.uuid4()), "image", box, 99.0, v) for v in block[chunk : chunk + 5_000]]
             ids += [f.face_id for f in faces]
             store.add_faces("scale", faces)
-            if bulk is not None and len(ids) == len(faces):  # the first faces built the index
-                bulk.drop()
     load = time.perf_counter() - start
     start = time.perf_counter()
-    if bulk is not None:
-        bulk.build()
     if warm:
         store.warm()
     build = time.perf_counter() - start
@@ -378,8 +375,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--exact-max", type=int, default=2_000_000, help="largest size for the exact numpy method")
     parser.add_argument("--store-max", type=int, default=2_000_000, help="above this, measure the index alone")
-    parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for pgvector (0: skip)")
-    parser.add_argument("--pg-ef-search", type=int, default=400, help="PostgresStore's ef_search (its default: 400)")
+    parser.add_argument("--pg-max", type=int, default=1_000_000, help="largest size for PostgreSQL (0: skip)")
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -404,10 +400,9 @@ def main() -> None:
             "training_vectors": TRAINING_VECTORS,
             "shards": cores(),
         },
-        "pgvector_ef_search": args.pg_ef_search,
         "sizes": {},
     }
-    postgres = _postgres_databases() if args.pg_max and "pgvector" in args.methods else None
+    postgres = _postgres_databases() if args.pg_max and "postgres" in args.methods else None
     for size in args.sizes:
         print(f"== {size:,} faces")
         truth = Truth(*exact_top(queries, gallery_blocks(real, distractors, size)))
@@ -432,10 +427,8 @@ def main() -> None:
             print("embedded, index only", row["embedded_index_only"])
         gc.collect()
         if postgres is not None and size <= args.pg_max:
-            row["pgvector"] = run_pgvector(
-                postgres, queries, gallery_blocks(real, distractors, size), truth, args.pg_ef_search
-            )
-            print("pgvector", row["pgvector"])
+            row["postgres"] = run_postgres(postgres, queries, gallery_blocks(real, distractors, size), truth)
+            print("postgres", row["postgres"])
         results["sizes"][str(size)] = row
 
     name = "search_scale" if max(args.sizes) <= 2_000_000 else "search_scale_large"
@@ -444,35 +437,6 @@ def main() -> None:
     markdown = _table(results)
     print(markdown)
     write_results(name, results, markdown)
-
-
-@dataclass
-class HnswBulkLoad:
-    """docs/postgres.md's way to load many faces: without the HNSW index, then build it
-    (with pgvector's parallel build and enough memory for the graph)."""
-
-    dsn: str
-    dim: int = 128
-
-    def drop(self) -> None:
-        import psycopg
-        from psycopg import sql
-
-        from visage.store.postgres import hnsw_index_name
-
-        with psycopg.connect(self.dsn, autocommit=True) as con:
-            con.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(hnsw_index_name(self.dim))))
-
-    def build(self) -> None:
-        import psycopg
-
-        from visage.store.postgres import ensure_hnsw_index
-
-        with psycopg.connect(self.dsn, autocommit=True) as con:
-            con.execute("SET maintenance_work_mem = '4GB'")
-            con.execute("SELECT set_config('max_parallel_maintenance_workers', %s, false)", (str(cores() - 1),))
-            with con.transaction():
-                ensure_hnsw_index(con, self.dim)
 
 
 def _postgres_databases() -> object | None:
@@ -485,27 +449,112 @@ def _postgres_databases() -> object | None:
         server = _start_pgserver(Path(tempfile.mkdtemp(prefix="visage-pg-")))
         return TestPostgres(str(server.get_uri()))
     except Exception as error:
-        print(f"pgvector skipped: {type(error).__name__}: {error}")
+        print(f"postgres skipped: {type(error).__name__}: {error}")
         return None
 
 
-def run_pgvector(
-    databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth, ef_search: int
+def run_postgres(
+    databases: object, queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Truth
 ) -> dict[str, object]:
+    """The PostgreSQL store: loaded by COPY, then a new store started on it, searched, written to."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
     from visage.store.postgres import PostgresStore
 
-    dsn = databases.create_database()
-    return run_store(
-        lambda: PostgresStore(dsn, ef_search=ef_search), queries, blocks, truth, warm=True, bulk=HnswBulkLoad(dsn)
-    )
+    dsn = databases.create_database()  # type: ignore[attr-defined]
+    with PostgresStore(dsn) as store:
+        store.create_collection(Collection("scale", "arn", "sface", "sface-1", datetime.now(UTC)))
+    columns = "collection_pk, face_id, image_id, bbox_left, bbox_top, bbox_width, bbox_height, confidence, embedding"
+    rows = 0
+    start = time.perf_counter()
+    with psycopg.connect(dsn) as con:  # one transaction
+        register_vector(con)
+        con.execute("UPDATE collections SET dim = 128")  # as the store pins it with its first faces
+        with con.cursor().copy(f"COPY faces ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["int8", "text", "text", "float8", "float8", "float8", "float8", "float8", "vector"])
+            for block in blocks:
+                for vector in block:
+                    copy.write_row((1, _face_id(rows), "image", 0.25, 0.25, 0.5, 0.5, 99.0, vector))
+                    rows += 1
+    load = time.perf_counter() - start
+    size_mib = _database_mib(dsn)
+
+    before = rss_mib()
+    start = time.perf_counter()
+    store = PostgresStore(dsn, exact_search_limit=EXACT_LIMIT)
+    store.warm()  # what visage serve does at start
+    ready = time.perf_counter() - start
+    (index,) = [ann.index for ann in store.indexes._ann.values()]
+    grown = rss_mib() - before
+
+    def searcher(min_score: float) -> Callable[[np.ndarray], list[int]]:
+        return lambda query: [_row(s.face.face_id) for s in store.search("scale", query, 10, min_score)]
+
+    measured = both_thresholds(queries, searcher, truth)
+    # Writes, each seen by another store (another server) at its next search.
+    other = PostgresStore(dsn, exact_search_limit=EXACT_LIMIT)
+    other.search("scale", queries[0], 1, -1.0)  # builds its index
+    box = BoundingBox(0.25, 0.25, 0.5, 0.5)
+    new = [StoredFace(_face_id(rows + i), "image", box, 99.0, v) for i, v in enumerate(queries[:100])]
+    costs: dict[str, float] = {}
+    for name, write in (
+        ("add_100", lambda: store.add_faces("scale", new)),
+        ("delete_100", lambda: store.delete_faces("scale", [f.face_id for f in new])),
+    ):
+        started = time.perf_counter()
+        write()
+        costs[f"{name}_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        started = time.perf_counter()
+        found = other.search("scale", queries[0], 1, -1.0)[0].face.face_id
+        costs[f"{name}_then_search_elsewhere_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        assert (found == new[0].face_id) == (name == "add_100"), (name, found)
+    started = time.perf_counter()
+    other.search("scale", queries[1], 1, -1.0)
+    costs["search_with_nothing_to_fold_in_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    other.close()
+    store.close()
+    return {
+        "insert_s": round(load, 1),
+        "build_s": round(ready, 1),
+        "index_memory_mib": round(index.memory_bytes / 2**20, 1),
+        "rss_growth_mib": round(grown, 1),
+        "database_mib": size_mib,
+        **measured,
+        **costs,
+    }
+
+
+EXACT_LIMIT = 50_000  # the store's default
+
+
+def _face_id(row: int) -> str:
+    return str(uuid.UUID(int=row))
+
+
+def _row(face_id: str) -> int:
+    return uuid.UUID(face_id).int
+
+
+def _database_mib(dsn: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute("VACUUM ANALYZE faces")
+        row = con.execute(
+            "SELECT pg_database_size(current_database()), pg_total_relation_size('faces'),"
+            " pg_total_relation_size('face_changes')"
+        ).fetchone()
+    assert row is not None
+    return {name: round(value / 2**20, 1) for name, value in zip(("database", "faces", "face_changes"), row)}
 
 
 def _table(results: dict[str, object]) -> str:
     lines = [
         f"Queries: {results['queries']} real LFW faces; gallery: {results['real_gallery_vectors']:,} real LFW vectors "
         "padded with distractors (see the script's docstring). Run: `" + results.get("command", "?") + "` "
-        f"(pgvector only up to --pg-max faces; hnsw.ef_search at least {results.get('pgvector_ef_search', 400)}, "
-        "m 16, ef_construction 64). Embedded index: " + results["index"]["codes"] + ", "
+        "(postgres only up to --pg-max faces; its build s: a new store ready to search). "
+        "Index (embedded and postgres): " + results["index"]["codes"] + ", "
         f"in {results['index'].get('shards', 1)} shards scanned at once (one per core), "
         f"{results['index']['rescored_candidates']} candidates re-scored exactly.",
         "",

@@ -283,20 +283,22 @@ from visage.store.base import Store  # noqa: E402
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Store]]:
     """Opens one more store on the same database at each call: another process, or a restart."""
     opened: list[Store] = []
     # A fresh PostgreSQL database per test (tests/conftest.py), asked for only by that backend.
     dsn = request.getfixturevalue("postgres_dsn") if request.param == "postgresql" else ""
 
-    def open_() -> Store:
+    def open_(exact_search_limit: int | None = None) -> Store:
+        """``exact_search_limit``: bigger collections are searched through the vector index (default: 50,000)."""
         from visage.store.postgres import PostgresStore
         from visage.store.sqlite import SQLiteStore
 
+        options = {} if exact_search_limit is None else {"exact_search_limit": exact_search_limit}
         if request.param == "sqlite":
-            store: Store = SQLiteStore(tmp_path / "data" / "visage.db")
+            store: Store = SQLiteStore(tmp_path / "data" / "visage.db", **options)
         elif request.param == "postgresql":
-            store = PostgresStore(dsn)
+            store = PostgresStore(dsn, **options)
         else:  # pragma: no cover
             raise ValueError(request.param)
         opened.append(store)

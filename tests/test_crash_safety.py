@@ -1,4 +1,5 @@
-"""Several server processes on one SQLite file, concurrent writers, and a SIGKILL mid-flight.
+"""Several server processes on one SQLite file, concurrent writers, and a SIGKILL mid-flight
+(also of servers on PostgreSQL).
 
 The servers run with a tiny exact-search limit, so that searches go through the vector
 index and the index is checked against the database too.
@@ -13,8 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from botocore.exceptions import ClientError
 
+from visage.store.postgres import PostgresStore
 from visage.store.sqlite import SQLiteStore
 
 from .conftest import RunningServer
@@ -96,9 +99,16 @@ def test_concurrent_writes_and_searches_on_four_workers(tmp_path: Path, lfw: Pat
         server.stop()
 
 
-def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_loses_no_acknowledged_face(
+    tmp_path: Path, lfw: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     (tmp_path / "s3").mkdir()
-    server = RunningServer(tmp_path / "data", tmp_path / "s3", ("--workers", "2"), env=SMALL_EXACT_LIMIT).start()
+    dsn = request.getfixturevalue("postgres_dsn") if backend == "postgresql" else ""
+    where = ("--store", dsn) if dsn else ()
+    server = RunningServer(
+        tmp_path / "data", tmp_path / "s3", ("--workers", "2", *where), env=SMALL_EXACT_LIMIT
+    ).start()
     credentials = server.credentials
     images = lfw_images(lfw, 400, seed=12)
     acknowledged: dict[str, str] = {}  # face id -> external id, for every 200
@@ -137,7 +147,7 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
         t.join()
     assert len(acknowledged) >= 60
 
-    restarted = RunningServer(tmp_path / "data", tmp_path / "s3", env=SMALL_EXACT_LIMIT).start()
+    restarted = RunningServer(tmp_path / "data", tmp_path / "s3", where, env=SMALL_EXACT_LIMIT).start()
     try:
         client = restarted.client(credentials=credentials)
         faces = [f for page in client.get_paginator("list_faces").paginate(CollectionId="crash") for f in page["Faces"]]
@@ -154,9 +164,14 @@ def test_sigkill_loses_no_acknowledged_face(tmp_path: Path, lfw: Path) -> None:
         restarted.stop()
 
     # The vector index agrees with the database.
-    store = SQLiteStore(tmp_path / "data" / "visage.db", exact_search_limit=20)
+    store = (
+        PostgresStore(dsn, exact_search_limit=20)
+        if dsn
+        else SQLiteStore(tmp_path / "data" / "visage.db", exact_search_limit=20)
+    )
     count = store.count("crash")[0]
     store.search("crash", np.ones(128, np.float32) / np.sqrt(128), 1, -1.0)
-    (ann,) = store.searcher._ann.values()
+    indexes = store.indexes if isinstance(store, PostgresStore) else store.searcher.indexes
+    (ann,) = indexes._ann.values()
     assert len(ann.index) == count == len(by_id)
     store.close()

@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -50,8 +49,10 @@ from visage.store.base import (
     User,
     VideoJob,
 )
+from visage.store.collection_indexes import CollectionIndexes
 from visage.store.postgres import MIGRATIONS as POSTGRES_MIGRATIONS
-from visage.store.postgres import PostgresStore, approximate_search_sql, exact_search_sql, use_hnsw
+from visage.store.postgres import PostgresStore, exact_search_sql
+from visage.store.sql import dialect_sql
 from visage.store.sqlite import MIGRATIONS, SQLiteStore
 
 from .conftest import TestPostgres
@@ -551,6 +552,109 @@ def test_search_cache_is_not_fooled_by_a_recreated_collection(
     new = tied_faces(rng, query, n=5, distinct=5, users=0)
     theirs.add_faces("c1", new)  # the same number of writes as before
     assert_search_matches(mine, "c1", new, query, limit=10, min_score=-1.0)
+
+
+# Big collections: through the vector index each process keeps, fed by the change log -------
+
+BIG = 300  # the exact-search limit of these tests: bigger collections go through the vector index
+
+
+def vector_indexes(store: Store) -> CollectionIndexes:
+    return store.searcher.indexes if isinstance(store, SQLiteStore) else store.indexes  # type: ignore[attr-defined]
+
+
+def clustered_faces(rng: np.random.Generator, people: int, per_person: int) -> list[StoredFace]:
+    """Face-like vectors: a few noisy samples around each person's centre."""
+    centres = unit_vectors(rng, people).astype(np.float64)
+    samples = np.repeat(centres, per_person, axis=0) + 0.08 * rng.standard_normal((people * per_person, DIM))
+    return [face(v) for v in (samples / np.linalg.norm(samples, axis=1, keepdims=True)).astype(np.float32)]
+
+
+def assert_best_is_found(store: Store, collection_id: str, faces: Sequence[StoredFace], probes: Sequence[int]) -> None:
+    """Each probe face, searched for, comes first with its exact score; nothing else is returned above it."""
+    for i in probes:
+        got = store.search(collection_id, faces[i].vector, 5, -1.0)
+        want = brute_force(faces, faces[i].vector, 5, -1.0)
+        assert got[0].face.face_id == want[0][0] == faces[i].face_id
+        assert [s.score for s in got] == pytest.approx([score for _, score in want], abs=1e-6)
+
+
+def test_indexed_search_sees_writes_of_another_instance(
+    open_store: Callable[..., Store], rng: np.random.Generator
+) -> None:
+    mine, theirs = open_store(exact_search_limit=BIG), open_store(exact_search_limit=BIG)
+    mine.create_collection(collection("big"))
+    faces = clustered_faces(rng, 200, 2)
+    mine.add_faces("big", faces)
+    assert_best_is_found(mine, "big", faces, range(0, 400, 37))  # builds mine's index
+    assert len(vector_indexes(mine)._ann) == 1
+
+    newcomers = clustered_faces(rng, 10, 1)
+    theirs.add_faces("big", newcomers)
+    gone = ids(faces[::50])
+    assert theirs.delete_faces("big", gone) == gone
+    alive = [f for f in faces if f.face_id not in gone] + newcomers
+    assert_best_is_found(mine, "big", alive, range(len(alive) - 10, len(alive)))
+    for f in faces[::50]:
+        assert f.face_id not in ids([s.face for s in mine.search("big", f.vector, 20, -1.0)])
+    (index,) = [ann.index for ann in vector_indexes(mine)._ann.values()]
+    assert len(index) == len(alive) == mine.count("big")[0]  # caught up, not rebuilt from scratch alone
+
+    # A search of another collection, a delete of the whole collection: the other instance follows.
+    theirs.delete_collection("big")
+    with pytest.raises(ResourceNotFoundException):
+        mine.search("big", faces[0].vector, 5, -1.0)
+
+
+def test_indexed_search_is_exact_among_its_candidates(
+    open_store: Callable[..., Store], rng: np.random.Generator
+) -> None:
+    store = open_store(exact_search_limit=BIG)
+    store.create_collection(collection("big"))
+    faces = [face(v, user_id="u1" if i % 40 == 0 else None) for i, v in enumerate(unit_vectors(rng, 600))]
+    store.create_user("big", "u1")
+    store.add_faces("big", faces)
+    for query in [*unit_vectors(rng, 5), faces[17].vector]:
+        got = store.search("big", query, 10, -1.0)
+        exact = dict(brute_force(faces, query, len(faces), -1.0))
+        assert [s.score for s in got] == sorted((s.score for s in got), reverse=True)
+        assert all(s.score == pytest.approx(exact[s.face.face_id], abs=1e-6) for s in got)
+        # Users' faces are few, and searched exactly even in a big collection.
+        assert_search_matches(store, "big", faces, query, limit=5, min_score=-1.0, with_user_only=True)
+    best = store.search("big", faces[17].vector, 3, 0.0, exclude_face_id=faces[17].face_id)
+    assert faces[17].face_id not in ids([s.face for s in best])
+    assert all(s.score >= 0.25 for s in store.search("big", faces[3].vector, 50, 0.25))
+
+
+def test_an_index_that_disagrees_with_the_database_is_rebuilt(
+    open_store: Callable[..., Store], rng: np.random.Generator
+) -> None:
+    store = open_store(exact_search_limit=BIG)
+    store.create_collection(collection("big"))
+    faces = clustered_faces(rng, 200, 2)
+    store.add_faces("big", faces)
+    assert_best_is_found(store, "big", faces, [5])
+    (pk,) = vector_indexes(store)._ann
+    lost = vector_indexes(store)._ann[pk].index
+    key = int(lost.search(faces[5].vector, 1, -1.0).keys[0])
+    lost.remove(np.array([key]))  # the index lost a face the database holds
+    assert_best_is_found(store, "big", faces, [5])
+    assert vector_indexes(store)._ann[pk].index is not lost  # rebuilt
+
+    # The log trimmed past what the index applied (a process that was away too long): rebuilt too.
+    behind = vector_indexes(store)._ann[pk].index
+    other = open_store(exact_search_limit=BIG)
+    newcomer = clustered_faces(rng, 1, 1)
+    other.add_faces("big", newcomer)
+    trim = (
+        "UPDATE collections SET changes_trimmed_to ="
+        " (SELECT max(seq) FROM face_changes WHERE face_changes.collection_pk = collections.pk)",
+        "DELETE FROM face_changes",
+    )
+    for statement in trim:
+        other._run(lambda con, q=statement: dialect_sql(con, other.dialect, q), write=True)  # type: ignore[attr-defined]
+    assert store.search("big", newcomer[0].vector, 1, -1.0)[0].face.face_id == newcomer[0].face_id
+    assert vector_indexes(store)._ann[pk].index is not behind
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -1460,6 +1564,7 @@ def test_postgres_migrations_are_versioned_and_idempotent(postgres_dsn: str) -> 
         "access_keys",
         "audit_log",
         "collections",
+        "face_changes",
         "face_thumbnails",
         "faces",
         "job_results",
@@ -1517,8 +1622,23 @@ def test_postgres_migration_3_chains_the_audit_records_already_written(postgres_
         assert_chained_by_migration_3(store)
 
 
+def undo_postgres_migration_6(dsn: str) -> None:
+    for statement in (
+        "DROP TRIGGER faces_added ON faces",
+        "DROP TRIGGER faces_deleted ON faces",
+        "DROP FUNCTION visage_faces_added()",
+        "DROP FUNCTION visage_faces_deleted()",
+        "DROP TABLE face_changes",
+        "ALTER TABLE collections DROP COLUMN changes, DROP COLUMN changes_trimmed_to",
+        "ALTER TABLE faces DROP COLUMN seq",
+        "DELETE FROM schema_migrations WHERE version > 5",
+    ):
+        pg_rows(dsn, statement)
+
+
 def undo_postgres_migration_4(dsn: str) -> None:
-    """Back to schema version 3: migration 5 (video jobs) undone, then migration 4 (the console's)."""
+    """Back to schema version 3 (migrations 6, 5 and 4 undone)."""
+    undo_postgres_migration_6(dsn)
     for statement in (
         "DROP TABLE job_results",
         "DROP TABLE jobs",
@@ -1585,8 +1705,8 @@ def test_postgres_text_keys_sort_by_code_point(postgres_dsn: str) -> None:
     assert key_id == ("C",)
 
 
-def test_postgres_one_hnsw_index_per_dimension(postgres_dsn: str, rng: np.random.Generator) -> None:
-    with PostgresStore(postgres_dsn) as store:
+def test_postgres_collections_of_each_vector_length(postgres_dsn: str, rng: np.random.Generator) -> None:
+    with PostgresStore(postgres_dsn, exact_search_limit=10) as store:
         store.create_collection(collection("c128"))
         store.create_collection(collection("c256"))
         store.add_faces("c128", random_faces(rng, 3))
@@ -1596,73 +1716,108 @@ def test_postgres_one_hnsw_index_per_dimension(postgres_dsn: str, rng: np.random
             store.add_faces("c128", [face(unit_vectors(rng, 1, dim=256)[0])])
         with pytest.raises(ValueError, match="128"):
             store.search("c128", unit_vectors(rng, 1, dim=256)[0], 5, -1.0)
-        assert_search_matches(store, "c256", wide, unit_vectors(rng, 1, dim=256)[0], limit=5, min_score=-1.0)
+        for query in unit_vectors(rng, 3, dim=256):  # through the vector index (more than 10 faces)
+            assert_search_matches(store, "c256", wide, query, limit=5, min_score=-1.0)
         assert store.count("c128") == (3, 0)
-    indexes = pg_rows(
-        postgres_dsn,
-        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'faces' AND indexname LIKE 'faces_hnsw_%'"
-        " ORDER BY indexname",
-    )
-    assert [name for name, _ in indexes] == ["faces_hnsw_128", "faces_hnsw_256"]
-    for (_, definition), dim in zip(indexes, (128, 256)):
-        assert "USING hnsw" in definition and "vector_cosine_ops" in definition, definition
-        assert f"vector({dim})" in definition and f"WHERE (dim = {dim})" in definition, definition
+    hnsw = "SELECT indexname FROM pg_indexes WHERE tablename = 'faces' AND indexdef LIKE '%USING hnsw%'"
+    assert pg_rows(postgres_dsn, hnsw) == []
 
 
-def test_postgres_large_collections_search_through_hnsw(postgres_dsn: str, rng: np.random.Generator) -> None:
-    store = PostgresStore(postgres_dsn, exact_search_limit=300)  # HNSW above 300 faces (this one has 1000)
-    store.create_collection(collection("big"))
-    store.create_collection(collection("other"))  # its faces share the index and must be filtered out
-    faces = [face(v, user_id="u1" if i % 20 == 0 else None) for i, v in enumerate(unit_vectors(rng, 1000))]
-    for start in range(0, len(faces), 500):
-        store.add_faces("big", faces[start : start + 500])
-    store.add_faces("other", random_faces(rng, 1000))
-
-    # The plans: the approximate query walks the index; the exact one cannot use it.
-    where = "collection_pk = %(pk)s AND user_id IS NOT NULL"
+def test_postgres_candidates_are_read_by_key(postgres_dsn: str, rng: np.random.Generator) -> None:
+    with PostgresStore(postgres_dsn, exact_search_limit=BIG) as store:
+        store.create_collection(collection("big"))
+        store.add_faces("big", random_faces(rng, 2000))
     (pk,) = pg_rows(postgres_dsn, "SELECT pk FROM collections WHERE collection_id = 'big'")[0]
-    params = {"pk": pk, "query": unit_vectors(rng, 1)[0], "limit": 10, "min_score": -1.0, "candidates": 100}
+    keys = [key for (key,) in pg_rows(postgres_dsn, "SELECT seq FROM faces ORDER BY random() LIMIT 128")]
+    params = {"pk": pk, "query": unit_vectors(rng, 1)[0], "limit": 10, "min_score": -1.0, "keys": keys}
+    pg_rows(postgres_dsn, "ANALYZE faces")
     with psycopg.connect(postgres_dsn) as con:
         from pgvector.psycopg import register_vector
 
         register_vector(con)
-        use_hnsw(con, 400)
-        approximate = [row[0] for row in con.execute(sql.SQL("EXPLAIN ") + approximate_search_sql(where, 128), params)]
-        exact = [row[0] for row in con.execute(sql.SQL("EXPLAIN ") + exact_search_sql(where), params)]
-    assert any("Index Scan using faces_hnsw_128" in line for line in approximate), approximate
-    assert not any("faces_hnsw" in line for line in exact), exact
-
-    # The results: nearly always the exact ones, exactly scored and ordered, filters obeyed.
-    scans_before = _hnsw_scans(postgres_dsn)
-    found = wanted = 0
-    for query in [*unit_vectors(rng, 8), faces[17].vector]:
-        for kwargs in ({"limit": 10, "min_score": -1.0}, {"limit": 5, "min_score": -1.0, "with_user_only": True}):
-            got = store.search("big", query, **kwargs)  # type: ignore[arg-type]
-            want = brute_force(faces, query, **kwargs)  # type: ignore[arg-type]
-            assert len(got) == len(want)
-            assert [s.score for s in got] == sorted((s.score for s in got), reverse=True)
-            exact_scores = dict(brute_force(faces, query, len(faces), -1.0))
-            assert all(s.score == pytest.approx(exact_scores[s.face.face_id], abs=1e-5) for s in got)
-            assert all(s.face.user_id == "u1" for s in got) or not kwargs.get("with_user_only")
-            found += len({s.face.face_id for s in got} & {face_id for face_id, _ in want})
-            wanted += len(want)
-    assert found / wanted >= 0.9, f"recall {found / wanted:.2f}"
-    best = store.search("big", faces[17].vector, 3, 0.0, exclude_face_id=faces[17].face_id)
-    assert faces[17].face_id not in [s.face.face_id for s in best]
-    assert all(s.score >= 0.25 for s in store.search("big", faces[3].vector, 50, 0.25))
-    store.close()  # its sessions end, and report their statistics as they do
-    assert _hnsw_scans(postgres_dsn, above=scans_before) > scans_before  # the store's own searches used it
+        plan = [row[0] for row in con.execute(sql.SQL("EXPLAIN ") + exact_search_sql(CANDIDATES_WHERE), params)]
+    assert any("faces_by_seq" in line for line in plan), plan
 
 
-def _hnsw_scans(dsn: str, above: int | None = None) -> int:
-    """idx_scan of faces_hnsw_128; with ``above``, waits (10 s at most) for the statistics to pass it."""
-    deadline = time.monotonic() + 10
-    while True:
-        (scans,) = pg_rows(dsn, "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'faces_hnsw_128'")[0]
-        assert isinstance(scans, int)
-        if above is None or scans > above or time.monotonic() > deadline:
-            return scans
-        time.sleep(0.1)
+CANDIDATES_WHERE = "collection_pk = %(pk)s AND seq = ANY(%(keys)s::bigint[])"  # as PostgresStore.search reads them
+
+
+def test_postgres_changes_are_numbered_in_commit_order(postgres_dsn: str, rng: np.random.Generator) -> None:
+    """Concurrent writers of one collection: its changes are numbered 1, 2, 3... with no gap, and
+    a reader that has seen change n has seen every change before it."""
+    stores = [PostgresStore(postgres_dsn, exact_search_limit=BIG) for _ in range(3)]
+    try:
+        stores[0].create_collection(collection("big"))
+        stores[0].add_faces("big", random_faces(rng, BIG + 1))
+        batches = [[random_faces(rng, 5) for _ in range(12)] for _ in stores]
+        errors: list[BaseException] = []
+
+        def write(store: PostgresStore, batches: list[list[StoredFace]]) -> None:
+            try:
+                for batch in batches:
+                    store.add_faces("big", batch)
+                    store.delete_faces("big", ids(batch[:2]))
+                    store.search("big", batch[2].vector, 1, -1.0)
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=write, args=pair) for pair in zip(stores, batches)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        numbers = [n for (n,) in pg_rows(postgres_dsn, "SELECT seq FROM face_changes ORDER BY seq")]
+        assert numbers == list(range(1, len(numbers) + 1))
+        assert pg_rows(postgres_dsn, "SELECT changes, face_count FROM collections") == [
+            (len(numbers), BIG + 1 + 3 * 12 * 3)
+        ]
+        for store in stores:  # each one's index holds every face, caught up from the log
+            assert store.search("big", batches[0][-1][4].vector, 1, -1.0)[0].face.face_id == batches[0][-1][4].face_id
+            (ann,) = store.indexes._ann.values()
+            assert len(ann.index) == BIG + 1 + 3 * 12 * 3
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_postgres_migration_6_keys_the_faces_already_stored(postgres_dsn: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, BIG + 5)
+    with PostgresStore(postgres_dsn) as store:
+        store.create_collection(collection("big"))
+        store.add_faces("big", faces)
+    undo_postgres_migration_6(postgres_dsn)
+    pg_rows(  # an earlier version's HNSW index
+        postgres_dsn,
+        "CREATE INDEX faces_hnsw_128 ON faces USING hnsw ((embedding::vector(128)) vector_cosine_ops) WHERE dim = 128",
+    )
+    with PostgresStore(postgres_dsn, exact_search_limit=BIG) as store:
+        assert_best_is_found(store, "big", faces, [0, 100, BIG])
+        store.delete_faces("big", ids(faces[:1]))
+        assert store.count("big") == (BIG + 4, 0)
+        assert faces[0].face_id not in ids([s.face for s in store.search("big", faces[0].vector, 5, -1.0)])
+    assert pg_rows(postgres_dsn, "SELECT count(*) FROM pg_indexes WHERE indexname = 'faces_hnsw_128'") == [(0,)]
+    assert pg_rows(postgres_dsn, "SELECT count(DISTINCT seq), count(*) FROM faces") == [(BIG + 4, BIG + 4)]
+
+
+def test_postgres_search_recovers_when_its_connections_are_cut(postgres_dsn: str, rng: np.random.Generator) -> None:
+    """What a restart of PostgreSQL does to a server: every connection dies. The store reconnects,
+    and the writes made meanwhile (by another server) are in its index."""
+    with PostgresStore(postgres_dsn, exact_search_limit=BIG) as mine, PostgresStore(postgres_dsn) as theirs:
+        mine.create_collection(collection("big"))
+        faces = clustered_faces(rng, 200, 2)
+        mine.add_faces("big", faces)
+        assert_best_is_found(mine, "big", faces, [1])
+        dbname = psycopg.conninfo.conninfo_to_dict(postgres_dsn)["dbname"]
+        cut = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+        pg_rows(postgres_dsn, cut, (dbname,))
+        newcomers = clustered_faces(rng, 3, 1)
+        theirs.add_faces("big", newcomers)  # reconnects too
+        theirs.delete_faces("big", ids(faces[:1]))
+        pg_rows(postgres_dsn, cut, (dbname,))
+        alive = faces[1:] + newcomers
+        assert_best_is_found(mine, "big", alive, [len(alive) - 1, len(alive) - 3])
+        assert faces[0].face_id not in ids([s.face for s in mine.search("big", faces[0].vector, 5, -1.0)])
 
 
 def test_postgres_throttles_when_no_connection_is_free(postgres_dsn: str) -> None:

@@ -70,7 +70,7 @@ def test_recall_against_exact_search(big: tuple[SQLiteStore, list[StoredFace], n
     # strangers (cosine about 0.1); at least 128 candidates are re-scored exactly, which
     # puts most of them right.
     assert hits_10 / len(queries) >= 0.97
-    assert (store.searcher.index_dir).exists() and any(store.searcher.index_dir.glob("*.faiss"))
+    assert (store.searcher.indexes.index_dir).exists() and any(store.searcher.indexes.index_dir.glob("*.faiss"))
 
 
 def test_scores_are_exact_and_thresholded(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
@@ -149,9 +149,9 @@ def test_users_search_stays_exact_in_a_big_collection(big: tuple[SQLiteStore, li
 def test_deleting_the_collection_removes_its_index_files(big: tuple[SQLiteStore, list[StoredFace], np.ndarray]) -> None:
     store, _stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
-    assert any(store.searcher.index_dir.glob("*.faiss"))
+    assert any(store.searcher.indexes.index_dir.glob("*.faiss"))
     store.delete_collection("big")
-    assert not any(store.searcher.index_dir.glob("*.faiss"))
+    assert not any(store.searcher.indexes.index_dir.glob("*.faiss"))
 
 
 def test_an_earlier_versions_hnsw_file_is_removed(tmp_path: Path) -> None:
@@ -159,13 +159,13 @@ def test_an_earlier_versions_hnsw_file_is_removed(tmp_path: Path) -> None:
     the first save of the new index, instead of keeping a dead file as big as the graph."""
     store = open_store(tmp_path / "visage.db")
     store.create_collection(Collection("old", "arn", "sface", "sface-1", datetime.now(UTC)))
-    store.searcher.index_dir.mkdir(parents=True)
-    legacy = store.searcher.index_dir / "1.12.usearch"  # the first collection of a fresh database has pk 1
+    store.searcher.indexes.index_dir.mkdir(parents=True)
+    legacy = store.searcher.indexes.index_dir / "1.12.usearch"  # the first collection of a fresh database has pk 1
     legacy.write_bytes(b"graph")
     vectors, _ = clustered(np.random.default_rng(3), 200, 2)
     store.add_faces("old", faces(vectors))
     store.search("old", vectors[0], 1, -1.0)
-    assert not legacy.exists() and list(store.searcher.index_dir.glob("1.*.faiss"))
+    assert not legacy.exists() and list(store.searcher.indexes.index_dir.glob("1.*.faiss"))
 
 
 def test_shards_answer_as_one_index(tmp_path: Path) -> None:
@@ -251,8 +251,8 @@ def test_a_key_given_again_after_a_delete_is_folded_in(
 
     store, stored, vectors = big
     store.search("big", vectors[0], 1, -1.0)
-    (pk,) = store.searcher._ann
-    before = store.searcher._ann[pk].index
+    (pk,) = store.searcher.indexes._ann
+    before = store.searcher.indexes._ann[pk].index
     with sqlite3.connect(tmp_path / "visage.db") as con:
         newest = con.execute("SELECT max(seq) FROM faces").fetchone()[0]
     assert store.delete_faces("big", [stored[-1].face_id]) == [stored[-1].face_id]
@@ -263,4 +263,4 @@ def test_a_key_given_again_after_a_delete_is_folded_in(
     top = store.search("big", -vectors[0], 1, -1.0)[0]
     assert top.face.face_id == newcomer[0].face_id and top.score == pytest.approx(1.0, abs=1e-6)
     assert stored[-1].face_id not in {r.face.face_id for r in store.search("big", vectors[-1], 5, -1.0)}
-    assert store.searcher._ann[pk].index is before and len(before) == len(stored)
+    assert store.searcher.indexes._ann[pk].index is before and len(before) == len(stored)

@@ -15,23 +15,22 @@ ordered by code point as everywhere else in Visage, whatever the database's loca
 Vectors. ``faces.embedding`` is an unconstrained ``vector``, and ``faces.dim``
 (generated from it) holds its length. A collection is pinned to the length of its
 first faces (``collections.dim``): models of other sizes (the 256-d fusion model)
-live in the same table, no schema change needed. HNSW indexes need a fixed
-length, so there is one partial expression index per length, ``faces_hnsw_<dim>``
-on ``(embedding::vector(<dim>)) vector_cosine_ops WHERE dim = <dim>``, built when
-the first faces of that length are stored (empty then, so the build is quick).
-A ``vector(128)`` column would need a new column, table or migration per model.
+live in the same table, no schema change needed. A ``vector(128)`` column would
+need a new column, table or migration per model.
 
 Search. A score is the cosine, ``1 - (embedding <=> query)``, computed by
 PostgreSQL in float64 (from float32 sums) and compared with ``min_score`` as
 float64; best first, ties by face_id. Up to ``exact_search_limit`` faces a collection
-is scanned exactly, every face scored (the query cannot use the HNSW index, whose
-expression it does not name). Above ``exact_search_limit`` faces, the HNSW index picks
-candidates (``hnsw.ef_search``; with pgvector 0.8+ an iterative scan, so that the
-collection and user filters do not starve it), and the candidates are re-scored
-exactly and sorted as above: results may then miss a true neighbour, the price of
-an approximate index.
+is scanned exactly, every face scored. Above it, the product-quantised index that this
+process keeps of the collection (:mod:`visage.store.collection_indexes`, the embedded
+store's) proposes candidates by their integer key (``faces.seq``), brought up to date
+first from the change log (``face_changes``, kept by statement triggers), and
+PostgreSQL scores them exactly and sorts them as above. pgvector's HNSW indexes, which
+earlier versions searched, found the best face for only 76 % of queries at a million
+faces; migration 6 drops them (docs/scale.md).
 
-Concurrency. The store keeps no state but a connection pool: every call borrows a
+Concurrency. Besides the vector indexes (a cache of the database, checked against it at
+every search) the store keeps no state but a connection pool: every call borrows a
 connection and runs in one transaction (reads in REPEATABLE READ READ ONLY, one
 snapshot), so any number of threads and server processes share the database and
 always see each other's committed writes. Writes lock their collection's row
@@ -43,7 +42,7 @@ seconds, gives :class:`~visage.errors.ThrottlingException`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -58,6 +57,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from visage.errors import ThrottlingException
 from visage.store.base import ScoredFace
+from visage.store.collection_indexes import CollectionIndexes
 from visage.store.sql import (
     EXACT_SEARCH_LIMIT,
     Backoff,
@@ -68,20 +68,18 @@ from visage.store.sql import (
     no_collection,
     utc,
 )
+from visage.store.vector_index import TRAINING_VECTORS
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-#: Advisory lock keys ("visage" + a number): migrations, building a dimension's index, appending to the
-#: audit log, creating video jobs.
+#: Advisory lock keys ("visage" + a number): migrations, appending to the audit log, creating video jobs.
+#: (...666 held the build of an HNSW index in versions that had them.)
 MIGRATION_LOCK = 8_532_477_831_213_809_665
-INDEX_LOCK = 8_532_477_831_213_809_666
 AUDIT_LOCK = 8_532_477_831_213_809_667
 JOBS_LOCK = 8_532_477_831_213_809_668
-#: pgvector 0.5.0 brought HNSW; 0.8.0 iterative index scans (used when present).
+#: The oldest pgvector Visage is tested with (it needs only the vector type and its cosine distance).
 MIN_PGVECTOR = (0, 5, 0)
-ITERATIVE_SCAN_PGVECTOR = (0, 8, 0)
-MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 
 #: Schema migrations, applied in order and recorded in schema_migrations (version = position, from 1).
 #: Append new ones, never edit old ones. A step is a statement, or a function of the connection.
@@ -231,6 +229,48 @@ MIGRATIONS: tuple[tuple[str | Callable[[Connection], None], ...], ...] = (
         )""",
         "CREATE INDEX job_results_by_person ON job_results (job_seq, person_index, seq)",
     ),
+    (
+        # Search through a vector index in each server (visage.store.collection_indexes), fed by a
+        # change log kept by triggers; pgvector's HNSW indexes, which missed a quarter of the best
+        # matches at a million faces (docs/scale.md), go.
+        "ALTER TABLE faces ADD COLUMN seq bigint GENERATED ALWAYS AS IDENTITY",  # the key in the vector index
+        "CREATE UNIQUE INDEX faces_by_seq ON faces (seq)",
+        """ALTER TABLE collections
+            ADD COLUMN changes bigint NOT NULL DEFAULT 0,  -- the number of its newest change
+            ADD COLUMN changes_trimmed_to bigint NOT NULL DEFAULT 0""",
+        """CREATE TABLE face_changes (
+            collection_pk bigint NOT NULL REFERENCES collections (pk) ON DELETE CASCADE,
+            seq bigint NOT NULL,  -- numbered per collection, in commit order
+            face_seq bigint NOT NULL,  -- faces.seq
+            added boolean NOT NULL,  -- false: deleted
+            PRIMARY KEY (collection_pk, seq)
+        )""",
+        # Statement triggers: one update of the collection's row per statement, which also holds the
+        # row until the commit, so that the collection's changes are numbered in commit order. When a
+        # whole collection goes (ON DELETE CASCADE) its row is gone: nothing is logged, its log goes too.
+        *(
+            f"""CREATE FUNCTION visage_faces_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                WITH counted AS (
+                    SELECT collection_pk, count(*) AS n FROM {name} GROUP BY collection_pk
+                ), numbered AS (
+                    UPDATE collections c SET face_count = c.face_count {sign} counted.n, changes = c.changes + counted.n
+                    FROM counted WHERE c.pk = counted.collection_pk RETURNING c.pk, c.changes - counted.n AS before
+                )
+                INSERT INTO face_changes (collection_pk, seq, face_seq, added)
+                SELECT f.collection_pk, numbered.before + row_number() OVER (PARTITION BY f.collection_pk ORDER BY f.seq),
+                    f.seq, {added}
+                FROM {name} f JOIN numbered ON numbered.pk = f.collection_pk;
+                RETURN NULL;
+            END $$"""
+            for name, sign, added in (("added", "+", "true"), ("deleted", "-", "false"))
+        ),
+        """CREATE TRIGGER faces_added AFTER INSERT ON faces REFERENCING NEW TABLE AS added
+            FOR EACH STATEMENT EXECUTE FUNCTION visage_faces_added()""",
+        """CREATE TRIGGER faces_deleted AFTER DELETE ON faces REFERENCING OLD TABLE AS deleted
+            FOR EACH STATEMENT EXECUTE FUNCTION visage_faces_deleted()""",
+        lambda con: _drop_hnsw_indexes(con),
+    ),
 )
 
 
@@ -288,16 +328,14 @@ class PostgresStore(SQLStore):
         *,
         pool_size: int = 10,
         exact_search_limit: int = EXACT_SEARCH_LIMIT,
-        ef_search: int = 400,
         retry_for: float = 30.0,
     ) -> None:
         """``dsn``: a libpq URL or key=value string. Collections of up to ``exact_search_limit``
-        faces are searched exactly, bigger ones through HNSW with ``ef_search`` (at most 1000);
+        faces are searched exactly, bigger ones through a vector index kept in this process;
         a caller waits at most ``retry_for`` seconds for a connection or a busy database."""
-        if exact_search_limit < 0 or not 1 <= ef_search <= MAX_EF_SEARCH or pool_size < 1:
-            raise ValueError(f"Need exact_search_limit >= 0, 1 <= ef_search <= {MAX_EF_SEARCH}, pool_size >= 1.")
+        if exact_search_limit < 0 or pool_size < 1:
+            raise ValueError("Need exact_search_limit >= 0 and pool_size >= 1.")
         self.exact_search_limit = exact_search_limit
-        self.ef_search = ef_search
         self.retry_for = retry_for
         self._where = describe_dsn(dsn)
         try:
@@ -317,6 +355,7 @@ class PostgresStore(SQLStore):
             open=False,
         )
         self._pool.open(wait=True, timeout=retry_for)
+        self.indexes = CollectionIndexes(self._run, DIALECT, _STATE, _read_vectors)
 
     # Connections and transactions -------------------------------------------------
     def _run(self, fn: Callable[[Connection], T], *, write: bool, single: bool = False) -> T:
@@ -340,11 +379,11 @@ class PostgresStore(SQLStore):
                 backoff.wait(error, self._where, "busy")
 
     def warm(self) -> None:
-        """Checks that the database answers. There is nothing to load: the HNSW indexes live in
-        PostgreSQL, whose buffer cache keeps their hot pages (pg_prewarm can preload them)."""
-        self._run(lambda con: con.execute("SELECT 1"), write=False)
+        """Builds the vector index of every big collection from the database, so first searches are fast."""
+        self.indexes.warm(self.exact_search_limit)
 
     def close(self) -> None:
+        self.indexes.close()
         self._pool.close()
 
     # Search ------------------------------------------------------------------------
@@ -380,26 +419,89 @@ class PostgresStore(SQLStore):
                     f"The query vector has shape {query.shape}; this collection's vectors have {dim} floats."
                 )
             params.update(pk=pk, query=query)
-            if face_count > self.exact_search_limit:
-                candidates = max(2 * limit, 100)  # room for ties at the limit and for the re-ranking
-                use_hnsw(con, max(self.ef_search, candidates))
-                rows = con.execute(approximate_search_sql(where, dim), {**params, "candidates": candidates})
+            # Users hold at most 100 faces each: their faces are few even in a big collection.
+            if face_count > self.exact_search_limit and not with_user_only:
+                keys = self.indexes.candidates(con, pk, query, limit + (exclude_face_id is not None), min_score)
+                params["keys"] = keys.tolist()
+                rows = con.execute(exact_search_sql(where + " AND seq = ANY(%(keys)s::bigint[])"), params)
             else:
                 rows = con.execute(exact_search_sql(where), params)
             return [ScoredFace(self.dialect.face(row[:-1]), float(row[-1])) for row in rows]
 
-        return self._run(read, write=False)
+        found = self._run(read, write=False)
+        self.indexes.trim_changes()
+        return found
 
     # Hooks of the shared operations ------------------------------------------------
     def _vector_length(self, con: Connection, pk: int, length: int) -> int:
         row = con.execute("SELECT dim FROM collections WHERE pk = %s", (pk,)).fetchone()
         assert row is not None  # the caller holds the row FOR KEY SHARE: it cannot have gone
-        return int(row[0]) if row[0] is not None else _pin_dimension(con, pk, length)
+        if row[0] is not None:
+            return int(row[0])
+        # Pinned by its first faces (unless a concurrent write did it first).
+        row = con.execute(
+            "UPDATE collections SET dim = coalesce(dim, %s) WHERE pk = %s RETURNING dim", (length, pk)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
 
     def _faces_changed(self, con: Connection, pk: int, added: int) -> None:
-        # Last in the write, so that concurrent writers to the collection queue on its row only briefly.
-        if added:
-            con.execute("UPDATE collections SET face_count = face_count + %s WHERE pk = %s", (added, pk))
+        """Nothing: triggers keep the face count and the change log (migration 6)."""
+
+    def _collection_deleted(self, collection_id: str, pk: int) -> None:
+        self.indexes.forget(pk)
+
+
+#: A collection's last change, how far its log was trimmed, and its face count (see CollectionIndexes).
+_STATE = "SELECT changes, changes_trimmed_to, face_count FROM collections WHERE pk = ?"
+
+
+def _read_vectors(con: Connection, pk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every face of the collection: keys and vectors, in batches of ``TRAINING_VECTORS``.
+
+    Read with a binary COPY, parsed by numpy: a million faces come in seconds, where
+    one Python object per row would take a minute. A row of COPY's binary format is its
+    field count, then each field's length and bytes; pgvector sends a vector as its
+    length, two unused bytes and the floats, all big-endian.
+    """
+    (dim,) = con.execute("SELECT dim FROM collections WHERE pk = %s", (pk,)).fetchone() or (None,)
+    if dim is None:
+        return
+    row = np.dtype(
+        [
+            ("fields", ">i2"),
+            ("seq_length", ">i4"),
+            ("seq", ">i8"),
+            ("vector_length", ">i4"),
+            ("dim", ">u2"),
+            ("unused", ">u2"),
+            ("vector", ">f4", (dim,)),
+        ]
+    )
+    header, trailer = 19, b"\xff\xff"  # signature, flags and extension length; a field count of -1
+    statement = sql.SQL("COPY (SELECT seq, embedding FROM faces WHERE collection_pk = {}) TO STDOUT (FORMAT BINARY)")
+    pending = bytearray()
+    with con.cursor().copy(statement.format(sql.Literal(pk))) as copy:
+        for data in copy:
+            pending += data
+            if header and len(pending) >= header:
+                del pending[:header]
+                header = 0
+            if not header and len(pending) >= TRAINING_VECTORS * row.itemsize:
+                yield _parse_rows(pending, row, TRAINING_VECTORS)
+    if header or bytes(pending[-2:]) != trailer or (len(pending) - 2) % row.itemsize:
+        raise RuntimeError("Unexpected data from COPY ... (FORMAT BINARY)")
+    if len(pending) > 2:
+        yield _parse_rows(pending, row, (len(pending) - 2) // row.itemsize)
+
+
+def _parse_rows(pending: bytearray, row: np.dtype, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``count`` rows of ``pending`` as (keys, float32 vectors), removed from it."""
+    records = np.frombuffer(pending, row, count=count)
+    keys, vectors = records["seq"].astype(np.int64), records["vector"].astype(np.float32)
+    del records
+    del pending[: count * row.itemsize]
+    return keys, vectors
 
 
 # Schema ---------------------------------------------------------------------------------
@@ -445,9 +547,7 @@ def _require_pgvector(con: Connection) -> None:
     version = _pgvector_version(con)
     if version < MIN_PGVECTOR:
         found = ".".join(map(str, version))
-        raise RuntimeError(
-            f"pgvector {found} has no HNSW index; Visage needs 0.5.0 or newer (ALTER EXTENSION vector UPDATE)."
-        )
+        raise RuntimeError(f"pgvector {found} is too old; Visage needs 0.5.0 or newer (ALTER EXTENSION vector UPDATE).")
 
 
 def _pgvector_version(con: Connection, missing_ok: bool = False) -> tuple[int, ...]:
@@ -461,74 +561,25 @@ def _pgvector_version(con: Connection, missing_ok: bool = False) -> tuple[int, .
 
 
 # Search ---------------------------------------------------------------------------------
-# Parameters: %(pk)s, %(query)s, %(min_score)s, %(limit)s, %(exclude)s if ``where`` names it,
-# and %(candidates)s for the approximate search.
+# Parameters: %(pk)s, %(query)s, %(min_score)s, %(limit)s, %(exclude)s and %(keys)s if ``where`` names them.
 
 
 def exact_search_sql(where: str) -> sql.Composed:
-    """Every face of the collection scored: the plan cannot use an HNSW index (it names no index expression)."""
+    """The faces ``where`` selects scored exactly, filtered by the score and sorted: best first, ties by face_id."""
     return sql.SQL(
         "SELECT {columns}, {score} AS score FROM faces WHERE {where} AND {score} >= %(min_score)s"
         " ORDER BY score DESC, face_id LIMIT %(limit)s"
     ).format(columns=sql.SQL(_FACE_COLUMNS), score=sql.SQL(_SCORE), where=sql.SQL(where))
 
 
-def approximate_search_sql(where: str, dim: int) -> sql.Composed:
-    """The HNSW index's ``candidates`` nearest faces, scored exactly, then filtered and sorted like the exact scan."""
-    return sql.SQL(
-        "SELECT {columns}, score FROM ("
-        " SELECT {columns}, {score} AS score FROM ("
-        "  SELECT {columns} FROM faces WHERE {where} AND dim = {dim}"
-        "  ORDER BY embedding::vector({dim}) <=> %(query)s::vector({dim}) LIMIT %(candidates)s"
-        " ) AS candidates"
-        ") AS scored WHERE score >= %(min_score)s ORDER BY score DESC, face_id LIMIT %(limit)s"
-    ).format(columns=sql.SQL(_FACE_COLUMNS), score=sql.SQL(_SCORE), where=sql.SQL(where), dim=sql.Literal(dim))
-
-
-def use_hnsw(con: Connection, ef_search: int) -> None:
-    """Settings, for the rest of the transaction, under which the approximate query walks the HNSW index."""
-    con.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(min(ef_search, MAX_EF_SEARCH)),))
-    if _pgvector_version(con) >= ITERATIVE_SCAN_PGVECTOR:
-        # Keep walking the graph while the filters (collection, user) reject what it finds.
-        con.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-    con.execute("SELECT set_config('enable_sort', 'off', true)")  # the index's order, not a sort of the collection
-
-
-def hnsw_index_name(dim: int) -> str:
-    return f"faces_hnsw_{dim}"
-
-
-def _pin_dimension(con: Connection, pk: int, dim: int) -> int:
-    """Pins the collection to vectors of ``dim`` floats (if no one did first); returns its pinned length."""
-    ensure_hnsw_index(con, dim)
-    row = con.execute(
-        "UPDATE collections SET dim = coalesce(dim, %s) WHERE pk = %s RETURNING dim", (dim, pk)
-    ).fetchone()
-    assert row is not None  # the caller holds the row FOR KEY SHARE: it cannot have gone
-    return int(row[0])
-
-
-def ensure_hnsw_index(con: Connection, dim: int) -> None:
-    """Builds the HNSW index of ``dim``-float vectors unless it exists; one builder at a time.
-
-    Run in a transaction. The store builds it when a collection gets its first faces of
-    that length; a bulk load (docs/postgres.md) drops it and calls this once loaded."""
-    name = hnsw_index_name(dim)
-    if _relation_exists(con, name):
-        return
-    con.execute("SELECT pg_advisory_xact_lock(%s)", (INDEX_LOCK,))
-    # IF NOT EXISTS looks again once it holds the table lock, so a build that committed meanwhile is seen.
-    con.execute(
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {name} ON faces USING hnsw ((embedding::vector({dim})) vector_cosine_ops)"
-            " WHERE dim = {dim}"
-        ).format(name=sql.Identifier(name), dim=sql.Literal(dim))
-    )
-
-
-def _relation_exists(con: Connection, name: str) -> bool:
-    row = con.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
+def _drop_hnsw_indexes(con: Connection) -> None:
+    """Drops the HNSW indexes (``faces_hnsw_<dim>``) of earlier versions: unused, and paid for by every insert."""
+    names = con.execute(
+        "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'faces'"
+        " AND indexname LIKE 'faces\\_hnsw\\_%'"
+    ).fetchall()
+    for (name,) in names:
+        con.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
 
 
 def _configure(con: Connection) -> None:

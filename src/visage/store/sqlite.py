@@ -255,7 +255,7 @@ class SQLiteStore(SQLStore):
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
-        self.searcher = SQLiteSearch(self._run, self.path.parent / "index", exact_search_limit)
+        self.searcher = SQLiteSearch(self._run, self.dialect, self.path.parent / "index", exact_search_limit)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._run(_migrate, write=True)
 
@@ -340,7 +340,7 @@ class SQLiteStore(SQLStore):
             return [ScoredFace(faces[face_id], score) for face_id, score in best]
 
         found = self._run(read, write=False)
-        self.searcher.trim_changes()
+        self.searcher.indexes.trim_changes()
         return found
 
     def warm(self) -> None:

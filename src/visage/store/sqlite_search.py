@@ -11,59 +11,48 @@ cached vectors when they differ, so writes by other processes are seen. The row 
 never reused (AUTOINCREMENT), so a collection deleted and created again under the same
 name cannot be mistaken for the old one.
 
-Big collections are searched through their :class:`~visage.store.vector_index.VectorIndex`,
-whose candidates are re-scored exactly from the stored float32 vectors. The index is
-saved next to the database (``<data-dir>/index``) and brought up to date from the
-change log (``face_changes``, kept by triggers in every writing transaction), so a
-process does not reread a big collection to see another's writes. Once an index is
-saved, the changes it holds are trimmed from the log.
+Big collections are searched through their vector index
+(:class:`~visage.store.collection_indexes.CollectionIndexes`, shared with the PostgreSQL
+store), whose candidates are re-scored exactly here from the stored float32 vectors.
+The indexes are saved next to the database (``<data-dir>/index``) and brought up to
+date from the change log (``face_changes``, kept by triggers in every writing
+transaction), so a process does not reread a big collection to see another's writes.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sqlite3
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import numpy as np
 
-from visage.store.sql import no_collection
-from visage.store.vector_index import TRAINING_VECTORS, VectorIndex
-
-T = TypeVar("T")
+from visage.store.collection_indexes import CollectionIndexes, Run
+from visage.store.sql import Dialect, no_collection
+from visage.store.vector_index import TRAINING_VECTORS
 
 #: How ``faces.vector`` holds a vector: float32, little-endian.
 VECTOR_DTYPE = np.dtype("<f4")
-#: A process saves a collection's vector index after folding in this many changes.
-SAVE_INDEX_EVERY = 20_000
-#: At least this many candidates of the vector index are re-scored exactly, whatever the limit.
-RESCORED_CANDIDATES = 128
 
-
-class Run(Protocol):
-    """The store's ``_run``: ``fn`` in one transaction."""
-
-    def __call__(self, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T: ...
+#: A collection's last change, how far its log was trimmed, and its face count (see CollectionIndexes).
+_STATE = (
+    "SELECT coalesce((SELECT max(seq) FROM face_changes WHERE collection_pk = pk), changes_trimmed_to),"
+    " changes_trimmed_to, face_count FROM collections WHERE pk = ?"
+)
 
 
 class SQLiteSearch:
     """The search caches and vector indexes of one :class:`~visage.store.sqlite.SQLiteStore`."""
 
-    def __init__(self, run: Run, index_dir: Path, exact_search_limit: int) -> None:
-        self._run = run
-        self.index_dir = index_dir
+    def __init__(self, run: Run, dialect: Dialect, index_dir: Path, exact_search_limit: int) -> None:
         self.exact_search_limit = exact_search_limit
         self._exact: dict[str, _Exact] = {}  # collection id (+ "\0users") -> its cached vectors
         self._load_lock = threading.Lock()
-        self._ann: dict[int, _Ann] = {}  # collection pk -> vector index and what it has applied
-        self._ann_lock = threading.Lock()
-        self._trim_to: list[tuple[int, int]] = []
+        self.indexes = CollectionIndexes(run, dialect, _STATE, _read_vectors, index_dir)
 
     def top(
         self,
@@ -106,17 +95,10 @@ class SQLiteSearch:
     def _approximate_top(
         self, con: sqlite3.Connection, pk: int, query: np.ndarray, limit: int, min_score: float, exclude: str | None
     ) -> list[tuple[str, float]]:
-        ann = self._current_ann(con, pk)
-        if query.shape != (ann.index.dimension,):
-            raise ValueError(
-                f"The query vector has shape {query.shape}; this collection's vectors have {ann.index.dimension} floats."
-            )
-        # The codes blur scores (by up to 0.15 in a cosine on real faces: benchmarks/search_scale.py):
-        # ask for more candidates than needed; the exact re-scoring below sorts them.
-        candidates = ann.index.search(query, max(limit + (exclude is not None), RESCORED_CANDIDATES), min_score)
+        keys = self.indexes.candidates(con, pk, query, limit + (exclude is not None), min_score)
         rows = con.execute(
             "SELECT face_id, vector FROM faces WHERE seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(candidates.keys.tolist()),),
+            (json.dumps(keys.tolist()),),
         ).fetchall()
         if not rows:
             return []
@@ -131,78 +113,19 @@ class SQLiteSearch:
         )
         return best[:limit]
 
-    def _current_ann(self, con: sqlite3.Connection, pk: int) -> _Ann:
-        """The collection's vector index, with every change up to this transaction folded in.
-
-        Loaded from its last save (or built, the first time or when the save and the
-        database disagree), then caught up from the change log.
-        """
-        with self._ann_lock:
-            ann = self._ann.get(pk)
-            trimmed, face_count = con.execute(
-                "SELECT changes_trimmed_to, face_count FROM collections WHERE pk = ?", (pk,)
-            ).fetchone()
-            if ann is None or ann.index.applied < trimmed:
-                loaded = VectorIndex.load(self.index_dir, str(pk))
-                ann = _Ann(loaded, loaded.applied) if loaded is not None and loaded.applied >= trimmed else None
-            if ann is not None:
-                _catch_up(con, pk, ann.index)
-            if ann is None or len(ann.index) != face_count:
-                ann = _Ann(_build(con, pk), 0)
-            self._ann[pk] = ann
-            if len(ann.index) and (ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0):
-                self._save_ann(pk, ann)
-            return ann
-
-    def _save_ann(self, pk: int, ann: _Ann) -> None:
-        ann.index.save(self.index_dir, str(pk))
-        ann.saved = ann.index.applied
-        # Changes the saved file holds are no longer needed by anyone: a process behind it
-        # reloads the file. (Trimmed in a later write transaction, not this read one.)
-        self._trim_to.append((pk, ann.saved))
-
     def warm(self) -> None:
         """Load (or build) the vector index of every big collection, so first searches are fast."""
-
-        def big(con: sqlite3.Connection) -> list[int]:
-            sql = "SELECT pk FROM collections WHERE face_count > ?"
-            return [row[0] for row in con.execute(sql, (self.exact_search_limit,))]
-
-        for pk in self._run(big, write=False):
-            self._run(functools.partial(self._current_ann, pk=pk), write=False)
-        self.trim_changes()
-
-    def trim_changes(self) -> None:
-        """Drops from the change log what the saved vector indexes hold (after a search saved one)."""
-        if not self._trim_to:
-            return
-        with self._ann_lock:
-            pending, self._trim_to = self._trim_to, []
-        for pk, upto in pending:
-
-            def write(con: sqlite3.Connection, pk: int = pk, upto: int = upto) -> None:
-                con.execute("DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto))
-                con.execute(
-                    "UPDATE collections SET changes_trimmed_to = max(changes_trimmed_to, ?) WHERE pk = ?", (upto, pk)
-                )
-
-            self._run(write, write=True)
+        self.indexes.warm(self.exact_search_limit)
 
     def forget(self, collection_id: str, pk: int) -> None:
         """Drops the caches and the saved vector index of a deleted collection."""
         self._exact.pop(collection_id, None)
         self._exact.pop(f"{collection_id}\0users", None)
-        with self._ann_lock:
-            self._ann.pop(pk, None)
-        VectorIndex.discard(self.index_dir, str(pk))
+        self.indexes.forget(pk)
 
     def close(self) -> None:
         """Saves the vector indexes with unsaved changes and drops the caches."""
-        with self._ann_lock:
-            for pk, ann in self._ann.items():
-                if ann.index.applied > ann.saved and len(ann.index):
-                    ann.index.save(self.index_dir, str(pk))
-            self._ann.clear()
+        self.indexes.close()
         self._exact.clear()
 
 
@@ -256,50 +179,11 @@ class _Exact:
         return [(self.face_ids[row], float(scores[row])) for row in rows]
 
 
-@dataclass
-class _Ann:
-    index: VectorIndex
-    saved: int  # the change number of its last save by this process (0: not saved yet)
-
-
-def _build(con: sqlite3.Connection, pk: int) -> VectorIndex:
-    """A new index of every face of the collection, as of this transaction (its codebook
-    learnt from the first batch)."""
-    applied = con.execute("SELECT coalesce(max(seq), 0) FROM face_changes").fetchone()[0]
-    index = VectorIndex(applied=applied)
+def _read_vectors(con: sqlite3.Connection, pk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every face of the collection: keys and vectors, in batches of ``TRAINING_VECTORS``."""
     cursor = con.execute("SELECT seq, vector FROM faces WHERE collection_pk = ?", (pk,))
     while batch := cursor.fetchmany(TRAINING_VECTORS):
-        index.add(np.array([row[0] for row in batch], dtype=np.int64), _vectors([row[1] for row in batch]))
-    return index
-
-
-def _catch_up(con: sqlite3.Connection, pk: int, index: VectorIndex) -> None:
-    """Fold the collection's changes after ``index.applied`` into the index.
-
-    The changes need not be replayed one by one. A face's changes alternate between
-    insert and delete, so the index holds a face whose first change since is a delete,
-    and should hold it if its last change is an insert. (SQLite may give the key of the
-    newest face, once deleted, to the next face inserted: a delete and an insert of one
-    key.)
-    """
-    rows = con.execute(
-        "SELECT c.seq, c.face_seq, c.added, f.vector FROM face_changes c"
-        " LEFT JOIN faces f ON f.seq = c.face_seq AND f.collection_pk = c.collection_pk"
-        " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
-        (pk, index.applied),
-    ).fetchall()
-    if not rows:
-        return
-    first: dict[int, bool] = {}
-    last: dict[int, tuple[bool, bytes | None]] = {}
-    for _, face, is_add, vector in rows:
-        first.setdefault(face, bool(is_add))
-        last[face] = (bool(is_add), vector)
-    index.remove(np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64))
-    added = [(face, vector) for face, (is_add, vector) in last.items() if is_add and vector is not None]
-    if added:
-        index.add(np.array([face for face, _ in added], dtype=np.int64), _vectors([vector for _, vector in added]))
-    index.applied = rows[-1][0]
+        yield np.array([row[0] for row in batch], dtype=np.int64), _vectors([row[1] for row in batch])
 
 
 def _vectors(blobs: Sequence[bytes]) -> np.ndarray:

@@ -1,0 +1,232 @@
+"""The vector indexes of a store's big collections, kept true to the database's change log.
+
+Both stores use it: the database is the shared truth, and each process keeps, per
+big collection, a :class:`~visage.store.vector_index.VectorIndex` of its faces in
+memory that proposes candidates, which the store then re-scores exactly from its rows.
+
+The change log. Every insert and delete of a face writes a row to ``face_changes``
+(collection, change number, the face's integer key ``faces.seq``, added or deleted),
+from triggers in the writing transaction, so no write can skip it. A collection's
+changes are numbered in commit order: SQLite writes one transaction at a time, and
+PostgreSQL's triggers number them under the collection's row lock. Before each search
+of a big collection the process reads the collection's last change number, its face
+count and how far its log was trimmed (one indexed row), and folds in the changes its
+index has not applied yet; when nothing changed that is all. An index is rebuilt from
+the database when the log no longer reaches back to it (trimmed) or when, once caught
+up, it holds another number of faces than the database (a save that went wrong, a log
+edited by hand).
+
+Saves. With an ``index_dir`` (the SQLite store: ``<data-dir>/index``) an index is saved
+after its first build and every ``SAVE_INDEX_EVERY`` changes, and loaded at the next
+start; the changes a save holds are then trimmed from the log. Without one (PostgreSQL,
+whose servers may run on many machines and must not trust a local file) an index is
+built from the database at start and lives in memory; the log is trimmed to about as
+many changes as the collection has faces, since a process further behind than that
+rebuilds in about the time it would take to replay them.
+
+A backend supplies ``state_sql`` (the collection's last change, trimmed-to change and
+face count, by row key) and ``read_vectors`` (every face's key and vector, in batches).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from visage.store.sql import Connection, Dialect, dialect_sql
+from visage.store.vector_index import VectorIndex
+
+T = TypeVar("T")
+
+#: A process saves a collection's vector index after folding in this many changes.
+SAVE_INDEX_EVERY = 20_000
+#: At least this many candidates of the vector index are re-scored exactly, whatever the limit: the
+#: codes blur scores (by up to 0.15 in a cosine on real faces: benchmarks/search_scale.py).
+RESCORED_CANDIDATES = 128
+#: Without saves, the log keeps at least this many changes of a collection, and at least as many as it has faces.
+KEEP_CHANGES = 10_000
+
+#: Reads every face of a collection (by row key) as batches of (keys int64, float32 vectors one per row);
+#: the first batch trains the index's codebooks, so it should hold up to ``TRAINING_VECTORS`` faces.
+ReadVectors = Callable[[Connection, int], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+
+class Run(Protocol):
+    """The store's ``_run``: ``fn`` in one transaction."""
+
+    def __call__(self, fn: Callable[[Any], T], *, write: bool) -> T: ...
+
+
+@dataclass
+class _Ann:
+    index: VectorIndex
+    saved: int  # the change number of its last save by this process (0: not saved yet)
+
+
+@dataclass(frozen=True)
+class _State:
+    """A collection's row, as of one transaction."""
+
+    last: int  # the number of its newest change
+    trimmed: int  # its log holds no change up to this number
+    face_count: int
+
+
+class CollectionIndexes:
+    """The vector index of each big collection of one store, in this process."""
+
+    def __init__(
+        self,
+        run: Run,
+        dialect: Dialect,
+        state_sql: str,
+        read_vectors: ReadVectors,
+        index_dir: Path | None = None,
+    ) -> None:
+        self._run = run
+        self._dialect = dialect
+        self._state_sql = state_sql
+        self._read_vectors = read_vectors
+        self.index_dir = index_dir
+        self._ann: dict[int, _Ann] = {}  # collection pk -> vector index and what it has applied
+        self._lock = threading.Lock()
+        self._trim_to: list[tuple[int, int]] = []
+
+    def candidates(self, con: Connection, pk: int, query: np.ndarray, limit: int, min_score: float) -> np.ndarray:
+        """The keys (``faces.seq``) of the faces of collection ``pk`` that may be among the best ``limit``
+        for ``query`` and may reach ``min_score``, with every change up to ``con``'s transaction folded in:
+        at least ``RESCORED_CANDIDATES`` of them, for the store to re-score exactly."""
+        index = self.current(con, pk)
+        if query.shape != (index.dimension,):
+            raise ValueError(
+                f"The query vector has shape {query.shape}; this collection's vectors have {index.dimension} floats."
+            )
+        return index.search(query, max(limit, RESCORED_CANDIDATES), min_score).keys
+
+    def current(self, con: Connection, pk: int) -> VectorIndex:
+        """The collection's vector index, with every change up to this transaction folded in.
+
+        Loaded from its last save or built (the first time, or when it and the database
+        disagree), then caught up from the change log.
+        """
+        row = dialect_sql(con, self._dialect, self._state_sql, (pk,)).fetchone()
+        state = _State(int(row[0]), int(row[1]), int(row[2]))
+        with self._lock:
+            ann = self._ann.get(pk)
+            if ann is None or ann.index.applied < state.trimmed:
+                loaded = VectorIndex.load(self.index_dir, str(pk)) if self.index_dir is not None else None
+                ann = _Ann(loaded, loaded.applied) if loaded is not None and loaded.applied >= state.trimmed else None
+            if ann is not None and ann.index.applied < state.last:
+                self._catch_up(con, pk, ann.index)
+            # An index ahead of this transaction (another thread caught it up on a newer one) is not compared.
+            if ann is None or (ann.index.applied == state.last and len(ann.index) != state.face_count):
+                ann = _Ann(self._build(con, pk, state.last), 0)
+            self._ann[pk] = ann
+            self._plan_trim(pk, ann, state)
+            return ann.index
+
+    def _plan_trim(self, pk: int, ann: _Ann, state: _State) -> None:
+        if self.index_dir is not None:
+            if len(ann.index) and (ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0):
+                ann.index.save(self.index_dir, str(pk))
+                ann.saved = ann.index.applied
+                # Changes the saved file holds are no longer needed by anyone: a process behind it
+                # reloads the file. (Trimmed in a later write transaction, not this read one.)
+                self._trim_to.append((pk, ann.saved))
+        else:
+            keep = max(state.face_count, KEEP_CHANGES)
+            if state.last - state.trimmed > 2 * keep:
+                self._trim_to.append((pk, state.last - keep))
+
+    def warm(self, limit: int) -> None:
+        """Load (or build) the vector index of every collection of more than ``limit`` faces, so that
+        first searches are fast."""
+        query = "SELECT pk FROM collections WHERE face_count > ?"
+        pks = self._run(lambda con: [row[0] for row in dialect_sql(con, self._dialect, query, (limit,))], write=False)
+        for pk in pks:
+            self._run(functools.partial(self._current_of, pk), write=False)
+        self.trim_changes()
+
+    def _current_of(self, pk: int, con: Connection) -> VectorIndex:
+        return self.current(con, pk)
+
+    def trim_changes(self) -> None:
+        """Drops from the change log what no process needs any more (planned by a search)."""
+        if not self._trim_to:
+            return
+        with self._lock:
+            pending, self._trim_to = self._trim_to, []
+        for pk, upto in pending:
+
+            def write(con: Connection, pk: int = pk, upto: int = upto) -> None:
+                dialect_sql(
+                    con, self._dialect, "DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto)
+                )
+                dialect_sql(
+                    con,
+                    self._dialect,
+                    "UPDATE collections SET changes_trimmed_to = ? WHERE pk = ? AND changes_trimmed_to < ?",
+                    (upto, pk, upto),
+                )
+
+            self._run(write, write=True)
+
+    def forget(self, pk: int) -> None:
+        """Drops the index, and its saves, of a deleted collection."""
+        with self._lock:
+            self._ann.pop(pk, None)
+        if self.index_dir is not None:
+            VectorIndex.discard(self.index_dir, str(pk))
+
+    def close(self) -> None:
+        """Saves the vector indexes with unsaved changes (if saved at all) and drops them."""
+        with self._lock:
+            for pk, ann in self._ann.items():
+                if self.index_dir is not None and ann.index.applied > ann.saved and len(ann.index):
+                    ann.index.save(self.index_dir, str(pk))
+            self._ann.clear()
+
+    def _build(self, con: Connection, pk: int, last: int) -> VectorIndex:
+        """A new index of every face of the collection as of this transaction, whose last change is ``last``."""
+        index = VectorIndex(applied=last)
+        for keys, vectors in self._read_vectors(con, pk):
+            index.add(keys, vectors)
+        return index
+
+    def _catch_up(self, con: Connection, pk: int, index: VectorIndex) -> None:
+        """Fold the collection's changes after ``index.applied`` into the index.
+
+        The changes need not be replayed one by one. A face's changes alternate between
+        insert and delete, so the index holds a face whose first change since is a delete,
+        and should hold it if its last change is an insert. (SQLite may give the key of the
+        newest face, once deleted, to the next face inserted: a delete and an insert of one
+        key.)
+        """
+        d = self._dialect
+        rows = dialect_sql(
+            con,
+            d,
+            f"SELECT c.seq, c.face_seq, c.added, f.{d.vector_column} FROM face_changes c"
+            " LEFT JOIN faces f ON f.seq = c.face_seq AND f.collection_pk = c.collection_pk"
+            " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
+            (pk, index.applied),
+        ).fetchall()
+        if not rows:
+            return
+        first: dict[int, bool] = {}
+        last: dict[int, tuple[bool, Any]] = {}
+        for _, face, is_add, vector in rows:
+            first.setdefault(face, bool(is_add))
+            last[face] = (bool(is_add), vector)
+        index.remove(np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64))
+        added = [(face, vector) for face, (is_add, vector) in last.items() if is_add and vector is not None]
+        if added:
+            keys = np.array([face for face, _ in added], dtype=np.int64)
+            index.add(keys, np.stack([d.vector_from_db(vector) for _, vector in added]))
+        index.applied = int(rows[-1][0])
