@@ -96,10 +96,39 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map(el => el.outerHTML.slice(0, 120))"""
 
 
+#: The controls a keyboard user must be able to reach: visible, enabled, not taken out of the
+#: tab order; each is named so that the Tab walk can say which it reached.
+REACHABLE = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button, a[href], summary')]
+  .filter(el => !el.disabled && el.tabIndex >= 0 && el.getClientRects().length > 0
+    && getComputedStyle(el).visibility !== 'hidden')
+  .map((el, i) => {
+    // A group of radio buttons is one stop of the tab order (the arrow keys move within it).
+    const key = el.type === 'radio' ? `radio ${el.form ? [...document.forms].indexOf(el.form) : ''} ${el.name}` : String(i);
+    el.dataset.tabWalk = key;
+    return key;
+  })"""
+
+
+def keyboard_reaches_every_control(page: Any, name: str) -> None:
+    """Tab from the top of the page reaches every visible control, each once per round."""
+    controls = set(page.evaluate(REACHABLE))
+    page.evaluate("() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); }")
+    reached: set[str] = set()
+    for _ in range(2 * len(controls) + 20):  # other stops (a scrolling table's box) take a Tab too
+        page.keyboard.press("Tab")
+        index = page.evaluate("() => document.activeElement && document.activeElement.dataset.tabWalk")
+        if index is not None:
+            reached.add(index)
+        if reached == controls:
+            break
+    assert controls - reached == set(), f"{name}: controls Tab never reaches: {sorted(controls - reached)}"
+
+
 def shoot(page: Any, name: str, phone: bool = True, full_page: bool = True) -> None:
     """A screenshot at 1280 px, and one at phone width (the whole page, unless it is too long);
-    every control of the page must have a name."""
+    every control of the page must have a name and be reachable with the keyboard."""
     assert page.evaluate(UNLABELLED) == [], name
+    keyboard_reaches_every_control(page, name)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
     if phone:
