@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sqlite3
 import threading
 from bisect import bisect_left
@@ -33,8 +34,11 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from visage.errors import StoreWriteError
 from visage.store.sql import no_collection
 from visage.store.vector_index import TRAINING_VECTORS, VectorIndex
+
+log = logging.getLogger("visage")
 
 T = TypeVar("T")
 
@@ -155,7 +159,11 @@ class SQLiteSearch:
             return ann
 
     def _save_ann(self, pk: int, ann: _Ann) -> None:
-        ann.index.save(self.index_dir, str(pk))
+        try:
+            ann.index.save(self.index_dir, str(pk))
+        except OSError as error:  # a full disk: search goes on from memory; the next save retries
+            log.warning("could not save the vector index of collection %d in %s: %s", pk, self.index_dir, error)
+            return
         ann.saved = ann.index.applied
         # Changes the saved file holds are no longer needed by anyone: a process behind it
         # reloads the file. (Trimmed in a later write transaction, not this read one.)
@@ -186,7 +194,10 @@ class SQLiteSearch:
                     "UPDATE collections SET changes_trimmed_to = max(changes_trimmed_to, ?) WHERE pk = ?", (upto, pk)
                 )
 
-            self._run(write, write=True)
+            try:
+                self._run(write, write=True)
+            except StoreWriteError as error:  # the log keeps these changes a while longer: harmless
+                log.warning("could not trim the change log of collection %d: %s", pk, error)
 
     def forget(self, collection_id: str, pk: int) -> None:
         """Drops the caches and the saved vector index of a deleted collection."""
