@@ -261,14 +261,14 @@ def main() -> None:
     sampler = threading.Thread(target=sample_rss, args=(server.process.pid, args.sample_seconds, stop, samples))
     try:
         clients = [
-            Client(n, _client(server), rest[n :: args.clients][::-1]) for n in range(args.clients)
+            Client(n, server.client(retry=False), rest[n :: args.clients][::-1]) for n in range(args.clients)
         ]  # popped from the end: LFW in the shuffled order
         sampler.start()
         print(f"{args.clients} clients for at most {args.minutes:g} min or {args.requests:,} calls ...")
         elapsed = run_clients(clients, probes, args.minutes * 60, args.requests)
         stop.set()
         sampler.join()
-        admin = _client(server)
+        admin = server.client(retry=False)
         listed = listed_faces(admin)
         face_count = admin.describe_collection(CollectionId=COLLECTION)["FaceCount"]
     finally:
@@ -306,12 +306,6 @@ def main() -> None:
     }
     minutes = elapsed / 60
     finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
-    plot(
-        samples,
-        warmup_s,
-        RESULTS / "soak.png",
-        f"visage serve RSS, {args.clients} clients, {args.faces:,}-face collection, {minutes:.1f} min",
-    )
 
     lines = [
         f"Soak: {args.clients} boto3 clients for {minutes:.1f} min ({finished}; asked for {args.minutes:g} min or "
@@ -372,23 +366,13 @@ def main() -> None:
         },
         markdown,
     )
-    print("goals:", ", ".join(f"{name} {'met' if met else 'NOT MET'}" for name, met in goals.items()))
-
-
-def _client(server: RunningServer) -> Any:
-    """A boto3 client that never retries: every failure is counted."""
-    import boto3
-    from botocore.config import Config
-
-    assert server.credentials is not None
-    return boto3.client(
-        "rekognition",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=server.credentials.access_key_id,
-        aws_secret_access_key=server.credentials.secret_access_key,
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=300, max_pool_connections=4),
+    plot(  # after write_results, which records whether the tree differs from its commit
+        samples,
+        warmup_s,
+        RESULTS / "soak.png",
+        f"visage serve RSS, {args.clients} clients, {args.faces:,}-face collection, {minutes:.1f} min",
     )
+    print("goals:", ", ".join(f"{name} {'met' if met else 'NOT MET'}" for name, met in goals.items()))
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_clients_too_slow_to_send_their_request_are_cut_off_while_others_are_ans
     for kind, seconds in (("headers", 2), ("nothing", 2), ("body", 3)):
         assert len(results[kind]) == 4
         for took, said in results[kind]:
-            assert seconds - 0.5 < took < seconds + 3, (kind, took)
+            assert seconds - 0.5 < took < seconds + 5, (kind, took)
             assert said.startswith(b"HTTP/1.1 408 "), (kind, said)
     log = server.log_path.read_text()
     assert "its request's headers did not arrive within 2 s" in log
@@ -270,22 +270,6 @@ def test_a_full_disk_fails_index_faces_cleanly_and_reads_go_on(tmp_path: Path, p
 # PostgreSQL restarted ------------------------------------------------------------------------
 
 
-def one_attempt_client(server: RunningServer) -> Any:
-    """A boto3 client that does not retry, so that each call's own outcome and time are seen."""
-    import boto3
-    from botocore.config import Config
-
-    assert server.credentials is not None
-    return boto3.client(
-        "rekognition",
-        endpoint_url=server.url,
-        region_name="us-east-1",
-        aws_access_key_id=server.credentials.access_key_id,
-        aws_secret_access_key=server.credentials.secret_access_key,
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}, read_timeout=120),
-    )
-
-
 def test_a_postgresql_restart_fails_calls_fast_and_visage_recovers_by_itself(tmp_path: Path, portraits: Path) -> None:
     import tempfile
 
@@ -302,14 +286,14 @@ def test_a_postgresql_restart_fails_calls_fast_and_visage_recovers_by_itself(tmp
             tmp_path / "data", extra_args=("--store", dsn), env={"VISAGE_STORE_CONNECT_SECONDS": str(connect)}
         )
         with server:
-            rekognition = one_attempt_client(server)
+            rekognition = server.client(retry=False)
             rekognition.create_collection(CollectionId="c")
             rekognition.index_faces(CollectionId="c", Image={"Bytes": one}, ExternalImageId="before")
             calls: list[tuple[float, float, str]] = []  # started, seconds, outcome
             stop = threading.Event()
 
             def traffic() -> None:
-                client = one_attempt_client(server)
+                client = server.client(retry=False)
                 while not stop.is_set():
                     started = time.monotonic()
                     try:

@@ -14,6 +14,7 @@ milliseconds and the caller's access key id, never image data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -156,10 +157,11 @@ def create_app(settings: Settings) -> Starlette:
         await loop.run_in_executor(workers, service.store.warm)
         service.video.workers.start()
         yield
-        _exit_after(EXIT_SECONDS)
+        deadline = _exit_after(EXIT_SECONDS)
         await loop.run_in_executor(None, service.video.workers.stop)
-        workers.shutdown(wait=True, cancel_futures=True)
+        await loop.run_in_executor(None, functools.partial(workers.shutdown, wait=True, cancel_futures=True))
         service.store.close()
+        deadline.cancel()
 
     async def to_console(request: Request) -> Response:
         return RedirectResponse("/console/", 303)
@@ -183,8 +185,9 @@ def create_worker_app() -> Starlette:
     return create_app(Settings.from_json(os.environ[SETTINGS_VARIABLE]))
 
 
-def _exit_after(seconds: float) -> None:
-    """Ends the process in ``seconds`` unless it has ended by then (a daemon timer: it does not keep it alive)."""
+def _exit_after(seconds: float) -> threading.Timer:
+    """Ends the process in ``seconds`` unless the returned timer is cancelled first (a daemon timer:
+    it does not keep the process alive)."""
 
     def exit_now() -> None:
         log.error("shutdown: engine work still running %g s after the server stopped; exiting without it", seconds)
@@ -193,6 +196,7 @@ def _exit_after(seconds: float) -> None:
     timer = threading.Timer(seconds, exit_now)
     timer.daemon = True
     timer.start()
+    return timer
 
 
 def _log_requests_to_stderr() -> None:
