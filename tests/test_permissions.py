@@ -51,6 +51,10 @@ EXPECTED_RESOURCES = {
     "SearchFacesByImage": ARN + "staff",
     "SearchUsers": ARN + "staff",
     "SearchUsersByImage": ARN + "staff",
+    "StartFaceSearch": ARN + "staff",
+    "StartFaceDetection": "*",
+    "GetFaceDetection": "*",
+    "GetFaceSearch": "*",
     "TagResource": ARN + "staff",
     "UntagResource": ARN + "staff",
 }

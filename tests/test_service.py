@@ -25,7 +25,7 @@ from visage.store.sqlite import SQLiteStore
 
 from .conftest import encode
 
-CALLER = Caller("VSAKTESTTESTTESTTEST")
+CALLER = Caller.local("VSAKTESTTESTTESTTEST")
 PEOPLE = ("person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1", "impostor_2")
 
 

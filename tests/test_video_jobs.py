@@ -29,7 +29,7 @@ from visage.store import open_store
 from .conftest import encode
 from .videos import face_photo, passing_walkers, walk_frames, write_h264
 
-CALLER = Caller("AKIDTEST")
+CALLER = Caller.local("AKIDTEST")
 WALK = {"S3Object": {"Bucket": "videos", "Name": "walk.mp4"}}
 
 
