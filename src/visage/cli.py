@@ -367,6 +367,12 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     help="A Similarity map fitted on your own population (`visage eval calibrate --data DIR`); "
     "its face model's Similarity comes from it instead of the shipped map.",
 )
+@click.option(
+    "--shutdown-seconds",
+    type=click.IntRange(min=1),
+    help="On SIGTERM, how long the requests in flight may take to finish before the server exits "
+    f"(default: VISAGE_SHUTDOWN_SECONDS, or {Settings.default('shutdown_seconds')}).",
+)
 @fails_cleanly
 def serve(
     host: str,
@@ -385,6 +391,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     similarity_map: Path | None,
+    shutdown_seconds: int | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
     from importlib.metadata import version
@@ -407,6 +414,7 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         similarity_map=similarity_map,
+        shutdown_seconds=shutdown_seconds,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")

@@ -80,6 +80,9 @@ class Settings:
     #: postgresql:// URL for PostgreSQL with pgvector, which several servers can share
     #: (docs/postgres.md).
     store: str | None = None
+    #: PostgreSQL store: how long a call waits for a connection to the database before it fails with
+    #: ThrottlingException (the database is down or restarting); new connections get as long to open.
+    store_connect_seconds: int = 5
     #: Whether the server checks SigV4 signatures (``visage serve --no-auth`` turns it off,
     #: on a loopback address only).
     auth: bool = True
@@ -94,6 +97,14 @@ class Settings:
     #: private key (PEM files); both or neither.
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: On SIGTERM (or Ctrl-C) the server stops accepting connections, lets the requests in
+    #: flight finish for at most this many seconds, then exits (docs/operations.md).
+    shutdown_seconds: int = 25
+    #: A client must send a request's headers within this many seconds of the connection
+    #: waiting for them, and its body within ``request_body_seconds`` of its headers; one that
+    #: does not is answered 408 and cut off (docs/operations.md).
+    request_header_seconds: int = 10
+    request_body_seconds: int = 60
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -266,6 +277,10 @@ _RULES: dict[str, Rule] = {
             "max_video_seconds",
             "video_retention_seconds",
             "video_job_lease_seconds",
+            "shutdown_seconds",
+            "request_header_seconds",
+            "request_body_seconds",
+            "store_connect_seconds",
         ),
         _whole(1),
     ),

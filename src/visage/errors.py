@@ -187,3 +187,23 @@ class SecretKeyFileError(InternalServerError):
     @property
     def code(self) -> str:
         return "InternalServerError"
+
+
+class StoreWriteError(InternalServerError):
+    """The store could not write: its disk is full, a file reached its size limit, or the disk failed.
+    The request's transaction was rolled back whole; the call may be retried once space is freed."""
+
+    @property
+    def code(self) -> str:
+        return "InternalServerError"
+
+
+class StoreUnavailableError(ThrottlingException):
+    """The store's database does not answer (PostgreSQL is down or restarting); retry shortly.
+
+    On the wire it is Rekognition's ThrottlingException ("temporarily unable to process the
+    request"), which the AWS SDKs retry with backoff on their own."""
+
+    @property
+    def code(self) -> str:
+        return "ThrottlingException"

@@ -141,9 +141,10 @@ class LocalServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
-    def client(self, service: str = "rekognition", credentials: Credentials | None = None) -> Any:
+    def client(self, service: str = "rekognition", credentials: Credentials | None = None, retry: bool = True) -> Any:
         """A boto3 client for this server, signed with ``credentials`` (default: its key, or
-        else the first active admin key of its store)."""
+        else the first active admin key of its store); with ``retry`` false it makes one attempt
+        per call, so that each failure is seen."""
         import boto3
         from botocore.config import Config
 
@@ -155,7 +156,11 @@ class LocalServer:
             aws_access_key_id=credentials.access_key_id,
             aws_secret_access_key=credentials.secret_access_key,
             verify=str(self.ca_file) if self.ca_file is not None else None,
-            config=Config(retries={"max_attempts": 1}, read_timeout=300, max_pool_connections=16),
+            config=Config(
+                retries={"max_attempts": 1} if retry else {"mode": "standard", "total_max_attempts": 1},
+                read_timeout=300,
+                max_pool_connections=16,
+            ),
         )
 
     def _admin_credentials(self) -> Credentials:

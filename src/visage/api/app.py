@@ -14,9 +14,11 @@ milliseconds and the caller's access key id, never image data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
@@ -51,6 +53,15 @@ ANONYMOUS = "anonymous"
 #: The environment variable that carries ``visage serve``'s settings, as JSON, to uvicorn's
 #: worker processes (which can only import the app, not be handed it).
 SETTINGS_VARIABLE = "VISAGE_SERVE_SETTINGS"
+
+#: Once uvicorn has stopped serving (the requests in flight finished, or ``shutdown_seconds``
+#: passed and it cancelled them), what is left of the shutdown gets this many seconds; then the
+#: process exits without waiting for engine work still running (the store is crash-safe).
+EXIT_SECONDS = 5
+
+#: The status a request is logged with when its client went away before it was read whole
+#: (nginx's "client closed request"; nothing is sent).
+CLIENT_CLOSED = 499
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -124,6 +135,8 @@ def create_app(settings: Settings) -> Starlette:
             body = await _read_body(request, max_body)
             payload = await asyncio.get_running_loop().run_in_executor(workers, answer, request, body)
             return Response(payload, 200, headers=headers, media_type=CONTENT_TYPE), ""
+        except ClientDisconnect:  # the client went, or was cut off (visage.api.deadlines), mid-body
+            return Response(b"", CLIENT_CLOSED, headers=headers), "ClientDisconnect"
         except VisageError as error:
             status, payload = encode_error(error)
             if status >= 500:
@@ -144,9 +157,11 @@ def create_app(settings: Settings) -> Starlette:
         await loop.run_in_executor(workers, service.store.warm)
         service.video.workers.start()
         yield
+        deadline = _exit_after(EXIT_SECONDS)
         await loop.run_in_executor(None, service.video.workers.stop)
-        workers.shutdown(wait=True)
+        await loop.run_in_executor(None, functools.partial(workers.shutdown, wait=True, cancel_futures=True))
         service.store.close()
+        deadline.cancel()
 
     async def to_console(request: Request) -> Response:
         return RedirectResponse("/console/", 303)
@@ -168,6 +183,20 @@ def create_worker_app() -> Starlette:
     """Factory for each of uvicorn's worker processes (``visage serve --workers N``): the
     app over the settings ``visage serve`` built, passed on in :data:`SETTINGS_VARIABLE`."""
     return create_app(Settings.from_json(os.environ[SETTINGS_VARIABLE]))
+
+
+def _exit_after(seconds: float) -> threading.Timer:
+    """Ends the process in ``seconds`` unless the returned timer is cancelled first (a daemon timer:
+    it does not keep the process alive)."""
+
+    def exit_now() -> None:
+        log.error("shutdown: engine work still running %g s after the server stopped; exiting without it", seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, exit_now)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def _log_requests_to_stderr() -> None:

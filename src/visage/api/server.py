@@ -6,18 +6,26 @@ created; :func:`serve` hands the bound socket to uvicorn, in this process or in
 ``workers`` processes that share it, and says "Listening" only once the port is bound
 (with one process, once the app has also started and answers). :func:`banner` says which store, face model, S3 source,
 auth mode and request log are in force.
+
+Stopping: on SIGTERM or Ctrl-C the socket stops listening at once (new connections are
+refused, in every worker), the requests in flight get ``settings.shutdown_seconds`` to finish,
+and the process exits (:data:`visage.api.app.EXIT_SECONDS` later at most). Every connection
+has read deadlines for its requests' headers and body (:mod:`visage.api.deadlines`).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
+from visage.api import deadlines
 from visage.api.app import SETTINGS_VARIABLE, create_app
 from visage.config import Settings
 from visage.engine.registry import face_model_entry
@@ -104,15 +112,37 @@ class _Server(uvicorn.Server):
             self.on_started()
 
 
+class _Workers(Multiprocess):
+    """uvicorn's worker processes, whose parent lets go of the listening socket when they are told to stop.
+
+    Each worker closes its copy of the socket on SIGTERM; the parent's copy would keep it listening,
+    and new connections would wait in its backlog, unanswered, until the last worker had finished.
+    """
+
+    def terminate_all(self) -> None:
+        super().terminate_all()
+        for sock in self.sockets:
+            sock.close()
+
+
 def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[str], None]) -> None:
     """Serve the app on the bound socket ``sock`` (see :func:`bind`) until stopped; ``say`` is
     given the "Listening" line."""
+    # A file size limit (ulimit -f) makes a write fail (EFBIG, a StoreWriteError) instead of killing the server.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     host, port = sock.getsockname()[:2]
     listening = f"Listening on {url(host, port, settings.tls)}"
-    tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls else {}
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        # On SIGTERM: stop accepting, let the requests in flight finish for at most this long.
+        "timeout_graceful_shutdown": settings.shutdown_seconds,
+        "http": deadlines.protocol(settings.request_header_seconds, settings.request_body_seconds),
+    }
+    if settings.tls:
+        options.update(ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key))
     try:
         if workers == 1:
-            config = uvicorn.Config(create_app(settings), log_level="warning", **tls)  # type: ignore[arg-type]
+            config = uvicorn.Config(create_app(settings), **options)
             _Server(config, lambda: say(listening)).run(sockets=[sock])
         else:  # each worker process imports the app, so it gets the settings through its environment
             os.environ[SETTINGS_VARIABLE] = settings.to_json()
@@ -120,12 +150,11 @@ def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[
                 "visage.api.app:create_worker_app",
                 factory=True,
                 workers=workers,
-                log_level="warning",
                 timeout_worker_healthcheck=WORKER_START_SECONDS,
-                **tls,  # type: ignore[arg-type]
+                **options,
             )
             say(f"{listening} ({workers} worker processes; requests wait until one has started)")
-            Multiprocess(config, sockets=[sock]).run()
+            _Workers(config, sockets=[sock]).run()
     except KeyboardInterrupt:
         pass
     finally:

@@ -24,7 +24,10 @@ def open_store(settings: Settings) -> Store:
 
     # A connection per worker thread, and the same exact/approximate boundary as the embedded store.
     return PostgresStore(
-        settings.postgres_url, pool_size=settings.threads + 2, exact_search_limit=settings.exact_search_limit
+        settings.postgres_url,
+        pool_size=settings.threads + 2,
+        exact_search_limit=settings.exact_search_limit,
+        connect_timeout=settings.store_connect_seconds,
     )
 
 

@@ -31,6 +31,7 @@ face count, by row key) and ``read_vectors`` (every face's key and vector, in ba
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -39,8 +40,11 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from visage.errors import StoreWriteError
 from visage.store.sql import Connection, Dialect, dialect_sql
 from visage.store.vector_index import VectorIndex
+
+log = logging.getLogger("visage")
 
 T = TypeVar("T")
 
@@ -134,7 +138,11 @@ class CollectionIndexes:
     def _plan_trim(self, pk: int, ann: _Ann, state: _State) -> None:
         if self.index_dir is not None:
             if len(ann.index) and (ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0):
-                ann.index.save(self.index_dir, str(pk))
+                try:
+                    ann.index.save(self.index_dir, str(pk))
+                except OSError as error:  # a full disk: search goes on from memory; the next save retries
+                    log.warning("could not save the vector index of collection %d in %s: %s", pk, self.index_dir, error)
+                    return
                 ann.saved = ann.index.applied
                 # Changes the saved file holds are no longer needed by anyone: a process behind it
                 # reloads the file. (Trimmed in a later write transaction, not this read one.)
@@ -175,7 +183,10 @@ class CollectionIndexes:
                     (upto, pk, upto),
                 )
 
-            self._run(write, write=True)
+            try:
+                self._run(write, write=True)
+            except StoreWriteError as error:  # the log keeps these changes a while longer: harmless
+                log.warning("could not trim the change log of collection %d: %s", pk, error)
 
     def forget(self, pk: int) -> None:
         """Drops the index, and its saves, of a deleted collection."""
@@ -189,7 +200,10 @@ class CollectionIndexes:
         with self._lock:
             for pk, ann in self._ann.items():
                 if self.index_dir is not None and ann.index.applied > ann.saved and len(ann.index):
-                    ann.index.save(self.index_dir, str(pk))
+                    try:
+                        ann.index.save(self.index_dir, str(pk))
+                    except OSError as error:  # rebuilt or caught up from the database at the next start
+                        log.warning("could not save the vector index of collection %d: %s", pk, error)
             self._ann.clear()
 
     def _build(self, con: Connection, pk: int, last: int) -> VectorIndex:

@@ -36,8 +36,15 @@ snapshot), so any number of threads and server processes share the database and
 always see each other's committed writes. Writes lock their collection's row
 ``FOR KEY SHARE`` so that a concurrent DeleteCollection waits for them instead of
 interleaving. Deadlocks and serialization failures are retried with backoff; a
-database that stays busy, or a pool with no free connection for ``retry_for``
-seconds, gives :class:`~visage.errors.ThrottlingException`.
+database that stays busy for ``retry_for`` seconds gives
+:class:`~visage.errors.ThrottlingException`.
+
+Outages. A database that cannot be reached (no connection within ``connect_timeout``
+seconds, or a connection cut by a restart) gives
+:class:`~visage.errors.StoreUnavailableError` (ThrottlingException on the wire) at
+once, never a hang; the pool drops dead connections and connects again by itself
+when the database is back. A full disk on the database's side gives
+:class:`~visage.errors.StoreWriteError` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -55,7 +62,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from visage.errors import ThrottlingException
+from visage.errors import StoreUnavailableError, StoreWriteError
 from visage.store.base import ScoredFace
 from visage.store.collection_indexes import CollectionIndexes
 from visage.store.sql import (
@@ -329,14 +336,17 @@ class PostgresStore(SQLStore):
         pool_size: int = 10,
         exact_search_limit: int = EXACT_SEARCH_LIMIT,
         retry_for: float = 30.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         """``dsn``: a libpq URL or key=value string. Collections of up to ``exact_search_limit``
         faces are searched exactly, bigger ones through a vector index kept in this process;
-        a caller waits at most ``retry_for`` seconds for a connection or a busy database."""
+        a caller waits at most ``retry_for`` seconds for a busy database, and ``connect_timeout``
+        seconds for a connection (then the database is taken as down: StoreUnavailableError)."""
         if exact_search_limit < 0 or pool_size < 1:
             raise ValueError("Need exact_search_limit >= 0 and pool_size >= 1.")
         self.exact_search_limit = exact_search_limit
         self.retry_for = retry_for
+        self.connect_timeout = connect_timeout
         self._where = describe_dsn(dsn)
         try:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=int(retry_for) or 1) as con:
@@ -347,10 +357,14 @@ class PostgresStore(SQLStore):
             dsn,
             min_size=1,
             max_size=pool_size,
-            kwargs={"autocommit": True},  # transactions are explicit: con.transaction()
+            # Transactions are explicit (con.transaction()); a database that does not answer is down.
+            kwargs={"autocommit": True, "connect_timeout": max(1, round(connect_timeout))},
             configure=_configure,
             check=ConnectionPool.check_connection,  # a server restart leaves dead idle connections
-            timeout=retry_for,
+            timeout=connect_timeout,
+            # While the database is down the pool stops trying after this long, and the next call
+            # tries again at once: so the first call after it is back gets a connection.
+            reconnect_timeout=connect_timeout,
             name="visage",
             open=False,
         )
@@ -372,11 +386,22 @@ class PostgresStore(SQLStore):
                             con.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                         return fn(con)
             except PoolTimeout as error:
-                raise ThrottlingException(
-                    f"No connection to the database {self._where} was free for {self.retry_for:.0f} s; retry later."
+                raise StoreUnavailableError(
+                    f"No connection to the database {self._where} could be had in {self.connect_timeout:g} s: "
+                    "it is down, restarting or overloaded. Retry shortly."
                 ) from error
             except (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable) as error:
                 backoff.wait(error, self._where, "busy")
+            except errors.DiskFull as error:
+                raise StoreWriteError(
+                    f"The database {self._where} could not write: its disk is full ({error}). "
+                    "Nothing of this request was saved; retry once space is freed."
+                ) from error
+            except psycopg.OperationalError as error:  # the connection broke: the database stopped or restarted
+                raise StoreUnavailableError(
+                    f"The connection to the database {self._where} was lost ({_first_line(error)}): it is down "
+                    "or restarting. A write in progress may not have been saved; retry shortly."
+                ) from error
 
     def warm(self) -> None:
         """Builds the vector index of every big collection from the database, so first searches are fast."""
@@ -586,6 +611,10 @@ def _configure(con: Connection) -> None:
     """Run on each new pooled connection."""
     register_vector(con)
     con.execute("SET TIME ZONE 'UTC'")
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def describe_dsn(dsn: str) -> str:

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from visage.errors import StoreWriteError
 from visage.store.base import ScoredFace
 from visage.store.sql import EXACT_SEARCH_LIMIT, Backoff, Dialect, SQLStore, chain_audit_log, utc
 from visage.store.sqlite_search import VECTOR_DTYPE, SQLiteSearch
@@ -308,6 +309,12 @@ class SQLiteStore(SQLStore):
                     con.execute("COMMIT")
                     return result
             except sqlite3.OperationalError as error:
+                if _is_full(error):  # SQLite has rolled the transaction back; the connection is sound
+                    raise StoreWriteError(
+                        f"The store could not write to {self.path.parent} ({error}): its disk is full, "
+                        "or a file reached its size limit. Nothing of this request was saved; "
+                        "retry once space is freed."
+                    ) from error
                 if not _is_busy(error):
                     raise
                 backoff.wait(error, str(self.path), "locked")
@@ -378,6 +385,16 @@ def _migrate(con: sqlite3.Connection) -> None:
             else:
                 con.execute(statement)
     con.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+
+
+def _is_full(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed to write: SQLITE_FULL (no space), or an I/O error (a write past the
+    file size limit, EFBIG, is reported as SQLITE_IOERR_WRITE)."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    message = str(error).lower()
+    return "disk is full" in message or "disk i/o error" in message
 
 
 def _is_busy(error: sqlite3.OperationalError) -> bool:

@@ -240,12 +240,16 @@ class VectorIndex:
             applied = self.applied
             path = folder / f"{name}.{applied}{_SUFFIX}"
             temporary = folder / f"{name}.{applied}.{os.getpid()}.tmp"
-            with open(temporary, "wb") as file:
-                file.write(_MAGIC + struct.pack("<I", len(self._shards)))
-                for shard in self._shards:
-                    for part in (faiss.serialize_index(shard.index), shard.keys):
-                        file.write(struct.pack("<Q", part.nbytes))
-                        file.write(part.tobytes())
+            try:
+                with open(temporary, "wb") as file:
+                    file.write(_MAGIC + struct.pack("<I", len(self._shards)))
+                    for shard in self._shards:
+                        for part in (faiss.serialize_index(shard.index), shard.keys):
+                            file.write(struct.pack("<Q", part.nbytes))
+                            file.write(part.tobytes())
+            except BaseException:  # a full disk: no half-written file is left behind, older saves stay
+                temporary.unlink(missing_ok=True)
+                raise
         os.replace(temporary, path)
         for old in _saves(folder, name):
             if old[0] < applied:
