@@ -387,8 +387,8 @@ class PostgresStore(SQLStore):
                         return fn(con)
             except PoolTimeout as error:
                 raise StoreUnavailableError(
-                    f"No connection to the database {self._where} could be had in {self.connect_timeout:g} s: "
-                    "it is down, restarting or overloaded. Retry shortly."
+                    f"No connection to the database {self._where} was free or could be opened in "
+                    f"{self.connect_timeout:g} s: it is busy, down or restarting. Retry shortly."
                 ) from error
             except (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable) as error:
                 backoff.wait(error, self._where, "busy")
