@@ -177,3 +177,23 @@ def test_files_that_are_not_png_or_jpeg_are_reported(tmp_path: Path, portraits: 
     for name in ("person_a.gif", "phone/IMG_0001.heic", "phone/person_a.webp"):
         assert f"  {folder / name}" in out.splitlines()
     assert ".DS_Store" not in out
+
+
+def test_the_summary_never_breaks_a_file_name(tmp_path: Path, portraits: Path) -> None:
+    """At 80 columns, each long file name of the summary stays whole on its own line:
+    an image with several faces, a file that is not an image, and one that is not PNG or JPEG."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    stem = "the_fifth_solvay_conference_on_electrons_and_photons_brussels_october_1927_group_photo"
+    assert len(stem) > 80
+    shutil.copy(portraits / "solvay_conference_1927.jpg", folder / f"{stem}.jpg")
+    (folder / f"{stem}_notes.jpg").write_text("not an image")
+    Image.open(portraits / "person_a_1.jpg").save(folder / f"{stem}_portrait.gif")
+    result = run_index(folder, tmp_path / "data")
+    assert result.returncode == 1, result.stdout + result.stderr  # the text file is an error
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) > 80  # long lines were printed, not folded at the terminal's width
+    several = [line for line in lines if line.startswith(f"  {folder / stem}.jpg: ")]
+    assert len(several) == 1 and re.fullmatch(r".*: \d+ faces, kept face 1", several[0]), result.stdout
+    assert any(line.startswith(f"  error: {folder / stem}_notes.jpg: ") for line in lines), result.stdout
+    assert f"  {folder / stem}_portrait.gif" in lines, result.stdout
