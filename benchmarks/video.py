@@ -90,7 +90,7 @@ def run_job(video: Path, operation: str) -> dict[str, Any]:
         settings = Settings.from_env(data_dir=folder / "data", s3_root=folder / "s3")
         service = open_service(settings)
         service.engine.warm_up()
-        caller = Caller("benchmark")
+        caller = Caller.local("benchmark")
         request: dict[str, Any] = {"Video": {"S3Object": {"Bucket": "videos", "Name": "video.mp4"}}}
         if operation == "StartFaceSearch":
             service.call("CreateCollection", {"CollectionId": "cast"}, caller)
