@@ -636,10 +636,11 @@ class RekognitionService:
         collection_id, user_id = request["CollectionId"], request["UserId"]
         token, replayed = self._idempotent("DisassociateFaces", request)
         user = self.store.get_user(collection_id, user_id)
-        if replayed:
-            return {"DisassociatedFaces": [], "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
+        if replayed:  # answer as the first time: the faces of the request that are now no one's
+            freed = [{"FaceId": f} for f in wanted if f in found and found[f].user_id is None]
+            return {"DisassociatedFaces": freed, "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}
         disassociated, unsuccessful, to_clear = [], [], []
         for face_id in wanted:
             face = found.get(face_id)

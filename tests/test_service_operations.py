@@ -1,0 +1,673 @@
+"""The service operations tests/test_service.py leaves out, each pinned to Rekognition's contract.
+
+Paging of the lists, the reasons of DeleteFaces and DisassociateFaces, DeleteUser,
+UntagResource, DetectFaces' attributes, DescribeCollection, DeleteCollection, the Image
+member, and Visage's own methods for the console: keys, the audit log, thumbnails, and the
+permission checks of each. The real service over the real engine and a real SQLite store in
+the test's folder, called in-process, so that mutation testing (``make mutate``) counts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from visage.engine import Engine
+from visage.errors import (
+    AccessDeniedException,
+    IdempotentParameterMismatchException,
+    ImageTooLargeException,
+    InvalidImageFormatException,
+    InvalidPaginationTokenException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+    UnrecognizedClientException,
+)
+from visage.faces import BoundingBox, Face, FaceDetail, Pose, Quality
+from visage.policy import Policy
+from visage.service import Caller, RekognitionService, _is_base64_of_an_image, _match_stored
+from visage.store.base import StoredFace
+
+from .test_permissions import policy
+from .test_service import CALLER, index, make_service
+
+MISSING = "11111111-1111-4111-8111-111111111111"  # a FaceId no collection holds
+ARN = "arn:aws:rekognition:us-east-1:000000000000:collection/"
+DEFAULT_ATTRIBUTES = {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality"}
+
+
+@pytest.fixture()
+def service(engine: Engine, tmp_path: Path) -> RekognitionService:
+    """The service, with an empty collection c."""
+    made = make_service(engine, tmp_path)
+    made.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    return made
+
+
+def portrait(portraits: Path, name: str) -> bytes:
+    return (portraits / f"{name}.jpg").read_bytes()
+
+
+def index_people(service: RekognitionService, portraits: Path, *names: str) -> dict[str, str]:
+    """Each portrait indexed into c once, its name as ExternalImageId; the FaceIds by name."""
+    return {name: index(service, portrait(portraits, name), ExternalImageId=name) for name in names}
+
+
+def make_user(service: RekognitionService, user_id: str, *face_ids: str) -> None:
+    service.call("CreateUser", {"CollectionId": "c", "UserId": user_id}, CALLER)
+    if face_ids:
+        service.call("AssociateFaces", {"CollectionId": "c", "UserId": user_id, "FaceIds": list(face_ids)}, CALLER)
+
+
+def walk(service: RekognitionService, operation: str, request: dict[str, Any], size: int | None) -> list[Any]:
+    """Every page of a list operation, ``size`` per page (None: no MaxResults), following NextToken to the end."""
+    pages: list[Any] = []
+    token = None
+    while len(pages) < 50:
+        paged = {**request, **({"MaxResults": size} if size else {}), **({"NextToken": token} if token else {})}
+        pages.append(service.call(operation, paged, CALLER))
+        token = pages[-1].get("NextToken")
+        if token is None:
+            return pages
+    raise AssertionError(f"{operation} never reached its last page")
+
+
+def face_ids(response: dict[str, Any]) -> list[str]:
+    return [face["FaceId"] for face in response["Faces"]]
+
+
+def refusals(service: RekognitionService) -> list[Any]:
+    return service.store.audit_records(outcome="refused")
+
+
+# Collections -------------------------------------------------------------------------
+
+
+def test_list_collections_pages_continue_after_the_last_id_and_end_without_a_token(
+    service: RekognitionService,
+) -> None:
+    for collection_id in ("d", "a", "b"):
+        service.call("CreateCollection", {"CollectionId": collection_id}, CALLER)
+    version = service.engine.face_model().version
+    for size, expected in (
+        (1, [["a"], ["b"], ["c"], ["d"]]),
+        (2, [["a", "b"], ["c", "d"]]),
+        (3, [["a", "b", "c"], ["d"]]),
+        (4, [["a", "b", "c", "d"]]),
+        (None, [["a", "b", "c", "d"]]),
+    ):
+        pages = walk(service, "ListCollections", {}, size)
+        assert [page["CollectionIds"] for page in pages] == expected, size
+        assert [page.get("NextToken") for page in pages] == [ids[-1] for ids in expected[:-1]] + [None], size
+        assert [page["FaceModelVersions"] for page in pages] == [[version] * len(ids) for ids in expected], size
+
+
+def test_list_collections_gives_1000_per_page_without_max_results(service: RekognitionService) -> None:
+    """docs/api.md: default page sizes are 1000."""
+    for i in range(1000):
+        service.call("CreateCollection", {"CollectionId": f"b{i:03}"}, CALLER)
+    first, last = walk(service, "ListCollections", {}, None)
+    assert first["CollectionIds"] == [f"b{i:03}" for i in range(1000)] and first["NextToken"] == "b999"
+    assert last == {"CollectionIds": ["c"], "FaceModelVersions": [service.engine.face_model().version]}
+
+
+def test_a_next_token_that_is_not_an_id_of_the_list_is_refused(service: RekognitionService) -> None:
+    for operation, request in (
+        ("ListCollections", {"NextToken": "c/../d"}),
+        ("ListFaces", {"CollectionId": "c", "NextToken": "c"}),  # a collection id, not a FaceId
+        ("ListUsers", {"CollectionId": "c", "NextToken": "a user"}),
+    ):
+        with pytest.raises(InvalidPaginationTokenException, match="was not issued by this server"):
+            service.call(operation, request, CALLER)
+    with pytest.raises(InvalidPaginationTokenException):
+        service.face_page("c", CALLER, after="not-a-face-id")
+
+
+def test_describe_collection_counts_faces_and_users(service: RekognitionService, portraits: Path) -> None:
+    before = datetime.now(UTC)
+    created = service.call("CreateCollection", {"CollectionId": "empty"}, CALLER)
+    after = datetime.now(UTC)
+    empty = service.call("DescribeCollection", {"CollectionId": "empty"}, CALLER)
+    assert empty == {
+        "FaceCount": 0,
+        "UserCount": 0,
+        "FaceModelVersion": created["FaceModelVersion"],
+        "CollectionARN": ARN + "empty",
+        "CreationTimestamp": empty["CreationTimestamp"],
+    }
+    assert before <= empty["CreationTimestamp"] <= after
+
+    ids = index_people(service, portraits, "person_a_1", "person_b_1")
+    make_user(service, "a", ids["person_a_1"])
+    make_user(service, "nobody")  # a user without faces counts too
+    described = service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)
+    assert (described["FaceCount"], described["UserCount"], described["CollectionARN"]) == (2, 2, ARN + "c")
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DescribeCollection", {"CollectionId": "absent"}, CALLER)
+
+
+def test_delete_collection_takes_its_faces_with_it(service: RekognitionService, portraits: Path) -> None:
+    index_people(service, portraits, "person_a_1")
+    assert service.call("DeleteCollection", {"CollectionId": "c"}, CALLER) == {"StatusCode": 200}
+    assert service.call("ListCollections", {}, CALLER)["CollectionIds"] == []
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DeleteCollection", {"CollectionId": "c"}, CALLER)
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    assert service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)["FaceCount"] == 0
+
+
+def test_a_collections_thumbnail_setting_is_its_own_until_cleared(service: RekognitionService) -> None:
+    service.call("TagResource", {"ResourceArn": ARN + "c", "Tags": {"team": "door"}}, CALLER)
+    stored = service.collection("c", CALLER)
+    assert (stored.collection_id, stored.arn, stored.tags, stored.keep_face_thumbnails) == (
+        "c",
+        ARN + "c",
+        {"team": "door"},
+        None,
+    )
+    assert service.keeps_face_thumbnails(stored) is False  # the server's setting
+    for keep in (True, False, None):
+        service.set_keep_face_thumbnails("c", keep, CALLER)
+        assert service.collection("c", CALLER).keep_face_thumbnails is keep
+    server_keeps = RekognitionService(
+        service.engine, service.store, replace(service.settings, keep_face_thumbnails=True)
+    )
+    assert server_keeps.keeps_face_thumbnails(service.collection("c", CALLER)) is True
+    service.set_keep_face_thumbnails("c", False, CALLER)
+    assert server_keeps.keeps_face_thumbnails(service.collection("c", CALLER)) is False
+    with pytest.raises(ResourceNotFoundException):
+        service.collection("absent", CALLER)
+
+
+# Faces -------------------------------------------------------------------------------
+
+
+def test_list_faces_pages_continue_after_the_last_face_id(service: RekognitionService, portraits: Path) -> None:
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1", "person_b_2")
+    everyone = sorted(ids.values())
+    version = service.engine.face_model().version
+    for size in (1, 2, 3, 4, None):
+        pages = walk(service, "ListFaces", {"CollectionId": "c"}, size)
+        per_page = size or len(everyone)
+        expected = [everyone[i : i + per_page] for i in range(0, len(everyone), per_page)]
+        assert [face_ids(page) for page in pages] == expected, size
+        assert [page.get("NextToken") for page in pages] == [p[-1] for p in expected[:-1]] + [None], size
+        assert all(page["FaceModelVersion"] == version for page in pages), size
+
+
+def test_list_faces_gives_1000_per_page_without_max_results(service: RekognitionService, portraits: Path) -> None:
+    """docs/api.md: default page sizes are 1000. The real face, and 1000 copies of it stored as another
+    image's faces would be."""
+    (face,) = service.store.get_faces("c", list(index_people(service, portraits, "person_a_1").values()))
+    copies = [replace(face, face_id=str(uuid.uuid4()), image_id=str(uuid.uuid4())) for _ in range(1000)]
+    service.store.add_faces("c", copies)
+    everyone = sorted([face.face_id] + [copy.face_id for copy in copies])
+    first, last = walk(service, "ListFaces", {"CollectionId": "c"}, None)
+    assert face_ids(first) == everyone[:1000] and first["NextToken"] == everyone[999]
+    assert face_ids(last) == everyone[1000:] and "NextToken" not in last
+
+
+def test_list_faces_filters_by_user_and_by_face_ids(service: RekognitionService, portraits: Path) -> None:
+    indexed = service.call(
+        "IndexFaces", {"CollectionId": "c", "Image": {"Bytes": portrait(portraits, "person_a_1")}}, CALLER
+    )
+    ids = {"person_a_1": indexed["FaceRecords"][0]["Face"]["FaceId"]}
+    ids |= index_people(service, portraits, "person_a_2", "person_b_1")
+    make_user(service, "a", ids["person_a_1"], ids["person_a_2"])
+    users_faces = sorted([ids["person_a_1"], ids["person_a_2"]])
+
+    by_user = service.call("ListFaces", {"CollectionId": "c", "UserId": "a"}, CALLER)
+    assert face_ids(by_user) == users_faces and "NextToken" not in by_user
+    listed = next(f for f in by_user["Faces"] if f["FaceId"] == ids["person_a_1"])
+    assert listed == {**indexed["FaceRecords"][0]["Face"], "UserId": "a"}
+    paged = walk(service, "ListFaces", {"CollectionId": "c", "UserId": "a"}, 1)
+    assert [face_ids(page) for page in paged] == [[users_faces[0]], [users_faces[1]]]
+
+    chosen = [ids["person_b_1"], MISSING, ids["person_a_2"]]
+    by_id = service.call("ListFaces", {"CollectionId": "c", "FaceIds": chosen}, CALLER)
+    assert face_ids(by_id) == sorted([ids["person_b_1"], ids["person_a_2"]])
+    assert {f["FaceId"]: f.get("UserId") for f in by_id["Faces"]} == {ids["person_b_1"]: None, ids["person_a_2"]: "a"}
+    both = service.call("ListFaces", {"CollectionId": "c", "FaceIds": chosen, "UserId": "a"}, CALLER)
+    assert face_ids(both) == [ids["person_a_2"]]
+    with pytest.raises(ResourceNotFoundException):
+        service.call("ListFaces", {"CollectionId": "absent"}, CALLER)
+
+
+def test_delete_faces_deletes_the_free_faces_and_says_why_not_the_others(
+    service: RekognitionService, portraits: Path
+) -> None:
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1")
+    make_user(service, "a", ids["person_a_1"])
+    asked = [ids["person_b_1"], MISSING, ids["person_a_1"], ids["person_b_1"], ids["person_a_2"], MISSING]
+    response = service.call("DeleteFaces", {"CollectionId": "c", "FaceIds": asked}, CALLER)
+    assert response == {
+        "DeletedFaces": [ids["person_b_1"], ids["person_a_2"]],  # in the request's order, each once
+        "UnsuccessfulFaceDeletions": [
+            {"FaceId": MISSING, "Reasons": ["FACE_NOT_FOUND"]},
+            {"FaceId": ids["person_a_1"], "UserId": "a", "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]},
+        ],
+    }
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c"}, CALLER)) == [ids["person_a_1"]]
+    assert service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)["FaceCount"] == 1
+    again = service.call("DeleteFaces", {"CollectionId": "c", "FaceIds": [ids["person_b_1"]]}, CALLER)
+    assert again == {
+        "DeletedFaces": [],
+        "UnsuccessfulFaceDeletions": [{"FaceId": ids["person_b_1"], "Reasons": ["FACE_NOT_FOUND"]}],
+    }
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DeleteFaces", {"CollectionId": "absent", "FaceIds": [MISSING]}, CALLER)
+
+
+def test_a_face_page_continues_after_its_last_face_and_filters(service: RekognitionService, portraits: Path) -> None:
+    service.set_keep_face_thumbnails("c", True, CALLER)
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1")
+    make_user(service, "a", ids["person_a_1"], ids["person_a_2"])
+    everyone = sorted(ids.values())
+
+    first = service.face_page("c", CALLER, limit=2)
+    assert [f.face_id for f in first.faces] == everyone[:2] and first.next_after == everyone[1]
+    assert first.with_thumbnail == frozenset(everyone[:2])  # this page's faces only
+    last = service.face_page("c", CALLER, after=first.next_after, limit=2)
+    assert [f.face_id for f in last.faces] == everyone[2:] and last.next_after is None
+    exact = service.face_page("c", CALLER, limit=3)
+    assert [f.face_id for f in exact.faces] == everyone and exact.next_after is None
+    whole = service.face_page("c", CALLER)
+    assert [f.face_id for f in whole.faces] == everyone and whole.next_after is None
+
+    assert [f.face_id for f in service.face_page("c", CALLER, user_id="a").faces] == sorted(
+        [ids["person_a_1"], ids["person_a_2"]]
+    )
+    assert [f.face_id for f in service.face_page("c", CALLER, external_image_id="person_b_1").faces] == [
+        ids["person_b_1"]
+    ]
+
+
+def test_face_thumbnails_are_those_of_the_faces_asked_for(service: RekognitionService, portraits: Path) -> None:
+    before = index_people(service, portraits, "person_b_1")["person_b_1"]
+    service.set_keep_face_thumbnails("c", True, CALLER)
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    kept = service.face_thumbnails("c", [ids["person_a_1"], before, MISSING], CALLER)
+    assert set(kept) == {ids["person_a_1"]}
+    assert kept[ids["person_a_1"]].startswith(b"\xff\xd8\xff")  # a JPEG
+    assert service.face_thumbnails("c", [], CALLER) == {}
+
+
+# Users -------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def two_users(service: RekognitionService, portraits: Path) -> dict[str, str]:
+    """User a with both of person A's faces, user b with person B's first; B's second face free."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1", "person_b_2")
+    make_user(service, "a", ids["person_a_1"], ids["person_a_2"])
+    make_user(service, "b", ids["person_b_1"])
+    return ids
+
+
+def test_disassociate_faces_frees_the_users_faces_and_says_why_not_the_others(
+    service: RekognitionService, two_users: dict[str, str]
+) -> None:
+    ids = two_users
+    asked = [ids["person_a_1"], ids["person_b_1"], ids["person_b_2"], MISSING, ids["person_a_1"]]
+    response = service.call("DisassociateFaces", {"CollectionId": "c", "UserId": "a", "FaceIds": asked}, CALLER)
+    # A face that is no one's counts as disassociated; the user keeps person_a_2, so stays ACTIVE.
+    assert sorted(f["FaceId"] for f in response["DisassociatedFaces"]) == sorted([ids["person_a_1"], ids["person_b_2"]])
+    assert response["UnsuccessfulFaceDisassociations"] == [
+        {"FaceId": ids["person_b_1"], "UserId": "b", "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]},
+        {"FaceId": MISSING, "UserId": "a", "Reasons": ["FACE_NOT_FOUND"]},
+    ]
+    assert response["UserStatus"] == "ACTIVE"
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "a"}, CALLER)) == [ids["person_a_2"]]
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "b"}, CALLER)) == [ids["person_b_1"]]
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DisassociateFaces", {"CollectionId": "c", "UserId": "nobody", "FaceIds": asked}, CALLER)
+
+
+def test_a_user_whose_last_face_is_disassociated_is_created_again(service: RekognitionService, portraits: Path) -> None:
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    make_user(service, "a", *ids.values())
+    request = {"CollectionId": "c", "UserId": "a"}
+    first = service.call("DisassociateFaces", {**request, "FaceIds": [ids["person_a_1"]]}, CALLER)
+    assert (first["DisassociatedFaces"], first["UserStatus"]) == ([{"FaceId": ids["person_a_1"]}], "ACTIVE")
+    last = service.call("DisassociateFaces", {**request, "FaceIds": [ids["person_a_2"]]}, CALLER)
+    assert (last["DisassociatedFaces"], last["UserStatus"]) == ([{"FaceId": ids["person_a_2"]}], "CREATED")
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == [
+        {"UserId": "a", "UserStatus": "CREATED"}
+    ]
+
+
+def test_a_repeated_disassociate_faces_answers_like_the_first(service: RekognitionService, portraits: Path) -> None:
+    """Bug: DisassociateFaces replaying with its ClientRequestToken and returning no face."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    make_user(service, "a", *ids.values())
+    request = {"CollectionId": "c", "UserId": "a", "FaceIds": [ids["person_a_1"]], "ClientRequestToken": "retry-1"}
+    first = service.call("DisassociateFaces", request, CALLER)
+    expected = {"DisassociatedFaces": [{"FaceId": ids["person_a_1"]}], "UnsuccessfulFaceDisassociations": []}
+    assert first == {**expected, "UserStatus": "ACTIVE"}
+    assert service.call("DisassociateFaces", request, CALLER) == first
+    with pytest.raises(IdempotentParameterMismatchException, match="retry-1"):
+        service.call("DisassociateFaces", {**request, "FaceIds": [ids["person_a_2"]]}, CALLER)
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "a"}, CALLER)) == [ids["person_a_2"]]
+
+
+def test_delete_user_releases_its_faces(service: RekognitionService, portraits: Path) -> None:
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    make_user(service, "a", *ids.values())
+    make_user(service, "empty")
+    request = {"CollectionId": "c", "UserId": "a", "ClientRequestToken": "delete-a"}
+    assert service.call("DeleteUser", request, CALLER) == {}
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == [
+        {"UserId": "empty", "UserStatus": "CREATED"}
+    ]
+    described = service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)
+    assert (described["FaceCount"], described["UserCount"]) == (2, 1)
+    faces = service.call("ListFaces", {"CollectionId": "c"}, CALLER)["Faces"]
+    assert sorted(f["FaceId"] for f in faces) == sorted(ids.values()) and all("UserId" not in f for f in faces)
+
+    assert service.call("DeleteUser", request, CALLER) == {}  # a retry: already done
+    with pytest.raises(IdempotentParameterMismatchException):
+        service.call("DeleteUser", {**request, "UserId": "empty"}, CALLER)
+    with pytest.raises(ResourceNotFoundException):
+        service.call("DeleteUser", {"CollectionId": "c", "UserId": "a"}, CALLER)
+    assert [u["UserId"] for u in service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"]] == ["empty"]
+
+
+# Tags --------------------------------------------------------------------------------
+
+
+def test_untag_resource_removes_exactly_the_keys_named(service: RekognitionService) -> None:
+    tags = {"team": "door", "site": "north", "keep": "me"}
+    service.call("TagResource", {"ResourceArn": ARN + "c", "Tags": tags}, CALLER)
+    untag = {"ResourceArn": ARN + "c", "TagKeys": ["team", "site", "absent"]}
+    assert service.call("UntagResource", untag, CALLER) == {}
+    assert service.call("ListTagsForResource", {"ResourceArn": ARN + "c"}, CALLER) == {"Tags": {"keep": "me"}}
+    elsewhere = "arn:aws:rekognition:eu-west-1:000000000000:collection/c"
+    with pytest.raises(ResourceNotFoundException, match=f"did you mean {ARN}c"):
+        service.call("UntagResource", {**untag, "ResourceArn": elsewhere, "TagKeys": ["keep"]}, CALLER)
+    with pytest.raises(InvalidParameterException, match="is not a collection ARN"):
+        service.call("UntagResource", {**untag, "ResourceArn": "c", "TagKeys": ["keep"]}, CALLER)
+    assert service.call("ListTagsForResource", {"ResourceArn": ARN + "c"}, CALLER) == {"Tags": {"keep": "me"}}
+
+
+# Detection ---------------------------------------------------------------------------
+
+
+def test_detect_faces_returns_the_default_attributes_unless_more_are_asked_for(
+    service: RekognitionService, portraits: Path
+) -> None:
+    image = {"Bytes": portrait(portraits, "person_a_1")}
+    every = DEFAULT_ATTRIBUTES | {"AgeRange", "Gender", "EyesOpen", "MouthOpen", "Smile"}
+    for attributes, keys in (
+        (None, DEFAULT_ATTRIBUTES),
+        (["DEFAULT"], DEFAULT_ATTRIBUTES),
+        (["SMILE"], DEFAULT_ATTRIBUTES | {"Smile"}),  # the defaults are always there
+        (["ALL"], every),
+        (["DEFAULT", "ALL"], every),
+    ):
+        request = {"Image": image, **({"Attributes": attributes} if attributes else {})}
+        response = service.call("DetectFaces", request, CALLER)
+        assert list(response) == ["FaceDetails"], attributes
+        (face,) = response["FaceDetails"]
+        assert set(face) == keys, attributes
+
+
+# Images ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def s3_root(tmp_path: Path, portraits: Path) -> Path:
+    """A local S3 folder with person_a_1.jpg as s3://photos/a.jpg and its base64 text as s3://photos/a.b64."""
+    bucket = tmp_path / "s3" / "photos"
+    bucket.mkdir(parents=True)
+    (bucket / "a.jpg").write_bytes(portrait(portraits, "person_a_1"))
+    (bucket / "a.b64").write_bytes(base64.b64encode(portrait(portraits, "person_a_1")))
+    return tmp_path / "s3"
+
+
+def test_an_image_has_exactly_one_of_bytes_or_s3_object(engine: Engine, tmp_path: Path, s3_root: Path) -> None:
+    service = make_service(engine, tmp_path / "data", s3_root=s3_root)
+    jpeg = (s3_root / "photos" / "a.jpg").read_bytes()
+    s3_object = {"Bucket": "photos", "Name": "a.jpg"}
+    from_bytes, from_s3 = service.image({"Bytes": jpeg}), service.image({"S3Object": s3_object})
+    assert (from_bytes.width, from_bytes.height) == (from_s3.width, from_s3.height)
+    assert np.array_equal(from_bytes.rgb, from_s3.rgb)
+    for neither_or_both in ({}, {"Bytes": jpeg, "S3Object": s3_object}):
+        with pytest.raises(InvalidParameterException, match="Image must have exactly one of Bytes or S3Object"):
+            service.image(neither_or_both)
+
+
+def test_bytes_and_s3_objects_have_their_own_size_limits(engine: Engine, tmp_path: Path, s3_root: Path) -> None:
+    jpeg = (s3_root / "photos" / "a.jpg").read_bytes()
+    s3_object = {"S3Object": {"Bucket": "photos", "Name": "a.jpg"}}
+    small = make_service(
+        engine, tmp_path / "small", s3_root=s3_root, max_image_bytes=len(jpeg) - 1, max_s3_image_bytes=len(jpeg)
+    )
+    with pytest.raises(ImageTooLargeException):
+        small.image({"Bytes": jpeg})
+    assert small.image(s3_object).width > 0  # S3's own, larger limit
+    exact = make_service(engine, tmp_path / "exact", s3_root=s3_root, max_image_bytes=len(jpeg))
+    assert exact.image({"Bytes": jpeg}).width > 0  # the limit itself is allowed
+
+
+def test_the_audit_log_keeps_the_sha256_of_each_image_however_it_came(
+    engine: Engine, tmp_path: Path, s3_root: Path, portraits: Path
+) -> None:
+    service = make_service(engine, tmp_path / "data", s3_root=s3_root)
+    source = portrait(portraits, "person_a_2")
+    target = {"S3Object": {"Bucket": "photos", "Name": "a.jpg"}}
+    service.call("CompareFaces", {"SourceImage": {"Bytes": source}, "TargetImage": target}, CALLER)
+    (record,) = service.store.audit_records()
+    assert record.probe_sha256 == hashlib.sha256(source).hexdigest()
+    assert record.details == {"target_sha256": hashlib.sha256((s3_root / "photos" / "a.jpg").read_bytes()).hexdigest()}
+
+
+def test_base64_text_of_an_image_in_bytes_is_refused_with_a_hint(engine: Engine, tmp_path: Path, s3_root: Path) -> None:
+    service = make_service(engine, tmp_path / "data", s3_root=s3_root)
+    text = (s3_root / "photos" / "a.b64").read_bytes()
+    hint = r"The data is not a PNG or JPEG image .* It is base64 text of an image: Image\.Bytes takes the image's raw"
+    with pytest.raises(InvalidImageFormatException, match=hint):
+        service.image({"Bytes": text})
+    # An S3 object is read raw by Visage itself, no SDK in between: no hint; nor for other bytes.
+    for image in ({"S3Object": {"Bucket": "photos", "Name": "a.b64"}}, {"Bytes": b"plain text, not an image"}):
+        with pytest.raises(InvalidImageFormatException) as refused:
+            service.image(image)
+        assert "base64" not in str(refused.value), image
+
+
+def test_base64_of_an_image_is_told_from_other_bytes(portraits: Path) -> None:
+    jpeg = portrait(portraits, "person_a_1")
+    png = b"\x89PNG\r\n\x1a\n" + bytes(24)
+    assert _is_base64_of_an_image(base64.b64encode(jpeg))
+    assert _is_base64_of_an_image(base64.b64encode(png))
+    assert _is_base64_of_an_image(base64.b64encode(jpeg)[:16])
+    for other in (jpeg, base64.b64encode(b"GIF89a and more"), base64.b64encode(jpeg)[:15], b"", b"\xff\xd8"):
+        assert not _is_base64_of_an_image(other), other[:20]
+
+
+def test_a_face_found_again_is_paired_with_the_stored_face_of_the_nearest_centre() -> None:
+    """IndexFaces of an image already indexed answers with the stored faces; each face found now
+    takes the stored face whose box centre is nearest. The boxes are chosen so that nearest
+    by corner, by one axis only, or by any other distance pairs them otherwise."""
+
+    def stored(left: float, top: float, side: float) -> StoredFace:
+        box = BoundingBox(left, top, side, side)
+        return StoredFace(str(uuid.uuid4()), "image", box, 99.0, np.zeros(1, np.float32))
+
+    def found(left: float, top: float, side: float) -> Face:
+        return Face(FaceDetail(BoundingBox(left, top, side, side), 99.0, (), Pose(0, 0, 0), Quality(50, 50)))
+
+    a, b, c = stored(0.6, 0.7, 0.2), stored(0.1, 0.2, 0.4), stored(0.7, 0.7, 0.1)  # centres .7,.8 .3,.4 .75,.75
+    now = [found(0.1, 0.6, 0.2), found(0.4, 0.3, 0.4)]  # centres .2,.7 and .6,.5
+    assert _match_stored([a, b, c], now) == [b, c]
+    assert _match_stored([a, b, c], []) == []
+
+
+# Access keys and the audit log -------------------------------------------------------
+
+
+def test_a_caller_is_made_of_its_key(service: RekognitionService) -> None:
+    key, _ = service.keys.create(Policy.read_only(), "reader", by="test")
+    assert Caller.of(key) == Caller(key.access_key_id, Policy.read_only(), "reader")
+    assert Caller.local("visage index") == Caller("visage index", Policy.admin(), "visage index")
+
+
+def test_authenticate_checks_the_pair_and_notes_the_keys_use(service: RekognitionService) -> None:
+    key, pair = service.keys.create(Policy.read_only(), "reader", by="test")
+    _, other = service.keys.create(Policy.admin(), "other", by="test")
+    assert service.keys.get(key.access_key_id).last_used_at is None
+    caller = service.authenticate(pair.access_key_id, pair.secret_access_key)
+    assert caller == Caller(pair.access_key_id, Policy.read_only(), "reader")
+    assert service.keys.get(key.access_key_id).last_used_at is not None
+    wrong = "The access key id or secret access key is wrong, or the key was revoked."
+    for key_id, secret in (
+        (pair.access_key_id, other.secret_access_key),
+        ("VSAKNOSUCHKEY0000000", pair.secret_access_key),
+    ):
+        with pytest.raises(UnrecognizedClientException, match=wrong):
+            service.authenticate(key_id, secret)
+    assert service.keys.get(other.access_key_id).last_used_at is None  # its secret did not sign in
+    service.keys.revoke(pair.access_key_id, by="test")
+    with pytest.raises(UnrecognizedClientException, match=wrong):
+        service.authenticate(pair.access_key_id, pair.secret_access_key)
+
+
+def test_caller_reads_the_key_from_the_store_at_each_request(service: RekognitionService) -> None:
+    key, pair = service.keys.create(Policy.for_collection(ARN + "c"), "door", by="test")
+    assert service.caller(pair.access_key_id) == Caller(pair.access_key_id, key.policy, "door")
+    assert service.keys.get(pair.access_key_id).last_used_at is not None
+    service.keys.revoke(pair.access_key_id, by="test")
+    with pytest.raises(UnrecognizedClientException, match=f"The access key {pair.access_key_id} is unknown or was"):
+        service.caller(pair.access_key_id)
+    with pytest.raises(UnrecognizedClientException, match="VSAKNOSUCHKEY"):
+        service.caller("VSAKNOSUCHKEY")
+
+
+def test_keys_are_managed_and_audited_under_the_callers_key(service: RekognitionService) -> None:
+    admin = Caller.local("VSAKADMIN")
+    key, pair = service.create_key(admin, Policy.read_only(), "reader")
+    assert (key.access_key_id, key.name, key.policy, key.active) == (
+        pair.access_key_id,
+        "reader",
+        Policy.read_only(),
+        True,
+    )
+    assert [k.access_key_id for k in service.list_keys(admin)] == [key.access_key_id]
+    rotated, new_pair = service.rotate_key(admin, key.access_key_id)
+    assert (rotated.name, rotated.policy, rotated.access_key_id) == ("reader", key.policy, new_pair.access_key_id)
+    assert [(k.access_key_id, k.active) for k in service.list_keys(admin)] == [
+        (key.access_key_id, False),
+        (rotated.access_key_id, True),
+    ]
+    revoked = service.revoke_key(admin, rotated.access_key_id)
+    assert (revoked.access_key_id, revoked.active) == (rotated.access_key_id, False)
+    records = service.read_audit_log(admin)
+    assert [(r.operation, r.access_key_id, r.details["key"]) for r in records] == [
+        ("CreateAccessKey", "VSAKADMIN", key.access_key_id),
+        ("RotateAccessKey", "VSAKADMIN", rotated.access_key_id),
+        ("RevokeAccessKey", "VSAKADMIN", rotated.access_key_id),
+    ]
+
+
+def test_managing_keys_needs_visage_manage_keys(service: RekognitionService) -> None:
+    target, _ = service.keys.create(Policy.admin(), "ops", by="test")
+    reader = Caller("VSAKREADER", Policy.read_only())
+    for refused in (
+        lambda: service.create_key(reader, Policy.admin(), "escalate"),
+        lambda: service.list_keys(reader),
+        lambda: service.revoke_key(reader, target.access_key_id),
+        lambda: service.rotate_key(reader, target.access_key_id),
+    ):
+        with pytest.raises(AccessDeniedException) as denied:
+            refused()
+        assert denied.value.message == (
+            "User: VSAKREADER is not authorized to perform: visage:ManageKeys on resource: * "
+            "because no identity-based policy allows the visage:ManageKeys action"
+        )
+    assert [(r.operation, r.access_key_id, r.collection_id, r.details) for r in refusals(service)] == [
+        (operation, "VSAKREADER", None, {"action": "visage:ManageKeys", "resource": "*", "reason": "no allow"})
+        for operation in ("CreateAccessKey", "ListAccessKeys", "RevokeAccessKey", "RotateAccessKey")
+    ]
+    assert [(k.access_key_id, k.active) for k in service.keys.keys()] == [(target.access_key_id, True)]
+
+
+def test_the_audit_log_is_read_and_verified_with_visage_read_audit_log(service: RekognitionService) -> None:
+    reader, door = Caller("VSAKREADER", Policy.read_only()), Caller("VSAKDOOR", Policy.for_collection(ARN + "c"))
+    with pytest.raises(AccessDeniedException, match="visage:ReadAuditLog on resource: \\*"):
+        service.read_audit_log(door)
+    with pytest.raises(AccessDeniedException, match="visage:ReadAuditLog on resource: \\*"):
+        service.verify_audit_log(door)
+    assert [r.operation for r in refusals(service)] == ["ReadAuditLog", "VerifyAuditLog"]
+    middle = datetime.now(UTC)
+    service.create_key(Caller.local("VSAKADMIN"), Policy.read_only(), "reader")
+
+    assert [r.operation for r in service.read_audit_log(reader)] == [
+        "ReadAuditLog",
+        "VerifyAuditLog",
+        "CreateAccessKey",
+    ]
+    assert [r.operation for r in service.read_audit_log(reader, middle)] == ["CreateAccessKey"]
+    assert [r.operation for r in service.read_audit_log(reader, operation="VerifyAuditLog")] == ["VerifyAuditLog"]
+    report = service.verify_audit_log(reader)
+    assert report.ok and report.records == 3
+    assert service.verify_audit_log(reader, anchor=report.head_hash).ok
+    cut = service.verify_audit_log(reader, anchor="0" * 64)
+    assert not cut.ok and cut.broken is not None and cut.broken.problem == "removed"
+
+
+def test_visages_collection_methods_are_checked_on_the_collections_arn(service: RekognitionService) -> None:
+    service.call("CreateCollection", {"CollectionId": "other"}, CALLER)
+    door = Caller("VSAKDOOR", Policy.for_collection(ARN + "other"))
+    for action, refused in (
+        ("rekognition:DescribeCollection", lambda: service.collection("c", door)),
+        ("visage:ConfigureCollection", lambda: service.set_keep_face_thumbnails("c", True, door)),
+        ("rekognition:ListFaces", lambda: service.face_page("c", door)),
+        ("rekognition:ListFaces", lambda: service.face_thumbnails("c", [MISSING], door)),
+    ):
+        with pytest.raises(AccessDeniedException) as denied:
+            refused()
+        assert denied.value.message == (
+            f"User: VSAKDOOR is not authorized to perform: {action} on resource: {ARN}c "
+            f"because no identity-based policy allows the {action} action"
+        )
+    assert [(r.operation, r.access_key_id, r.collection_id, r.details) for r in refusals(service)] == [
+        (action.split(":")[1], "VSAKDOOR", "c", {"action": action, "resource": ARN + "c", "reason": "no allow"})
+        for action in (
+            "rekognition:DescribeCollection",
+            "visage:ConfigureCollection",
+            "rekognition:ListFaces",
+            "rekognition:ListFaces",
+        )
+    ]
+    assert service.collection("c", CALLER).keep_face_thumbnails is None  # the refused call changed nothing
+    service.set_keep_face_thumbnails("other", True, door)  # its own collection
+    assert service.collection("other", door).keep_face_thumbnails is True
+    assert service.face_page("other", door).faces == []
+
+
+def test_an_explicit_deny_is_named_in_the_refusal(service: RekognitionService) -> None:
+    service.call("CreateCollection", {"CollectionId": "other"}, CALLER)
+    denied_c = policy(
+        {"Effect": "Allow", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "visage:ConfigureCollection", "Resource": ARN + "c"},
+    )
+    caller = Caller("VSAKDENIED", denied_c)
+    with pytest.raises(AccessDeniedException) as denied:
+        service.set_keep_face_thumbnails("c", True, caller)
+    assert denied.value.message == (
+        f"User: VSAKDENIED is not authorized to perform: visage:ConfigureCollection on resource: {ARN}c "
+        "with an explicit deny in an identity-based policy"
+    )
+    (record,) = refusals(service)
+    assert record.details["reason"] == "explicit deny"
+    service.set_keep_face_thumbnails("other", True, caller)
+    assert service.collection("other", caller).keep_face_thumbnails is True
