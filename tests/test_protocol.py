@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import botocore.loaders
 import botocore.parsers
@@ -20,6 +23,7 @@ import pytest
 
 from visage.api import protocol
 from visage.api.protocol import CONTENT_TYPE, encode_error, rekognition
+from visage.contract import definition
 from visage.errors import (
     ImageTooLargeException,
     InternalServerError,
@@ -95,6 +99,51 @@ def test_parse_target_unknown(model, header):
     with pytest.raises(UnknownOperationException) as caught:
         model.parse_target(header)
     assert repr(header) in caught.value.message
+
+
+def test_a_codec_made_from_the_loaded_model_reads_its_metadata_operations_and_shapes():
+    fresh = protocol.ServiceModel(definition())  # not rekognition()'s cached one
+    assert fresh.target_prefix == "RekognitionService"
+    assert fresh.parse_target("RekognitionService.CreateUser") == "CreateUser"
+    assert fresh.decode_request("CreateCollection", b'{"CollectionId": "c"}') == {"CollectionId": "c"}
+    assert fresh.encode_response("DescribeCollection", {"FaceCount": 2}) == b'{"FaceCount":2}'
+
+
+#: A botocore model in the JSON protocol with what Rekognition's does not use today: a number
+#: with only a maximum, fractional bounds, and ``double``. A botocore update may bring them.
+MEASURE_MODEL: dict[str, Any] = {
+    "metadata": {"targetPrefix": "Measures", "jsonVersion": "1.1", "protocol": "json"},
+    "operations": {"Measure": {"input": {"shape": "MeasureRequest"}, "output": {"shape": "MeasureResponse"}}},
+    "shapes": {
+        "MeasureRequest": {"type": "structure", "members": {"Count": {"shape": "Count"}, "Ratio": {"shape": "Ratio"}}},
+        "MeasureResponse": {"type": "structure", "members": {"Ratio": {"shape": "Ratio"}}},
+        "Count": {"type": "integer", "max": 10},
+        "Ratio": {"type": "double", "min": 0.5, "max": 2.0},
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"Count": 11}, "Count must be at most 10"),
+        ({"Ratio": 0.25}, "Ratio must be between 0.5 and 2"),
+        ({"Ratio": 2.5}, "Ratio must be between 0.5 and 2"),
+    ],
+)
+def test_number_bounds_of_any_model_are_checked_and_named(params, message):
+    measures = protocol.ServiceModel(MEASURE_MODEL)
+    assert measures.parse_target("Measures.Measure") == "Measure"
+    assert measures.decode_request("Measure", b'{"Count": -7, "Ratio": 2}') == {"Count": -7, "Ratio": 2.0}
+    with pytest.raises(InvalidParameterException) as caught:
+        measures.decode_request("Measure", body(params))
+    assert caught.value.message == message
+
+
+def test_doubles_are_encoded_as_json_numbers():
+    measures = protocol.ServiceModel(MEASURE_MODEL)
+    assert measures.encode_response("Measure", {"Ratio": np.float64(1.25)}) == b'{"Ratio":1.25}'
+    assert measures.encode_response("Measure", {"Ratio": np.int64(1)}) == b'{"Ratio":1.0}'
 
 
 def test_decode_unknown_operation(model):
@@ -361,6 +410,32 @@ def test_malformed_bodies_are_serialization_errors(model, raw):
         model.decode_request("ListCollections", raw)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_constants_outside_the_standard_are_named(model, constant):
+    with pytest.raises(SerializationException) as caught:
+        model.decode_request("ListCollections", b'{"MaxResults": %s}' % constant.encode())
+    assert caught.value.message == f"Request body is not valid JSON: {constant} is not valid JSON"
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind"),
+    [(b"[]", "array"), (b'"c"', "string"), (b"true", "boolean"), (b"null", "null"), (b"4.5", "float")],
+)
+def test_a_body_that_is_not_an_object_is_named_by_its_json_type(model, raw, kind):
+    with pytest.raises(SerializationException) as caught:
+        model.decode_request("ListCollections", raw)
+    assert caught.value.message == f"Request body must be a JSON object, not a JSON {kind}"
+
+
+def test_check_request_takes_image_bytes_as_they_are(model):
+    image = b"\xff\xd8\xff\xe0"
+    assert model.check_request("DetectFaces", {"Image": {"Bytes": image}}) == {"Image": {"Bytes": image}}
+    with pytest.raises(InvalidParameterException, match=r"^Image\.Bytes must be at least 1 byte$"):
+        model.check_request("DetectFaces", {"Image": {"Bytes": b""}})
+    with pytest.raises(ImageTooLargeException, match=r"^Image\.Bytes: The image is 5,242,881 bytes"):
+        model.check_request("DetectFaces", {"Image": {"Bytes": b"\xff" * (MAX_IMAGE_BYTES + 1)}})
+
+
 # -- response encoding -----------------------------------------------------------------------
 
 
@@ -387,12 +462,6 @@ def test_describe_collection_round_trips_through_botocore(model, botocore_model)
     parsed_created = parsed["CreationTimestamp"]
     assert abs((parsed_created - created).total_seconds()) < 0.001
     assert parsed_created.replace(microsecond=parsed_created.microsecond // 1000 * 1000) == created
-
-
-def test_naive_datetimes_are_utc(model, botocore_model):
-    payload = model.encode_response("DescribeCollection", {"CreationTimestamp": datetime(2024, 1, 1, 12, 0, 0)})
-    parsed = parse_response(botocore_model, "DescribeCollection", payload)
-    assert parsed["CreationTimestamp"] == datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_detect_faces_response_with_numpy_values(model, botocore_model):
@@ -429,24 +498,109 @@ def test_unknown_output_member_is_an_internal_error(model):
         model.encode_response("DescribeCollection", {"FaceCounts": 1})
 
 
-@pytest.mark.parametrize(
-    "result",
-    [
-        {"FaceCount": "12"},
-        {"FaceCount": True},
-        {"FaceCount": 1.5},
-        {"CreationTimestamp": 1700000000},
-        {"FaceModelVersion": 7},
-    ],
-)
-def test_wrongly_typed_output_is_an_internal_error(model, result):
-    with pytest.raises(InternalServerError, match=next(iter(result))):
-        model.encode_response("DescribeCollection", result)
-
-
 def test_non_finite_output_float_is_an_internal_error(model):
     with pytest.raises(InternalServerError, match="Confidence"):
         model.encode_response("DetectFaces", {"FaceDetails": [{"Confidence": float("nan")}]})
+
+
+MAY_17 = datetime(2024, 5, 17, 8, 30, 15, 250000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("operation", "result", "wire"),
+    [
+        (  # compact; None dropped wherever it stands; a long as an integer; a timestamp as epoch seconds
+            "DescribeCollection",
+            {"FaceModelVersion": None, "FaceCount": np.int64(3), "CreationTimestamp": MAY_17, "UserCount": 0},
+            b'{"FaceCount":3,"CreationTimestamp":1715934615.25,"UserCount":0}',
+        ),
+        (  # an aware datetime in another zone is the same instant
+            "DescribeCollection",
+            {"CreationTimestamp": MAY_17.astimezone(timezone(timedelta(hours=2)))},
+            b'{"CreationTimestamp":1715934615.25}',
+        ),
+        (
+            "DetectFaces",
+            {"FaceDetails": [{"Confidence": np.float32(99.5), "AgeRange": {"Low": np.int32(20), "High": None}}]},
+            b'{"FaceDetails":[{"Confidence":99.5,"AgeRange":{"Low":20}}]}',
+        ),
+        (  # blobs as base64
+            "GetFaceLivenessSessionResults",
+            {"ReferenceImage": {"Bytes": b"\xff\xd8\xff\xe0"}, "AuditImages": [{"Bytes": memoryview(b"ab")}]},
+            b'{"ReferenceImage":{"Bytes":"/9j/4A=="},"AuditImages":[{"Bytes":"YWI="}]}',
+        ),
+        (  # a map (string to string), None values dropped
+            "ListTagsForResource",
+            {"Tags": {"team": "ops", "gone": None, "site": "b"}},
+            b'{"Tags":{"team":"ops","site":"b"}}',
+        ),
+        ("ListCollections", {}, b"{}"),
+    ],
+)
+def test_responses_on_the_wire(model, botocore_model, operation, result, wire):
+    assert model.encode_response(operation, result) == wire
+    parse_response(botocore_model, operation, wire)  # and botocore reads them
+
+
+@pytest.fixture()
+def server_five_hours_west_of_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "EST5")  # POSIX form: needs no time zone database
+    time.tzset()
+    assert time.timezone == 5 * 3600
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_naive_datetimes_are_utc_whatever_the_servers_time_zone(model, botocore_model, server_five_hours_west_of_utc):
+    naive = MAY_17.replace(tzinfo=None)
+    payload = model.encode_response("DescribeCollection", {"CreationTimestamp": naive})
+    assert payload == b'{"CreationTimestamp":1715934615.25}'
+    assert parse_response(botocore_model, "DescribeCollection", payload)["CreationTimestamp"] == MAY_17
+
+
+@pytest.mark.parametrize(
+    ("operation", "result", "message"),
+    [
+        ("DescribeCollection", [("FaceCount", 1)], "result must be a mapping, got array"),
+        ("DetectFaces", {"FaceDetails": [7]}, "FaceDetails[0] must be a mapping, got int"),
+        ("DetectFaces", {"FaceDetails": [None]}, "FaceDetails[0] must be a mapping, got null"),
+        ("DetectFaces", {"FaceDetails": {"Confidence": 1}}, "FaceDetails must be a list, got object"),
+        (
+            "DetectFaces",
+            {"FaceDetails": [{"BoundingBox": {"Width": "wide"}}]},
+            "FaceDetails[0].BoundingBox.Width is a float in the model, got string",
+        ),
+        (
+            "DescribeCollection",
+            {"FaceCounts": 1},
+            "FaceCounts is not a member of the output shape; expected one of "
+            "FaceCount, FaceModelVersion, CollectionARN, CreationTimestamp, UserCount",
+        ),
+        ("DescribeCollection", {"FaceCount": True}, "FaceCount is a long in the model, got boolean"),
+        ("DescribeCollection", {"FaceCount": 1.5}, "FaceCount is a long in the model, got float"),
+        ("DescribeCollection", {"FaceModelVersion": b"7.0"}, "FaceModelVersion is a string in the model, got bytes"),
+        ("DescribeCollection", {"CreationTimestamp": 1}, "CreationTimestamp is a timestamp in the model, got int"),
+        (
+            "GetFaceLivenessSessionResults",
+            {"ReferenceImage": {"Bytes": "/9j/4A=="}},
+            "ReferenceImage.Bytes is a blob in the model, got string",
+        ),
+        ("ListTagsForResource", {"Tags": [("k", "v")]}, "Tags must be a mapping, got array"),
+        ("ListTagsForResource", {"Tags": {1: "v"}}, "Tags key 1 is a string in the model, got int"),
+        ("ListTagsForResource", {"Tags": {"k": 1}}, "Tags[k] is a string in the model, got int"),
+    ],
+)
+def test_a_response_that_breaks_the_output_shape_names_where_and_how(model, operation, result, message):
+    with pytest.raises(InternalServerError) as caught:
+        model.encode_response(operation, result)
+    assert caught.value.message == f"{operation} response: {message}"
+
+
+def test_encoding_for_an_unknown_operation_is_an_internal_error(model):
+    with pytest.raises(InternalServerError) as caught:
+        model.encode_response("MakeCoffee", {})
+    assert caught.value.message == "Unknown operation 'MakeCoffee'"
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -468,3 +622,11 @@ def test_errors_parse_in_botocore(botocore_model, error, status, code):
     parsed = parse_response(botocore_model, "DescribeCollection", payload, status)
     assert parsed["Error"]["Code"] == code
     assert parsed["Error"]["Message"] == str(error)
+
+
+def test_error_bodies_on_the_wire():
+    status, payload = encode_error(ResourceNotFoundException("The collection id: c does not exist"))
+    assert (status, payload) == (
+        400,
+        b'{"__type":"ResourceNotFoundException","message":"The collection id: c does not exist"}',
+    )

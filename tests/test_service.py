@@ -15,10 +15,16 @@ import cv2
 import numpy as np
 import pytest
 
-from visage.config import Settings
+from visage.config import DEFAULT_THRESHOLD, Settings
 from visage.engine import Engine
 from visage.engine.quality import quality_filter_reasons
-from visage.errors import InvalidParameterException, ServiceQuotaExceededException
+from visage.errors import (
+    InvalidPaginationTokenException,
+    InvalidParameterException,
+    ResourceNotFoundException,
+    ServiceQuotaExceededException,
+    VisageError,
+)
 from visage.service import MAX_TAGS, Caller, RekognitionService
 from visage.store.base import Collection
 from visage.store.sqlite import SQLiteStore
@@ -135,6 +141,24 @@ def test_every_search_and_comparison_is_audited_with_its_best_similarity(
     assert records["SearchFacesByImage"].face_ids[0] == ids["person_a_2"]  # itself
 
 
+def test_compare_faces_matches_at_similarity_80_unless_told_otherwise(
+    service: RekognitionService, engine: Engine, images: dict[str, bytes]
+) -> None:
+    """Bug: CompareFaces' default SimilarityThreshold (Rekognition's 80) lost."""
+    assert DEFAULT_THRESHOLD == 80.0
+    request = {
+        "SourceImage": {"Bytes": images["person_a_2"]},
+        "TargetImage": {"Bytes": side_by_side(engine, images["person_a_1"], images["impostor_1"])},
+    }
+    everyone = service.call("CompareFaces", {**request, "SimilarityThreshold": 0.0}, CALLER)["FaceMatches"]
+    same, other = everyone  # best first
+    assert same["Similarity"] >= 80.0 > other["Similarity"]
+    response = service.call("CompareFaces", request, CALLER)
+    assert response["FaceMatches"] == [same]
+    assert [u["BoundingBox"] for u in response["UnmatchedFaces"]] == [other["Face"]["BoundingBox"]]
+    assert sorted(r.threshold for r in audit(service)) == [0.0, 80.0]
+
+
 def test_max_faces_caps_the_face_matches(service: RekognitionService, images: dict[str, bytes]) -> None:
     for name in PEOPLE[:4]:
         index(service, images[name])
@@ -190,6 +214,18 @@ def test_list_users_pages_hold_every_user_once(service: RekognitionService) -> N
         assert pages == -(-len(names) // size), size  # no empty last page
 
 
+def test_list_users_answers_each_users_status(service: RekognitionService, images: dict[str, bytes]) -> None:
+    """Bug: ListUsers' UserStatus dropped or misnamed."""
+    face = index(service, images["person_a_1"])
+    for user in ("a", "b"):
+        service.call("CreateUser", {"CollectionId": "c", "UserId": user}, CALLER)
+    service.call("AssociateFaces", {"CollectionId": "c", "UserId": "a", "FaceIds": [face]}, CALLER)
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == [
+        {"UserId": "a", "UserStatus": "ACTIVE"},
+        {"UserId": "b", "UserStatus": "CREATED"},
+    ]
+
+
 def test_search_users_by_image_names_the_faces_it_did_not_search(
     service: RekognitionService, images: dict[str, bytes]
 ) -> None:
@@ -218,6 +254,42 @@ def test_a_repeated_associate_faces_answers_like_the_first(
     again = service.call("AssociateFaces", request, CALLER)
     assert sorted(f["FaceId"] for f in again["AssociatedFaces"]) == sorted(faces)
     assert again["UserStatus"] == first["UserStatus"] == "ACTIVE" and again["UnsuccessfulFaceAssociations"] == []
+
+
+OTHER_REGION_ARN = "arn:aws:rekognition:eu-west-1:000000000000:collection/c"
+
+
+@pytest.mark.parametrize(
+    ("operation", "request_", "error", "message"),
+    [
+        (
+            "ListTagsForResource",
+            {"ResourceArn": "arn:aws:s3:::c"},
+            InvalidParameterException,
+            "arn:aws:s3:::c is not a collection ARN (arn:aws:rekognition:<region>:<account>:collection/<id>).",
+        ),
+        (
+            "TagResource",
+            {"ResourceArn": OTHER_REGION_ARN, "Tags": {"k": "v"}},
+            ResourceNotFoundException,
+            f"No resource has the ARN {OTHER_REGION_ARN}; "
+            "did you mean arn:aws:rekognition:us-east-1:000000000000:collection/c?",
+        ),
+        (
+            "ListUsers",
+            {"CollectionId": "c", "NextToken": "no token!"},
+            InvalidPaginationTokenException,
+            "NextToken 'no token!' was not issued by this server for this list.",
+        ),
+    ],
+)
+def test_a_wrong_arn_or_next_token_is_refused_saying_what_is_wrong(
+    service: RekognitionService, operation: str, request_: dict[str, Any], error: type[VisageError], message: str
+) -> None:
+    """Bug: the refusal's message lost."""
+    with pytest.raises(error) as caught:
+        service.call(operation, request_, CALLER)
+    assert caught.value.message == message
 
 
 # Limits ------------------------------------------------------------------------------
