@@ -22,6 +22,8 @@ import pytest
 from visage.config import Settings
 from visage.engine import Engine
 from visage.jobs.video import Video
+from visage.store.base import Store
+from visage.store.postgres import PostgresStore
 from visage.store.sqlite import SQLiteStore
 from visage.testing import LocalServer, free_port
 
@@ -262,13 +264,22 @@ def test_requests_a_job_cannot_take(rekognition: Any, videos: Path, hamilton: tu
 # A server killed in the middle of a job --------------------------------------------------
 
 
-def test_a_job_running_when_the_server_is_killed_is_run_again(tmp_path: Path, hamilton_clip: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_job_running_when_the_server_is_killed_is_run_again(
+    tmp_path: Path, hamilton_clip: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
     (tmp_path / "s3" / BUCKET).mkdir(parents=True)
     shutil.copy(hamilton_clip, tmp_path / "s3" / BUCKET / "clip.mp4")
-    server = LocalServer(tmp_path / "data", tmp_path / "s3", env={"VISAGE_VIDEO_JOB_LEASE_SECONDS": "3"})
+    dsn = request.getfixturevalue("postgres_dsn") if backend == "postgresql" else None
+    server = LocalServer(
+        tmp_path / "data",
+        tmp_path / "s3",
+        ("--store", dsn) if dsn else (),
+        env={"VISAGE_VIDEO_JOB_LEASE_SECONDS": "3"},
+    )
     with server:
         job_id = server.client().start_face_detection(Video=video("clip.mp4"))["JobId"]
-        store = SQLiteStore(tmp_path / "data" / "visage.db")
+        store: Store = PostgresStore(dsn) if dsn else SQLiteStore(tmp_path / "data" / "visage.db")
         deadline = time.monotonic() + 300
         while (job := store.get_job(job_id)).progress == 0:  # running, and some results saved
             assert job.status in ("QUEUED", "RUNNING") and time.monotonic() < deadline

@@ -600,10 +600,21 @@ def test_indexed_search_sees_writes_of_another_instance(
     (index,) = [ann.index for ann in vector_indexes(mine)._ann.values()]
     assert len(index) == len(alive) == mine.count("big")[0]  # caught up, not rebuilt from scratch alone
 
-    # A search of another collection, a delete of the whole collection: the other instance follows.
+    # A delete of the whole collection: the other instance follows, and at its next search of
+    # a big collection (at most every sweep_seconds) lets go of the deleted one's index.
+    mine.create_collection(collection("other"))
+    mine.add_faces("other", clustered_faces(rng, 200, 2))
     theirs.delete_collection("big")
     with pytest.raises(ResourceNotFoundException):
         mine.search("big", faces[0].vector, 5, -1.0)
+    indexes = vector_indexes(mine)
+    (big_pk,) = indexes.held
+    mine.search("other", faces[0].vector, 5, -1.0)
+    assert big_pk in indexes.held and len(indexes.held) == 2  # not yet: the last look was under a minute ago
+    indexes.sweep_seconds = 0.0
+    indexes._next_sweep = 0.0
+    mine.search("other", faces[0].vector, 5, -1.0)
+    assert big_pk not in indexes.held and len(indexes.held) == 1
 
 
 def test_indexed_search_is_exact_among_its_candidates(

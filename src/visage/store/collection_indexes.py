@@ -24,6 +24,10 @@ built from the database at start and lives in memory; the log is trimmed to abou
 many changes as the collection has faces, since a process further behind than that
 rebuilds in about the time it would take to replay them.
 
+A collection deleted by another process. Its pk is never given again, so its index can
+no longer answer a search; the process drops it from memory at its next search of a big
+collection, at most every ``SWEEP_SECONDS`` (one query over the collections it holds).
+
 A backend supplies ``state_sql`` (the collection's last change, trimmed-to change and
 face count, by row key) and ``read_vectors`` (every face's key and vector, in batches).
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,8 @@ SAVE_INDEX_EVERY = 20_000
 RESCORED_CANDIDATES = 128
 #: Without saves, the log keeps at least this many changes of a collection, and at least as many as it has faces.
 KEEP_CHANGES = 10_000
+#: At most this often, a search of a big collection drops the indexes of collections other processes deleted.
+SWEEP_SECONDS = 60.0
 
 #: Reads every face of a collection (by row key) as batches of (keys int64, float32 vectors one per row);
 #: the first batch trains the index's codebooks, so it should hold up to ``TRAINING_VECTORS`` faces.
@@ -101,6 +108,15 @@ class CollectionIndexes:
         self._ann: dict[int, _Ann] = {}  # collection pk -> vector index and what it has applied
         self._lock = threading.Lock()
         self._trim_to: list[tuple[int, int]] = []
+        #: How often (seconds) a search looks for deleted collections among those held (0: every search).
+        self.sweep_seconds = SWEEP_SECONDS
+        self._next_sweep = time.monotonic() + SWEEP_SECONDS
+
+    @property
+    def held(self) -> frozenset[int]:
+        """The pks of the collections whose vector index this process holds in memory."""
+        with self._lock:
+            return frozenset(self._ann)
 
     def candidates(self, con: Connection, pk: int, query: np.ndarray, limit: int, min_score: float) -> np.ndarray:
         """The keys (``faces.seq``) of the faces of collection ``pk`` that may be among the best ``limit``
@@ -121,6 +137,7 @@ class CollectionIndexes:
         """
         row = dialect_sql(con, self._dialect, self._state_sql, (pk,)).fetchone()
         state = _State(int(row[0]), int(row[1]), int(row[2]))
+        self._sweep(con, pk)
         with self._lock:
             ann = self._ann.get(pk)
             if ann is None or ann.index.applied < state.trimmed:
@@ -134,6 +151,25 @@ class CollectionIndexes:
             self._ann[pk] = ann
             self._plan_trim(pk, ann, state)
             return ann.index
+
+    def _sweep(self, con: Connection, searched: int) -> None:
+        """Drops the indexes of collections deleted since (by another process: a deletion here
+        calls :meth:`forget`), if the last look was ``sweep_seconds`` ago."""
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next_sweep:
+                return
+            self._next_sweep = now + self.sweep_seconds
+            others = sorted(set(self._ann) - {searched})
+        if not others:
+            return
+        marks = ", ".join("?" * len(others))
+        query = f"SELECT pk FROM collections WHERE pk IN ({marks})"
+        alive = {int(row[0]) for row in dialect_sql(con, self._dialect, query, tuple(others))}
+        with self._lock:
+            for pk in set(others) - alive:
+                self._ann.pop(pk, None)
+                log.info("dropped the vector index of collection %d, deleted by another process", pk)
 
     def _plan_trim(self, pk: int, ann: _Ann, state: _State) -> None:
         if self.index_dir is not None:
