@@ -48,9 +48,7 @@ lint: $(STAMP)
 # the fast tests that cover them ([tool.mutmut] in pyproject.toml); docs/testing.md has the
 # score and every surviving mutant. Not part of `make test` or CI.
 mutate: $(STAMP)
-	rm -rf mutants
-	VISAGE_EVAL_DATA=$${VISAGE_EVAL_DATA:-../shared/eval} $(BIN)/mutmut run
-	$(BIN)/mutmut results
+	VISAGE_EVAL_DATA=$${VISAGE_EVAL_DATA:-../shared/eval} $(BIN)/python benchmarks/mutation.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/engine_speed.py
