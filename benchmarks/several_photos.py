@@ -117,26 +117,28 @@ def enrol(service: RekognitionService, caller: Caller, collection: str, people: 
     return unindexed
 
 
-def outcome(person: str, found: list[str]) -> tuple[str, bool]:
-    """(hit, false identification or miss, from the first result), and whether any stranger came back."""
-    first = "miss" if not found else ("hit" if found[0] == person else "false identification")
-    return first, any(f != person for f in found)
+def outcome(person: str, found: list[tuple[str, float]]) -> dict[str, Any]:
+    """The first result's verdict (hit, false identification or miss), and the strangers that came back."""
+    first = "miss" if not found else ("hit" if found[0][0] == person else "false identification")
+    return {"outcome": first, "strangers": [[name, round(s, 3)] for name, s in found if name != person]}
 
 
 def search(
     service: RekognitionService, caller: Caller, operation: str, collection: str, path: Path, t: float
-) -> list[str]:
-    """The people (ExternalImageId, the same as UserId) the search returns, best first."""
+) -> list[tuple[str, float]]:
+    """The people (UserId, or the face's ExternalImageId: the same name) the search returns, best first,
+    with their Similarity."""
     image = {"Bytes": path.read_bytes()}
     if operation == "SearchUsersByImage":
         request = {"CollectionId": collection, "Image": image, "UserMatchThreshold": t, "MaxUsers": MAX_RESULTS}
-        return [m["User"]["UserId"] for m in service.call(operation, request, caller)["UserMatches"]]
+        users = service.call(operation, request, caller)["UserMatches"]
+        return [(m["User"]["UserId"], m["Similarity"]) for m in users]
     request = {"CollectionId": collection, "Image": image, "FaceMatchThreshold": t, "MaxFaces": MAX_RESULTS}
     try:
-        matches = service.call(operation, request, caller)["FaceMatches"]
+        faces = service.call(operation, request, caller)["FaceMatches"]
     except VisageError:  # no face in the probe: SearchFacesByImage fails where SearchUsersByImage returns nothing
         return []
-    return [m["Face"]["ExternalImageId"] for m in matches]
+    return [(m["Face"]["ExternalImageId"], m["Similarity"]) for m in faces]
 
 
 def measure(service: RekognitionService, caller: Caller, people: dict[str, Any]) -> list[Row]:
@@ -144,12 +146,10 @@ def measure(service: RekognitionService, caller: Caller, people: dict[str, Any])
     rows = []
     for operation, collection in cases:
         for threshold in THRESHOLDS:
-            per_probe = {}
-            for name, person in people.items():
-                first, stranger = outcome(
-                    name, search(service, caller, operation, collection, person["probe"], threshold)
-                )
-                per_probe[name] = {"outcome": first, "any_stranger": stranger}
+            per_probe = {
+                name: outcome(name, search(service, caller, operation, collection, person["probe"], threshold))
+                for name, person in people.items()
+            }
             rows.append(
                 {
                     "operation": operation,
@@ -163,7 +163,8 @@ def measure(service: RekognitionService, caller: Caller, people: dict[str, Any])
                         )
                         for low, high in YAW_BANDS
                     },
-                    "per_probe": per_probe,
+                    # The probes that were not plain hits: what came back instead, or beside.
+                    "not_hits": {n: o for n, o in per_probe.items() if o["outcome"] != "hit" or o["strangers"]},
                 }
             )
             print(f"{operation} {collection} at {threshold:g}: {counts(per_probe)}")
@@ -181,7 +182,7 @@ def counts(per_probe: dict[str, dict[str, Any]]) -> dict[str, int]:
         "hits": sum(o["outcome"] == "hit" for o in outcomes),
         "false_identifications": sum(o["outcome"] == "false identification" for o in outcomes),
         "misses": sum(o["outcome"] == "miss" for o in outcomes),
-        "any_stranger": sum(o["any_stranger"] for o in outcomes),
+        "any_stranger": sum(bool(o["strangers"]) for o in outcomes),
     }
 
 
