@@ -57,8 +57,9 @@ benchmark-console: $(STAMP)
 	$(BIN)/python benchmarks/console.py
 
 # Every published figure, rewritten from a fresh run: the fusion weight and Similarity maps that
-# ship (--install), the LFW results, the bias audit and the gallery in docs/, the engine benchmark,
-# then docs/accuracy.md and the generated blocks of README.md and docs/engine.md. Hours of CPU.
+# ship (--install), the LFW results, the bias audit and the gallery in docs/, the engine benchmark and
+# users of one face against five, then docs/accuracy.md and the generated blocks of README.md and
+# docs/engine.md. Hours of CPU.
 figures: $(STAMP)
 	$(BIN)/visage eval fusion-weight --install
 	$(BIN)/visage eval calibrate --install
@@ -67,6 +68,7 @@ figures: $(STAMP)
 	$(BIN)/visage eval gallery --out docs/gallery --markdown docs/gallery.md
 	$(BIN)/visage eval attributes --out docs
 	$(BIN)/python benchmarks/engine_speed.py
+	$(BIN)/python benchmarks/several_photos.py
 	$(BIN)/visage eval docs --out docs --pages README.md --pages docs/engine.md
 
 clean:

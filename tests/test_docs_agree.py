@@ -13,6 +13,7 @@ from pathlib import Path
 
 from visage.config import Settings
 from visage.engine.registry import MODEL_NAMES
+from visage.evaluation.accuracy.report import users_section
 from visage.evaluation.published import Sources, stale_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,6 +21,7 @@ SOURCES = Sources(
     results=ROOT / "docs" / "accuracy",
     benchmark=ROOT / "benchmarks" / "results" / "engine_speed.json",
     audit=ROOT / "docs" / "bias-audit" / "audit.json",
+    several_photos=ROOT / "benchmarks" / "results" / "several_photos.json",
 )
 RERUN = "rerun `visage eval docs --out docs --pages README.md --pages docs/engine.md`"
 
@@ -30,6 +32,12 @@ def test_the_readme_and_engine_doc_agree_with_the_result_files() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "<!-- generated: face-models -->" in readme and "<!-- generated: cost-of-99 -->" in readme
     assert "<!-- generated: embed-time -->" in (ROOT / "docs" / "engine.md").read_text()
+
+
+def test_the_accuracy_doc_says_what_several_photos_per_person_measured() -> None:
+    section = users_section(SOURCES)
+    assert "the Similarity of its best face" in section
+    assert section in (ROOT / "docs" / "accuracy.md").read_text(), f"docs/accuracy.md is stale: {RERUN}"
 
 
 def test_the_readme_says_what_99_costs_next_to_the_advice_to_use_it() -> None:

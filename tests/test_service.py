@@ -194,6 +194,27 @@ def test_max_users_caps_the_user_matches(
         assert service.call(operation, {**request, "MaxUsers": 1}, CALLER)["UserMatches"] == everyone[:1]
 
 
+def test_a_users_similarity_is_that_of_its_best_face(service: RekognitionService, images: dict[str, bytes]) -> None:
+    """Bugs: a user scored by the mean of its faces, or by its first face, instead of its best
+    (docs/accuracy.md, "Several photos per person"); faces of no user searched as users."""
+    ids = {name: index(service, images[name]) for name in ("person_a_1", "person_b_1", "impostor_1")}
+    both = [ids["person_a_1"], ids["person_b_1"]]
+    service.call("CreateUser", {"CollectionId": "c", "UserId": "u"}, CALLER)
+    associate = {"CollectionId": "c", "UserId": "u", "FaceIds": both, "UserMatchThreshold": 0.0}
+    service.call("AssociateFaces", associate, CALLER)
+    for probe in ("person_a_2", "person_b_2"):
+        image = {"Bytes": images[probe]}
+        faces = service.call(
+            "SearchFacesByImage", {"CollectionId": "c", "Image": image, "FaceMatchThreshold": 0.0}, CALLER
+        )["FaceMatches"]
+        by_face = {m["Face"]["FaceId"]: m["Similarity"] for m in faces}
+        (user,) = service.call(
+            "SearchUsersByImage", {"CollectionId": "c", "Image": image, "UserMatchThreshold": 0.0}, CALLER
+        )["UserMatches"]
+        assert by_face[both[0]] != by_face[both[1]], probe
+        assert user["User"]["UserId"] == "u" and user["Similarity"] == max(by_face[f] for f in both), probe
+
+
 def test_list_users_pages_hold_every_user_once(service: RekognitionService) -> None:
     """Bug: ListUsers' NextToken off by one."""
     names = [f"user-{i}" for i in range(7)]

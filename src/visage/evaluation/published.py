@@ -36,6 +36,8 @@ class Sources:
     benchmark: Path
     #: The bias audit's ``audit.json``.
     audit: Path
+    #: ``benchmarks/results/several_photos.json``: SearchUsersByImage with one face per user and with five.
+    several_photos: Path | None = None
 
     def lfw(self) -> dict[str, dict[str, Any]]:
         return {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := self.results / f"lfw-{m}.json").exists()}

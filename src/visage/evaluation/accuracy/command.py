@@ -128,6 +128,13 @@ def cfp_command(model: str, out: Path | None, limit: int | None) -> None:
     help="The bias audit's audit.json (what 99 costs per person).",
 )
 @click.option(
+    "--several-photos",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("benchmarks/results/several_photos.json"),
+    show_default=True,
+    help="benchmarks/several_photos.py's results: SearchUsersByImage with one face per user and with five.",
+)
+@click.option(
     "--pages",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     multiple=True,
@@ -135,7 +142,13 @@ def cfp_command(model: str, out: Path | None, limit: int | None) -> None:
 )
 @similarity_map_option("Describe as in force")
 def docs_command(
-    out: Path | None, results: Path, benchmark: Path, audit: Path, pages: tuple[Path, ...], similarity_map: Path | None
+    out: Path | None,
+    results: Path,
+    benchmark: Path,
+    audit: Path,
+    several_photos: Path,
+    pages: tuple[Path, ...],
+    similarity_map: Path | None,
 ) -> None:
     """Write accuracy.md and its plots from the results of `lfw`, `cfp`, `calibrate` and the engine benchmark."""
     from visage.config import Settings
@@ -145,7 +158,7 @@ def docs_command(
 
     engine = Engine(Settings.from_env(similarity_map=similarity_map))
     maps = {m: engine.similarity_map(m) for m in MODEL_NAMES}
-    sources = Sources(results=results, benchmark=benchmark, audit=audit)
+    sources = Sources(results=results, benchmark=benchmark, audit=audit, several_photos=several_photos)
     written = write_accuracy_doc(out or new_output_folder("docs"), sources, maps, engine.settings.similarity_map)
     click.echo(f"wrote {written}")
     for page in pages:

@@ -2,9 +2,10 @@
 
 Sources: ``docs/accuracy/lfw-<model>.json`` (written by ``visage eval lfw``), the
 Similarity maps with their calibration metadata (``visage eval calibrate``),
-``visage/data/fusion.json`` (``visage eval fusion-weight``) and each face model's
+``visage/data/fusion.json`` (``visage eval fusion-weight``), each face model's
 embedding time, from ``benchmarks/results/engine_speed.json`` (the one embedding
-time every page quotes; see :mod:`visage.evaluation.published`).
+time every page quotes; see :mod:`visage.evaluation.published`), and users of one
+face against five, from ``benchmarks/results/several_photos.json``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from visage.evaluation.calibration.similarity_map import (
     is_checked,
 )
 from visage.evaluation.published import Sources
+from visage.service import MAX_FACES_PER_USER
 
 GALLERY, PROBES = 25_000, 500  # the plain-language example: a 25,000-face gallery searched with 500 probes
 
@@ -62,6 +64,7 @@ def write_accuracy_doc(
             _accuracy(results, fusion, sources),
             _tar(results),
             _pose(cfp),
+            users_section(sources),
             _thresholds(maps, results),
             _heldout(maps),
             _highest(maps),
@@ -103,6 +106,7 @@ visage eval calibrate --install                         # the Similarity maps (v
 visage eval lfw --model sface --out docs/accuracy       # likewise --model dlib, --model fusion
 python benchmarks/engine_speed.py                       # each model's embedding time
 visage eval cfp --model sface --out docs/accuracy       # pose (CFP); likewise dlib, fusion
+python benchmarks/several_photos.py                     # users of one face and of five (SearchUsers)
 visage eval docs --out docs                             # this page
 ```
 
@@ -315,6 +319,61 @@ pairs by `benchmarks/flip_averaging.py` (docs/performance.md).
 | Face model | Version | FF accuracy | FP accuracy | FF TAR at FAR 1e-3 | FP TAR at FAR 1e-3 | Images without a face |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+"""
+
+
+def users_section(sources: Sources) -> str:
+    """How a user's Similarity comes from its faces, and what five faces buy over one
+    (``benchmarks/several_photos.py``'s results; "" without them)."""
+    if sources.several_photos is None or not sources.several_photos.exists():
+        return ""
+    data = json.loads(sources.several_photos.read_text())
+    n, probe = data["people"], data["probe_abs_yaw"]
+    users = {(r["faces_per_user"], r["threshold"]): r for r in data["rows"] if r["operation"] == "SearchUsersByImage"}
+    rows = [
+        f"| {faces} | {threshold:g} | "
+        + " | ".join(f"{r[k]} ({100 * r[k] / n:.1f} %)" for k in ("hits", "false_identifications", "misses"))
+        + " |"
+        for (faces, threshold), r in users.items()
+    ]
+    strangers = "; ".join(
+        f"at {t:g}, {users[(1, t)]['any_stranger']} with one face and {users[(5, t)]['any_stranger']} with five"
+        for t in sorted({t for _, t in users})
+    )
+    return f"""
+## Several photos per person: SearchUsers
+
+A user (CreateUser, then AssociateFaces) gathers up to {MAX_FACES_PER_USER} faces of one person.
+SearchUsers and SearchUsersByImage give each user **the Similarity of its best face**: the
+highest Similarity between the probe and any face associated with the user (for SearchUsers
+with a `UserId`, the highest over every pair of a face of the searched user and a face of
+the other). Users are ranked by that face's raw cosine, and a user is returned when that
+Similarity reaches `UserMatchThreshold`. Nothing is averaged: a face added to a user can
+raise its score, never lower it. Faces that belong to no user are not searched.
+
+For people seen in several poses (or at several ages, in several lights), make each a user
+with a few photos that cover those poses, and search with SearchUsersByImage: the answer
+comes as one result per person, not one per face. The best face deciding holds
+for strangers too: each face a user holds is one more chance for a stranger to reach the
+threshold, so a user of k faces can be falsely matched up to about k times as often as a
+single face (the false-match rates above are per pair of faces).
+
+Measured on the {n} LFW people with at least {data["min_images"]} images where a face is found. Each
+person is probed with their most turned face (the largest |Yaw| DetectFaces gives; median
+{probe["median"]:g} degrees, quartiles {probe["p25"]:g}-{probe["p75"]:g}, largest {probe["max"]:g}) against users that hold one or five
+other photos of them: five drawn at random from the rest, the one-face user holding the
+first of them. Every other person's user is a distractor. The first result of
+SearchUsersByImage is the person's own user (a hit), another user (a false identification)
+or none (a miss):
+
+| Faces per user | UserMatchThreshold | Hits | False identifications | Misses |
+|---|---|---|---|---|
+{chr(10).join(rows)}
+
+Probes that brought back any other user among the first {data["max_results"]}: {strangers}.
+`python benchmarks/several_photos.py` (face model {data["face_model_version"]}, commit {data["commit"][:12]}) measures it;
+its table in docs/performance.md adds SearchFacesByImage against the one-face users (the
+same answers, as the best face decides) and the hits by how turned the probe is.
 """
 
 
