@@ -405,7 +405,14 @@ def test_string_must_be_a_string(model):
 
 def test_structure_and_list_types(model):
     assert decode_error(model, "DetectFaces", {"Image": "abc"}) == "Image must be an object"
-    assert decode_error(model, "TagResource", {"ResourceArn": "arn", "Tags": ["k"]}) == "Tags must be an object"
+    assert (
+        decode_error(
+            model,
+            "TagResource",
+            {"ResourceArn": "arn:aws:rekognition:us-east-1:000000000000:collection/c", "Tags": ["k"]},
+        )
+        == "Tags must be an object"
+    )
     params = {"Image": {"S3Object": {"Bucket": "bkt"}}, "Attributes": "ALL"}
     assert decode_error(model, "DetectFaces", params) == "Attributes must be a list"
 
