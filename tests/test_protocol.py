@@ -196,7 +196,7 @@ def test_an_operation_without_input_or_output_takes_and_gives_an_empty_object():
     assert measures.decode_request("Ping", b"") == {}
     assert measures.check_request("Ping", {}) == {}
     assert measures.encode_response("Ping", {}) == b"{}"
-    with pytest.raises(InvalidParameterException, match="^Unknown parameter Count; expected one of $"):
+    with pytest.raises(InvalidParameterException, match=r"^Unknown parameter Count; expected one of $"):
         measures.decode_request("Ping", b'{"Count": 1}')
 
 
