@@ -110,15 +110,32 @@ def test_a_codec_made_from_the_loaded_model_reads_its_metadata_operations_and_sh
 
 
 #: A botocore model in the JSON protocol with what Rekognition's does not use today: a number
-#: with only a maximum, fractional bounds, and ``double``. A botocore update may bring them.
+#: with only a maximum, fractional bounds, ``double``, an unbounded ``long``, a ``timestamp`` in a
+#: request, a structure without ``members`` (botocore reads it as empty) and an operation without
+#: input or output. A botocore update may bring them.
 MEASURE_MODEL: dict[str, Any] = {
     "metadata": {"targetPrefix": "Measures", "jsonVersion": "1.1", "protocol": "json"},
-    "operations": {"Measure": {"input": {"shape": "MeasureRequest"}, "output": {"shape": "MeasureResponse"}}},
+    "operations": {
+        "Measure": {"input": {"shape": "MeasureRequest"}, "output": {"shape": "MeasureResponse"}},
+        "Ping": {},
+    },
     "shapes": {
-        "MeasureRequest": {"type": "structure", "members": {"Count": {"shape": "Count"}, "Ratio": {"shape": "Ratio"}}},
+        "MeasureRequest": {
+            "type": "structure",
+            "members": {
+                "Count": {"shape": "Count"},
+                "Ratio": {"shape": "Ratio"},
+                "Total": {"shape": "Total"},
+                "Since": {"shape": "Since"},
+                "Options": {"shape": "Options"},
+            },
+        },
         "MeasureResponse": {"type": "structure", "members": {"Ratio": {"shape": "Ratio"}}},
         "Count": {"type": "integer", "max": 10},
         "Ratio": {"type": "double", "min": 0.5, "max": 2.0},
+        "Total": {"type": "long"},
+        "Since": {"type": "timestamp"},
+        "Options": {"type": "structure"},
     },
 }
 
@@ -140,6 +157,56 @@ def test_number_bounds_of_any_model_are_checked_and_named(params, message):
     assert caught.value.message == message
 
 
+@pytest.mark.parametrize(
+    ("raw", "decoded"),
+    [
+        (b'{"Count": -2147483648}', {"Count": -(2**31)}),  # an integer's own bounds are inclusive
+        (b'{"Total": 9223372036854775807}', {"Total": 2**63 - 1}),
+        (b'{"Total": -9223372036854775808}', {"Total": -(2**63)}),
+        (b'{"Since": 0}', {"Since": datetime(1970, 1, 1, tzinfo=UTC)}),  # seconds since the epoch, aware UTC
+        (b'{"Since": 1700000000.5}', {"Since": datetime(2023, 11, 14, 22, 13, 20, 500000, tzinfo=UTC)}),
+        (b'{"Options": {}}', {"Options": {}}),  # a structure without members takes none
+    ],
+)
+def test_integers_timestamps_and_empty_structures_of_any_model_decode(raw, decoded):
+    assert protocol.ServiceModel(MEASURE_MODEL).decode_request("Measure", raw) == decoded
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"Count": -2147483649}', "Count must be between -2147483648 and 2147483647"),
+        (b'{"Total": 9223372036854775808}', "Total must be between -9223372036854775808 and 9223372036854775807"),
+        (b'{"Ratio": 1' + b"0" * 400 + b"}", "Ratio must be a finite number"),  # too big for a float
+        (b'{"Since": "2024-01-01"}', "Since must be a number of seconds since the Unix epoch"),
+        (b'{"Since": true}', "Since must be a number of seconds since the Unix epoch"),
+        (b'{"Since": 1e20}', "Since is not a representable timestamp"),
+        (b'{"Options": []}', "Options must be an object"),
+        (b'{"Options": {"Verbose": true}}', "Unknown parameter Options.Verbose; expected one of "),
+    ],
+)
+def test_numbers_timestamps_and_structures_of_any_model_are_checked_and_named(raw, message):
+    with pytest.raises(InvalidParameterException) as caught:
+        protocol.ServiceModel(MEASURE_MODEL).decode_request("Measure", raw)
+    assert caught.value.message == message
+
+
+def test_an_operation_without_input_or_output_takes_and_gives_an_empty_object():
+    measures = protocol.ServiceModel(MEASURE_MODEL)
+    assert measures.decode_request("Ping", b"") == {}
+    assert measures.check_request("Ping", {}) == {}
+    assert measures.encode_response("Ping", {}) == b"{}"
+    with pytest.raises(InvalidParameterException, match=r"^Unknown parameter Count; expected one of $"):
+        measures.decode_request("Ping", b'{"Count": 1}')
+
+
+def test_a_shape_type_the_codec_does_not_know_is_an_internal_error():
+    odd = {**MEASURE_MODEL, "shapes": {**MEASURE_MODEL["shapes"], "Since": {"type": "duration"}}}
+    with pytest.raises(InternalServerError) as caught:
+        protocol.ServiceModel(odd).decode_request("Measure", b'{"Since": 5}')
+    assert caught.value.message == "Since: shape type 'duration' is not supported"
+
+
 def test_doubles_are_encoded_as_json_numbers():
     measures = protocol.ServiceModel(MEASURE_MODEL)
     assert measures.encode_response("Measure", {"Ratio": np.float64(1.25)}) == b'{"Ratio":1.25}'
@@ -149,6 +216,8 @@ def test_doubles_are_encoded_as_json_numbers():
 def test_decode_unknown_operation(model):
     with pytest.raises(UnknownOperationException, match="MakeCoffee"):
         model.decode_request("MakeCoffee", b"{}")
+    with pytest.raises(UnknownOperationException, match="MakeCoffee"):
+        model.check_request("MakeCoffee", {})
 
 
 # -- request decoding: what boto3 sends --------------------------------------------------------
@@ -336,6 +405,14 @@ def test_string_must_be_a_string(model):
 
 def test_structure_and_list_types(model):
     assert decode_error(model, "DetectFaces", {"Image": "abc"}) == "Image must be an object"
+    assert (
+        decode_error(
+            model,
+            "TagResource",
+            {"ResourceArn": "arn:aws:rekognition:us-east-1:000000000000:collection/c", "Tags": ["k"]},
+        )
+        == "Tags must be an object"
+    )
     params = {"Image": {"S3Object": {"Bucket": "bkt"}}, "Attributes": "ALL"}
     assert decode_error(model, "DetectFaces", params) == "Attributes must be a list"
 

@@ -100,6 +100,7 @@ def test_a_decision_is_checked_stored_and_audited(service: RekognitionService) -
     face = "11111111-1111-4111-8111-111111111111"
     review = service.review_match("c", PROBE, face, 99.4, "same", "same scar", CALLER)
     assert (review.access_key_id, review.decision, review.probe_sha256) == (CALLER.access_key_id, "same", PROBE)
+    assert review.note == "same scar"
     assert service.match_reviews("c", CALLER) == [review]
     (record,) = [r for r in service.store.audit_records() if r.operation == "ReviewMatch"]
     assert (record.access_key_id, record.collection_id, record.face_ids, record.best_similarity) == (
@@ -108,18 +109,30 @@ def test_a_decision_is_checked_stored_and_audited(service: RekognitionService) -
         [face],
         99.4,
     )
+    assert (record.probe_sha256, record.match_count, record.details) == (
+        PROBE,
+        0,  # a decision is no search: it matched nothing
+        {"decision": "same", "note": "same scar"},
+    )
     bad = {
-        "decision": dict(decision="maybe"),
-        "probe": dict(probe_sha256="not-a-digest"),
-        "face": dict(face_id="../../etc"),
-        "similarity": dict(similarity=100.5),
-        "note": dict(note="x" * 2001),
+        "decision": (dict(decision="maybe"), "decision must be one of same, different, cannot_tell, not 'maybe'."),
+        "probe": (
+            dict(probe_sha256="not-a-digest"),
+            "probe_sha256 must be the SHA-256 of the probe image, in lowercase hex.",
+        ),
+        "face": (dict(face_id="../../etc"), "'../../etc' is not a FaceId."),
+        "similarity": (dict(similarity=100.5), "similarity must be between 0 and 100, not 100.5."),
+        "note": (dict(note="x" * 2001), "A note may hold at most 2000 characters."),
     }
     good = dict(collection_id="c", probe_sha256=PROBE, face_id=face, similarity=99.0, decision="different", note="")
-    for name, change in bad.items():
-        with pytest.raises(InvalidParameterException):
+    for name, (change, message) in bad.items():
+        with pytest.raises(InvalidParameterException) as caught:
             service.review_match(**{**good, **change}, caller=CALLER)  # type: ignore[arg-type]
+        assert caught.value.message == message, name
         assert len(service.match_reviews("c", CALLER)) == 1, name
+    for edge in (dict(similarity=0.0), dict(similarity=100.0), dict(note="x" * 2000)):  # the bounds are allowed
+        service.review_match(**{**good, **edge}, caller=CALLER)  # type: ignore[arg-type]
+    assert len(service.match_reviews("c", CALLER)) == 4
     with pytest.raises(ResourceNotFoundException):
         service.review_match(**{**good, "collection_id": "missing"}, caller=CALLER)  # type: ignore[arg-type]
 

@@ -7,6 +7,7 @@ names the deliberate bug it was written to catch (issue 18's list).
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,44 @@ def test_compare_faces_matches_at_similarity_80_unless_told_otherwise(
     assert response["FaceMatches"] == [same]
     assert [u["BoundingBox"] for u in response["UnmatchedFaces"]] == [other["Face"]["BoundingBox"]]
     assert sorted(r.threshold for r in audit(service)) == [0.0, 80.0]
+
+
+def test_compare_faces_holds_faces_to_the_quality_filter_only_when_asked(
+    service: RekognitionService, engine: Engine, images: dict[str, bytes]
+) -> None:
+    """Bug: CompareFaces' QualityFilter ignored, or its default (NONE) changed. A face too dark
+    for AUTO is compared by default, and takes no part when AUTO is asked for."""
+    decoded = engine.decode(images["person_b_1"])
+    dark = encode((decoded.rgb * 0.08).astype(np.uint8))
+    request = {
+        "SourceImage": {"Bytes": images["person_b_2"]},
+        "TargetImage": {"Bytes": side_by_side(engine, images["person_a_1"], dark)},
+        "SimilarityThreshold": 0.0,
+    }
+    everyone = service.call("CompareFaces", request, CALLER)
+    assert len(everyone["FaceMatches"]) == 2
+    held = service.call("CompareFaces", {**request, "QualityFilter": "AUTO"}, CALLER)
+    assert len(held["FaceMatches"]) == 1 and held["UnmatchedFaces"] == []
+    assert held["FaceMatches"][0]["Similarity"] < max(m["Similarity"] for m in everyone["FaceMatches"])
+
+
+def test_search_faces_finds_the_other_faces_like_the_stored_one(
+    service: RekognitionService, images: dict[str, bytes]
+) -> None:
+    """Bugs: SearchFaces' default FaceMatchThreshold (80) lost, MaxFaces ignored, the searched face
+    among its own matches, its audit record without the probe's image SHA-256 or the FaceId."""
+    ids = {name: index(service, images[name]) for name in PEOPLE[:4]}
+    request = {"CollectionId": "c", "FaceId": ids["person_a_1"]}
+    response = service.call("SearchFaces", request, CALLER)
+    assert response["SearchedFaceId"] == ids["person_a_1"]
+    assert [m["Face"]["FaceId"] for m in response["FaceMatches"]] == [ids["person_a_2"]]
+    everyone = service.call("SearchFaces", {**request, "FaceMatchThreshold": 0.0}, CALLER)["FaceMatches"]
+    assert sorted(m["Face"]["FaceId"] for m in everyone) == sorted(i for n, i in ids.items() if n != "person_a_1")
+    capped = service.call("SearchFaces", {**request, "FaceMatchThreshold": 0.0, "MaxFaces": 1}, CALLER)
+    assert capped["FaceMatches"] == everyone[:1]
+    record = next(r for r in audit(service) if r.operation == "SearchFaces")
+    probe = hashlib.sha256(images["person_a_1"]).hexdigest()
+    assert (record.probe_sha256, record.details) == (probe, {"searched_face_id": ids["person_a_1"]})
 
 
 def test_max_faces_caps_the_face_matches(service: RekognitionService, images: dict[str, bytes]) -> None:

@@ -671,3 +671,70 @@ def test_an_explicit_deny_is_named_in_the_refusal(service: RekognitionService) -
     assert record.details["reason"] == "explicit deny"
     service.set_keep_face_thumbnails("other", True, caller)
     assert service.collection("other", caller).keep_face_thumbnails is True
+
+
+# SearchUsers -----------------------------------------------------------------------
+
+
+@pytest.fixture()
+def users(service: RekognitionService, portraits: Path) -> dict[str, str]:
+    """Users of c: "a" (person_a_1), "a-again" (person_a_2, the same person) and "b" (person_b_1,
+    person_b_2); the impostor's face is no user's. The FaceIds by portrait."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1", "person_b_2", "impostor_1")
+    make_user(service, "a", ids["person_a_1"])
+    make_user(service, "a-again", ids["person_a_2"])
+    make_user(service, "b", ids["person_b_1"], ids["person_b_2"])
+    return ids
+
+
+def test_search_users_by_user_finds_the_other_users_like_its_faces(
+    service: RekognitionService, users: dict[str, str]
+) -> None:
+    """Searched by UserId: the user's own faces are the probes, the user itself is no match, and
+    UserMatchThreshold defaults to 80. The answer names the searched user and the model version."""
+    response = service.call("SearchUsers", {"CollectionId": "c", "UserId": "a"}, CALLER)
+    version = service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)["FaceModelVersion"]
+    assert set(response) == {"FaceModelVersion", "SearchedUser", "UserMatches"}
+    assert (response["FaceModelVersion"], response["SearchedUser"]) == (version, {"UserId": "a"})
+    (match,) = response["UserMatches"]
+    assert match["User"] == {"UserId": "a-again", "UserStatus": "ACTIVE"}
+    assert 80 <= match["Similarity"] < 100  # another photo: not the face itself
+    everyone = service.call("SearchUsers", {"CollectionId": "c", "UserId": "a", "UserMatchThreshold": 0}, CALLER)
+    assert [m["User"]["UserId"] for m in everyone["UserMatches"]] == ["a-again", "b"]
+
+
+def test_search_users_by_face_finds_the_users_like_it(
+    service: RekognitionService, users: dict[str, str], portraits: Path
+) -> None:
+    """Searched by FaceId: the answer names the searched face; its own user is a match."""
+    response = service.call("SearchUsers", {"CollectionId": "c", "FaceId": users["person_b_2"]}, CALLER)
+    assert set(response) == {"FaceModelVersion", "SearchedFace", "UserMatches"}
+    assert response["SearchedFace"] == {"FaceId": users["person_b_2"]}
+    assert [(m["User"], m["Similarity"] >= 80) for m in response["UserMatches"]] == [
+        ({"UserId": "b", "UserStatus": "ACTIVE"}, True)
+    ]
+
+
+def test_search_users_is_audited_with_its_probe(
+    service: RekognitionService, users: dict[str, str], portraits: Path
+) -> None:
+    """By face: the SHA-256 of the image the face came from, and the FaceId; by user: no image, the UserId."""
+    service.call("SearchUsers", {"CollectionId": "c", "FaceId": users["person_b_2"]}, CALLER)
+    service.call("SearchUsers", {"CollectionId": "c", "UserId": "a"}, CALLER)
+    by_face, by_user = [r for r in service.store.audit_records(None) if r.operation == "SearchUsers"]
+    sha = hashlib.sha256(portrait(portraits, "person_b_2")).hexdigest()
+    assert (by_face.probe_sha256, by_face.details) == (sha, {"searched_face_id": users["person_b_2"]})
+    assert (by_user.probe_sha256, by_user.details) == (None, {"searched_user_id": "a"})
+
+
+@pytest.mark.parametrize("probe", [{}, {"UserId": "a", "FaceId": MISSING}], ids=["neither", "both"])
+def test_search_users_needs_exactly_one_of_face_id_or_user_id(
+    service: RekognitionService, users: dict[str, str], probe: dict[str, str]
+) -> None:
+    with pytest.raises(InvalidParameterException, match=r"^SearchUsers needs exactly one of FaceId or UserId\.$"):
+        service.call("SearchUsers", {"CollectionId": "c", **probe}, CALLER)
+
+
+def test_search_users_of_a_missing_user_is_not_found(service: RekognitionService, users: dict[str, str]) -> None:
+    with pytest.raises(ResourceNotFoundException):
+        service.call("SearchUsers", {"CollectionId": "c", "UserId": "nobody"}, CALLER)
