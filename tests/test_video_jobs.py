@@ -111,7 +111,8 @@ def test_workers_run_jobs_whose_results_expire(make_service: Callable[..., Rekog
 
 
 def test_a_clean_shutdown_puts_the_running_job_back(make_service: Callable[..., RekognitionService]) -> None:
-    service = make_service(video_job_lease_seconds=3)
+    # Every frame sampled: the job lasts seconds even on an idle machine, so the stop lands mid-job.
+    service = make_service(video_job_lease_seconds=3, video_sample_rate=60)
     service.video.workers.start()
     job_id = service.call(
         "StartFaceDetection", {"Video": {"S3Object": {"Bucket": "videos", "Name": "clip.mp4"}}}, CALLER
