@@ -72,6 +72,7 @@ TOO_FEW = "^a similarity map needs at least two knots, as many raw as similarity
         ([0.0, 1.0], [60.0, 50.0], "^similarity must not decrease as the raw score grows$"),
         ([0.0, 1.0], [-1.0, 50.0], "^similarity must stay within 0-100$"),
         ([0.0, 1.0], [0.0, 100.5], "^similarity must stay within 0-100$"),
+        ([0.0, 0.5, 1.0], [0.0, 50.0, 100.5], "^similarity must stay within 0-100$"),  # the last knot, not the second
     ],
 )
 def test_a_malformed_map_is_refused(raw: list[float], similarity: list[float], message: str) -> None:
@@ -99,6 +100,19 @@ def test_a_saved_map_loads_as_it_was_to_six_decimals(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.raw, saved["raw"])
     np.testing.assert_array_equal(loaded.similarity, saved["similarity"])
     fine.save(folder)  # saving again over the file is fine
+
+
+def test_a_hand_written_map_file_reads_with_float_knots_and_an_empty_method(tmp_path: Path) -> None:
+    """Integers in the file are read as floats; a file without "method" reads as method ""."""
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"model": "m", "raw": [-1, 0, 1], "similarity": [0, 50, 100]}))
+    loaded = SimilarityMap.read(path)
+    assert loaded.model == "m" and loaded.method == "" and loaded.metadata == {}
+    assert loaded.raw.dtype == np.float64 and loaded.similarity.dtype == np.float64
+    np.testing.assert_array_equal(loaded.raw, [-1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(loaded.similarity, [0.0, 50.0, 100.0])
+    assert loaded(0.5) == pytest.approx(75.0)
+    assert json.loads(loaded.save(tmp_path / "again").read_text())["method"] == ""
 
 
 def test_the_shipped_maps_load_from_the_package() -> None:
