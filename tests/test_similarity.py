@@ -80,6 +80,29 @@ def test_a_malformed_map_is_refused(raw: list[float], similarity: list[float], m
         SimilarityMap("m", np.array(raw), np.array(similarity))
 
 
+NOT_FINITE = r"^knots must be finite numbers \(no NaN, infinity or null\)$"
+
+
+@pytest.mark.parametrize(
+    ("raw", "similarity"),
+    [
+        ("[0, null, 1]", "[0, 50, 100]"),
+        ("[0, 0.5, 1]", "[0, NaN, 100]"),
+        ("[-Infinity, 0, 1]", "[0, 50, 100]"),
+        ("[0, 0.5, Infinity]", "[0, 50, 100]"),
+        ("[0, 1]", "[0, Infinity]"),
+    ],
+)
+def test_a_map_file_with_a_knot_that_is_not_a_finite_number_is_refused(
+    raw: str, similarity: str, tmp_path: Path
+) -> None:
+    """Python's json reads null, NaN and Infinity; as knots they made NaN Similarity, and passed every other check."""
+    path = tmp_path / "m.json"
+    path.write_text(f'{{"model": "m", "raw": {raw}, "similarity": {similarity}}}')
+    with pytest.raises(ValueError, match=NOT_FINITE):
+        SimilarityMap.read(path)
+
+
 def test_the_edges_are_allowed() -> None:
     SimilarityMap("m", np.array([0.0, 1.0]), np.array([0.0, 100.0]))
     SimilarityMap("m", np.array([0.0, 1.0]), np.array([50.0, 50.0]))

@@ -38,6 +38,8 @@ class SimilarityMap:
     def __post_init__(self) -> None:
         if len(self.raw) != len(self.similarity) or len(self.raw) < 2:
             raise ValueError("a similarity map needs at least two knots, as many raw as similarity values")
+        if not (np.all(np.isfinite(self.raw)) and np.all(np.isfinite(self.similarity))):
+            raise ValueError("knots must be finite numbers (no NaN, infinity or null)")
         if np.any(np.diff(self.raw) <= 0):
             raise ValueError("raw knots must be strictly increasing")
         if np.any(np.diff(self.similarity) < 0):
