@@ -29,12 +29,13 @@ from visage.errors import (
     InvalidPaginationTokenException,
     InvalidParameterException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
     UnrecognizedClientException,
 )
 from visage.faces import BoundingBox, Face, FaceDetail, Pose, Quality
 from visage.policy import Policy
 from visage.service import Caller, RekognitionService, _is_base64_of_an_image, _match_stored
-from visage.store.base import StoredFace
+from visage.store.base import Collection, StoredFace
 
 from .test_permissions import policy
 from .test_service import CALLER, index, make_service
@@ -380,6 +381,198 @@ def test_delete_user_releases_its_faces(service: RekognitionService, portraits: 
     with pytest.raises(ResourceNotFoundException):
         service.call("DeleteUser", {"CollectionId": "c", "UserId": "a"}, CALLER)
     assert [u["UserId"] for u in service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"]] == ["empty"]
+
+
+def test_associate_faces_says_why_of_each_face_it_did_not_associate(
+    service: RekognitionService, portraits: Path
+) -> None:
+    """Each face asked for (once, in the request's order) is associated or named with its reason:
+    FACE_NOT_FOUND, ASSOCIATED_TO_A_DIFFERENT_USER, or LOW_MATCH_CONFIDENCE with the face's best
+    Similarity to the user's faces (UserMatchThreshold defaults to 75). A face the user already
+    has counts as associated."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2", "person_b_1", "impostor_1")
+    make_user(service, "a", ids["person_a_1"])
+    make_user(service, "b", ids["person_b_1"])
+    search = {"CollectionId": "c", "FaceId": ids["person_a_1"], "FaceMatchThreshold": 0.0}
+    similarity = {
+        m["Face"]["FaceId"]: m["Similarity"] for m in service.call("SearchFaces", search, CALLER)["FaceMatches"]
+    }
+    assert similarity[ids["impostor_1"]] < 75 <= similarity[ids["person_a_2"]]
+    asked = [ids["person_a_1"], ids["impostor_1"], ids["person_a_2"], ids["person_b_1"], MISSING, ids["person_a_2"]]
+    response = service.call("AssociateFaces", {"CollectionId": "c", "UserId": "a", "FaceIds": asked}, CALLER)
+    assert set(response) == {"AssociatedFaces", "UnsuccessfulFaceAssociations", "UserStatus"}
+    assert response["AssociatedFaces"] == [{"FaceId": ids["person_a_1"]}, {"FaceId": ids["person_a_2"]}]
+    assert response["UnsuccessfulFaceAssociations"] == [
+        {
+            "FaceId": ids["impostor_1"],
+            "Confidence": pytest.approx(similarity[ids["impostor_1"]]),
+            "Reasons": ["LOW_MATCH_CONFIDENCE"],
+        },
+        {"FaceId": ids["person_b_1"], "UserId": "b", "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]},
+        {"FaceId": MISSING, "Reasons": ["FACE_NOT_FOUND"]},
+    ]
+    assert response["UserStatus"] == "ACTIVE"
+    users_faces = sorted([ids["person_a_1"], ids["person_a_2"]])
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "a"}, CALLER)) == users_faces
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "b"}, CALLER)) == [ids["person_b_1"]]
+
+
+def test_user_match_threshold_is_the_least_similarity_a_face_is_associated_at(
+    service: RekognitionService, portraits: Path
+) -> None:
+    """A face of Similarity exactly UserMatchThreshold to the user's best face is associated; one a hair below is not."""
+    ids = index_people(service, portraits, "person_a_1", "impostor_1")
+    make_user(service, "a", ids["person_a_1"])
+    request = {"CollectionId": "c", "UserId": "a", "FaceIds": [ids["impostor_1"]]}
+    refused = service.call("AssociateFaces", request, CALLER)  # at the default threshold, 75
+    (unsuccessful,) = refused["UnsuccessfulFaceAssociations"]
+    similarity = unsuccessful["Confidence"]
+    assert similarity < 75 and refused["AssociatedFaces"] == []
+    above = service.call("AssociateFaces", {**request, "UserMatchThreshold": np.nextafter(similarity, 100)}, CALLER)
+    assert above["UnsuccessfulFaceAssociations"] == [unsuccessful] and above["AssociatedFaces"] == []
+    at = service.call("AssociateFaces", {**request, "UserMatchThreshold": similarity}, CALLER)
+    assert (at["AssociatedFaces"], at["UnsuccessfulFaceAssociations"]) == ([{"FaceId": ids["impostor_1"]}], [])
+    users_faces = sorted(ids.values())
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "a"}, CALLER)) == users_faces
+
+
+def test_a_user_given_no_face_stays_created(service: RekognitionService, portraits: Path) -> None:
+    """AssociateFaces that associates nothing answers the user's status as it is; of a user that does not exist, it fails."""
+    ids = index_people(service, portraits, "person_a_1", "person_b_1")
+    make_user(service, "a", ids["person_a_1"])
+    make_user(service, "empty")
+    request = {"CollectionId": "c", "UserId": "empty", "FaceIds": [MISSING, ids["person_a_1"]]}
+    assert service.call("AssociateFaces", request, CALLER) == {
+        "AssociatedFaces": [],
+        "UnsuccessfulFaceAssociations": [
+            {"FaceId": MISSING, "Reasons": ["FACE_NOT_FOUND"]},
+            {"FaceId": ids["person_a_1"], "UserId": "a", "Reasons": ["ASSOCIATED_TO_A_DIFFERENT_USER"]},
+        ],
+        "UserStatus": "CREATED",
+    }
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == [
+        {"UserId": "a", "UserStatus": "ACTIVE"},
+        {"UserId": "empty", "UserStatus": "CREATED"},
+    ]
+    with pytest.raises(ResourceNotFoundException) as caught:
+        service.call("AssociateFaces", {**request, "UserId": "nobody"}, CALLER)
+    assert caught.value.message == (
+        "The user nobody does not exist in collection c; create it with CreateUser or check the UserId."
+    )
+
+
+def test_a_user_holds_at_most_100_faces(service: RekognitionService, portraits: Path) -> None:
+    """Rekognition's quota of 100 faces per user: the 100th face is associated, the 101st refused
+    with ServiceQuotaExceededException. The faces are copies of one real face, as another image's."""
+    (face,) = service.store.get_faces("c", list(index_people(service, portraits, "person_a_1").values()))
+    copies = [replace(face, face_id=str(uuid.uuid4()), image_id=str(uuid.uuid4())) for _ in range(101)]
+    service.store.add_faces("c", copies)
+    make_user(service, "a", face.face_id)
+    request = {"CollectionId": "c", "UserId": "a"}
+    hundred = service.call("AssociateFaces", {**request, "FaceIds": [c.face_id for c in copies[:99]]}, CALLER)
+    assert len(hundred["AssociatedFaces"]) == 99 and hundred["UnsuccessfulFaceAssociations"] == []
+    with pytest.raises(ServiceQuotaExceededException) as caught:
+        service.call("AssociateFaces", {**request, "FaceIds": [copies[99].face_id, copies[100].face_id]}, CALLER)
+    assert caught.value.message == "User a has 100 faces; adding 2 would pass the limit of 100 faces per user."
+    with pytest.raises(ServiceQuotaExceededException, match=r"^User a has 100 faces; adding 1 would pass"):
+        service.call("AssociateFaces", {**request, "FaceIds": [copies[100].face_id]}, CALLER)
+    (page,) = walk(service, "ListFaces", request, None)
+    assert len(page["Faces"]) == 100 and copies[100].face_id not in face_ids(page)
+
+
+def test_a_repeated_create_user_answers_like_the_first(service: RekognitionService) -> None:
+    """With its ClientRequestToken, a CreateUser that already ran is not a conflict: it answers {} again."""
+    request = {"CollectionId": "c", "UserId": "u", "ClientRequestToken": "create-u"}
+    assert service.call("CreateUser", request, CALLER) == {}
+    assert service.call("CreateUser", request, CALLER) == {}
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == [
+        {"UserId": "u", "UserStatus": "CREATED"}
+    ]
+
+
+def test_a_token_of_one_user_operation_is_refused_for_another_naming_the_first(
+    service: RekognitionService, portraits: Path
+) -> None:
+    """A ClientRequestToken belongs to the operation that spent it, even when the other operation's
+    request has the very same members; the refusal names that operation."""
+    face = index_people(service, portraits, "person_a_1")["person_a_1"]
+    user = {"CollectionId": "c", "UserId": "u"}
+    faces = {**user, "FaceIds": [face]}
+    for first, then, request in (
+        ("CreateUser", "DeleteUser", user),
+        ("AssociateFaces", "DisassociateFaces", faces),
+        ("DisassociateFaces", "AssociateFaces", faces),
+        ("DeleteUser", "CreateUser", user),
+    ):
+        token = {"ClientRequestToken": f"{first}-1"}
+        service.call(first, {**request, **token}, CALLER)
+        with pytest.raises(IdempotentParameterMismatchException) as caught:
+            service.call(then, {**request, **token}, CALLER)
+        assert caught.value.message == (
+            f"ClientRequestToken {first}-1 was already used with a different {first} request; "
+            "use a new token for a new request."
+        )
+    assert service.call("ListUsers", {"CollectionId": "c"}, CALLER)["Users"] == []  # DeleteUser's was the last word
+    assert "UserId" not in service.call("ListFaces", {"CollectionId": "c"}, CALLER)["Faces"][0]
+
+
+def test_a_token_is_spent_by_a_request_that_changes_nothing(service: RekognitionService, portraits: Path) -> None:
+    """Associating a face the user has, or disassociating a free face, writes nothing, yet the
+    ClientRequestToken is the request's from then on: with other faces it is refused."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    make_user(service, "a", ids["person_a_1"])
+    user = {"CollectionId": "c", "UserId": "a"}
+    for operation, idle, other in (
+        ("AssociateFaces", ids["person_a_1"], ids["person_a_2"]),
+        ("DisassociateFaces", ids["person_a_2"], ids["person_a_1"]),
+    ):
+        request = {**user, "FaceIds": [idle], "ClientRequestToken": f"{operation}-1"}
+        service.call(operation, request, CALLER)
+        with pytest.raises(IdempotentParameterMismatchException, match=f"^ClientRequestToken {operation}-1 was"):
+            service.call(operation, {**request, "FaceIds": [other]}, CALLER)
+    assert face_ids(service.call("ListFaces", user, CALLER)) == [ids["person_a_1"]]
+
+
+def test_a_repeated_disassociate_faces_names_again_only_the_faces_it_freed(
+    service: RekognitionService, two_users: dict[str, str]
+) -> None:
+    """The retry of a DisassociateFaces that named a missing face and another user's face answers
+    the same DisassociatedFaces, and leaves the other user's face with it."""
+    ids = two_users
+    asked = [ids["person_a_1"], MISSING, ids["person_b_1"], ids["person_b_2"]]
+    request = {"CollectionId": "c", "UserId": "a", "FaceIds": asked, "ClientRequestToken": "retry-1"}
+    first = service.call("DisassociateFaces", request, CALLER)
+    assert first["DisassociatedFaces"] == [{"FaceId": ids["person_b_2"]}, {"FaceId": ids["person_a_1"]}]
+    again = service.call("DisassociateFaces", request, CALLER)
+    assert sorted(f["FaceId"] for f in again["DisassociatedFaces"]) == sorted([ids["person_a_1"], ids["person_b_2"]])
+    assert again["UserStatus"] == first["UserStatus"] == "ACTIVE"
+    assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "b"}, CALLER)) == [ids["person_b_1"]]
+
+
+def test_associate_faces_scores_a_collection_with_its_own_face_models_similarity(
+    service: RekognitionService, portraits: Path
+) -> None:
+    """A collection made under another face model than the server's (dlib) gives the Confidence of
+    a refused face on that model's scale, as its SearchFaces does, not on the server's (sface)."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    service.store.create_collection(Collection("d", ARN + "d", "dlib", "dlib-1", datetime.now(UTC)))
+    stored = {face.face_id: face for face in service.store.get_faces("c", list(ids.values()))}
+    copies = {
+        name: replace(stored[i], face_id=str(uuid.uuid4()), image_id=str(uuid.uuid4())) for name, i in ids.items()
+    }
+    service.store.add_faces("d", list(copies.values()))
+    by_model: dict[str, float] = {}
+    for collection_id, faces in (("c", ids), ("d", {name: face.face_id for name, face in copies.items()})):
+        service.call("CreateUser", {"CollectionId": collection_id, "UserId": "a"}, CALLER)
+        request = {"CollectionId": collection_id, "UserId": "a", "UserMatchThreshold": 100.0}
+        service.call("AssociateFaces", {**request, "FaceIds": [faces["person_a_1"]]}, CALLER)
+        refused = service.call("AssociateFaces", {**request, "FaceIds": [faces["person_a_2"]]}, CALLER)
+        search = {"CollectionId": collection_id, "FaceId": faces["person_a_1"], "FaceMatchThreshold": 0.0}
+        (match,) = service.call("SearchFaces", search, CALLER)["FaceMatches"]
+        (unsuccessful,) = refused["UnsuccessfulFaceAssociations"]
+        assert unsuccessful["Confidence"] == pytest.approx(match["Similarity"]), collection_id
+        by_model[collection_id] = unsuccessful["Confidence"]
+    assert abs(by_model["c"] - by_model["d"]) > 1
 
 
 # Tags --------------------------------------------------------------------------------
@@ -738,3 +931,13 @@ def test_search_users_needs_exactly_one_of_face_id_or_user_id(
 def test_search_users_of_a_missing_user_is_not_found(service: RekognitionService, users: dict[str, str]) -> None:
     with pytest.raises(ResourceNotFoundException):
         service.call("SearchUsers", {"CollectionId": "c", "UserId": "nobody"}, CALLER)
+
+
+@pytest.mark.parametrize("operation", ["SearchFaces", "SearchUsers"])
+def test_searching_by_a_face_that_is_not_in_the_collection_is_refused_naming_it(
+    service: RekognitionService, users: dict[str, str], operation: str
+) -> None:
+    """Rekognition's text, then the FaceId and the collection."""
+    with pytest.raises(InvalidParameterException) as caught:
+        service.call(operation, {"CollectionId": "c", "FaceId": MISSING}, CALLER)
+    assert caught.value.message == f"faceId was not found in the collection. Face {MISSING} is not in collection c."
