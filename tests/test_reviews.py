@@ -7,6 +7,7 @@ import hashlib
 import io
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,13 @@ from PIL import Image
 from visage.api.protocol import rekognition
 from visage.config import Settings
 from visage.engine import Engine
+from visage.engine.registry import face_model_entry
 from visage.engine.thumbnails import MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE
 from visage.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
+from visage.evaluation.prediction import predicted_fmr
 from visage.policy import Policy
 from visage.service import Caller, RekognitionService
+from visage.store.base import Collection
 from visage.store.sqlite import SQLiteStore
 
 CALLER = Caller.local("VSAKREVIEWER")
@@ -167,6 +171,29 @@ def test_review_statistics_count_each_candidates_latest_decision_per_band(servic
     assert (bands[99.0].high, bands[99.9].high) == (99.9, 100.0)
 
 
+def test_the_reviews_of_one_probe_are_those_of_its_candidates_only(service: RekognitionService) -> None:
+    service.call("CreateCollection", {"CollectionId": "c"}, CALLER)
+    other = hashlib.sha256(b"another probe").hexdigest()
+    face = "11111111-1111-4111-8111-111111111111"
+    first = service.review_match("c", PROBE, face, 99.5, "same", "", CALLER)
+    second = service.review_match("c", other, face, 97.0, "different", "", CALLER)
+    assert service.match_reviews("c", CALLER, PROBE) == [first]
+    assert service.match_reviews("c", CALLER, other) == [second]
+    assert service.match_reviews("c", CALLER) == [first, second]
+
+
+def test_review_statistics_promise_the_false_match_rates_of_the_collections_face_model(
+    service: RekognitionService, engine: Engine
+) -> None:
+    """A dlib collection on an SFace server: each band's promised rate is dlib's calibration's."""
+    version = face_model_entry("dlib").version
+    service.store.create_collection(Collection("d", service.collection_arn("d"), "dlib", version, datetime.now(UTC)))
+    bands = service.review_statistics("d", CALLER)
+    dlib, sface = (engine.similarity_map(model) for model in ("dlib", "sface"))
+    assert [b.promised_fmr for b in bands] == [predicted_fmr(dlib, b.low) for b in bands]
+    assert [b.promised_fmr for b in bands] != [predicted_fmr(sface, b.low) for b in bands]  # the models' differ
+
+
 def test_the_server_setting_reads_from_the_environment() -> None:
     assert Settings.from_env({"VISAGE_KEEP_FACE_THUMBNAILS": "yes"}).keep_face_thumbnails is True
     assert Settings.from_env({}).keep_face_thumbnails is False
@@ -215,3 +242,40 @@ def test_a_searchs_review_status_follows_its_candidates_decisions(service: Rekog
     assert status() == ["1 of 2 reviewed", None]
     service.review_match("c", digest, ids[1], 100.0, "cannot_tell", "", CALLER)
     assert status() == ["reviewed", None, None]
+
+
+def test_reviews_are_read_with_describe_collection_and_review_status_with_read_audit_log(
+    service: RekognitionService,
+) -> None:
+    """The decisions and their statistics are checked as rekognition:DescribeCollection on the
+    collection's ARN, review statuses as visage:ReadAuditLog on *; a refusal names the action and
+    resource, and is audited under the action's operation."""
+    for collection_id in ("c", "other"):
+        service.call("CreateCollection", {"CollectionId": collection_id}, CALLER)
+    review = service.review_match("c", PROBE, "11111111-1111-4111-8111-111111111111", 99.5, "same", "", CALLER)
+    one = Caller("VSAKONE", Policy.for_collection(service.collection_arn("c")))
+    assert service.match_reviews("c", one) == [review]
+    assert [b.same for b in service.review_statistics("c", one)] == [0, 0, 0, 0, 1, 0]
+    door, arn = Caller("VSAKDOOR", Policy.for_collection(service.collection_arn("other"))), service.collection_arn("c")
+    checks = (
+        (lambda: service.match_reviews("c", door), "rekognition:DescribeCollection", arn),
+        (lambda: service.review_statistics("c", door), "rekognition:DescribeCollection", arn),
+        (lambda: service.review_status(door, service.store.audit_records()), "visage:ReadAuditLog", "*"),
+    )
+    for refused, action, resource in checks:
+        with pytest.raises(AccessDeniedException) as denied:
+            refused()
+        assert denied.value.message == (
+            f"User: VSAKDOOR is not authorized to perform: {action} on resource: {resource} "
+            f"because no identity-based policy allows the {action} action"
+        )
+    refusals = [r for r in service.store.audit_records() if r.outcome == "refused"]
+    assert [(r.operation, r.access_key_id, r.collection_id, r.details) for r in refusals] == [
+        (
+            action.split(":")[1],
+            "VSAKDOOR",
+            "c" if resource == arn else None,
+            {"action": action, "resource": resource, "reason": "no allow"},
+        )
+        for _, action, resource in checks
+    ]

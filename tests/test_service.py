@@ -302,6 +302,33 @@ def test_search_users_by_image_names_the_faces_it_did_not_search(
     )
 
 
+def test_search_users_by_image_holds_the_face_to_the_quality_filter_only_when_asked(
+    service: RekognitionService, engine: Engine, images: dict[str, bytes]
+) -> None:
+    """Bugs: SearchUsersByImage's QualityFilter ignored, or its default (NONE) changed; FaceModelVersion
+    misnamed; an image with no face to search failing instead of answering no match; the audit
+    record without the probe's SHA-256. A face too dark for QualityFilter LOW is searched by default,
+    and is an unsearched face when LOW is asked for."""
+    face = index(service, images["person_b_1"])
+    service.call("CreateUser", {"CollectionId": "c", "UserId": "b"}, CALLER)
+    service.call("AssociateFaces", {"CollectionId": "c", "UserId": "b", "FaceIds": [face]}, CALLER)
+    dark = encode((engine.decode(images["person_b_2"]).rgb * 0.08).astype(np.uint8))
+    request = {"CollectionId": "c", "Image": {"Bytes": dark}, "UserMatchThreshold": 0.0}
+    version = service.call("DescribeCollection", {"CollectionId": "c"}, CALLER)["FaceModelVersion"]
+    searched = service.call("SearchUsersByImage", request, CALLER)
+    assert set(searched) == {"FaceModelVersion", "SearchedFace", "UnsearchedFaces", "UserMatches"}
+    assert (searched["FaceModelVersion"], searched["UnsearchedFaces"]) == (version, [])
+    assert [m["User"]["UserId"] for m in searched["UserMatches"]] == ["b"]
+    held = service.call("SearchUsersByImage", {**request, "QualityFilter": "LOW"}, CALLER)
+    assert set(held) == {"FaceModelVersion", "UnsearchedFaces", "UserMatches"}  # no SearchedFace
+    assert (held["FaceModelVersion"], held["UserMatches"]) == (version, [])
+    (unsearched,) = held["UnsearchedFaces"]
+    assert unsearched == {"FaceDetails": searched["SearchedFace"]["FaceDetail"], "Reasons": ["LOW_BRIGHTNESS"]}
+    probe = hashlib.sha256(dark).hexdigest()
+    records = [r for r in audit(service) if r.operation == "SearchUsersByImage"]
+    assert [(r.probe_sha256, r.threshold, r.user_ids) for r in records] == [(probe, 0.0, ["b"]), (probe, 0.0, [])]
+
+
 def test_a_repeated_associate_faces_answers_like_the_first(
     service: RekognitionService, images: dict[str, bytes]
 ) -> None:

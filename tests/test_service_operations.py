@@ -21,7 +21,9 @@ import numpy as np
 import pytest
 
 from visage.engine import Engine
+from visage.engine.registry import face_model_entry
 from visage.errors import (
+    UNKNOWN_ACCESS_KEY,
     AccessDeniedException,
     IdempotentParameterMismatchException,
     ImageTooLargeException,
@@ -34,7 +36,7 @@ from visage.errors import (
 )
 from visage.faces import BoundingBox, Face, FaceDetail, Pose, Quality
 from visage.policy import Policy
-from visage.service import Caller, RekognitionService, _is_base64_of_an_image, _match_stored
+from visage.service import MAX_FACES_PER_USER, Caller, RekognitionService, _is_base64_of_an_image, _match_stored
 from visage.store.base import Collection, StoredFace
 
 from .test_permissions import policy
@@ -721,17 +723,19 @@ def test_authenticate_checks_the_pair_and_notes_the_keys_use(service: Rekognitio
     caller = service.authenticate(pair.access_key_id, pair.secret_access_key)
     assert caller == Caller(pair.access_key_id, Policy.read_only(), "reader")
     assert service.keys.get(key.access_key_id).last_used_at is not None
-    wrong = "The access key id or secret access key is wrong, or the key was revoked."
+    wrong = f"{UNKNOWN_ACCESS_KEY} The access key id or secret access key is wrong, or the key was revoked."
     for key_id, secret in (
         (pair.access_key_id, other.secret_access_key),
         ("VSAKNOSUCHKEY0000000", pair.secret_access_key),
     ):
-        with pytest.raises(UnrecognizedClientException, match=wrong):
+        with pytest.raises(UnrecognizedClientException) as refused:
             service.authenticate(key_id, secret)
+        assert refused.value.message == wrong  # the same words whichever half is wrong
     assert service.keys.get(other.access_key_id).last_used_at is None  # its secret did not sign in
     service.keys.revoke(pair.access_key_id, by="test")
-    with pytest.raises(UnrecognizedClientException, match=wrong):
+    with pytest.raises(UnrecognizedClientException) as refused:
         service.authenticate(pair.access_key_id, pair.secret_access_key)
+    assert refused.value.message == wrong
 
 
 def test_caller_reads_the_key_from_the_store_at_each_request(service: RekognitionService) -> None:
@@ -941,3 +945,65 @@ def test_searching_by_a_face_that_is_not_in_the_collection_is_refused_naming_it(
     with pytest.raises(InvalidParameterException) as caught:
         service.call(operation, {"CollectionId": "c", "FaceId": MISSING}, CALLER)
     assert caught.value.message == f"faceId was not found in the collection. Face {MISSING} is not in collection c."
+
+
+def test_search_users_ranks_users_by_similarity_then_by_user_id(service: RekognitionService, portraits: Path) -> None:
+    """UserMatches come best first, not in UserId order; users of equal Similarity (two users holding
+    faces of the same image) in UserId order, whichever face comes first in the store. A user whose
+    Similarity is exactly UserMatchThreshold is a match."""
+    ids = index_people(service, portraits, "person_a_2", "person_b_1", "impostor_1")
+    twins = sorted(index(service, portrait(portraits, "person_a_1"), ExternalImageId=n) for n in ("one", "two"))
+    make_user(service, "m", twins[1])
+    make_user(service, "n", twins[0])  # its face comes first in FaceId order
+    make_user(service, "z", ids["impostor_1"])
+    make_user(service, "a", ids["person_b_1"])
+    request = {"CollectionId": "c", "FaceId": ids["person_a_2"], "UserMatchThreshold": 0.0}
+    matches = service.call("SearchUsers", request, CALLER)["UserMatches"]
+    assert [m["User"]["UserId"] for m in matches] == ["m", "n", "z", "a"]
+    similarities = [m["Similarity"] for m in matches]
+    assert similarities[0] == similarities[1] > similarities[2] > similarities[3]
+    at_the_last = service.call("SearchUsers", {**request, "UserMatchThreshold": similarities[3]}, CALLER)
+    assert at_the_last["UserMatches"] == matches
+    above_it = {**request, "UserMatchThreshold": float(np.nextafter(similarities[3], 100.0))}
+    assert service.call("SearchUsers", above_it, CALLER)["UserMatches"] == matches[:3]
+
+
+def test_faces_of_no_user_never_crowd_the_users_out_of_search_users(
+    service: RekognitionService, portraits: Path
+) -> None:
+    """SearchUsers weighs only the faces users hold: it reads MaxUsers x 100 faces (a user holds at
+    most 100), and 100 faces of no user more like the probe than the user's face leave the user found."""
+    ids = index_people(service, portraits, "person_a_1", "person_a_2")
+    make_user(service, "a", ids["person_a_1"])
+    (probe,) = service.store.get_faces("c", [ids["person_a_2"]])
+    service.store.add_faces("c", [replace(probe, face_id=str(uuid.uuid4())) for _ in range(MAX_FACES_PER_USER)])
+    request = {"CollectionId": "c", "FaceId": ids["person_a_2"], "MaxUsers": 1}
+    (match,) = service.call("SearchUsers", request, CALLER)["UserMatches"]
+    assert match["User"]["UserId"] == "a" and match["Similarity"] >= 80
+
+
+def test_users_of_a_collection_of_another_face_model_are_scored_by_its_calibration(
+    service: RekognitionService, engine: Engine, portraits: Path
+) -> None:
+    """In a dlib collection on an SFace server, a user's Similarity is that of its face as SearchFaces
+    gives it: dlib's map from cosine to Similarity, not the server's model's."""
+    version = face_model_entry("dlib").version
+    service.store.create_collection(Collection("d", service.collection_arn("d"), "dlib", version, datetime.now(UTC)))
+
+    def index_into_d(name: str) -> str:
+        request = {"CollectionId": "d", "Image": {"Bytes": portrait(portraits, name)}}
+        (record,) = service.call("IndexFaces", request, CALLER)["FaceRecords"]
+        return str(record["Face"]["FaceId"])
+
+    ids = {name: index_into_d(name) for name in ("person_a_1", "person_a_2", "person_b_1")}
+    for user, name in (("a", "person_a_1"), ("b", "person_b_1")):
+        service.call("CreateUser", {"CollectionId": "d", "UserId": user}, CALLER)
+        service.call("AssociateFaces", {"CollectionId": "d", "UserId": user, "FaceIds": [ids[name]]}, CALLER)
+    request = {"CollectionId": "d", "FaceId": ids["person_a_2"]}
+    faces = service.call("SearchFaces", {**request, "FaceMatchThreshold": 0.0}, CALLER)["FaceMatches"]
+    by_face = {m["Face"]["FaceId"]: m["Similarity"] for m in faces}
+    users = service.call("SearchUsers", {**request, "UserMatchThreshold": 0.0}, CALLER)["UserMatches"]
+    assert [(m["User"]["UserId"], m["Similarity"]) for m in users] == [
+        ("a", by_face[ids["person_a_1"]]),
+        ("b", by_face[ids["person_b_1"]]),
+    ]
