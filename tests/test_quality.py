@@ -10,7 +10,7 @@ import pytest
 
 from visage.engine import Engine
 from visage.engine.images import DecodedImage
-from visage.engine.quality import QUALITY_BARS, measure_quality, quality_filter_reasons
+from visage.engine.quality import QUALITY_BARS, face_crop, measure_quality, quality_filter_reasons
 from visage.faces import BoundingBox, FaceDetail, Pose, Quality
 
 
@@ -158,3 +158,61 @@ def test_brightness_and_sharpness_on_known_pictures() -> None:
     assert measure_quality(small, np.array([25.0, 25.0, 50.0, 50.0])).sharpness == pytest.approx(
         measure_quality(checkers, box).sharpness, abs=5
     )
+
+
+# The documented method by hand (module docstring of visage.engine.quality), on given pixels.
+
+
+def documented_quality(face: np.ndarray) -> Quality:
+    """Brightness 100 * mean / 255; Sharpness 100 * (1 - exp(-V / 100)), V the Laplacian variance at 112 px wide."""
+    brightness = 100.0 * float(face.mean()) / 255.0
+    height = max(1, round(112 * face.shape[0] / face.shape[1]))  # the face's aspect ratio, at least one row
+    resized = cv2.resize(face, (112, height), interpolation=cv2.INTER_AREA)
+    variance = float(cv2.Laplacian(resized, cv2.CV_64F).var())
+    sharpness = 100.0 * (1.0 - np.exp(-variance / 100.0))
+    return Quality(brightness=round(brightness, 4), sharpness=round(sharpness, 4))
+
+
+def test_a_detected_face_scores_the_documented_quality_of_its_box(engine: Engine, portraits: Path) -> None:
+    """What a client reads in Quality is the documented method on the pixels of the face's BoundingBox."""
+    image = engine.decode((portraits / "person_b_1.jpg").read_bytes())
+    (face,) = engine.detect_faces(image)
+    x, y, w, h = face.bounding_box.to_pixels(image.width, image.height)
+    gray = cv2.cvtColor(image.rgb, cv2.COLOR_RGB2GRAY)
+    pixels = gray[int(np.floor(y)) : int(np.ceil(y + h)), int(np.floor(x)) : int(np.ceil(x + w))]
+    assert face.quality == documented_quality(pixels)
+    for value in (face.quality.brightness, face.quality.sharpness):
+        assert 0 < value < 100 and value == round(value, 4)
+
+
+# Boxes (x, y, w, h) on a 716x900 portrait and the pixels they measure: from floor(x) to ceil(x + w),
+# clipped to the image, and at least one pixel each way.
+BOXES = {
+    "inside, taller than wide": ((100.5, 200.25, 80.0, 150.0), slice(200, 351), slice(100, 181)),
+    "cut by the left and top edges": ((-10.5, -20.0, 60.0, 90.0), slice(0, 70), slice(0, 50)),
+    "starting at the corner": ((0.0, 0.0, 40.0, 60.0), slice(0, 60), slice(0, 40)),
+    "past the right and bottom edges": ((650.0, 800.0, 100.0, 200.0), slice(800, 900), slice(650, 716)),
+    "a few pixels": ((300.0, 400.0, 2.0, 3.0), slice(400, 403), slice(300, 302)),
+    "one pixel": ((300.0, 400.0, 1.0, 1.0), slice(400, 401), slice(300, 301)),
+    "zero width": ((300.0, 400.0, 0.0, 30.0), slice(400, 430), slice(300, 301)),
+    "zero height": ((300.0, 400.0, 30.0, 0.0), slice(400, 401), slice(300, 330)),
+    "two rows across the face": ((100.0, 300.0, 500.0, 2.0), slice(300, 302), slice(100, 600)),
+}
+
+
+@pytest.mark.parametrize("name", list(BOXES))
+def test_quality_is_measured_on_exactly_the_boxs_pixels(name: str, portraits: Path) -> None:
+    box, rows, cols = BOXES[name]
+    gray = cv2.cvtColor(cv2.imread(str(portraits / "person_b_1.jpg")), cv2.COLOR_BGR2GRAY)
+    assert gray.shape == (900, 716)
+    crop = face_crop(gray, np.array(box))
+    assert crop.shape == gray[rows, cols].shape and np.array_equal(crop, gray[rows, cols])
+    assert measure_quality(gray, np.array(box)) == documented_quality(gray[rows, cols])
+
+
+def test_brightness_and_sharpness_top_out_at_100() -> None:
+    """Rekognition's scale is 0-100: a white face is 100 bright, a checkerboard 100 sharp, never more."""
+    box = np.array([50.0, 50.0, 100.0, 100.0])
+    assert measure_quality(np.full((200, 200), 255, dtype=np.uint8), box).brightness == 100.0
+    checkers = ((np.indices((200, 200)).sum(axis=0) // 4) % 2 * 255).astype(np.uint8)
+    assert measure_quality(checkers, box).sharpness == 100.0
