@@ -71,6 +71,22 @@ EQUIVALENT = {
     "visage.api.protocol.xǁServiceModelǁdecode_request__mutmut_14": (
         "the top-level path None instead of '': _parse_json has already refused bodies that are not objects"
     ),
+    "visage.api.sigv4.x__canonical_uri__mutmut_21": "safe='/' instead of '/~': quote() never encodes '~' (Python 3.7 and later) and '/' is its default",
+    "visage.api.sigv4.x__canonical_uri__mutmut_27": "adds 'X' to quote()'s safe characters: letters are never encoded",
+    "visage.api.sigv4.x__uri_encode__mutmut_5": "adds 'X' to quote()'s safe characters: letters and '-_.~' are never encoded",
+    "visage.api.sigv4.x_verify_request__mutmut_55": "joins repeated X-Amz-Content-Sha256 values with another separator: with one value none is used; with two, either join holds a ',' and cannot equal a hex digest, so both refuse alike",
+    "visage.service.xǁRekognitionServiceǁ_faces_or_fail__mutmut_17": "the separator between missing FaceIds: every caller passes one FaceId",
+    "visage.service.xǁRekognitionServiceǁassociate_faces__mutmut_60": "reads the user's faces with a limit of 102 instead of 101: a user never holds more than 100 (the 101st is refused)",
+    "visage.service.xǁRekognitionServiceǁsearch_users_by_image__mutmut_13": "QualityFilter defaults to None: a level without a bar is NONE, the default",
+    "visage.service.xǁRekognitionServiceǁsearch_users_by_image__mutmut_15": "request.get('QualityFilter') without a default: None, treated as NONE, the default",
+    "visage.service.xǁRekognitionServiceǁsearch_users_by_image__mutmut_19": "QualityFilter defaults to 'XXNONEXX': no such bar, so NONE, the default",
+    "visage.service.xǁRekognitionServiceǁsearch_users_by_image__mutmut_20": "QualityFilter defaults to 'none': no such bar, so NONE, the default",
+    "visage.service.xǁRekognitionServiceǁ_search_users__mutmut_27": "'>' to '>=' on a user's best score: on a tie an equal score replaces an equal score",
+    "visage.service.xǁRekognitionServiceǁ_search_users__mutmut_34": "float('-INF') is float('-inf')",
+    "visage.service.xǁRekognitionServiceǁdelete_faces__mutmut_46": "calls the store's delete_faces with no FaceIds too: it deletes nothing and returns []",
+    "visage.service.xǁRekognitionServiceǁface_page__mutmut_29": "asks the store for limit + 2 rows instead of limit + 1: only page[:limit] and len(page) > limit are used",
+    "visage.service.xǁRekognitionServiceǁlist_collections__mutmut_22": "asks the store for limit + 2 collections instead of limit + 1: only page[:limit] and len(page) > limit are used",
+    "visage.service.xǁRekognitionServiceǁlist_faces__mutmut_33": "asks the store for limit + 2 faces instead of limit + 1: only page[:limit] and len(page) > limit are used",
 }
 
 #: Survivors of the last run caught by tests added after it (their commit says which): function -> mutant
@@ -156,10 +172,23 @@ def caught_since(name: str) -> str | None:
     return f"caught since: {tests}" if int(name.rsplit("__mutmut_", 1)[1]) in numbers else None
 
 
-def report(found: dict[str, str], run_command: str) -> None:
+def report(
+    found: dict[str, str],
+    run_command: str,
+    counts: dict[str, Counter[str]] | None = None,
+    moved: dict[str, dict[str, str]] | None = None,
+    published_commit: str | None = None,
+) -> None:
+    """Writes the score per module and every survivor. ``found`` holds every mutant's status, or,
+    for a recheck, the rechecked ones, with ``counts`` the per-module counts to publish, ``moved``
+    the survivors whose function changed since ``published_commit`` (their before and after)."""
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
-    for name, status in found.items():
-        per_module[module_of(name)][status] += 1
+    if counts is not None:
+        per_module.update(counts)
+    else:
+        for name, status in found.items():
+            per_module[module_of(name)][status] += 1
+    moved = moved or {}
     survivors = sorted(name for name, status in found.items() if status == "survived")
     rows, totals = [], Counter[str]()
     for module in sorted(per_module):
@@ -185,12 +214,22 @@ def report(found: dict[str, str], run_command: str) -> None:
             f"| {c['no tests']:,} | {c['not checked']:,} | {score(c)} |"
         )
     equivalent = [s for s in survivors if s in EQUIVALENT]
-    since = {s: caught_since(s) for s in survivors if s not in EQUIVALENT and caught_since(s)}
+    since = (
+        {} if counts is not None else {s: caught_since(s) for s in survivors if s not in EQUIVALENT and caught_since(s)}
+    )
     uncaught = [s for s in survivors if s not in EQUIVALENT and s not in since]
     checked = sum(c for status, c in totals.items() if status != "not checked")
+    recheck = (
+        f"The run that checked them was published at commit {published_commit[:12]}; every one of its survivors "
+        f"was run again at commit {commit()[:12]} against today's tests ({len(moved)} could not be: their function "
+        "has changed since, so mutmut's numbering no longer names the same mutant). "
+        if published_commit
+        else ""
+    )
     lines += [
         "",
-        f"{checked:,} of {sum(totals.values()):,} mutants checked"
+        recheck
+        + f"{checked:,} of {sum(totals.values()):,} mutants checked"
         + (
             f" (mutmut tries the quickest to test first; the {totals['not checked']:,} others, "
             "each covered by many tests, were not reached in this run)"
@@ -205,8 +244,13 @@ def report(found: dict[str, str], run_command: str) -> None:
     if survivors:
         lines += ["| mutant | function | changes | why it survives |", "|---|---|---|---|"]
         for name in survivors:
-            before, after = changed_lines(name)
-            reason = EQUIVALENT.get(name) or since.get(name) or "**not caught**: no fast test fails on it"
+            before, after = (moved[name]["before"], moved[name]["after"]) if name in moved else changed_lines(name)
+            reason = (
+                EQUIVALENT.get(name)
+                or since.get(name)
+                or ("not run again: its function has changed since" if name in moved else None)
+                or "**not caught**: no fast test fails on it"
+            )
             survivor_rows.append({"mutant": name, "before": before, "after": after, "reason": reason})
             change = f"`{before}` → `{after}`".replace("|", "\\|")
             lines.append(f"| {name.rsplit('__mutmut_', 1)[1]} | `{function_of(name)}` | {change} | {reason} |")
@@ -231,11 +275,59 @@ def report(found: dict[str, str], run_command: str) -> None:
     print(markdown)
 
 
+def recheck(max_children: int, modules: list[str]) -> None:
+    """Runs again, on today's code and tests, every survivor of the published run (a mutant is the
+    same one when mutmut's diff of it is the same line, before and after) and every mutant of
+    ``modules`` (dotted, e.g. ``visage.engine.quality``), then publishes the published run's
+    counts with those answers in: a survivor now killed counts as killed; ``modules`` count as
+    this run found them."""
+    published = json.loads((RESULTS / "mutation.json").read_text())
+    previous = {s["mutant"]: s for s in published["survivors"]}
+    # a survivor of a module run whole is run with it; the others by name
+    names = [n for n in previous if not any(n.startswith(m + ".") for m in modules)]
+    patterns = [f"{m}.*" for m in modules]
+    run_command = f"mutmut run --max-children {max_children} <the published run's survivors> " + " ".join(patterns)
+    subprocess.run(["rm", "-rf", str(ROOT / "mutants")], check=True)
+    subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *names, *patterns], cwd=ROOT, check=True)
+    now = statuses()
+    found: dict[str, str] = {}
+    for name, status in now.items():
+        if any(name.startswith(m + ".") for m in modules):
+            found[name] = status
+    moved = {}
+    for name, old in previous.items():
+        if name in found:
+            continue
+        if name not in now or changed_lines(name) != (old["before"], old["after"]):
+            moved[name] = old  # the function changed since: its numbering is not the published run's
+            found[name] = "survived"
+        else:
+            found[name] = now[name]
+    counts = {m: Counter(c) for m, c in published["per_module"].items() if m != "all"}
+    for name in previous:
+        if not any(name.startswith(m + ".") for m in modules):
+            counts[module_of(name)]["survived"] -= 1
+            counts[module_of(name)][found[name]] += 1
+    for module in modules:
+        path = "src/" + module.replace(".", "/") + ".py"
+        counts[path] = Counter(status for name, status in found.items() if module_of(name) == path)
+    report(found, run_command, counts, moved, published["commit"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--report", action="store_true", help="only report the last run (mutants/)")
+    parser.add_argument(
+        "--recheck",
+        nargs="*",
+        metavar="MODULE",
+        help="run again the published run's survivors, and every mutant of each MODULE (dotted)",
+    )
     args = parser.parse_args()
+    if args.recheck is not None:
+        recheck(args.max_children, args.recheck)
+        return
     run_command = f"mutmut run --max-children {args.max_children}"
     if not args.report:
         subprocess.run(["rm", "-rf", str(ROOT / "mutants")], check=True)
