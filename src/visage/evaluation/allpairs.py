@@ -3,7 +3,9 @@
 The images are a folder of one sub-folder per person (``DIR/<person>/<image>``): LFW's
 ``lfw-deepfunneled``, or an operator's own population (``visage eval calibrate --data DIR``).
 All 13,233 LFW images are embedded once (through the evaluation cache) with the
-face nearest the centre of each. A *genuine* pair is two images of the same
+face nearest the centre of each, or, with ``clean_labels``, with the face that agrees with
+the person's other photos, and people filed under two names counted as one
+(:mod:`visage.evaluation.labels`). A *genuine* pair is two images of the same
 person, an *impostor* pair two images of different people; with every pair
 counted there are about 240,000 genuine and 87 million impostor pairs, enough
 to measure false-match rates down to about one in ten million. Images where no
@@ -16,6 +18,7 @@ columns) straight into one preallocated float32 array, sorted in place.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +26,8 @@ import numpy as np
 
 from visage.engine import Engine
 from visage.errors import VisageError
-from visage.evaluation.lfw import embed_images, lfw_dir
+from visage.evaluation.labels import mislabelled, person_faces, same_people
+from visage.evaluation.lfw import embed_images, embedded_faces, lfw_dir
 
 
 @dataclass(frozen=True)
@@ -37,11 +41,32 @@ class LabelledVectors:
     vectors: np.ndarray  # float32, (rows, dimension), unit length
     without_face: list[str]  # images left out: no face found
     unreadable: list[str] = field(default_factory=list)  # images left out: not a PNG or JPEG the engine reads
+    same_as: dict[str, str] = field(default_factory=dict)  # folders counted under another folder's name
+    left_out: list[str] = field(default_factory=list)  # images left out: filed under the wrong name
+    face_rule: str = "central"  # which face of an image with several: "central", or "agreeing" (clean_labels)
+    photos_per_person: int = 0  # images kept of each person (at_most); 0: all
+
+    def at_most(self, photos: int) -> LabelledVectors:
+        """At most ``photos`` images of each person (their first, by file name); 0 keeps every image."""
+        if photos <= 0:
+            return self
+        keep = np.zeros(len(self.people), dtype=bool)
+        starts = np.searchsorted(self.people, np.unique(self.people), side="left")
+        for start in starts:
+            keep[start : start + photos] = self.people[start : start + photos] == self.people[start]
+        return dataclasses.replace(
+            self,
+            paths=[p for p, k in zip(self.paths, keep) if k],
+            people=self.people[keep],
+            vectors=self.vectors[keep],
+            photos_per_person=photos,
+        )
 
     def subset(self, people: np.ndarray) -> LabelledVectors:
         """Only the images of the given person indices."""
         keep = np.isin(self.people, people)
         wanted = {self.names[i] for i in people}
+        wanted |= {folder for folder, name in self.same_as.items() if name in wanted}
         return LabelledVectors(
             model=self.model,
             names=self.names,
@@ -49,6 +74,10 @@ class LabelledVectors:
             people=self.people[keep],
             vectors=self.vectors[keep],
             without_face=[p for p in self.without_face if p.split("/")[0] in wanted],
+            same_as=self.same_as,
+            left_out=[p for p in self.left_out if p.split("/")[0] in wanted],
+            face_rule=self.face_rule,
+            photos_per_person=self.photos_per_person,
         )
 
 
@@ -56,9 +85,15 @@ class LabelledVectors:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-def lfw_vectors(engine: Engine, model: str, root: Path | None = None) -> LabelledVectors:
-    """Every LFW image's central face embedded with ``model`` (from the evaluation cache)."""
-    return folder_vectors(engine, model, lfw_dir(root) / "lfw-deepfunneled")
+def lfw_vectors(engine: Engine, model: str, root: Path | None = None, clean_labels: bool = False) -> LabelledVectors:
+    """Every LFW image's central face embedded with ``model`` (from the evaluation cache); with
+    ``clean_labels``, the face that agrees with the person's other photos, the people of
+    ``visage/data/lfw_labels.json`` filed under two names counted once each, and the photos
+    it lists as filed under a wrong name left out."""
+    images = lfw_dir(root) / "lfw-deepfunneled"
+    if not clean_labels:
+        return folder_vectors(engine, model, images)
+    return folder_vectors(engine, model, images, clean_labels=True, same_as=same_people(), leave_out=mislabelled())
 
 
 def person_images(images: Path) -> list[Path]:
@@ -73,11 +108,25 @@ def person_images(images: Path) -> list[Path]:
     )
 
 
-def folder_vectors(engine: Engine, model: str, images: Path, skip_unreadable: bool = False) -> LabelledVectors:
+def folder_vectors(
+    engine: Engine,
+    model: str,
+    images: Path,
+    skip_unreadable: bool = False,
+    clean_labels: bool = False,
+    same_as: dict[str, str] | None = None,
+    leave_out: set[str] | None = None,
+) -> LabelledVectors:
     """The central face of every image in ``images/<person>/``, embedded with ``model`` (from the
     evaluation cache); the sub-folder's name is the person. With ``skip_unreadable``, files
-    the engine cannot decode are left out and listed instead of stopping the run."""
+    the engine cannot decode are left out and listed instead of stopping the run. With
+    ``clean_labels``, an image with several faces gives the one that agrees with the person's
+    other photos (:func:`visage.evaluation.labels.person_faces`); ``same_as`` counts some
+    folders under another folder's name (one person filed under two names); ``leave_out``
+    names images (``<folder>/<file>``) to leave out (filed under a wrong name)."""
     paths = person_images(images)
+    left_out = [p for p in paths if str(p.relative_to(images)) in (leave_out or set())]
+    paths = [p for p in paths if p not in left_out]
     unreadable: list[str] = []
     if skip_unreadable:
         readable = []
@@ -88,8 +137,19 @@ def folder_vectors(engine: Engine, model: str, images: Path, skip_unreadable: bo
             except (VisageError, OSError):
                 unreadable.append(str(path.relative_to(images)))
         paths = readable
-    faces = embed_images(engine, paths, model)
-    names, people = np.unique([p.parent.name for p in paths], return_inverse=True)
+    same_as = same_as or {}
+
+    def label(path: Path) -> str:
+        return same_as.get(path.parent.name, path.parent.name)
+
+    # rows sorted by person: a folder counted under another name joins that person's run
+    paths = sorted(paths, key=lambda p: (label(p), p))
+    labels = [label(p) for p in paths]
+    if clean_labels:
+        faces = person_faces(embedded_faces(engine, paths, model), dict(zip(paths, labels)))
+    else:
+        faces = embed_images(engine, paths, model)
+    names, people = np.unique(labels, return_inverse=True)
     kept = np.array([faces[p] is not None for p in paths])
     vectors = [face.embedding.vector for p in paths if (face := faces[p]) is not None and face.embedding is not None]
     return LabelledVectors(
@@ -100,6 +160,9 @@ def folder_vectors(engine: Engine, model: str, images: Path, skip_unreadable: bo
         vectors=np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 0), np.float32),
         without_face=[str(p.relative_to(images)) for p, k in zip(paths, kept) if not k],
         unreadable=unreadable,
+        same_as={p.parent.name: name for p, name in zip(paths, labels) if p.parent.name != name},
+        left_out=[str(p.relative_to(images)) for p in left_out],
+        face_rule="agreeing" if clean_labels else "central",
     )
 
 

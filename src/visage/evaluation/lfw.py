@@ -69,10 +69,15 @@ def embed_images(engine: Engine, paths: Iterable[Path], model: str, threads: int
 
     Results are kept in the evaluation cache (:mod:`visage.evaluation.cache`).
     """
+    return {path: central_face(faces) for path, faces in embedded_faces(engine, paths, model, threads).items()}
+
+
+def embedded_faces(engine: Engine, paths: Iterable[Path], model: str, threads: int = 2) -> dict[Path, list[Face]]:
+    """Every face of each image, with its ``model`` vector where the engine made one (from the
+    evaluation cache); an image the engine refuses has none."""
     if model == "fusion":
         return fused_images(engine, paths, threads)
-    found = analysed(AnalysisCache(engine, model), paths, threads)
-    return {path: central_face(faces) for path, faces in found.items()}
+    return analysed(AnalysisCache(engine, model), paths, threads)
 
 
 def analysed(cache: AnalysisCache, paths: Iterable[Path], threads: int = 2) -> dict[Path, list[Face]]:
@@ -89,8 +94,8 @@ def analysed(cache: AnalysisCache, paths: Iterable[Path], threads: int = 2) -> d
         return dict(zip(unique, pool.map(faces, unique)))
 
 
-def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dict[Path, Face | None]:
-    """Fusion vectors composed from the cached sface and dlib results of each image.
+def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dict[Path, list[Face]]:
+    """Fusion vectors of every face, composed from the cached sface and dlib results of each image.
 
     Both come from the same detections in the same order, so this is what
     ``FusionModel.embed`` computes, without running detection a third time.
@@ -99,16 +104,15 @@ def fused_images(engine: Engine, paths: Iterable[Path], threads: int = 2) -> dic
     paths = list(paths)
     sface = analysed(AnalysisCache(engine, "sface"), paths, threads)
     dlib = analysed(AnalysisCache(engine, "dlib"), paths, threads)
-    out: dict[Path, Face | None] = {}
+    out: dict[Path, list[Face]] = {}
     for path, faces in sface.items():
         if [f.detail.bounding_box for f in faces] != [f.detail.bounding_box for f in dlib[path]]:
             raise RuntimeError(f"sface and dlib cache entries of {path} hold different detections")
-        fused = [
+        out[path] = [
             Face(detail=a.detail, embedding=weight.combine(a.embedding, b.embedding))
             for a, b in zip(faces, dlib[path])
             if a.embedding is not None and b.embedding is not None
         ]
-        out[path] = central_face(fused)
     return out
 
 

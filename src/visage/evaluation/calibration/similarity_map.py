@@ -77,6 +77,12 @@ SEGMENT_SAMPLES = 4  # knots per segment between empirical quantiles
 MIN_KNOT_GAP = 1e-4  # in cosine, between empirical knots (the map file keeps 6 decimals)
 TABLE_SIMILARITIES = (20.0, 40.0, 50.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.9)
 CHECK_SIMILARITIES = (10.0, 25.0, 40.0, 50.0, 70.0, 80.0, 90.0, 95.0, 97.0, 98.0, 99.0, 99.5, 99.8, 99.9, 99.95)
+#: What each face rule of :class:`~visage.evaluation.allpairs.LabelledVectors` means, as the map's metadata says it.
+FACE_RULES = {
+    "central": "the face nearest the centre of each image",
+    "agreeing": "in an image with several faces, the one that agrees with the person's other photos "
+    "(visage.evaluation.labels)",
+}
 CHECK_FACTOR = 2.0  # predicted and held-out FMR must agree within this factor ...
 CHECK_DOWN_TO = 1e-6  # ... for every predicted FMR at least this
 TAIL_SIMILARITY = 99.0  # false matches at and above this are listed by pair of people
@@ -371,6 +377,12 @@ def calibrate(
         "fitted_on": fitted_on,
         "fitted": date.today().isoformat(),
         "face_model_version": version,
+        "labels": {
+            "face": FACE_RULES[labelled.face_rule],
+            "same_people": dict(sorted(labelled.same_as.items())),
+            "left_out": labelled.left_out,
+            "photos_per_person": labelled.photos_per_person or "all",
+        },
         "images": len(labelled.paths) + len(labelled.without_face),
         "images_without_face": len(labelled.without_face),
         "images_without_face_list": labelled.without_face,
