@@ -34,6 +34,7 @@ from visage.errors import (
     LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
     ThrottlingException,
 )
 from visage.faces import BoundingBox
@@ -739,6 +740,34 @@ def test_disassociate_touches_only_that_users_faces(store: Store, cid: str, rng:
         faces[0].face_id: None,
         faces[1].face_id: "bob",
     }
+
+
+def test_associate_leaves_another_users_face_theirs(store: Store, cid: str, rng: np.random.Generator) -> None:
+    """A face another user took after the service checked it (a request at the same time) stays theirs."""
+    faces = random_faces(rng, 2)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    store.create_user(cid, "bob")
+    store.associate_faces(cid, "bob", ids(faces[:1]))
+    store.associate_faces(cid, "alice", ids(faces))
+    assert {f.face_id: f.user_id for f in store.list_faces(cid, None, 10)} == {
+        faces[0].face_id: "bob",
+        faces[1].face_id: "alice",
+    }
+
+
+def test_associate_past_max_faces_writes_nothing(store: Store, cid: str, rng: np.random.Generator) -> None:
+    """The limit is checked in the write itself, so two requests at once cannot together pass it."""
+    faces = random_faces(rng, 5)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    store.associate_faces(cid, "alice", ids(faces[:2]), max_faces=3)
+    with pytest.raises(ServiceQuotaExceededException) as refused:
+        store.associate_faces(cid, "alice", ids(faces[2:]), max_faces=3)
+    assert refused.value.message == "User alice would hold 5 faces; the limit is 3 faces per user."
+    assert store.get_user(cid, "alice") == User("alice", "ACTIVE", 2)
+    store.associate_faces(cid, "alice", ids(faces[2:3]), max_faces=3)  # up to the limit is fine
+    assert store.get_user(cid, "alice") == User("alice", "ACTIVE", 3)
 
 
 def test_delete_user_keeps_its_faces(store: Store, cid: str, rng: np.random.Generator) -> None:

@@ -617,7 +617,7 @@ class RekognitionService:
                 f"{MAX_FACES_PER_USER} faces per user."
             )
         if to_associate or token is not None:
-            self.store.associate_faces(collection_id, user_id, to_associate, token=token)
+            self.store.associate_faces(collection_id, user_id, to_associate, token=token, max_faces=MAX_FACES_PER_USER)
         associated += [{"FaceId": f} for f in to_associate]
         status = "ACTIVE" if own or to_associate else user.status
         return {"AssociatedFaces": associated, "UnsuccessfulFaceAssociations": unsuccessful, "UserStatus": status}

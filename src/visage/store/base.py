@@ -289,9 +289,17 @@ class Store(Protocol):
         """Users with user_id > ``after``, ordered by user_id."""
 
     def associate_faces(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None
+        self,
+        collection_id: str,
+        user_id: str,
+        face_ids: Sequence[str],
+        token: RequestToken | None = None,
+        max_faces: int | None = None,
     ) -> None:
-        """Sets user_id on these faces (the service has checked them) in one transaction."""
+        """Sets user_id on these faces (the service has checked them) in one transaction. A face
+        another user holds by then is left theirs; if the user would then hold more than
+        ``max_faces`` faces, ServiceQuotaExceededException and nothing is written (two requests
+        at once cannot together pass the limit the service checked)."""
 
     def disassociate_faces(
         self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None

@@ -50,6 +50,7 @@ from visage.errors import (
     LimitExceededException,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
+    ServiceQuotaExceededException,
     ThrottlingException,
     collection_not_found,
     rekognition_message,
@@ -614,9 +615,14 @@ class SQLStore(ABC):
         return self._run(read, write=False)
 
     def associate_faces(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None
+        self,
+        collection_id: str,
+        user_id: str,
+        face_ids: Sequence[str],
+        token: RequestToken | None = None,
+        max_faces: int | None = None,
     ) -> None:
-        self._set_user(collection_id, user_id, face_ids, token, associate=True)
+        self._set_user(collection_id, user_id, face_ids, token, associate=True, max_faces=max_faces)
 
     def disassociate_faces(
         self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None = None
@@ -624,7 +630,13 @@ class SQLStore(ABC):
         self._set_user(collection_id, user_id, face_ids, token, associate=False)
 
     def _set_user(
-        self, collection_id: str, user_id: str, face_ids: Sequence[str], token: RequestToken | None, associate: bool
+        self,
+        collection_id: str,
+        user_id: str,
+        face_ids: Sequence[str],
+        token: RequestToken | None,
+        associate: bool,
+        max_faces: int | None = None,
     ) -> None:
         d = self.dialect
 
@@ -640,15 +652,28 @@ class SQLStore(ABC):
             ):
                 raise no_user(collection_id, user_id)
             ids = d.list_to_db(face_ids)
-            if associate:
-                query = f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND {d.among('face_id')}"
-                params: tuple[Any, ...] = (user_id, pk, ids)
+            if associate:  # a face another user took meanwhile stays theirs
+                query = (
+                    f"UPDATE faces SET user_id = ? WHERE collection_pk = ? AND (user_id IS NULL OR user_id = ?) "
+                    f"AND {d.among('face_id')}"
+                )
+                params: tuple[Any, ...] = (user_id, pk, user_id, ids)
             else:
                 query = (
                     f"UPDATE faces SET user_id = NULL WHERE collection_pk = ? AND user_id = ? AND {d.among('face_id')}"
                 )
                 params = (pk, user_id, ids)
-            if self._sql(con, query, params).rowcount:
+            changed = self._sql(con, query, params).rowcount
+            if associate and max_faces is not None:  # the user's row is held: no other association runs now
+                row = self._row(
+                    con, "SELECT COUNT(*) FROM faces WHERE collection_pk = ? AND user_id = ?", (pk, user_id)
+                )
+                held = int(row[0]) if row else 0
+                if held > max_faces:
+                    raise ServiceQuotaExceededException(
+                        f"User {user_id} would hold {held} faces; the limit is {max_faces} faces per user."
+                    )
+            if changed:
                 self._faces_changed(con, pk, 0)
 
         self._run(write, write=True)
