@@ -147,9 +147,8 @@ def main() -> None:
             engine, args.model, images, clean_labels=True, same_as=listed, leave_out=mislabelled()
         ),
     }
-    variants[f"clean, at most {args.cap} photos per person"] = variants[
-        "the agreeing face, one name per person, and wrong names left out"
-    ].at_most(args.cap)
+    capped = f"clean, at most {args.cap} photos per person"
+    variants[capped] = variants["the agreeing face, one name per person, and wrong names left out"].at_most(args.cap)
     changes = face_changes(engine, args.model, images)
     found = candidates(
         variants["the agreeing face"],
@@ -164,6 +163,8 @@ def main() -> None:
         "face_model_version": face_model_entry(args.model).version,
         "faces": changes,
         "same_people_groups": len({v for v in listed.values()}),
+        "photos_per_person": args.cap,
+        "capped_variant": capped,
         "mislabelled": sorted(mislabelled()),
         "candidates": found,
         "checks": {name: checks(labelled) for name, labelled in variants.items()},

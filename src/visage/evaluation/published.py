@@ -38,6 +38,8 @@ class Sources:
     audit: Path
     #: ``benchmarks/results/several_photos.json``: SearchUsersByImage with one face per user and with five.
     several_photos: Path | None = None
+    #: ``benchmarks/results/label_cleaning.json``: the held-out check with LFW's labels cleaned.
+    label_cleaning: Path | None = None
 
     def lfw(self) -> dict[str, dict[str, Any]]:
         return {m: json.loads(p.read_text()) for m in MODEL_NAMES if (p := self.results / f"lfw-{m}.json").exists()}

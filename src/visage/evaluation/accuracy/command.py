@@ -135,6 +135,13 @@ def cfp_command(model: str, out: Path | None, limit: int | None) -> None:
     help="benchmarks/several_photos.py's results: SearchUsersByImage with one face per user and with five.",
 )
 @click.option(
+    "--label-cleaning",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=Path("benchmarks/results/label_cleaning.json"),
+    show_default=True,
+    help="benchmarks/label_cleaning.py's results: the held-out check with LFW's labels cleaned.",
+)
+@click.option(
     "--pages",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     multiple=True,
@@ -147,6 +154,7 @@ def docs_command(
     benchmark: Path,
     audit: Path,
     several_photos: Path,
+    label_cleaning: Path,
     pages: tuple[Path, ...],
     similarity_map: Path | None,
 ) -> None:
@@ -158,7 +166,13 @@ def docs_command(
 
     engine = Engine(Settings.from_env(similarity_map=similarity_map))
     maps = {m: engine.similarity_map(m) for m in MODEL_NAMES}
-    sources = Sources(results=results, benchmark=benchmark, audit=audit, several_photos=several_photos)
+    sources = Sources(
+        results=results,
+        benchmark=benchmark,
+        audit=audit,
+        several_photos=several_photos,
+        label_cleaning=label_cleaning,
+    )
     written = write_accuracy_doc(out or new_output_folder("docs"), sources, maps, engine.settings.similarity_map)
     click.echo(f"wrote {written}")
     for page in pages:
