@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -37,7 +38,7 @@ from visage.errors import (
 from visage.faces import BoundingBox, Face, FaceDetail, Pose, Quality
 from visage.policy import Policy
 from visage.service import MAX_FACES_PER_USER, Caller, RekognitionService, _is_base64_of_an_image, _match_stored
-from visage.store.base import Collection, StoredFace
+from visage.store.base import Collection, RequestToken, StoredFace
 
 from .test_permissions import policy
 from .test_service import CALLER, index, make_service
@@ -546,9 +547,55 @@ def test_a_repeated_disassociate_faces_names_again_only_the_faces_it_freed(
     first = service.call("DisassociateFaces", request, CALLER)
     assert first["DisassociatedFaces"] == [{"FaceId": ids["person_b_2"]}, {"FaceId": ids["person_a_1"]}]
     again = service.call("DisassociateFaces", request, CALLER)
-    assert sorted(f["FaceId"] for f in again["DisassociatedFaces"]) == sorted([ids["person_a_1"], ids["person_b_2"]])
-    assert again["UserStatus"] == first["UserStatus"] == "ACTIVE"
+    assert again == first  # the first response, reasons and all, as Rekognition answers a repeat
+    assert [u["Reasons"] for u in again["UnsuccessfulFaceDisassociations"]] == [
+        ["FACE_NOT_FOUND"],
+        ["ASSOCIATED_TO_A_DIFFERENT_USER"],
+    ]
     assert face_ids(service.call("ListFaces", {"CollectionId": "c", "UserId": "b"}, CALLER)) == [ids["person_b_1"]]
+
+
+def test_a_repeated_associate_faces_answers_with_the_first_response(
+    service: RekognitionService, two_users: dict[str, str]
+) -> None:
+    """Rekognition returns the same response to a request repeated with its ClientRequestToken:
+    the faces it could not associate, and why, included."""
+    ids = two_users
+    make_user(service, "c")
+    asked = [ids["person_b_2"], MISSING, ids["person_b_1"]]
+    request = {"CollectionId": "c", "UserId": "c", "FaceIds": asked, "ClientRequestToken": "retry-2"}
+    first = service.call("AssociateFaces", request, CALLER)
+    assert [u["Reasons"] for u in first["UnsuccessfulFaceAssociations"]] == [
+        ["FACE_NOT_FOUND"],
+        ["ASSOCIATED_TO_A_DIFFERENT_USER"],
+    ]
+    assert service.call("AssociateFaces", request, CALLER) == first
+
+
+def test_a_repeat_of_a_request_whose_response_was_not_kept_answers_from_the_faces(
+    service: RekognitionService, two_users: dict[str, str]
+) -> None:
+    """A token recorded without its response (by a Visage before responses were kept, or a server
+    stopped between the write and keeping it): the repeat names the request's faces as they now are."""
+    ids = two_users
+    make_user(service, "c")
+    store = service.store
+    for operation, user, faces in (
+        ("AssociateFaces", "c", [ids["person_b_2"]]),
+        ("DisassociateFaces", "a", [ids["person_a_1"]]),
+    ):
+        request = {"CollectionId": "c", "UserId": user, "FaceIds": [*faces, MISSING], "ClientRequestToken": operation}
+        body = {k: v for k, v in request.items() if k != "ClientRequestToken"}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+        write = store.associate_faces if operation == "AssociateFaces" else store.disassociate_faces
+        write("c", user, faces, token=RequestToken(operation, operation, digest))
+        again = service.call(operation, request, CALLER)
+        done, unsuccessful = (
+            ("AssociatedFaces", "UnsuccessfulFaceAssociations")
+            if operation == "AssociateFaces"
+            else ("DisassociatedFaces", "UnsuccessfulFaceDisassociations")
+        )
+        assert again == {done: [{"FaceId": f} for f in faces], unsuccessful: [], "UserStatus": "ACTIVE"}
 
 
 def test_associate_faces_scores_a_collection_with_its_own_face_models_similarity(

@@ -860,6 +860,20 @@ def test_a_replayed_token_skips_the_write(store: Store, cid: str) -> None:
     assert store.count(cid) == (0, 1)
 
 
+def test_a_token_keeps_the_response_it_was_answered_with(store: Store, cid: str, rng: np.random.Generator) -> None:
+    faces = random_faces(rng, 1)
+    store.add_faces(cid, faces)
+    store.create_user(cid, "alice")
+    token = RequestToken("t1", "AssociateFaces", "d")
+    store.associate_faces(cid, "alice", ids(faces), token=token)
+    assert store.get_token(cid, "t1") == token and store.get_token(cid, "t1").response is None
+    store.set_token_response(cid, "t1", '{"UserStatus": "ACTIVE"}')
+    kept = store.get_token(cid, "t1")
+    assert (kept.operation, kept.request_digest, kept.response) == ("AssociateFaces", "d", '{"UserStatus": "ACTIVE"}')
+    store.associate_faces(cid, "alice", ids(faces), token=token)  # the same request again: still a replay
+    assert store.get_token(cid, "t2") is None
+
+
 # Tags ----------------------------------------------------------------------------------
 
 

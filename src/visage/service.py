@@ -582,7 +582,9 @@ class RekognitionService:
         collection = self.store.get_collection(collection_id)
         token, replayed = self._idempotent("AssociateFaces", request)
         if replayed:
-            return self._association_replay(collection_id, user_id, request["FaceIds"])
+            return self._first_response(collection_id, token) or self._association_replay(
+                collection_id, user_id, request["FaceIds"]
+            )
         user = self.store.get_user(collection_id, user_id)
         threshold = request.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
         wanted = list(dict.fromkeys(request["FaceIds"]))
@@ -620,10 +622,26 @@ class RekognitionService:
             self.store.associate_faces(collection_id, user_id, to_associate, token=token, max_faces=MAX_FACES_PER_USER)
         associated += [{"FaceId": f} for f in to_associate]
         status = "ACTIVE" if own or to_associate else user.status
-        return {"AssociatedFaces": associated, "UnsuccessfulFaceAssociations": unsuccessful, "UserStatus": status}
+        response = {"AssociatedFaces": associated, "UnsuccessfulFaceAssociations": unsuccessful, "UserStatus": status}
+        return self._kept_for_repeats(collection_id, token, response)
+
+    def _kept_for_repeats(self, collection_id: str, token: RequestToken | None, response: Response) -> Response:
+        """``response``, kept with its ClientRequestToken so a repeat of the request gets it again, as
+        Rekognition answers one (:meth:`_first_response`)."""
+        if token is not None:
+            self.store.set_token_response(collection_id, token.token, json.dumps(response))
+        return response
+
+    def _first_response(self, collection_id: str, token: RequestToken | None) -> Response | None:
+        """The response a request with this token was first given, if it was kept (a server killed between
+        the write and keeping it, or two identical requests at once, leave none: the caller answers
+        from the store's state instead)."""
+        kept = self.store.get_token(collection_id, token.token) if token is not None else None
+        return json.loads(kept.response) if kept is not None and kept.response is not None else None
 
     def _association_replay(self, collection_id: str, user_id: str, face_ids: list[str]) -> Response:
-        """The answer to a repeated AssociateFaces: the faces of the request that are now the user's."""
+        """The answer to a repeated AssociateFaces, when the first response was not kept: the faces
+        of the request that are now the user's."""
         user = self.store.get_user(collection_id, user_id)
         faces = self.store.get_faces(collection_id, face_ids)
         return {
@@ -638,7 +656,9 @@ class RekognitionService:
         user = self.store.get_user(collection_id, user_id)
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
-        if replayed:  # answer as the first time: the faces of the request that are now no one's
+        if replayed and (first := self._first_response(collection_id, token)) is not None:
+            return first
+        if replayed:  # the first response was not kept: the faces of the request that are now no one's
             freed = [{"FaceId": f} for f in wanted if f in found and found[f].user_id is None]
             return {"DisassociatedFaces": freed, "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}
         disassociated, unsuccessful, to_clear = [], [], []
@@ -658,11 +678,12 @@ class RekognitionService:
             self.store.disassociate_faces(collection_id, user_id, to_clear, token=token)
         disassociated += [{"FaceId": f} for f in to_clear]
         status = self.store.get_user(collection_id, user_id).status
-        return {
+        response = {
             "DisassociatedFaces": disassociated,
             "UnsuccessfulFaceDisassociations": unsuccessful,
             "UserStatus": status,
         }
+        return self._kept_for_repeats(collection_id, token, response)
 
     # User search ---------------------------------------------------------------------
 

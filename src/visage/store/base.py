@@ -95,6 +95,8 @@ class RequestToken:
     token: str
     operation: str
     request_digest: str
+    #: The first request's response (JSON), where the operation keeps it (set_token_response).
+    response: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,10 @@ class Store(Protocol):
 
     def list_users(self, collection_id: str, after: str | None, limit: int) -> list[User]:
         """Users with user_id > ``after``, ordered by user_id."""
+
+    def set_token_response(self, collection_id: str, token: str, response: str) -> None:
+        """Keeps the response (JSON) a request with this ClientRequestToken was answered with, for
+        its repeats (tokens are kept while their collection is)."""
 
     def associate_faces(
         self,

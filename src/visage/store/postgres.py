@@ -278,6 +278,10 @@ MIGRATIONS: tuple[tuple[str | Callable[[Connection], None], ...], ...] = (
             FOR EACH STATEMENT EXECUTE FUNCTION visage_faces_deleted()""",
         lambda con: _drop_hnsw_indexes(con),
     ),
+    (
+        # A repeated AssociateFaces or DisassociateFaces answers with the first request's response.
+        "ALTER TABLE request_tokens ADD COLUMN IF NOT EXISTS response text",  # JSON; NULL: none kept
+    ),
 )
 
 

@@ -694,6 +694,17 @@ class SQLStore(ABC):
     def get_token(self, collection_id: str, token: str) -> RequestToken | None:
         return self._run(lambda con: self._token(con, self._pk(con, collection_id), token), write=False)
 
+    def set_token_response(self, collection_id: str, token: str, response: str) -> None:
+        def write(con: Connection) -> None:
+            pk = self._pk(con, collection_id)
+            self._sql(
+                con,
+                "UPDATE request_tokens SET response = ? WHERE collection_pk = ? AND token = ?",
+                (response, pk, token),
+            )
+
+        self._run(write, write=True)
+
     # Reviews -----------------------------------------------------------------------
     def add_review(self, review: Review) -> None:
         d = self.dialect
@@ -1118,7 +1129,8 @@ class SQLStore(ABC):
     def _token(self, con: Connection, pk: int, token: str) -> RequestToken | None:
         row = self._row(
             con,
-            "SELECT token, operation, request_digest FROM request_tokens WHERE collection_pk = ? AND token = ?",
+            "SELECT token, operation, request_digest, response FROM request_tokens"
+            " WHERE collection_pk = ? AND token = ?",
             (pk, token),
         )
         return RequestToken(*row) if row else None

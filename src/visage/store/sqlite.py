@@ -208,6 +208,10 @@ MIGRATIONS: tuple[tuple[str | Callable[[sqlite3.Connection], None], ...], ...] =
         ) WITHOUT ROWID""",
         "CREATE INDEX job_results_by_person ON job_results (job_seq, person_index, seq)",
     ),
+    (
+        # A repeated AssociateFaces or DisassociateFaces answers with the first request's response.
+        "ALTER TABLE request_tokens ADD COLUMN response TEXT",  # JSON; NULL: none kept
+    ),
 )
 
 
