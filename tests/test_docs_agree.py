@@ -4,6 +4,7 @@ and the evaluation cache."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from visage.config import Settings
 from visage.engine.registry import MODEL_NAMES
-from visage.evaluation.accuracy.report import users_section
+from visage.evaluation.accuracy.report import label_noise_section, users_section
 from visage.evaluation.published import Sources, stale_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,7 @@ SOURCES = Sources(
     benchmark=ROOT / "benchmarks" / "results" / "engine_speed.json",
     audit=ROOT / "docs" / "bias-audit" / "audit.json",
     several_photos=ROOT / "benchmarks" / "results" / "several_photos.json",
+    label_cleaning=ROOT / "benchmarks" / "results" / "label_cleaning.json",
 )
 RERUN = "rerun `visage eval docs --out docs --pages README.md --pages docs/engine.md`"
 
@@ -38,6 +40,18 @@ def test_the_accuracy_doc_says_what_several_photos_per_person_measured() -> None
     section = users_section(SOURCES)
     assert "the Similarity of its best face" in section
     assert section in (ROOT / "docs" / "accuracy.md").read_text(), f"docs/accuracy.md is stale: {RERUN}"
+
+
+def test_the_accuracy_doc_says_what_the_held_out_checks_failures_come_from() -> None:
+    section = label_noise_section(SOURCES)
+    assert "photos per person" in section and "look-alike relatives" in section
+    assert section in (ROOT / "docs" / "accuracy.md").read_text(), f"docs/accuracy.md is stale: {RERUN}"
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/accuracy.md#what-the-failures-come-from" in readme
+    data = json.loads(SOURCES.label_cleaning.read_text())  # type: ignore[union-attr]
+    capped = data["checks"][data["capped_variant"]]
+    said = f"at most {data['photos_per_person']} photos of each person, the same check holds on"
+    assert f"{said} {sum(s['passed'] for s in capped)} of {len(capped)} splits" in readme
 
 
 def test_the_readme_says_what_99_costs_next_to_the_advice_to_use_it() -> None:
