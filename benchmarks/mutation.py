@@ -13,8 +13,10 @@ The score counts killed (a test failed) and timed-out mutants over all mutants t
 selected test covers; "no tests" are mutants of functions that only the slower tests,
 through a running server, reach: they are counted apart, not as caught.
 
-    python benchmarks/mutation.py [--max-children 2]     # about an hour on 2 cores
+    python benchmarks/mutation.py [--max-children 2]     # hours on 2 cores
     python benchmarks/mutation.py --report               # the last run's results again
+    python benchmarks/mutation.py --recheck [MODULE...]  # the published survivors, and MODULEs whole, again
+    python benchmarks/mutation.py --recheck [MODULE...] --report   # the last recheck's results again
 """
 
 from __future__ import annotations
@@ -89,41 +91,6 @@ EQUIVALENT = {
     "visage.service.xǁRekognitionServiceǁlist_faces__mutmut_33": "asks the store for limit + 2 faces instead of limit + 1: only page[:limit] and len(page) > limit are used",
 }
 
-#: Survivors of the last run caught by tests added after it (their commit says which): function -> mutant
-#: numbers and the tests. Each was checked by applying the mutant by hand for at least one per function;
-#: the next `make mutate` counts them as killed.
-CAUGHT_SINCE = {
-    "RekognitionService.search_users": (
-        {*range(11, 15), *range(18, 22), 24, 26, *range(39, 43), *range(50, 77), 82, 87, 93, 94, 100, 101}
-        | set(range(105, 112)),
-        "test_service.py::test_search_users_*",
-    ),
-    "RekognitionService._user_match": ({15, 16, 17}, "test_service.py::test_search_users_*"),
-    "_decode_scalar": (
-        {74, 75, 95, *range(129, 152)},
-        "test_protocol.py: the MEASURE_MODEL decoding tables",
-    ),
-    "ServiceModel._decode": (set(range(90, 96)), "test_protocol.py: TagResource with a list for Tags"),
-    "ServiceModel._io_shape": (
-        {6, 9, 10, 11, 12},
-        "test_protocol.py::test_an_operation_without_input_or_output_takes_and_gives_an_empty_object",
-    ),
-    "ServiceModel._member_shapes": ({4, 6}, "test_protocol.py: a structure without members decodes"),
-    "ServiceModel.check_request": ({4}, "test_protocol.py: check_request of an unknown operation"),
-    "RekognitionService.compare_faces": (
-        {23, 28, 30, 32, 33, 34},
-        "test_service.py::test_compare_faces_holds_faces_to_the_quality_filter_only_when_asked",
-    ),
-    "RekognitionService.search_faces": (
-        {17, 19, 28, 33, 34, 38, 39, 40, 46, 47, 53, 54, 58, 59},
-        "test_service.py::test_search_faces_finds_the_other_faces_like_the_stored_one",
-    ),
-    "RekognitionService.review_match": (
-        {11, 13, *range(16, 20), 22, 24, 25, *range(28, 31), 47, 58, 59, *range(68, 75)},
-        "test_reviews.py::test_a_decision_is_checked_stored_and_audited",
-    ),
-}
-
 _LINE = re.compile(r"^\s*(?P<name>\S+): (?P<status>.+?)\s*$")
 
 
@@ -164,12 +131,6 @@ def module_of(name: str) -> str:
 def function_of(name: str) -> str:
     tail = name.split(".x", 1)[1].split("__mutmut_")[0]
     return tail.strip("ǁ").replace("ǁ", ".") if tail.startswith("ǁ") else tail[1:]
-
-
-def caught_since(name: str) -> str | None:
-    """The tests added since the run that catch this surviving mutant, if any."""
-    numbers, tests = CAUGHT_SINCE.get(function_of(name), (set(), ""))
-    return f"caught since: {tests}" if int(name.rsplit("__mutmut_", 1)[1]) in numbers else None
 
 
 def report(
@@ -214,10 +175,7 @@ def report(
             f"| {c['no tests']:,} | {c['not checked']:,} | {score(c)} |"
         )
     equivalent = [s for s in survivors if s in EQUIVALENT]
-    since = (
-        {} if counts is not None else {s: caught_since(s) for s in survivors if s not in EQUIVALENT and caught_since(s)}
-    )
-    uncaught = [s for s in survivors if s not in EQUIVALENT and s not in since]
+    uncaught = [s for s in survivors if s not in EQUIVALENT]
     checked = sum(c for status, c in totals.items() if status != "not checked")
     recheck = (
         f"The run that checked them was published at commit {published_commit[:12]}; every one of its survivors "
@@ -236,8 +194,7 @@ def report(
             if totals["not checked"]
             else ""
         )
-        + f". {len(survivors)} survived: {len(equivalent)} equivalent, {len(since)} caught by tests added since, "
-        f"{len(uncaught)} not caught.",
+        + f". {len(survivors)} survived: {len(equivalent)} equivalent, {len(uncaught)} not caught.",
         "",
     ]
     survivor_rows = []
@@ -247,7 +204,6 @@ def report(
             before, after = (moved[name]["before"], moved[name]["after"]) if name in moved else changed_lines(name)
             reason = (
                 EQUIVALENT.get(name)
-                or since.get(name)
                 or ("not run again: its function has changed since" if name in moved else None)
                 or "**not caught**: no fast test fails on it"
             )
@@ -275,7 +231,7 @@ def report(
     print(markdown)
 
 
-def recheck(max_children: int, modules: list[str]) -> None:
+def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
     """Runs again, on today's code and tests, every survivor of the published run (a mutant is the
     same one when mutmut's diff of it is the same line, before and after) and every mutant of
     ``modules`` (dotted, e.g. ``visage.engine.quality``), then publishes the published run's
@@ -317,7 +273,9 @@ def recheck(max_children: int, modules: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
-    parser.add_argument("--report", action="store_true", help="only report the last run (mutants/)")
+    parser.add_argument(
+        "--report", action="store_true", help="only report the last run (mutants/); with --recheck, the last recheck"
+    )
     parser.add_argument(
         "--recheck",
         nargs="*",
@@ -326,7 +284,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.recheck is not None:
-        recheck(args.max_children, args.recheck)
+        recheck(args.max_children, args.recheck, rerun=not args.report)
         return
     run_command = f"mutmut run --max-children {args.max_children}"
     if not args.report:
