@@ -243,8 +243,10 @@ def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
     names = [n for n in previous if not any(n.startswith(m + ".") for m in modules)]
     patterns = [f"{m}.*" for m in modules]
     run_command = f"mutmut run --max-children {max_children} <the published run's survivors> " + " ".join(patterns)
-    subprocess.run(["rm", "-rf", str(ROOT / "mutants")], check=True)
-    subprocess.run([str(MUTMUT), "run", "--max-children", str(max_children), *names, *patterns], cwd=ROOT, check=True)
+    if rerun:
+        subprocess.run(["rm", "-rf", str(ROOT / "mutants")], check=True)
+        command = [str(MUTMUT), "run", "--max-children", str(max_children), *names, *patterns]
+        subprocess.run(command, cwd=ROOT, check=True)
     now = statuses()
     found: dict[str, str] = {}
     for name, status in now.items():
