@@ -35,6 +35,8 @@ from _results import RESULTS, ROOT, command, commit, machine, replace_block
 
 MUTMUT = Path(sys.executable).with_name("mutmut")
 DOC = ROOT / "docs" / "testing.md"
+#: The commit a recheck ran at (mutants/ is mutmut's, and outlives commits).
+RUN_COMMIT = ROOT / "mutants" / "run-commit"
 
 #: Mutants no test can catch, because they do not change what the code does, and why.
 EQUIVALENT = {
@@ -139,10 +141,13 @@ def report(
     counts: dict[str, Counter[str]] | None = None,
     moved: dict[str, dict[str, str]] | None = None,
     published_commit: str | None = None,
+    run_commit: str | None = None,
 ) -> None:
     """Writes the score per module and every survivor. ``found`` holds every mutant's status, or,
     for a recheck, the rechecked ones, with ``counts`` the per-module counts to publish, ``moved``
-    the survivors whose function changed since ``published_commit`` (their before and after)."""
+    the survivors whose function changed since ``published_commit`` (their before and after), and
+    ``run_commit`` the commit the recheck ran at."""
+    run_commit = run_commit or commit()
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
     if counts is not None:
         per_module.update(counts)
@@ -179,7 +184,7 @@ def report(
     checked = sum(c for status, c in totals.items() if status != "not checked")
     recheck = (
         f"The run that checked them was published at commit {published_commit[:12]}; every one of its survivors "
-        f"was run again at commit {commit()[:12]} against today's tests ({len(moved)} could not be: their function "
+        f"was run again at commit {run_commit[:12]} against that commit's tests ({len(moved)} could not be: their function "
         "has changed since, so mutmut's numbering no longer names the same mutant). "
         if published_commit
         else ""
@@ -212,13 +217,13 @@ def report(
             lines.append(f"| {name.rsplit('__mutmut_', 1)[1]} | `{function_of(name)}` | {change} | {reason} |")
     lines += [
         "",
-        f"Measured at commit {commit()[:12]} with `{run_command}`; the fast tests are pyproject.toml's "
+        f"Measured at commit {run_commit[:12]} with `{run_command}`; the fast tests are pyproject.toml's "
         "`pytest_add_cli_args_test_selection`.",
     ]
     markdown = "\n".join(lines)
     data = {
         "machine": machine(),
-        "commit": commit(),
+        "commit": run_commit,
         "command": command(),
         "mutmut_command": run_command,
         "per_module": {module: dict(c) for module, c in rows},
@@ -247,6 +252,7 @@ def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
         subprocess.run(["rm", "-rf", str(ROOT / "mutants")], check=True)
         command = [str(MUTMUT), "run", "--max-children", str(max_children), *names, *patterns]
         subprocess.run(command, cwd=ROOT, check=True)
+        RUN_COMMIT.write_text(commit() + "\n")
     now = statuses()
     found: dict[str, str] = {}
     for name, status in now.items():
@@ -269,7 +275,7 @@ def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
     for module in modules:
         path = "src/" + module.replace(".", "/") + ".py"
         counts[path] = Counter(status for name, status in found.items() if module_of(name) == path)
-    report(found, run_command, counts, moved, published["commit"])
+    report(found, run_command, counts, moved, published["commit"], RUN_COMMIT.read_text().strip())
 
 
 def main() -> None:
