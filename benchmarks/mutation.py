@@ -40,6 +40,11 @@ RUN_COMMIT = ROOT / "mutants" / "run-commit"
 
 #: Mutants no test can catch, because they do not change what the code does, and why.
 EQUIVALENT = {
+    "visage.engine.similarity.xǁSimilarityMapǁraw_threshold__mutmut_14": "side='left' is np.searchsorted's default",
+    "visage.engine.similarity.xǁSimilarityMapǁraw_threshold__mutmut_24": (
+        "float(None) in a branch no map reaches: i is the first knot at or above the Similarity asked, so the knot "
+        "before it is below and s1 > s0 (the branch is removed since)"
+    ),
     "visage.service.xǁRekognitionServiceǁlist_users__mutmut_29": (
         "asks the store for limit + 2 users instead of limit + 1: only page[:limit] and len(page) > limit are used"
     ),
