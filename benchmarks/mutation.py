@@ -169,19 +169,19 @@ def report(
     rows.append(("all", totals))
 
     def score(c: Counter[str]) -> str:
-        caught = c["killed"] + c["timeout"]
+        caught = c["killed"] + c["timeout"] + c["segfault"]  # a crash fails the test run too
         covered = caught + c["survived"] + c["suspicious"]
         return f"{100 * caught / covered:.1f} %" if covered else "-"
 
     lines = [
-        "| module | mutants | killed | timed out | survived | no covering fast test | not checked "
+        "| module | mutants | killed | timed out or crashed | survived | no covering fast test | not checked "
         "| score (caught / checked and covered) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for module, c in rows:
         shown = f"`{module}`" if module != "all" else "**all**"
         lines.append(
-            f"| {shown} | {sum(c.values()):,} | {c['killed']:,} | {c['timeout']:,} | {c['survived']:,} "
+            f"| {shown} | {sum(c.values()):,} | {c['killed']:,} | {c['timeout'] + c['segfault']:,} | {c['survived']:,} "
             f"| {c['no tests']:,} | {c['not checked']:,} | {score(c)} |"
         )
     equivalent = [s for s in survivors if s in EQUIVALENT]
