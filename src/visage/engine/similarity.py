@@ -61,10 +61,8 @@ class SimilarityMap:
         if similarity > self.similarity[-1]:
             return np.inf
         i = int(np.searchsorted(self.similarity, similarity, side="left"))
-        s0, s1 = self.similarity[i - 1], self.similarity[i]
+        s0, s1 = self.similarity[i - 1], self.similarity[i]  # s0 < similarity <= s1: knot i is the first at or above
         r0, r1 = self.raw[i - 1], self.raw[i]
-        if s1 == s0:
-            return float(r1)
         return float(r0 + (similarity - s0) * (r1 - r0) / (s1 - s0))
 
     @property
