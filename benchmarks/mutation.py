@@ -29,6 +29,7 @@ import subprocess
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import RESULTS, ROOT, command, commit, machine, replace_block
@@ -158,12 +159,13 @@ def report(
     run_command: str,
     counts: dict[str, Counter[str]] | None = None,
     moved: dict[str, dict[str, str]] | None = None,
-    published_commit: str | None = None,
+    base: dict[str, Any] | None = None,
     run_commit: str | None = None,
 ) -> None:
     """Writes the score per module and every survivor. ``found`` holds every mutant's status, or,
     for a recheck, the rechecked ones, with ``counts`` the per-module counts to publish, ``moved``
-    the survivors whose function changed since ``published_commit`` (their before and after), and
+    the survivors whose function changed since ``base`` (the full run rechecked: its commit, counts and
+    survivors, kept in the results so a later recheck starts from it too), and
     ``run_commit`` the commit the recheck ran at."""
     run_commit = run_commit or commit()
     per_module: dict[str, Counter[str]] = defaultdict(Counter)
@@ -202,10 +204,10 @@ def report(
     uncaught = [s for s in survivors if s not in EQUIVALENT and s not in HARMLESS]
     checked = sum(c for status, c in totals.items() if status != "not checked")
     recheck = (
-        f"The run that checked them was published at commit {published_commit[:12]}; every one of its survivors "
+        f"The run that checked them was published at commit {base['commit'][:12]}; every one of its survivors "
         f"was run again at commit {run_commit[:12]} against that commit's tests ({len(moved)} could not be: their function "
         "has changed since, so mutmut's numbering no longer names the same mutant). "
-        if published_commit
+        if base
         else ""
     )
     lines += [
@@ -249,6 +251,7 @@ def report(
         "mutmut_command": run_command,
         "per_module": {module: dict(c) for module, c in rows},
         "survivors": survivor_rows,
+        **({"recheck_of": base} if base else {}),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "mutation.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -263,7 +266,9 @@ def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
     ``modules`` (dotted, e.g. ``visage.engine.quality``), then publishes the published run's
     counts with those answers in: a survivor now killed counts as killed; ``modules`` count as
     this run found them."""
+    # the full run a recheck starts from: the published one, or, if that is a recheck, the run it started from
     published = json.loads((RESULTS / "mutation.json").read_text())
+    published = published.get("recheck_of", published)
     previous = {s["mutant"]: s for s in published["survivors"]}
     # a survivor of a module run whole is run with it; the others by name
     names = [n for n in previous if not any(n.startswith(m + ".") for m in modules)]
@@ -296,7 +301,8 @@ def recheck(max_children: int, modules: list[str], rerun: bool = True) -> None:
     for module in modules:
         path = "src/" + module.replace(".", "/") + ".py"
         counts[path] = Counter(status for name, status in found.items() if module_of(name) == path)
-    report(found, run_command, counts, moved, published["commit"], RUN_COMMIT.read_text().strip())
+    base = {key: published[key] for key in ("commit", "command", "mutmut_command", "per_module", "survivors")}
+    report(found, run_command, counts, moved, base, RUN_COMMIT.read_text().strip())
 
 
 def main() -> None:
