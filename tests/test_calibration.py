@@ -42,35 +42,6 @@ PUBLISHED = Path(__file__).parent / "data" / "similarity_maps_published.json"
 #: by up to this fraction.
 KEPT_BAND_DRIFT = 0.1
 
-# The graded scale below 50 came with a refit of sface on all of LFW. dlib and fusion keep the
-# maps fitted on the linear scale alone (Similarity 0 for FMR above 1e-4) until they are refit:
-# that needs dlib's embedding of LFW's 13,233 images, hours on a shared 2-core machine.
-# strict: a refit that grades them must say so here.
-NOT_REGRADED = {"dlib", "fusion"}
-NOT_REGRADED_REASON = "map fitted on the linear scale only; not refit since the scale was graded below 50"
-
-
-def _graded(reason: str = NOT_REGRADED_REASON) -> list[object]:
-    return [
-        pytest.param(m, marks=pytest.mark.xfail(m in NOT_REGRADED, strict=True, reason=reason)) for m in MODEL_NAMES
-    ]
-
-
-def test_the_definition() -> None:
-    expected = {50: 5e-5, 80: 2e-5, 90: 1e-5, 95: 5e-6, 99: 1e-6, 99.9: 1e-7, 100: 0.0}
-    for similarity, fmr in expected.items():
-        assert fmr_for_similarity(similarity) == pytest.approx(fmr, abs=1e-15)
-    assert FMR_PER_POINT == 1e-6
-    # below 50, graded on log FMR: 0 at FMR 1, each 10 points a fifth of the way down to 5e-5 in log
-    graded = {0: 1.0, 10: 5e-5**0.2, 25: 5e-5**0.5, 40: 5e-5**0.8}
-    for similarity, fmr in graded.items():
-        assert fmr_for_similarity(similarity) == pytest.approx(fmr, rel=1e-12)
-    for similarity in (0, 0.5, 10, 25, 40, 49.999, 50, 50.001, 80, 99, 100):
-        assert float(similarity_for_fmr(fmr_for_similarity(similarity))) == pytest.approx(similarity, abs=1e-9)
-    fmrs = np.logspace(-9, 0, 200)
-    assert np.all(np.diff(similarity_for_fmr(fmrs)) < 0), "a higher FMR is always a lower Similarity"
-    assert float(similarity_for_fmr(5e-5 * (1 + 1e-9))) == pytest.approx(LINEAR_FROM, abs=1e-6)  # continuous at 50
-
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_similarity_of_50_and_above_is_unchanged_from_the_published_maps(model: str) -> None:
@@ -87,7 +58,7 @@ def test_similarity_of_50_and_above_is_unchanged_from_the_published_maps(model: 
         assert now.raw_threshold(similarity) == pytest.approx(before.raw_threshold(similarity), abs=5e-6)
 
 
-@pytest.mark.parametrize("model", _graded())
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_below_50_the_map_grades_what_read_0(model: str) -> None:
     published = json.loads(PUBLISHED.read_text())[model]
     before = SimilarityMap(model, np.array(published["raw"]), np.array(published["similarity"]))
@@ -106,7 +77,7 @@ def test_below_50_the_map_grades_what_read_0(model: str) -> None:
     assert np.median(hard) > np.percentile(strangers, 90)
 
 
-@pytest.mark.parametrize("model", _graded())
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_map_loads_is_monotone_and_says_what_it_means(model: str) -> None:
     mapping = SimilarityMap.load(model)
     assert np.all(np.diff(mapping.raw) > 0)
@@ -126,7 +97,7 @@ def test_map_was_fitted_for_the_model_version_in_use(engine: Engine, model: str)
     assert engine.similarity_map(model).metadata["face_model_version"] == version
 
 
-@pytest.mark.parametrize("model", _graded())
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_similarity_is_the_false_match_rate_on_the_knots(model: str) -> None:
     mapping = SimilarityMap.load(model)
     knots = mapping.metadata["knots"]
