@@ -23,7 +23,7 @@ What, for one face model (sface by default), on every LFW image:
 
 Goal (issue 16): the check holds on at least 4 of the 5 splits once the labels are clean.
 
-    python benchmarks/label_cleaning.py [--model sface] [--candidates 40]
+    python benchmarks/label_cleaning.py [--model sface] [--candidates 40]   # results: label_cleaning[_<model>].*
 """
 
 from __future__ import annotations
@@ -170,7 +170,9 @@ def main() -> None:
         "checks": {name: checks(labelled) for name, labelled in variants.items()},
         "seconds": round(time.perf_counter() - started),
     }
-    write_results("label_cleaning", results, render(results))
+    write_results(
+        "label_cleaning" if args.model == "sface" else f"label_cleaning_{args.model}", results, render(results)
+    )
 
 
 def render(results: dict[str, Any]) -> str:
