@@ -67,17 +67,13 @@ class LabelledVectors:
         keep = np.isin(self.people, people)
         wanted = {self.names[i] for i in people}
         wanted |= {folder for folder, name in self.same_as.items() if name in wanted}
-        return LabelledVectors(
-            model=self.model,
-            names=self.names,
+        return dataclasses.replace(
+            self,
             paths=[p for p, k in zip(self.paths, keep) if k],
             people=self.people[keep],
             vectors=self.vectors[keep],
             without_face=[p for p in self.without_face if p.split("/")[0] in wanted],
-            same_as=self.same_as,
             left_out=[p for p in self.left_out if p.split("/")[0] in wanted],
-            face_rule=self.face_rule,
-            photos_per_person=self.photos_per_person,
         )
 
 
