@@ -438,6 +438,15 @@ def label_noise_section(sources: Sources) -> str:
         for name, splits in variants.items()
     ]
     clean = next(splits for name, splits in variants.items() if "wrong names left out" in name)
+    others = []  # the same run for the other face models, beside sface's results
+    for path in sorted(sources.label_cleaning.parent.glob(f"{sources.label_cleaning.stem}_*.json")):
+        other = json.loads(path.read_text())
+        capped_other = other["checks"][other["capped_variant"]]
+        others.append(
+            f"{other['model']}: {sum(s['passed'] for s in other['checks'][next(iter(other['checks']))])} of 5 as "
+            f"labelled and {sum(s['passed'] for s in capped_other)} of 5 clean with at most "
+            f"{other['photos_per_person']} photos per person, in benchmarks/results/{path.with_suffix('.md').name}"
+        )
     worst = max(clean, key=lambda s: s["false_matches"]["80.0"])
     a, b, n = worst["largest_people_pairs_at_80"][0]
     seeds = " | ".join(f"split {s['seed']}" for s in clean)
@@ -461,7 +470,7 @@ photographs most and their look-alike relatives. In split {worst["seed"]}, {n:,}
 {a.replace("_", " ")}'s and {b.replace("_", " ")}'s photos; George W Bush alone has 530 photos.
 Whichever half holds such a family decides the rate. With at most
 {data["photos_per_person"]} photos of each person the check holds on
-{sum(s["passed"] for s in variants[data["capped_variant"]])} of 5 splits. The shipped maps are still
+{sum(s["passed"] for s in variants[data["capped_variant"]])} of 5 splits{" (" + "; ".join(others) + ")" if others else ""}. The shipped maps are still
 the fits on every LFW image as labelled (`visage eval calibrate --raw-labels
 --photos-per-person 0` reproduces them); `visage eval calibrate` now fits on clean labels
 and at most {data["photos_per_person"]} photos per person by default, for a map of your own
