@@ -21,9 +21,11 @@ from LFW's list of errors, ``visage/data/lfw_labels.json``:
   Abdullah Gul filed as Recep Tayyip Erdogan, one photograph filed under two names. These
   are left out, and listed.
 
-The list was drawn up with ``benchmarks/label_cleaning.py``, which lists the folders and
-photos that match another person's photos as closely as one person's do, for a reader to
-judge from the names and the photos.
+The candidates came from comparing photos across folders: ``benchmarks/label_cleaning.py``
+lists the pairs of folders whose photos match each other as closely as one person's do, and
+each photo was compared with its own folder's photos and with every other folder's of four
+or more (median cosine). A reader judged each candidate from the names and the photos; each
+entry's evidence says what decided it.
 """
 
 from __future__ import annotations
