@@ -17,6 +17,7 @@ from visage.api.protocol import rekognition
 from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.registry import face_model_entry
+from visage.engine.similarity import SimilarityMap
 from visage.engine.thumbnails import MAX_THUMBNAIL_BYTES, THUMBNAIL_SIDE
 from visage.errors import AccessDeniedException, InvalidParameterException, ResourceNotFoundException
 from visage.evaluation.prediction import predicted_fmr
@@ -182,16 +183,23 @@ def test_the_reviews_of_one_probe_are_those_of_its_candidates_only(service: Reko
     assert service.match_reviews("c", CALLER) == [first, second]
 
 
-def test_review_statistics_promise_the_false_match_rates_of_the_collections_face_model(
-    service: RekognitionService, engine: Engine
-) -> None:
-    """A dlib collection on an SFace server: each band's promised rate is dlib's calibration's."""
+def test_review_statistics_promise_the_false_match_rates_of_the_collections_face_model(tmp_path: Path) -> None:
+    """A dlib collection on an SFace server: each band's promised rate is that of dlib's map in force.
+    Every shipped map now promises the same rates by definition, so the server here serves dlib with a
+    map of its own (--similarity-map) that is not graded below 50, whose low band promises another rate."""
+    dlib = SimilarityMap.load("dlib")
+    own = replace(dlib, metadata={k: v for k, v in dlib.metadata.items() if k != "graded_below"})
+    engine = Engine(Settings(data_dir=tmp_path, similarity_map=own.save(tmp_path / "maps")))
+    store = SQLiteStore(tmp_path / "visage.db")
+    service = RekognitionService(engine, store, engine.settings)
     version = face_model_entry("dlib").version
-    service.store.create_collection(Collection("d", service.collection_arn("d"), "dlib", version, datetime.now(UTC)))
+    store.create_collection(Collection("d", service.collection_arn("d"), "dlib", version, datetime.now(UTC)))
     bands = service.review_statistics("d", CALLER)
-    dlib, sface = (engine.similarity_map(model) for model in ("dlib", "sface"))
-    assert [b.promised_fmr for b in bands] == [predicted_fmr(dlib, b.low) for b in bands]
-    assert [b.promised_fmr for b in bands] != [predicted_fmr(sface, b.low) for b in bands]  # the models' differ
+    assert engine.similarity_map("dlib").metadata.get("graded_below") is None  # the map in force is ours
+    assert [b.promised_fmr for b in bands] == [predicted_fmr(own, b.low) for b in bands]
+    sface = engine.similarity_map("sface")
+    assert [b.promised_fmr for b in bands] != [predicted_fmr(sface, b.low) for b in bands]  # the maps' differ
+    store.close()
 
 
 def test_the_server_setting_reads_from_the_environment() -> None:
