@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -316,3 +317,20 @@ def test_sface_graph_is_rewritten_where_it_should_be() -> None:
     ops = {node.op_type for node in rewritten.graph.node}
     assert not ops & {"PRelu", "DequantizeLinear", "Reshape"}
     assert [i.name for i in rewritten.graph.input] == ["data"]
+
+
+def test_faces_found_first_and_embedded_later_get_the_vectors_of_one_call(engine: Engine, portraits: Path) -> None:
+    """Engine.embed_faces (a video search embeds only the faces that need a new vector) gives the
+    faces analyze found the very vectors analyze(embed=True) gives; a face without its detection
+    cannot be embedded."""
+    image = engine.decode((portraits / "solvay_conference_1927.jpg").read_bytes())
+    at_once = engine.analyze(image, embed=True)
+    found = engine.analyze(image)
+    assert all(face.embedding is None for face in found)
+    later = engine.embed_faces(image, [found[5], found[0]])
+    assert [face.detail for face in later] == [found[5].detail, found[0].detail]
+    np.testing.assert_array_equal(later[0].embedded.vector, at_once[5].embedded.vector)
+    np.testing.assert_array_equal(later[1].embedded.vector, at_once[0].embedded.vector)
+    assert cosine(later[0].embedded, later[1].embedded) < 0.5  # two people, not one vector twice
+    with pytest.raises(ValueError, match="without its detection"):
+        engine.embed_faces(image, [dataclasses.replace(found[0], detection=None)])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections import defaultdict
-from itertools import pairwise
+from itertools import groupby, pairwise
 from pathlib import Path
 
 import av
@@ -18,10 +18,12 @@ from visage.config import Settings
 from visage.engine import Engine
 from visage.errors import InvalidParameterException, VideoTooLargeException
 from visage.faces import BoundingBox
+from visage.jobs.still_faces import SAME_LOOK, StillFaces, look
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import BrokenVideo, Video
+from visage.store.base import JobResult
 
-from .videos import Walker, occluding_walkers, passing_walkers, walk_frames, who, write_h264
+from .videos import Walker, face_photo, face_search, occluding_walkers, passing_walkers, walk_frames, who, write_h264
 
 
 @pytest.fixture(scope="session")
@@ -145,19 +147,19 @@ def test_large_frames_are_scaled_down_before_faces_are_looked_for(tmp_path: Path
 # Person.Index ---------------------------------------------------------------------------
 
 
-def tracked(engine: Engine, path: Path, walkers: list[Walker], size: tuple[int, int]) -> dict[str, dict[int, int]]:
+def tracked(
+    engine: Engine, path: Path, walkers: list[Walker], size: tuple[int, int], folder: Path
+) -> dict[str, dict[int, int]]:
     """Each person's Indexes (after the tracker's merges), with how many sampled faces got each."""
-    tracker = FaceTracker(engine.similarity_map("sface"))
+    results, tracker = face_search(engine, path, folder)
     faces: list[tuple[str, int]] = []
-    with open_video(path.read_bytes()) as video:
-        for frame in video.frames(5.0):
-            found = [f for f in engine.embed(frame.image) if f.embedding is not None]
-            boxes = [f.detail.bounding_box for f in found]
-            indexes = tracker.assign(frame.timestamp_ms, boxes, [f.embedded.vector for f in found])
-            assert len(set(indexes)) == len(indexes)  # two faces of a frame never share an Index
-            for box, index in zip(boxes, indexes):
-                centre = ((box.left + box.width / 2) * size[0], (box.top + box.height / 2) * size[1])
-                faces.append((who(walkers, frame.timestamp_ms / 1000, centre), index))
+    for t, frame in groupby(results, key=lambda r: r.timestamp_ms):
+        found = list(frame)
+        assert len({r.person_index for r in found}) == len(found)  # two faces of a frame never share an Index
+        for result in found:
+            box = BoundingBox.from_rekognition(result.body["Person"]["BoundingBox"])
+            centre = ((box.left + box.width / 2) * size[0], (box.top + box.height / 2) * size[1])
+            faces.append((who(walkers, t / 1000, centre), result.person_index))
     merged = tracker.merged()
     people: dict[str, dict[int, int]] = defaultdict(lambda: defaultdict(int))
     for person, index in faces:
@@ -169,7 +171,7 @@ def test_each_person_keeps_one_index(engine: Engine, lfw: Path, tmp_path: Path) 
     """Three LFW people: two cross the frame, one of them leaves and comes back, one stands still."""
     walkers = passing_walkers(lfw)
     path = write_h264(tmp_path / "walk.mp4", walk_frames(walkers, (640, 360), 6.0, 25), fps=25)
-    people = tracked(engine, path, walkers, (640, 360))
+    people = tracked(engine, path, walkers, (640, 360), tmp_path)
     assert set(people) == {"Colin_Powell", "Serena_Williams", "Tony_Blair"}
     assert all(len(indexes) == 1 for indexes in people.values()), people
     assert len({next(iter(indexes)) for indexes in people.values()}) == 3, people  # no Index shared
@@ -181,7 +183,7 @@ def test_an_index_never_spans_two_people_through_occlusion(engine: Engine, lfw: 
     none is given to two people, and a person seen again keeps their first Index."""
     walkers = occluding_walkers(lfw)
     path = write_h264(tmp_path / "occluded.mp4", walk_frames(walkers, (640, 360), 6.0, 25), fps=25)
-    people = tracked(engine, path, walkers, (640, 360))
+    people = tracked(engine, path, walkers, (640, 360), tmp_path)
     owners: dict[int, set[str]] = defaultdict(set)
     for person, indexes in people.items():
         for index in indexes:
@@ -220,3 +222,88 @@ def test_a_later_person_merges_only_with_one_gone_before_they_came(engine: Engin
     assert tracker.assign(6000, [box(0.5, 0.6)], [c]) == [3]
     assert tracker.assign(6200, [box(0.51, 0.6)], [b]) == [2]
     assert tracker.merged() == {1: 0}
+
+
+# Face vectors kept while a face stays still ------------------------------------------------
+
+
+def test_a_still_face_keeps_its_vector_and_any_change_gets_a_new_one(lfw: Path) -> None:
+    """A face that stays where it was, and looks the same, keeps its person's vector for up to
+    reuse_ms; one that moves away, is crowded, turns into someone else or waits too long gets a
+    new one, and reuse_ms 0 makes a new one for every face."""
+    powell, blair = face_photo(lfw, "Colin_Powell", 1, 100), face_photo(lfw, "Tony_Blair", 1, 100)
+
+    def frame(*faces: tuple[np.ndarray, int]) -> tuple[np.ndarray, list[BoundingBox]]:
+        rgb = np.full((360, 640, 3), 110, np.uint8)
+        for photo, x in faces:
+            rgb[100 : 100 + photo.shape[0], x : x + 100] = photo
+        return rgb, [BoundingBox(x / 640, 100 / 360, 100 / 640, photo.shape[0] / 360) for photo, x in faces]
+
+    def vectors(still: StillFaces, t: int, rgb: np.ndarray, boxes: list[BoundingBox]) -> list[int]:
+        """When each face's vector was made."""
+        return [made.made_ms for made in still.vectors(t, boxes, [look(rgb, b) for b in boxes])]
+
+    still = StillFaces(600)
+    assert vectors(still, 0, *frame((powell, 200))) == [0]
+    assert vectors(still, 200, *frame((powell, 204))) == [0]  # a little move: kept
+    assert vectors(still, 400, *frame((blair, 204))) == [400]  # someone else in the place
+    assert vectors(still, 600, *frame((blair, 206))) == [400]
+    assert vectors(still, 800, *frame((blair, 206))) == [400]
+    assert vectors(still, 1000, *frame((blair, 206))) == [400]
+    assert vectors(still, 1200, *frame((blair, 206))) == [1200]  # 800 ms old: made again
+    assert vectors(still, 1400, *frame((blair, 330))) == [1400]  # moved away
+    assert vectors(still, 1600, *frame((blair, 330), (powell, 400))) == [1600, 1600]  # crowded
+    assert vectors(still, 1800, *frame((blair, 330))) == [1800]  # the previous frame's was crowded
+    assert vectors(still, 2000, *frame()) == []  # a frame without her
+    assert vectors(still, 2200, *frame((blair, 330))) == [2200]  # not in the previous frame
+
+    again = StillFaces(0)
+    assert vectors(again, 0, *frame((powell, 200))) == [0]
+    assert vectors(again, 200, *frame((powell, 200))) == [200]
+
+    # The looks that decided: the same face moved 4 px, and another face in its place.
+    rgb, (place,) = frame((powell, 200))
+    moved, (moved_place,) = frame((powell, 204))
+    other, _ = frame((blair, 200))
+    assert (
+        float(look(rgb, place) @ look(moved, moved_place)) >= SAME_LOOK > float(look(rgb, place) @ look(other, place))
+    )
+
+
+def test_a_cut_to_another_face_in_the_same_place_is_not_matched_as_the_first(
+    engine: Engine, lfw: Path, tmp_path: Path
+) -> None:
+    """Colin Powell for 1 s, then a cut to Tony Blair in the very same place (while Powell's
+    vector, made at 0.8 s, could still be kept): Blair's faces get their own vectors, an Index
+    of their own, and no match with Powell's photo."""
+    side, cut = 120, 1.0
+    powell, blair = face_photo(lfw, "Colin_Powell", 1, side), face_photo(lfw, "Tony_Blair", 1, side)
+    walkers = [
+        Walker("Colin_Powell", powell, (260, 100), (260, 100), 0.0, cut),
+        Walker("Tony_Blair", blair, (243, 105), (243, 105), cut, 3.0),  # his face where Powell's was
+    ]
+    path = write_h264(tmp_path / "cut.mp4", walk_frames(walkers, (640, 360), 3.0, 25), fps=25)
+    photo = (lfw / "lfw-deepfunneled" / "Colin_Powell" / "Colin_Powell_0002.jpg").read_bytes()
+    results, _ = face_search(engine, path, tmp_path, (photo,))
+    powell_frames = [r for r in results if r.timestamp_ms < cut * 1000]
+    blair_frames = [r for r in results if r.timestamp_ms >= cut * 1000]
+    assert len(powell_frames) == 5 and len(blair_frames) == 10
+    assert all(r.body["FaceMatches"] for r in powell_frames)  # Powell is found while he is there
+    assert not any(r.body["FaceMatches"] for r in blair_frames)
+    assert {r.person_index for r in powell_frames} == {0} and {r.person_index for r in blair_frames} == {1}
+
+
+def test_kept_vectors_change_little_on_the_clip(
+    engine: Engine, hamilton_clip: Path, lin_manuel_miranda: bytes, tmp_path: Path
+) -> None:
+    """The clip searched for Lin-Manuel Miranda with vectors kept (the default) and with a new
+    vector for every face: the same faces, the same people, and he is found in the same span."""
+    kept, _ = face_search(engine, hamilton_clip, tmp_path / "kept", (lin_manuel_miranda,))
+    fresh, _ = face_search(engine, hamilton_clip, tmp_path / "fresh", (lin_manuel_miranda,), video_vector_reuse_ms=0)
+    assert [r.body["Person"]["BoundingBox"] for r in kept] == [r.body["Person"]["BoundingBox"] for r in fresh]
+
+    def found(results: list[JobResult]) -> list[int]:
+        return [r.timestamp_ms for r in results if r.body["FaceMatches"]]
+
+    assert len(set(found(kept)) ^ set(found(fresh))) <= 2, (found(kept), found(fresh))
+    assert len({r.person_index for r in kept}) == len({r.person_index for r in fresh})

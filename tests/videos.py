@@ -11,10 +11,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 from PIL import Image
+
+from visage.config import Settings
+from visage.engine import Engine
+from visage.jobs.analysis import search_faces
+from visage.jobs.tracker import FaceTracker
+from visage.jobs.video import Video
+from visage.service import Caller, RekognitionService
+from visage.store import open_store
+from visage.store.base import JobResult
 
 
 def write_h264(path: Path, frames: Iterable[np.ndarray], fps: int = 25, crf: int = 23) -> Path:
@@ -122,3 +132,24 @@ def occluding_walkers(lfw: Path, side: int = 120) -> list[Walker]:
         Walker("Serena_Williams", b, (30, 160), (160, 160), 4.4, 6.0),
         Walker("Tony_Blair", c, (260, 190), (262, 190), 1.0, 5.0),
     ]
+
+
+def face_search(
+    engine: Engine, path: Path, folder: Path, photos: tuple[bytes, ...] = (), **settings: Any
+) -> tuple[list[JobResult], FaceTracker]:
+    """A face search of the video through the jobs' own path (:func:`search_faces`), against a
+    collection of ``photos``: its results, and the tracker (for its merges)."""
+    config = Settings(data_dir=folder / "data", **settings)
+    service = RekognitionService(engine, open_store(config), config)
+    caller = Caller.local("test")
+    service.call("CreateCollection", {"CollectionId": "cast"}, caller)
+    for photo in photos:
+        service.call("IndexFaces", {"CollectionId": "cast", "Image": {"Bytes": photo}}, caller)
+    collection = service.store.get_collection("cast")
+    tracker = FaceTracker(engine.similarity_map("sface"))
+    try:
+        with Video(path.open("rb"), path.stat().st_size, path.name, config) as video:
+            found = [r for _, frame in search_faces(video, service, collection, 80.0, tracker) for r in frame]
+    finally:
+        service.store.close()
+    return found, tracker

@@ -915,8 +915,7 @@ def video_search(
     searched = service.store.get_collection(collection)
     tracker = FaceTracker(service.engine.similarity_map(searched.face_model))
     with _open_video(path, settings) as video:
-        rate, threads = settings.video_sample_rate, settings.threads
-        frames = search_faces(video, service, searched, threshold, rate, tracker, threads)
+        frames = search_faces(video, service, searched, threshold, tracker)
         results = [r for _, batch in _progress(video, frames) for r in batch]
     renumber = tracker.merged()
     persons = [

@@ -115,9 +115,11 @@ class Settings:
     s3_endpoint_url: str | None = None
     #: Threads that run engine work in the server (each holds its own OpenCV networks).
     threads: int = field(default_factory=lambda: os.cpu_count() or 2)
-    #: Cores one face-model call may use (onnxruntime's intra-op threads). ``visage
-    #: index`` runs a process per core and sets it to 1.
-    model_threads: int = field(default_factory=lambda: os.cpu_count() or 2)
+    #: Cores one face-model call may use (onnxruntime's intra-op threads). One: the server's
+    #: ``threads`` (one per core) and a video job's frames already keep the cores busy, and a
+    #: call on two cores beside another only waits (a video face search ran 1.2x faster on
+    #: one; a lone SFace embedding takes 18 ms on one core, 14 ms on two).
+    model_threads: int = 1
     #: Embedded store: collections up to this many faces are searched exactly, bigger
     #: ones through a product-quantised index (docs/scale.md).
     exact_search_limit: int = 50_000
@@ -142,6 +144,10 @@ class Settings:
     #: before faces are looked for: 960 keeps the smallest face Rekognition Video detects, 40 px
     #: in a 1920x1080 frame, at 20 px, where the detector finds faces reliably.
     video_frame_side: int = 960
+    #: StartFaceSearch: a face that has not moved or changed since its person's face vector was
+    #: made, at most this many milliseconds before, keeps that vector (and its FaceMatches)
+    #: instead of a new one (:mod:`visage.jobs.still_faces`); 0: a new one for every face.
+    video_vector_reuse_ms: int = 600
     #: Threads per server process that run video jobs, one job each.
     video_workers: int = 1
     #: Jobs queued or running at once; one more Start is LimitExceededException (Rekognition: 20).
@@ -288,7 +294,7 @@ _RULES: dict[str, Rule] = {
         "a number of frames per second, above 0 and at most 60",
         lambda v: _number(v) and 0 < v <= 60,
     ),
-    "exact_search_limit": _whole(0),
+    **dict.fromkeys(("exact_search_limit", "video_vector_reuse_ms"), _whole(0)),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
     **dict.fromkeys(
         ("auth", "keep_face_thumbnails", "request_log"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from visage.engine.detection import Detection
 
 #: Rekognition's ``Attribute`` values that Visage can answer. DEFAULT is always on.
 SUPPORTED_ATTRIBUTES = frozenset({"DEFAULT", "ALL", "AGE_RANGE", "GENDER", "EYES_OPEN", "MOUTH_OPEN", "SMILE"})
@@ -56,6 +59,14 @@ class BoundingBox:
     @property
     def area(self) -> float:
         return self.width * self.height
+
+    def overlap(self, other: BoundingBox) -> float:
+        """Intersection over union with ``other``: 0 apart, 1 the same box."""
+        width = min(self.left + self.width, other.left + other.width) - max(self.left, other.left)
+        height = min(self.top + self.height, other.top + other.height) - max(self.top, other.top)
+        inter = max(0.0, width) * max(0.0, height)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
 
     def to_rekognition(self) -> dict[str, float]:
         return {"Width": self.width, "Height": self.height, "Left": self.left, "Top": self.top}
@@ -184,6 +195,8 @@ class Face:
     detail: FaceDetail
     embedding: Embedding | None = None
     filter_reasons: tuple[str, ...] = ()  # e.g. ("SMALL_BOUNDING_BOX", "LOW_SHARPNESS")
+    #: The detector's box and points the face was found with (for :meth:`Engine.embed_faces`).
+    detection: Detection | None = field(default=None, repr=False, compare=False)
 
     @property
     def embedded(self) -> Embedding:

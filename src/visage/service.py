@@ -918,9 +918,11 @@ class RekognitionService:
         max_embedded: int | None,
         attributes: list[str] | None = None,
         largest_only: bool = False,
+        embed: bool = True,
     ) -> list[Face]:
         """The faces of the image; those that pass ``quality_filter``, up to ``max_embedded``,
-        with their vectors in the collection's face model."""
+        with their vectors in the collection's face model (unless not ``embed``: then
+        :meth:`Engine.embed_faces` gives a face its vector later)."""
         model = self.engine.face_model(collection.face_model)
         if model.version != collection.face_model_version:
             raise InvalidParameterException(
@@ -932,7 +934,7 @@ class RekognitionService:
             image,
             attributes,
             collection.face_model,
-            embed=True,
+            embed=embed,
             quality_filter=quality_filter,
             max_embedded=max_embedded,
             largest_only=largest_only,

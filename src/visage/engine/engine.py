@@ -16,8 +16,9 @@ translates. Failures raise the named exceptions of :mod:`visage.errors`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import cv2
@@ -146,12 +147,21 @@ class Engine:
             return []
         details = self._describe(decoded, detections, wanted_attributes(attributes))
         reasons = [tuple(quality_filter_reasons(d, quality_filter, decoded.width, decoded.height)) for d in details]
-        embeddings: dict[int, Embedding] = {}
+        faces = [Face(detail=d, filter_reasons=r, detection=x) for d, r, x in zip(details, reasons, detections)]
         if embed:
             candidates = range(len(details))[:max_embedded] if largest_only else range(len(details))
             passing = [i for i in candidates if not reasons[i]][:max_embedded]
-            embeddings = dict(zip(passing, self.face_model(model).embed(decoded, [detections[i] for i in passing])))
-        return [Face(detail=d, embedding=embeddings.get(i), filter_reasons=reasons[i]) for i, d in enumerate(details)]
+            for i, face in zip(passing, self.embed_faces(decoded, [faces[i] for i in passing], model)):
+                faces[i] = face
+        return faces
+
+    def embed_faces(self, image: DecodedImage, faces: Sequence[Face], model: str | None = None) -> list[Face]:
+        """``faces`` of ``image``, as :meth:`analyze` found them, with vectors from face model ``model``."""
+        detections = [face.detection for face in faces]
+        if None in detections:
+            raise ValueError("a face without its detection cannot be embedded")
+        vectors = self.face_model(model).embed(image, detections)  # type: ignore[arg-type]
+        return [dataclasses.replace(face, embedding=vector) for face, vector in zip(faces, vectors)]
 
     def detect_faces(self, image: ImageInput, attributes: Iterable[str] | None = None) -> list[FaceDetail]:
         """Rekognition's DetectFaces: up to 100 faces, largest first."""

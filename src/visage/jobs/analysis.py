@@ -20,8 +20,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+
 from visage.engine import Engine
 from visage.faces import Face, FaceDetail
+from visage.jobs.still_faces import MadeVector, StillFaces, look
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import SampledFrame, Video
 from visage.store.base import AuditRecord, Collection, JobResult
@@ -38,20 +41,23 @@ T = TypeVar("T")
 
 
 def in_order(
-    frames: Iterable[SampledFrame], work: Callable[[SampledFrame], T], threads: int
+    frames: Iterable[SampledFrame], work: Callable[[SampledFrame], T], pool: ThreadPoolExecutor, threads: int
 ) -> Iterator[tuple[SampledFrame, T]]:
-    """``work`` done on each frame by ``threads`` threads, yielded in frame order; at most two
-    frames per thread are decoded ahead, so memory does not grow with the video."""
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="visage-frames") as pool:
-        pending: deque[tuple[SampledFrame, Future[T]]] = deque()
-        for frame in frames:
-            pending.append((frame, pool.submit(work, frame)))
-            if len(pending) >= 2 * threads:
-                done, future = pending.popleft()
-                yield done, future.result()
-        while pending:
+    """``work`` done on each frame by ``pool``'s ``threads`` threads, yielded in frame order; at
+    most two frames per thread are decoded ahead, so memory does not grow with the video."""
+    pending: deque[tuple[SampledFrame, Future[T]]] = deque()
+    for frame in frames:
+        pending.append((frame, pool.submit(work, frame)))
+        if len(pending) >= 2 * threads:
             done, future = pending.popleft()
             yield done, future.result()
+    while pending:
+        done, future = pending.popleft()
+        yield done, future.result()
+
+
+def _frame_threads(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="visage-frames")
 
 
 def detect_faces(
@@ -62,9 +68,10 @@ def detect_faces(
     def faces_of(frame: SampledFrame) -> list[FaceDetail]:
         return engine.detect_faces(frame.image, attributes)
 
-    for frame, faces in in_order(video.frames(rate), faces_of, threads):
-        t = frame.timestamp_ms
-        yield t, [JobResult(t, {"Timestamp": t, "Face": face.to_rekognition()}) for face in faces]
+    with _frame_threads(threads) as pool:
+        for frame, faces in in_order(video.frames(rate), faces_of, pool, threads):
+            t = frame.timestamp_ms
+            yield t, [JobResult(t, {"Timestamp": t, "Face": face.to_rekognition()}) for face in faces]
 
 
 def search_faces(
@@ -72,31 +79,51 @@ def search_faces(
     service: RekognitionService,
     collection: Collection,
     threshold: float,
-    rate: float,
     tracker: FaceTracker,
-    threads: int = 1,
 ) -> Iterator[FrameResults]:
-    """The people of each sampled frame, by Index (from ``tracker``, whose merges the caller
-    applies at the end), each with the faces of ``collection`` whose Similarity to their face
-    reaches ``threshold`` (none: an empty FaceMatches)."""
+    """The people of each frame sampled at the service's ``video_sample_rate``, by Index (from
+    ``tracker``, whose merges the caller applies at the end), each with the faces of
+    ``collection`` whose Similarity to their face reaches ``threshold`` (none: an empty
+    FaceMatches). A face that has not moved or changed keeps the vector its person was given
+    at most ``video_vector_reuse_ms`` before (:mod:`visage.jobs.still_faces`)."""
+    settings = service.settings
+    still = StillFaces(settings.video_vector_reuse_ms)
 
-    def faces_of(frame: SampledFrame) -> list[Face]:
-        return [f for f in service.analyze(collection, frame.image, "NONE", None) if f.embedding is not None]
+    def faces_of(frame: SampledFrame) -> tuple[list[Face], list[np.ndarray]]:
+        faces = service.analyze(collection, frame.image, "NONE", None, embed=False)
+        return faces, [look(frame.image.rgb, face.detail.bounding_box) for face in faces]
 
-    for frame, faces in in_order(video.frames(rate), faces_of, threads):
-        t = frame.timestamp_ms
-        indexes = tracker.assign(t, [f.detail.bounding_box for f in faces], [f.embedded.vector for f in faces])
+    def finish(t: int, faces: list[Face], made: list[MadeVector], embedding: Future[list[Face]]) -> FrameResults:
+        for vector, face in zip([m for m in made if m.made_ms == t], embedding.result()):
+            vector.vector = face.embedded.vector
+            matches = service.search_collection(collection, vector.vector, MAX_FACE_MATCHES, threshold)
+            vector.matches = [service.face_match(collection, m) for m in matches]
+        boxes = [face.detail.bounding_box for face in faces]
+        indexes = tracker.assign(t, boxes, [m.vector for m in made if m.vector is not None])
         results = []
-        for index, face in sorted(zip(indexes, faces), key=lambda pair: pair[0]):
-            matches = service.search_collection(collection, face.embedded.vector, MAX_FACE_MATCHES, threshold)
+        for index, face, vector in sorted(zip(indexes, faces, made), key=lambda triple: triple[0]):
             person = {"BoundingBox": face.detail.bounding_box.to_rekognition(), "Face": face.detail.to_rekognition()}
-            body = {
-                "Timestamp": t,
-                "Person": person,
-                "FaceMatches": [service.face_match(collection, m) for m in matches],
-            }
+            body = {"Timestamp": t, "Person": person, "FaceMatches": vector.matches}
             results.append(JobResult(t, body, person_index=index))
-        yield t, results
+        return t, results
+
+    # A frame's new vectors are made on the threads while the next frames' faces are found; its
+    # results are finished in time order, each frame after the vectors it keeps were made.
+    with _frame_threads(settings.threads) as pool:
+        embedding: deque[tuple[int, list[Face], list[MadeVector], Future[list[Face]]]] = deque()
+        for frame, (faces, looks) in in_order(
+            video.frames(settings.video_sample_rate), faces_of, pool, settings.threads
+        ):
+            t = frame.timestamp_ms
+            made = still.vectors(t, [face.detail.bounding_box for face in faces], looks)
+            new = [face for face, m in zip(faces, made) if m.made_ms == t]
+            embedding.append(
+                (t, faces, made, pool.submit(service.engine.embed_faces, frame.image, new, collection.face_model))
+            )
+            if len(embedding) > settings.threads:
+                yield finish(*embedding.popleft())
+        while embedding:
+            yield finish(*embedding.popleft())
 
 
 def matched_faces(results: Iterable[JobResult]) -> dict[str, float]:

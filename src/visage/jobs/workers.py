@@ -33,6 +33,7 @@ from visage.errors import VisageError
 from visage.jobs.analysis import FrameResults, detect_faces, matched_faces, search_audit_record, search_faces
 from visage.jobs.notifications import publish_completion
 from visage.jobs.tracker import FaceTracker
+from visage.jobs.tracker import preload as preload_tracker
 from visage.jobs.video import BrokenVideo, Video
 from visage.s3 import open_s3_object
 from visage.store.base import JobResult, Store, VideoJob
@@ -95,6 +96,7 @@ class JobWorkers:
     # A worker ------------------------------------------------------------------------
 
     def _work(self, worker: str) -> None:
+        preload_tracker()
         store = self.service.store
         while not self._stop.is_set():
             try:
@@ -171,9 +173,7 @@ class JobWorkers:
                 collection = store.get_collection(request["CollectionId"])
                 threshold = request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
                 tracker = FaceTracker(self.service.engine.similarity_map(collection.face_model))
-                frames = search_faces(
-                    video, self.service, collection, threshold, settings.video_sample_rate, tracker, settings.threads
-                )
+                frames = search_faces(video, self.service, collection, threshold, tracker)
             else:
                 attributes = [request.get("FaceAttributes", "DEFAULT")]
                 frames = detect_faces(
