@@ -476,8 +476,8 @@ def test_a_user_holds_at_most_100_faces(service: RekognitionService, portraits: 
     assert len(hundred["AssociatedFaces"]) == 99 and hundred["UnsuccessfulFaceAssociations"] == []
     with pytest.raises(ServiceQuotaExceededException) as caught:
         service.call("AssociateFaces", {**request, "FaceIds": [copies[99].face_id, copies[100].face_id]}, CALLER)
-    assert caught.value.message == "User a has 100 faces; adding 2 would pass the limit of 100 faces per user."
-    with pytest.raises(ServiceQuotaExceededException, match=r"^User a has 100 faces; adding 1 would pass"):
+    assert caught.value.message == "User a would hold 102 faces; the limit is 100 faces per user."
+    with pytest.raises(ServiceQuotaExceededException, match=r"^User a would hold 101 faces; the limit is 100"):
         service.call("AssociateFaces", {**request, "FaceIds": [copies[100].face_id]}, CALLER)
     (page,) = walk(service, "ListFaces", request, None)
     assert len(page["Faces"]) == 100 and copies[100].face_id not in face_ids(page)

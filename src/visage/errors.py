@@ -45,6 +45,11 @@ def collection_not_found(collection_id: str) -> str:
     return f"The collection id: {collection_id} does not exist"
 
 
+def user_face_limit(user_id: str, would_hold: int, limit: int) -> str:
+    """ServiceQuotaExceededException's text for faces that would take a user past ``limit`` faces."""
+    return f"User {user_id} would hold {would_hold} faces; the limit is {limit} faces per user."
+
+
 def rekognition_message(rekognition_text: str, detail: str = "") -> str:
     """Rekognition's text first, unchanged, so clients that match on it keep working; then Visage's detail."""
     if not detail:

@@ -63,6 +63,7 @@ from visage.errors import (
     UnknownOperationException,
     UnrecognizedClientException,
     rekognition_message,
+    user_face_limit,
 )
 from visage.faces import BoundingBox, Face
 from visage.jobs.operations import ENDED_OPERATIONS, VideoJobs
@@ -555,14 +556,14 @@ class RekognitionService:
     # Users ---------------------------------------------------------------------------
 
     def create_user(self, request: Request, caller: Caller) -> Response:
-        token, replayed = self._idempotent("CreateUser", request)
-        if not replayed:
+        token, kept = self._idempotent("CreateUser", request)
+        if kept is None:
             self.store.create_user(request["CollectionId"], request["UserId"], token=token)
         return {}
 
     def delete_user(self, request: Request, caller: Caller) -> Response:
-        token, replayed = self._idempotent("DeleteUser", request)
-        if not replayed:
+        token, kept = self._idempotent("DeleteUser", request)
+        if kept is None:
             self.store.delete_user(request["CollectionId"], request["UserId"], token=token)
         return {}
 
@@ -580,11 +581,9 @@ class RekognitionService:
     def associate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
         collection = self.store.get_collection(collection_id)
-        token, replayed = self._idempotent("AssociateFaces", request)
-        if replayed:
-            return self._first_response(collection_id, token) or self._association_replay(
-                collection_id, user_id, request["FaceIds"]
-            )
+        token, kept = self._idempotent("AssociateFaces", request)
+        if kept is not None:
+            return self._first_response(kept) or self._association_replay(collection_id, user_id, request["FaceIds"])
         user = self.store.get_user(collection_id, user_id)
         threshold = request.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
         wanted = list(dict.fromkeys(request["FaceIds"]))
@@ -615,8 +614,7 @@ class RekognitionService:
                 to_associate.append(face_id)
         if len(own) + len(to_associate) > MAX_FACES_PER_USER:
             raise ServiceQuotaExceededException(
-                f"User {user_id} has {len(own)} faces; adding {len(to_associate)} would pass the limit of "
-                f"{MAX_FACES_PER_USER} faces per user."
+                user_face_limit(user_id, len(own) + len(to_associate), MAX_FACES_PER_USER)
             )
         if to_associate or token is not None:
             self.store.associate_faces(collection_id, user_id, to_associate, token=token, max_faces=MAX_FACES_PER_USER)
@@ -632,12 +630,12 @@ class RekognitionService:
             self.store.set_token_response(collection_id, token.token, json.dumps(response))
         return response
 
-    def _first_response(self, collection_id: str, token: RequestToken | None) -> Response | None:
-        """The response a request with this token was first given, if it was kept (a server killed between
-        the write and keeping it, or two identical requests at once, leave none: the caller answers
-        from the store's state instead)."""
-        kept = self.store.get_token(collection_id, token.token) if token is not None else None
-        return json.loads(kept.response) if kept is not None and kept.response is not None else None
+    @staticmethod
+    def _first_response(kept: RequestToken) -> Response | None:
+        """The response the request of this kept token was first given, if it was kept (a server killed
+        between the write and keeping it, or two identical requests at once, leave none: the caller
+        answers from the store's state instead)."""
+        return json.loads(kept.response) if kept.response is not None else None
 
     def _association_replay(self, collection_id: str, user_id: str, face_ids: list[str]) -> Response:
         """The answer to a repeated AssociateFaces, when the first response was not kept: the faces
@@ -652,13 +650,13 @@ class RekognitionService:
 
     def disassociate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
-        token, replayed = self._idempotent("DisassociateFaces", request)
+        token, kept = self._idempotent("DisassociateFaces", request)
         user = self.store.get_user(collection_id, user_id)
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
-        if replayed and (first := self._first_response(collection_id, token)) is not None:
+        if kept is not None and (first := self._first_response(kept)) is not None:
             return first
-        if replayed:  # the first response was not kept: the faces of the request that are now no one's
+        if kept is not None:  # the first response was not kept: the faces of the request that are now no one's
             freed = [{"FaceId": f} for f in wanted if f in found and found[f].user_id is None]
             return {"DisassociatedFaces": freed, "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}
         disassociated, unsuccessful, to_clear = [], [], []
@@ -997,27 +995,28 @@ class RekognitionService:
         user: User = self.store.get_user(collection_id, user_id)
         return {"Similarity": similarity, "User": {"UserId": user.user_id, "UserStatus": user.status}}
 
-    def _idempotent(self, operation: str, request: Request) -> tuple[RequestToken | None, bool]:
-        """The request's ClientRequestToken, and whether this exact request already ran.
+    def _idempotent(self, operation: str, request: Request) -> tuple[RequestToken | None, RequestToken | None]:
+        """The request's ClientRequestToken, and the one kept when this exact request already ran
+        (None: it did not).
 
         Checks the collection exists. A token reused with other parameters fails.
         """
         collection_id = request["CollectionId"]
         self.store.get_collection(collection_id)
         if "ClientRequestToken" not in request:
-            return None, False
+            return None, None
         body = {k: v for k, v in request.items() if k != "ClientRequestToken"}
         digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
         token = RequestToken(token=request["ClientRequestToken"], operation=operation, request_digest=digest)
         previous = self.store.get_token(collection_id, token.token)
-        if previous is None:
-            return token, False
-        if previous.operation != token.operation or previous.request_digest != token.request_digest:
+        if previous is not None and (
+            previous.operation != token.operation or previous.request_digest != token.request_digest
+        ):
             raise IdempotentParameterMismatchException(
                 f"ClientRequestToken {token.token} was already used with a different {previous.operation} "
                 "request; use a new token for a new request."
             )
-        return token, True
+        return token, previous
 
     def _audit(
         self,

@@ -54,6 +54,7 @@ from visage.errors import (
     ThrottlingException,
     collection_not_found,
     rekognition_message,
+    user_face_limit,
 )
 from visage.faces import BoundingBox
 from visage.store.audit_chain import GENESIS, details_json, record_hash
@@ -670,9 +671,7 @@ class SQLStore(ABC):
                 )
                 held = int(row[0]) if row else 0
                 if held > max_faces:
-                    raise ServiceQuotaExceededException(
-                        f"User {user_id} would hold {held} faces; the limit is {max_faces} faces per user."
-                    )
+                    raise ServiceQuotaExceededException(user_face_limit(user_id, held, max_faces))
             if changed:
                 self._faces_changed(con, pk, 0)
 
