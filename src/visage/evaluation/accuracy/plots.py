@@ -160,8 +160,8 @@ def heldout_plot(checks: Mapping[str, list[dict[str, Any]]], path: Path) -> Path
             capsize=2,
             label=name,
         )
-    predicted = [r["predicted_fmr"] for rows in checks.values() for r in rows]
-    line = np.array([min(predicted) / 2, max(predicted) * 2])  # under every point plotted
+    plotted = [r["predicted_fmr"] for rows in checks.values() for r in rows]
+    line = np.array([min(plotted) / 2, max(plotted) * 2])  # under every point plotted
     axes.plot(line, line, color="black", linewidth=0.8, label="observed = predicted")
     axes.fill_between(line, line / 2, line * 2, color="grey", alpha=0.2, label="within a factor of 2")
     axes.set_xscale("log")
