@@ -8,6 +8,13 @@ the mean and covariance of the 13,233 real LFW sface vectors, normalised to unit
 look like faces to the index (same spread, same correlations between dimensions), unlike
 uniform random vectors, which are far from everything and flatter an index.
 
+A second padding, measured in the same run (``--distractors``): augmented real faces
+(benchmarks/augmented_faces.py), about 90,000 sface vectors of real eval photos flipped,
+cropped, blurred, darkened or brightened and JPEG-compressed, five variants a photo (the
+query photos left out), placed after the real LFW vectors and before the normal ones. A
+real gallery holds many photos of each person and near-copies: a query's best match then
+has near-ties, where an approximate index errs, which normal distractors never make.
+
 For each size, in one run: build time, memory, p50/p95 single-query latency (1,000
 queries, one at a time) and recall@1 and @10 against exact search, for
 
@@ -37,7 +44,7 @@ FaceMatchThreshold of 80, where what a client sees is the best face above 80 or 
 
 Goals: at 1M, p50 <= 5 ms with recall@1 >= 0.99; at 20M, p50 <= 50 ms and RAM <= 8 GiB.
 
-    python benchmarks/search_scale.py                      # 100k and 1M
+    python benchmarks/search_scale.py                      # 100k and 1M, both paddings
     python benchmarks/search_scale.py --sizes 10000000 20000000 --pg-max 0   # once, recorded
 """
 
@@ -90,27 +97,32 @@ DEFAULT_RAW = SimilarityMap.load("sface").raw_threshold(DEFAULT_THRESHOLD)
 # Vectors ------------------------------------------------------------------------------
 
 
-def real_vectors() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(queries, real gallery vectors, gallery labels) from LFW."""
+def real_vectors() -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """(queries, real gallery vectors, the queries' photos) from LFW."""
     root = eval_data_dir() / "lfw" / "lfw-deepfunneled"
     paths = sorted(root.glob("*/*.jpg"))
     faces = embed_images(Engine(), paths, "sface")
-    by_person: dict[str, list[np.ndarray]] = {}
+    by_person: dict[str, list[tuple[Path, np.ndarray]]] = {}
     for path in paths:
         face = faces[path]
         if face is not None:
-            by_person.setdefault(path.parent.name, []).append(face.embedding.vector)
+            by_person.setdefault(path.parent.name, []).append((path, face.embedded.vector))
     people = sorted(p for p, v in by_person.items() if len(v) >= 2)
     probes = set(random.Random(0).sample(people, min(QUERIES, len(people))))
-    queries, gallery, labels = [], [], []
-    for person, vectors in sorted(by_person.items()):
+    queries, gallery, photos = [], [], []
+    for person, found in sorted(by_person.items()):
         start = 0
         if person in probes:
-            queries.append(vectors[0])
+            photos.append(found[0][0])
+            queries.append(found[0][1])
             start = 1
-        gallery += vectors[start:]
-        labels += [person] * (len(vectors) - start)
-    return np.array(queries, np.float32), np.array(gallery, np.float32), labels
+        gallery += [vector for _, vector in found[start:]]
+    return np.array(queries, np.float32), np.array(gallery, np.float32), photos
+
+
+def query_photos() -> list[Path]:
+    """The LFW photos the queries are made from (left out of the augmented distractors)."""
+    return real_vectors()[2]
 
 
 class Distractors:
@@ -126,10 +138,17 @@ class Distractors:
         return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def gallery_blocks(real: np.ndarray, distractors: Distractors, size: int) -> Iterator[np.ndarray]:
-    """The gallery of ``size`` vectors, in blocks: the real ones first, then distractors."""
+def gallery_blocks(
+    real: np.ndarray, distractors: Distractors, size: int, near_copies: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """The gallery of ``size`` vectors, in blocks: the real ones first, then the ``near_copies``
+    (augmented real faces, benchmarks/augmented_faces.py) if given, then normal distractors."""
     yield real[:size]
     left, index = size - len(real), 0
+    if near_copies is not None and left > 0:
+        for start in range(0, min(left, len(near_copies)), BLOCK):
+            yield near_copies[start : min(start + BLOCK, left)]
+        left -= min(left, len(near_copies))
     while left > 0:
         block = distractors.block(index, min(BLOCK, left))
         yield block
@@ -370,6 +389,35 @@ def run_index_only(queries: np.ndarray, blocks: Iterator[np.ndarray], truth: Tru
         shutil.rmtree(folder)
 
 
+def measure_size(
+    size: int,
+    blocks: Callable[[], Iterator[np.ndarray]],
+    queries: np.ndarray,
+    args: argparse.Namespace,
+    postgres: object | None,
+) -> dict[str, object]:
+    """Every method of ``args.methods`` on the gallery of ``size`` faces ``blocks`` makes."""
+    truth = Truth(*exact_top(queries, blocks()))
+    row: dict[str, object] = {}
+    if "exact" in args.methods and size <= args.exact_max:
+        row["exact"] = run_exact(queries, blocks(), truth)
+        print("exact", row["exact"])
+    gc.collect()
+    if "embedded" in args.methods and size <= args.store_max:
+        folder = Path(tempfile.mkdtemp(prefix="visage-scale-"))
+        row["embedded"] = run_store(lambda: SQLiteStore(folder / "visage.db"), queries, blocks(), truth, warm=True)
+        shutil.rmtree(folder)
+        print("embedded", row["embedded"])
+    elif "embedded" in args.methods:
+        row["embedded_index_only"] = run_index_only(queries, blocks(), truth)
+        print("embedded, index only", row["embedded_index_only"])
+    gc.collect()
+    if postgres is not None and size <= args.pg_max:
+        row["postgres"] = run_postgres(postgres, queries, blocks(), truth)
+        print("postgres", row["postgres"])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -383,9 +431,17 @@ def main() -> None:
         default=list(METHODS),
         help="measure only these; a run of some methods is recorded apart (search_scale_<methods>)",
     )
+    parser.add_argument(
+        "--distractors",
+        nargs="+",
+        choices=("normal", "augmented"),
+        default=["normal", "augmented"],
+        help="the gallery's padding: drawn from a normal fitted to LFW, or augmented real faces first "
+        "(benchmarks/augmented_faces.py), each measured in turn",
+    )
     args = parser.parse_args()
 
-    queries, real, _ = real_vectors()
+    queries, real, photos = real_vectors()
     distractors = Distractors(real)
     results: dict[str, object] = {
         "command": " ".join(["python benchmarks/search_scale.py", *sys.argv[1:]]),
@@ -400,36 +456,26 @@ def main() -> None:
             "training_vectors": TRAINING_VECTORS,
             "shards": cores(),
         },
-        "sizes": {},
     }
     postgres = _postgres_databases() if args.pg_max and "postgres" in args.methods else None
-    for size in args.sizes:
-        print(f"== {size:,} faces")
-        truth = Truth(*exact_top(queries, gallery_blocks(real, distractors, size)))
-        row: dict[str, object] = {}
-        if "exact" in args.methods and size <= args.exact_max:
-            row["exact"] = run_exact(queries, gallery_blocks(real, distractors, size), truth)
-            print("exact", row["exact"])
-        gc.collect()
-        if "embedded" in args.methods and size <= args.store_max:
-            folder = Path(tempfile.mkdtemp(prefix="visage-scale-"))
-            row["embedded"] = run_store(
-                lambda: SQLiteStore(folder / "visage.db"),
-                queries,
-                gallery_blocks(real, distractors, size),
-                truth,
-                warm=True,
-            )
-            shutil.rmtree(folder)
-            print("embedded", row["embedded"])
-        elif "embedded" in args.methods:
-            row["embedded_index_only"] = run_index_only(queries, gallery_blocks(real, distractors, size), truth)
-            print("embedded, index only", row["embedded_index_only"])
-        gc.collect()
-        if postgres is not None and size <= args.pg_max:
-            row["postgres"] = run_postgres(postgres, queries, gallery_blocks(real, distractors, size), truth)
-            print("postgres", row["postgres"])
-        results["sizes"][str(size)] = row
+    near_copies = None
+    if "augmented" in args.distractors:
+        from augmented_faces import augmented_vectors, source_photos
+
+        near_copies = augmented_vectors(photos)
+        results["augmented_vectors"] = len(near_copies)
+        results["augmented_source_photos"] = len(source_photos(photos))
+    for distractor_set in args.distractors:
+        copies = near_copies if distractor_set == "augmented" else None
+        key = "sizes" if distractor_set == "normal" else "sizes_augmented"
+        results[key] = {}
+        for size in args.sizes:
+            print(f"== {size:,} faces, {distractor_set} distractors")
+
+            def blocks(size: int = size, copies: np.ndarray | None = copies) -> Iterator[np.ndarray]:
+                return gallery_blocks(real, distractors, size, copies)
+
+            results[key][str(size)] = measure_size(size, blocks, queries, args, postgres)
 
     name = "search_scale" if max(args.sizes) <= 2_000_000 else "search_scale_large"
     if set(args.methods) != set(METHODS):
@@ -562,22 +608,31 @@ def _table(results: dict[str, object]) -> str:
         "default FaceMatchThreshold) count a query right when its best answer is exact search's: the same face, "
         'or none when no face reaches 80 ("match recall@1": among the queries that have a match).',
         "",
-        "| faces | method | build s | memory MiB | p50 ms | p95 ms | recall@1 | recall@10 | p50 ms at 80 | "
-        "answers = exact at 80 | match recall@1 at 80 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| faces | distractors | method | build s | memory MiB | p50 ms | p95 ms | recall@1 | recall@10 | "
+        "p50 ms at 80 | answers = exact at 80 | match recall@1 at 80 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for size, methods in results["sizes"].items():
-        for method, r in methods.items():
-            memory = r.get("memory_mib", r.get("index_memory_mib", r.get("rss_growth_mib", "")))
-            build = r.get("build_s", "")
-            if "insert_s" in r:
-                build = f"{r['build_s']} (+{r['insert_s']} insert)"
-            d = r["at_default_threshold"]
-            lines.append(
-                f"| {int(size):,} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
-                f"{r['recall_at_1']} | {r['recall_at_10']} | {d['p50_ms']} | {d['answer_agreement']} | "
-                f"{d['match_recall_at_1']} |"
-            )
+    if "augmented_vectors" in results:
+        lines[1:1] = [
+            "",
+            f"Augmented real faces: {results['augmented_vectors']:,} vectors of {results['augmented_source_photos']:,} "
+            "real eval photos (LFW without the query photos, CFP, UTKFace, FairFace), each flipped, cropped, blurred, "
+            "made darker or brighter or JPEG-compressed in five ways (benchmarks/augmented_faces.py); they fill the "
+            "gallery after the real LFW vectors, and normal distractors pad it beyond them.",
+        ]
+    for key, padding in (("sizes", "normal"), ("sizes_augmented", "augmented real faces")):
+        for size, methods in results.get(key, {}).items():
+            for method, r in methods.items():
+                memory = r.get("memory_mib", r.get("index_memory_mib", r.get("rss_growth_mib", "")))
+                build = r.get("build_s", "")
+                if "insert_s" in r:
+                    build = f"{r['build_s']} (+{r['insert_s']} insert)"
+                d = r["at_default_threshold"]
+                lines.append(
+                    f"| {int(size):,} | {padding} | {method} | {build} | {memory} | {r['p50_ms']} | {r['p95_ms']} | "
+                    f"{r['recall_at_1']} | {r['recall_at_10']} | {d['p50_ms']} | {d['answer_agreement']} | "
+                    f"{d['match_recall_at_1']} |"
+                )
     return "\n".join(lines)
 
 
