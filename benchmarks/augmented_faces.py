@@ -14,8 +14,9 @@ FairFace sample of the eval data. A variant's face is found again (the crop and 
 it) and its largest face is embedded; a variant without a face gives no vector.
 
 The vectors are kept in the evaluation cache (``~/.cache/visage/eval/distractors``), keyed by
-the face model's version, this recipe and the analysis code, since they take a quarter of an
-hour to make on 2 cores.
+the face model's version, this recipe and the analysis code, in parts of 1,000 photos, since
+they take about twenty minutes to make on 2 cores. A variant the engine refuses (a photo
+under 80 px on a side) gives no vector.
 
     python benchmarks/augmented_faces.py      # make (or report) the set
 """
@@ -34,11 +35,14 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from visage.engine import Engine
+from visage.errors import VisageError
 from visage.evaluation.cache import cache_dir, code_digest
 from visage.evaluation.data import eval_data_dir
 
 #: Variants made of each source photo.
 VARIANTS = 5
+#: Photos per saved part of the set.
+PART = 1000
 #: Bumped whenever :func:`variant` changes, so cached vectors of another recipe are not used.
 RECIPE = "augmented-faces-1"
 
@@ -83,7 +87,10 @@ def _vectors_of(engine: Engine, index: int, path: Path) -> list[np.ndarray]:
         photo.load()
         made = []
         for number in range(VARIANTS):
-            image = engine.decode(variant(photo, rng, number))
+            try:
+                image = engine.decode(variant(photo, rng, number))
+            except VisageError:  # refused as the service refuses it: smaller than 80 px on a side, say
+                continue
             detections = engine.detector.detect(image)
             if detections:
                 (embedding,) = engine.face_model("sface").embed(image, detections[:1])
@@ -98,24 +105,24 @@ def augmented_vectors(exclude: Iterable[Path] = (), threads: int = 2) -> np.ndar
     key = hashlib.sha1(
         repr((RECIPE, VARIANTS, engine.face_model("sface").version, code_digest(), [str(p) for p in sources])).encode()
     ).hexdigest()[:12]
-    path = cache_dir() / "distractors" / f"{RECIPE}-{key}.npy"
-    if path.exists():
-        return np.load(path)
+    folder = cache_dir() / "distractors" / f"{RECIPE}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    vectors: list[np.ndarray] = []
-    with ThreadPoolExecutor(threads) as pool:
-        for done, made in enumerate(pool.map(lambda item: _vectors_of(engine, *item), enumerate(sources)), 1):
-            vectors += made
-            if done % 2000 == 0:
-                print(
-                    f"augmented faces: {done:,}/{len(sources):,} photos, {time.monotonic() - started:.0f} s", flush=True
-                )
-    result = np.array(vectors, np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp.npy")
-    np.save(temporary, result)
-    temporary.replace(path)
-    return result
+    parts = []
+    # In parts of PART photos, each saved when done: a run stopped midway goes on where it stopped.
+    for first in range(0, len(sources), PART):
+        path = folder / f"{first:06d}.npy"
+        if not path.exists():
+            items = list(enumerate(sources))[first : first + PART]
+            with ThreadPoolExecutor(threads) as pool:
+                made = [v for vectors in pool.map(lambda item: _vectors_of(engine, *item), items) for v in vectors]
+            temporary = path.with_suffix(".tmp.npy")
+            np.save(temporary, np.array(made, np.float32).reshape(-1, engine.face_model("sface").dimension))
+            temporary.replace(path)
+            done = min(first + PART, len(sources))
+            print(f"augmented faces: {done:,}/{len(sources):,} photos, {time.monotonic() - started:.0f} s", flush=True)
+        parts.append(np.load(path))
+    return np.concatenate(parts)
 
 
 if __name__ == "__main__":
