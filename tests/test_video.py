@@ -257,6 +257,11 @@ def test_a_still_face_keeps_its_vector_and_any_change_gets_a_new_one(lfw: Path) 
     assert vectors(still, 2000, *frame()) == []  # a frame without her
     assert vectors(still, 2200, *frame((blair, 330))) == [2200]  # not in the previous frame
 
+    rgb, boxes = frame((powell, 500))
+    (new,) = still.vectors(2400, boxes, [look(rgb, b) for b in boxes])
+    with pytest.raises(RuntimeError, match="not made yet"):  # a new vector is read only once it is made
+        _ = new.made
+
     again = StillFaces(0)
     assert vectors(again, 0, *frame((powell, 200))) == [0]
     assert vectors(again, 200, *frame((powell, 200))) == [200]

@@ -99,7 +99,7 @@ def search_faces(
             matches = service.search_collection(collection, vector.vector, MAX_FACE_MATCHES, threshold)
             vector.matches = [service.face_match(collection, m) for m in matches]
         boxes = [face.detail.bounding_box for face in faces]
-        indexes = tracker.assign(t, boxes, [m.vector for m in made if m.vector is not None])
+        indexes = tracker.assign(t, boxes, [m.made for m in made])
         results = []
         for index, face, vector in sorted(zip(indexes, faces, made), key=lambda triple: triple[0]):
             person = {"BoundingBox": face.detail.bounding_box.to_rekognition(), "Face": face.detail.to_rekognition()}

@@ -52,6 +52,13 @@ class MadeVector:
     vector: np.ndarray | None = None
     matches: list[dict[str, Any]] | None = None  # its FaceMatches, as GetFaceSearch returns them
 
+    @property
+    def made(self) -> np.ndarray:
+        """The vector (an error if it is asked for before its frame's embedding was done)."""
+        if self.vector is None:
+            raise RuntimeError(f"the face vector of {self.made_ms} ms is not made yet")
+        return self.vector
+
 
 def look(rgb: np.ndarray, box: BoundingBox) -> np.ndarray:
     """The face's pixels as a grey 24 x 24 patch, zero mean and unit length, to compare looks by a dot product."""
