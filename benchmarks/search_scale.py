@@ -12,8 +12,8 @@ A second padding, measured in the same run (``--distractors``): augmented real f
 (benchmarks/augmented_faces.py), about 90,000 sface vectors of real eval photos flipped,
 cropped, blurred, darkened or brightened and JPEG-compressed, five variants a photo (the
 query photos left out), placed after the real LFW vectors and before the normal ones. A
-real gallery holds many photos of each person and near-copies: a query's best match then
-has near-ties, where an approximate index errs, which normal distractors never make.
+real gallery holds many photos of each person and near-copies, so a query's best match
+has near-ties, which normal distractors never make; docs/scale.md says how the index did.
 
 For each size, in one run: build time, memory, p50/p95 single-query latency (1,000
 queries, one at a time) and recall@1 and @10 against exact search, for
