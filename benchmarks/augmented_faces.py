@@ -113,7 +113,7 @@ def augmented_vectors(exclude: Iterable[Path] = (), threads: int = 2) -> np.ndar
     for first in range(0, len(sources), PART):
         path = folder / f"{first:06d}.npy"
         if not path.exists():
-            items = list(enumerate(sources))[first : first + PART]
+            items = list(zip(range(first, first + PART), sources[first : first + PART]))
             with ThreadPoolExecutor(threads) as pool:
                 made = [v for vectors in pool.map(lambda item: _vectors_of(engine, *item), items) for v in vectors]
             temporary = path.with_suffix(".tmp.npy")
