@@ -580,10 +580,10 @@ class RekognitionService:
 
     def associate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
-        collection = self.store.get_collection(collection_id)
-        token, kept = self._idempotent("AssociateFaces", request)
+        token, kept = self._idempotent("AssociateFaces", request)  # checks the collection exists
         if kept is not None:
             return self._first_response(kept) or self._association_replay(collection_id, user_id, request["FaceIds"])
+        collection = self.store.get_collection(collection_id)
         user = self.store.get_user(collection_id, user_id)
         threshold = request.get("UserMatchThreshold", DEFAULT_ASSOCIATE_THRESHOLD)
         wanted = list(dict.fromkeys(request["FaceIds"]))
@@ -651,11 +651,11 @@ class RekognitionService:
     def disassociate_faces(self, request: Request, caller: Caller) -> Response:
         collection_id, user_id = request["CollectionId"], request["UserId"]
         token, kept = self._idempotent("DisassociateFaces", request)
+        if kept is not None and (first := self._first_response(kept)) is not None:
+            return first
         user = self.store.get_user(collection_id, user_id)
         wanted = list(dict.fromkeys(request["FaceIds"]))
         found = {f.face_id: f for f in self.store.get_faces(collection_id, wanted)}
-        if kept is not None and (first := self._first_response(kept)) is not None:
-            return first
         if kept is not None:  # the first response was not kept: the faces of the request that are now no one's
             freed = [{"FaceId": f} for f in wanted if f in found and found[f].user_id is None]
             return {"DisassociatedFaces": freed, "UnsuccessfulFaceDisassociations": [], "UserStatus": user.status}

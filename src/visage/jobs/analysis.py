@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from visage.engine import Engine
-from visage.faces import Face, FaceDetail
+from visage.faces import BoundingBox, Face, FaceDetail
 from visage.jobs.still_faces import MadeVector, StillFaces, look
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import SampledFrame, Video
@@ -93,12 +93,13 @@ def search_faces(
         faces = service.analyze(collection, frame.image, "NONE", None, embed=False)
         return faces, [look(frame.image.rgb, face.detail.bounding_box) for face in faces]
 
-    def finish(t: int, faces: list[Face], made: list[MadeVector], embedding: Future[list[Face]]) -> FrameResults:
+    def finish(
+        t: int, faces: list[Face], boxes: list[BoundingBox], made: list[MadeVector], embedding: Future[list[Face]]
+    ) -> FrameResults:
         for vector, face in zip([m for m in made if m.made_ms == t], embedding.result()):
             vector.vector = face.embedded.vector
             matches = service.search_collection(collection, vector.vector, MAX_FACE_MATCHES, threshold)
             vector.matches = [service.face_match(collection, m) for m in matches]
-        boxes = [face.detail.bounding_box for face in faces]
         indexes = tracker.assign(t, boxes, [m.made for m in made])
         results = []
         for index, face, vector in sorted(zip(indexes, faces, made), key=lambda triple: triple[0]):
@@ -110,15 +111,22 @@ def search_faces(
     # A frame's new vectors are made on the threads while the next frames' faces are found; its
     # results are finished in time order, each frame after the vectors it keeps were made.
     with _frame_threads(settings.threads) as pool:
-        embedding: deque[tuple[int, list[Face], list[MadeVector], Future[list[Face]]]] = deque()
+        embedding: deque[tuple[int, list[Face], list[BoundingBox], list[MadeVector], Future[list[Face]]]] = deque()
         for frame, (faces, looks) in in_order(
             video.frames(settings.video_sample_rate), faces_of, pool, settings.threads
         ):
             t = frame.timestamp_ms
-            made = still.vectors(t, [face.detail.bounding_box for face in faces], looks)
+            boxes = [face.detail.bounding_box for face in faces]
+            made = still.vectors(t, boxes, looks)
             new = [face for face, m in zip(faces, made) if m.made_ms == t]
             embedding.append(
-                (t, faces, made, pool.submit(service.engine.embed_faces, frame.image, new, collection.face_model))
+                (
+                    t,
+                    faces,
+                    boxes,
+                    made,
+                    pool.submit(service.engine.embed_faces, frame.image, new, collection.face_model),
+                )
             )
             if len(embedding) > settings.threads:
                 yield finish(*embedding.popleft())
