@@ -45,8 +45,9 @@ KEPT_BAND_DRIFT = 0.1
 
 @pytest.mark.parametrize("model", MODEL_NAMES)
 def test_similarity_of_50_and_above_is_unchanged_from_the_published_maps(model: str) -> None:
-    """Grading the scale below 50 left every Similarity of 50 and above as it was published."""
-    published = json.loads(PUBLISHED.read_text())[model]
+    """Every Similarity of 50 and above is as the maps in force were published (refit on clean labels
+    on 2026-12-02; before, grading the scale below 50 had left the band of the maps before it)."""
+    published = json.loads(PUBLISHED.read_text())["band_from_50"][model]
     before = SimilarityMap(model, np.array(published["raw"]), np.array(published["similarity"]))
     now = SimilarityMap.load(model)
     assert now.metadata["face_model_version"] == published["face_model_version"]
@@ -116,8 +117,11 @@ def test_similarity_is_the_false_match_rate_on_the_knots(model: str) -> None:
         assert row["predicted_fmr"] == pytest.approx(fmr_for_similarity(row["similarity"]))
         assert mapping.raw_threshold(row["similarity"]) == pytest.approx(row["raw_threshold"], abs=2e-6)
         if row["predicted_fmr"] >= fmr:  # `fmr`: the last knot's, the lowest the data measure
-            # fitted on these pairs: the measured rate is the definition, to the interpolation between knots
-            assert row["observed_fmr"] == pytest.approx(row["predicted_fmr"], rel=0.1)
+            # fitted on these pairs: the measured rate is the definition, to the interpolation between
+            # knots; where they thin out (a few hundred pairs above), the pairs between two knots
+            # scatter by their count's Poisson noise: allow 2 standard deviations of it there.
+            tolerance = max(0.1, 2 / math.sqrt(row["predicted_fmr"] * row["impostor_pairs"]))
+            assert row["observed_fmr"] == pytest.approx(row["predicted_fmr"], rel=tolerance), row
         else:  # beyond the data the map is conservative: it never promises fewer false matches
             assert row["observed_fmr"] <= row["predicted_fmr"]
 
@@ -133,9 +137,10 @@ def _agrees(row: dict) -> bool:
     return 1 / CHECK_FACTOR <= row["observed_fmr"] / row["predicted_fmr"] <= CHECK_FACTOR
 
 
-# dlib misses the factor the other way at Similarity 97 (FMR 3e-6): 33 held-out false matches
-# where 70 are predicted (0.47x); its map promises more false matches than happen there
-# (conservative), as at every checked threshold (0.47x-0.72x). strict, like the one below.
+# dlib misses the factor the other way from Similarity 80 to 97 (FMR 2e-5 to 3e-6): 152 held-out
+# false matches where 331 are predicted at 80 (0.46x), down to 0.40x at 95; its map promises more
+# false matches than happen there (conservative), as at every checked threshold from 40 (0.40x-0.73x).
+# strict, like the one below.
 KNOWN_MISS_ABOVE_1E6 = {"dlib"}
 
 
@@ -145,7 +150,8 @@ def _models_failing(known: set[str], reason: str) -> list[object]:
 
 
 @pytest.mark.parametrize(
-    "model", _models_failing(KNOWN_MISS_ABOVE_1E6, "held-out FMR 0.47x the prediction at 3e-6 (see comment)")
+    "model",
+    _models_failing(KNOWN_MISS_ABOVE_1E6, "held-out FMR 0.40x-0.46x the prediction from 2e-5 to 3e-6 (see comment)"),
 )
 def test_heldout_check_holds_above_1e6(model: str) -> None:
     """Predicted and held-out FMR agree within the factor at every checked threshold above 1e-6."""
@@ -157,17 +163,16 @@ def test_heldout_check_holds_above_1e6(model: str) -> None:
         assert _agrees(row), row
 
 
-# The brief asks for agreement down to 1e-6. For sface and fusion the split fixed before any
-# result (seed 2024) misses it by a hair: 48 and 47 held-out false matches where 23 are
-# predicted, from 14 and 13 pairs of people. About 35 of them are LFW labelling errors: a
-# photo of Abdullah Gul filed as Recep Tayyip Erdogan (19 or 18 pairs), and one person under
-# two names (Joseph/Sepp Blatter, Choi Sung-hong/Sung Hong Choi, Mireya (Elisa) Moscoso).
-# docs/accuracy.md shows this and four more splits. strict: a refit that passes must say so here.
-KNOWN_MISS_AT_1E6 = {"sface", "fusion"}
+# The brief asks for agreement down to 1e-6. Refit on clean labels with at most 20 photos per
+# person, sface and fusion hold it on the split fixed before any result (seed 2024: 24 and 26
+# held-out false matches at Similarity 99 where 17 are predicted, 1.45x and 1.57x), and on 3 of
+# the 4 other splits
+# (docs/accuracy.md). dlib misses it on the safe side, as above: 8 where 17 are predicted (0.48x).
+KNOWN_MISS_AT_1E6 = {"dlib"}
 
 
 @pytest.mark.parametrize(
-    "model", _models_failing(KNOWN_MISS_AT_1E6, "held-out FMR at 1e-6 is 2.0x-2.1x the prediction (see comment)")
+    "model", _models_failing(KNOWN_MISS_AT_1E6, "held-out FMR at 1e-6 is 0.48x the prediction (see comment)")
 )
 def test_heldout_check_holds_at_1e6(model: str) -> None:
     (row,) = [r for r in _heldout_rows(model) if r["predicted_fmr"] == pytest.approx(CHECK_DOWN_TO)]

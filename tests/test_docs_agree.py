@@ -14,6 +14,7 @@ from pathlib import Path
 
 from visage.config import Settings
 from visage.engine.registry import MODEL_NAMES
+from visage.engine.similarity import SimilarityMap
 from visage.evaluation.accuracy.report import label_noise_section, users_section
 from visage.evaluation.published import Sources, stale_blocks
 
@@ -43,7 +44,7 @@ def test_the_accuracy_doc_says_what_several_photos_per_person_measured() -> None
 
 
 def test_the_accuracy_doc_says_what_the_held_out_checks_failures_come_from() -> None:
-    section = label_noise_section(SOURCES)
+    section = label_noise_section(SOURCES, {m: SimilarityMap.load(m) for m in MODEL_NAMES})
     assert "photos per person" in section and "look-alike relatives" in section
     assert section in (ROOT / "docs" / "accuracy.md").read_text(), f"docs/accuracy.md is stale: {RERUN}"
     readme = (ROOT / "README.md").read_text()

@@ -67,7 +67,7 @@ def write_accuracy_doc(
             users_section(sources),
             _thresholds(maps, results),
             _heldout(maps),
-            label_noise_section(sources),
+            label_noise_section(sources, maps),
             _highest(maps),
             _fusion(fusion, sources),
             _method(maps),
@@ -121,6 +121,20 @@ other groups can be higher than the ones measured here (see the bias audit).
 """
 
 
+def labels_in_fit(meta: dict[str, Any]) -> str:
+    """What a map's pairs were drawn from: which face of each image, which labels, how many photos
+    of each person (maps fitted before these were recorded: every image's central face, as labelled)."""
+    labels = meta.get("labels", {"face": "the face nearest the centre of each image", "photos_per_person": "all"})
+    corrections = [
+        f"{len(labels['same_people'])} people filed under two names counted once" if labels.get("same_people") else "",
+        f"{len(labels['left_out'])} photos filed under a wrong name left out" if labels.get("left_out") else "",
+    ]
+    cleaned = "; ".join(c for c in corrections if c) or "labels as given"
+    per_person = labels["photos_per_person"]
+    photos = "every photo of each person" if per_person == "all" else f"at most {per_person} photos of each person"
+    return f"{labels['face']}; {cleaned}; {photos}"
+
+
 def _in_force(maps: dict[str, SimilarityMap], own_map: Path | None) -> str:
     rows = []
     for model, mapping in maps.items():
@@ -136,7 +150,7 @@ def _in_force(maps: dict[str, SimilarityMap], own_map: Path | None) -> str:
         rows.append(
             f"| {model} | {source} | {mapping.fitted_on} | {mapping.metadata.get('fitted', '?')} | "
             f"{mapping.metadata.get('people_with_a_face', mapping.metadata.get('people', '?')):,} | {measured} | "
-            f"{scale} |"
+            f"{scale} | {labels_in_fit(mapping.metadata)} |"
         )
     return f"""
 ## The maps in force
@@ -148,8 +162,8 @@ uses the shipped maps unless it is started with `--similarity-map FILE`
 --similarity-map FILE` writes this page for that map. Every rate on this page
 holds for the population its map was fitted on.
 
-| Face model | Map | Fitted on | Fitted | People | FMR measured down to | Below Similarity {LINEAR_FROM:g} |
-|---|---|---|---|---|---|---|
+| Face model | Map | Fitted on | Fitted | People | FMR measured down to | Below Similarity {LINEAR_FROM:g} | Pairs from |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 """
 
@@ -384,10 +398,11 @@ def _thresholds(maps: dict[str, SimilarityMap], results: dict[str, Any]) -> str:
 ## Thresholds: false matches and false non-matches
 
 At each Similarity threshold, per face model: the raw cosine it corresponds to;
-the FMR measured on every pair of different people in LFW, with the number of
+the FMR measured on every pair of different people the map was fitted on (LFW, with
+the labels and photos of "Pairs from" above), with the number of
 false matches (and, where counted, how many different pairs of people they come
 from); and the FNMR, the share of same-person pairs scoring below the threshold,
-over every same-person pair of LFW (dominated by the people with many photos)
+over the same-person pairs of those photos
 and over the 3,000 same-person pairs of `pairs.txt` (one pair per draw, closer
 to a typical person). The maps are fitted on these same pairs, so the measured
 FMR agrees with the definition by construction; the next section checks it on
@@ -424,9 +439,10 @@ people the fit never saw.
     return "".join(parts)
 
 
-def label_noise_section(sources: Sources) -> str:
+def label_noise_section(sources: Sources, maps: dict[str, SimilarityMap]) -> str:
     """What the held-out check's failures come from: LFW's labels cleaned, then at most a few photos
-    per person (``benchmarks/label_cleaning.py``'s results; "" without them)."""
+    per person (``benchmarks/label_cleaning.py``'s results; "" without them), and whether ``maps``
+    are fitted that way."""
     if sources.label_cleaning is None or not sources.label_cleaning.exists():
         return ""
     data = json.loads(sources.label_cleaning.read_text())
@@ -447,6 +463,15 @@ def label_noise_section(sources: Sources) -> str:
             f"labelled and {sum(s['passed'] for s in capped_other)} of 5 clean with at most "
             f"{other['photos_per_person']} photos per person, in benchmarks/results/{path.with_suffix('.md').name}"
         )
+    capped = [
+        m for m, s in maps.items() if s.metadata.get("labels", {}).get("photos_per_person") == data["photos_per_person"]
+    ]
+    fitted_so = (
+        f"The maps in force for {', '.join(capped)} are fitted this way (`visage eval calibrate --install --refit-from-50`"
+        " rewrites the shipped ones)"
+        if capped
+        else "The maps in force are not fitted this way"
+    )
     worst = max(clean, key=lambda s: s["false_matches"]["80.0"])
     a, b, n = worst["largest_people_pairs_at_80"][0]
     seeds = " | ".join(f"split {s['seed']}" for s in clean)
@@ -470,11 +495,10 @@ photographs most and their look-alike relatives. In split {worst["seed"]}, {n:,}
 {a.replace("_", " ")}'s and {b.replace("_", " ")}'s photos; George W Bush alone has 530 photos.
 Whichever half holds such a family decides the rate. With at most
 {data["photos_per_person"]} photos of each person the check holds on
-{sum(s["passed"] for s in variants[data["capped_variant"]])} of 5 splits{" (" + "; ".join(others) + ")" if others else ""}. The shipped maps are still
-the fits on every LFW image as labelled (`visage eval calibrate --raw-labels
---photos-per-person 0` reproduces them); `visage eval calibrate` now fits on clean labels
-and at most {data["photos_per_person"]} photos per person by default, for a map of your own
-population too. A gallery with many photos of a few people and of their relatives will
+{sum(s["passed"] for s in variants[data["capped_variant"]])} of 5 splits{" (" + "; ".join(others) + ")" if others else ""}. {fitted_so};
+`visage eval calibrate` fits on clean labels and at most {data["photos_per_person"]} photos per person by
+default, for a map of your own population too, and `--raw-labels --photos-per-person 0`
+fits on every LFW image as labelled. A gallery with many photos of a few people and of their relatives will
 see more false matches than the rates above promise.
 """
 
@@ -620,7 +644,8 @@ and {costs["dlib"]} ms for dlib (the same benchmark run as the table above).
 
 def _method(maps: dict[str, SimilarityMap]) -> str:
     rows = [
-        f"| {m} | {s.metadata['images']:,} | {s.metadata['images_without_face']} | {s.metadata['fitted']} |"
+        f"| {m} | {s.metadata['images']:,} | {s.metadata['images_without_face']} | {s.metadata['fitted']} | "
+        f"{labels_in_fit(s.metadata)} |"
         for m, s in maps.items()
     ]
     above = [f"- **{m}**: {s.metadata['extrapolation']}." for m, s in maps.items()]
@@ -629,8 +654,8 @@ def _method(maps: dict[str, SimilarityMap]) -> str:
 ## How the maps are fitted
 
 Genuine pairs are every pair of images of the same person, impostor pairs every
-pair of images of different people, over all of LFW. Each image contributes the
-face nearest its centre; images where no face is found are left out of the fit
+pair of images of different people, over LFW's images as each map's "Pairs from" says
+(its table below repeats it). Images where no face is found are left out of the fit
 (listed in the map's metadata). The map's knots sit at empirical quantiles of the
 impostor scores, ten per decade of FMR from {FIRST_LEVEL_FMR:.2f} down to the last level with at least
 {MIN_EVENTS} impostor pairs above it (cosine -1 is FMR 1, Similarity 0); between knots log FMR is
@@ -647,8 +672,8 @@ fit the band below (`visage eval calibrate --refit-from-50` refits the band too)
 
 {chr(10).join(kept) or "- none of the maps in force was refit this way."}
 
-| Face model | Images | Without a face | Fitted |
-|---|---|---|---|
+| Face model | Images | Without a face | Fitted | Pairs from |
+|---|---|---|---|---|
 {chr(10).join(rows)}
 """
 
