@@ -58,7 +58,7 @@ def test_the_accuracy_doc_says_what_the_held_out_checks_failures_come_from() -> 
 def test_the_readme_says_what_99_costs_next_to_the_advice_to_use_it() -> None:
     readme = (ROOT / "README.md").read_text()
     advice = readme.index("Use high\nthresholds (99)")
-    cost = readme.index("What 99 costs (sface on LFW): it misses ")
+    cost = readme.index("What 99 costs (sface on LFW, at most 20 photos of each person): it misses ")
     assert 0 < cost - advice < 400
     assert "per person (averaged over" in readme[cost : cost + 400]
 

@@ -2,8 +2,9 @@
 
 Advice to use a threshold of 99 comes with its price: the share of same-person
 pairs that score below 99, on LFW. Two figures, since they differ: over every
-same-person pair of LFW (the calibration's count, kept in the face model's
-Similarity map, where people with many photos weigh most), and per person (each
+same-person pair the calibration counted (kept in the face model's Similarity
+map: LFW's photos as the map's labels say, at most so many of each person, where
+people with more photos weigh more), and per person (each
 person's share of missed pairs, averaged over people, from the bias audit's
 ``audit.json``). Beside it, what Rekognition's default of 80 lets through: the
 share of pairs of different people that score 80 or more, also from the map.
@@ -37,6 +38,8 @@ class ThresholdCost:
     #: (the bias audit's figure); None without an audit of this model.
     missed_per_person: float | None = None
     people: int | None = None
+    #: The most photos of one person the map's pairs were drawn from ("all": no limit).
+    photos_per_person: int | str = "all"
 
     @property
     def missed(self) -> float:
@@ -53,8 +56,9 @@ class ThresholdCost:
             if self.missed_per_person is None
             else f", {100 * self.missed_per_person:.1f} % per person (averaged over {self.people:,} people)"
         )
+        photos = "" if self.photos_per_person == "all" else f", at most {self.photos_per_person} photos of each person"
         return (
-            f"What {self.strict:g} costs ({self.model} on LFW): it misses {100 * self.missed:.1f} % of same-person "
+            f"What {self.strict:g} costs ({self.model} on LFW{photos}): it misses {100 * self.missed:.1f} % of same-person "
             f"pairs ({self.missed_pairs:,} of {self.genuine_pairs:,}){per_person}; {self.lenient:g}, Rekognition's "
             f"default, lets through 1 pair of different people in {one_in(self.let_through)} "
             f"({self.false_matches:,} of {self.impostor_pairs:,})."
@@ -64,7 +68,8 @@ class ThresholdCost:
 def threshold_cost(model: str = "sface", audit: Path | None = None) -> ThresholdCost:
     """The cost of 99 and of 80 for ``model``: from its shipped Similarity map, and per person from
     the bias audit's ``audit.json`` at ``audit`` (if given and of this model)."""
-    rows = {float(row["similarity"]): row for row in SimilarityMap.load(model).metadata["table"]}
+    metadata = SimilarityMap.load(model).metadata
+    rows = {float(row["similarity"]): row for row in metadata["table"]}
     strict, lenient = rows[STRICT], rows[LENIENT]
     per_person = _per_person(json.loads(audit.read_text()), model) if audit is not None else None
     return ThresholdCost(
@@ -77,6 +82,7 @@ def threshold_cost(model: str = "sface", audit: Path | None = None) -> Threshold
         impostor_pairs=int(lenient["impostor_pairs"]),
         missed_per_person=per_person[0] if per_person else None,
         people=per_person[1] if per_person else None,
+        photos_per_person=metadata.get("labels", {}).get("photos_per_person", "all"),
     )
 
 

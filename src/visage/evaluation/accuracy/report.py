@@ -604,10 +604,13 @@ At the strictest thresholds the false matches are few enough to look at. These
 are the highest-scoring pairs LFW labels as different people, per model. Looked
 at by eye, most of them are not false matches at all but errors in LFW's labels:
 one person filed under two spellings of a name, a photo filed under the wrong
-person, or the same news photo filed twice; some are twins or siblings. They are
-kept in the fit: removing them would mean trusting the face model to judge its
-own mistakes. Their effect is to make the strictest thresholds stricter than
-they need be, which errs on the side of fewer false matches.
+person, or the same news photo filed twice; some are twins or siblings. A map fitted
+on clean labels leaves out only the errors `visage/data/lfw_labels.json` lists, each
+with evidence from outside the face model (a name, a caption, the same photo under two
+names); the pairs listed here are what remains, and they stay in the fit: removing them
+on the model's word would mean trusting it to judge its own mistakes. Their effect is to
+make the strictest thresholds stricter than they need be, which errs on the side of
+fewer false matches.
 """
     ]
     for model, mapping in maps.items():
