@@ -98,9 +98,9 @@ def _vectors_of(engine: Engine, index: int, path: Path) -> list[np.ndarray]:
     return made
 
 
-def augmented_vectors(exclude: Iterable[Path] = (), threads: int = 2) -> np.ndarray:
-    """The set's sface vectors (float32, unit length, one row each), made once and then read from the cache."""
-    sources = source_photos(exclude)
+def augmented_vectors(sources: list[Path], threads: int = 2) -> np.ndarray:
+    """The sface vectors of the variants of ``sources`` (:func:`source_photos`; float32, unit length, one
+    row each), made once and then read from the cache."""
     engine = Engine()
     key = hashlib.sha1(
         repr((RECIPE, VARIANTS, engine.face_model("sface").version, code_digest(), [str(p) for p in sources])).encode()
@@ -129,5 +129,6 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from search_scale import query_photos
 
-    made = augmented_vectors(query_photos())
-    print(f"{len(made):,} vectors from {len(source_photos(query_photos())):,} photos")
+    sources = source_photos(query_photos())
+    made = augmented_vectors(sources)
+    print(f"{len(made):,} vectors from {len(sources):,} photos")

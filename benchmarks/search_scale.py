@@ -462,9 +462,10 @@ def main() -> None:
     if "augmented" in args.distractors:
         from augmented_faces import augmented_vectors, source_photos
 
-        near_copies = augmented_vectors(photos)
+        sources = source_photos(photos)
+        near_copies = augmented_vectors(sources)
         results["augmented_vectors"] = len(near_copies)
-        results["augmented_source_photos"] = len(source_photos(photos))
+        results["augmented_source_photos"] = len(sources)
     for distractor_set in args.distractors:
         copies = near_copies if distractor_set == "augmented" else None
         key = "sizes" if distractor_set == "normal" else "sizes_augmented"

@@ -166,8 +166,8 @@ def test_heldout_check_holds_above_1e6(model: str) -> None:
 # The brief asks for agreement down to 1e-6. Refit on clean labels with at most 20 photos per
 # person, sface and fusion hold it on the split fixed before any result (seed 2024: 24 and 26
 # held-out false matches at Similarity 99 where 17 are predicted, 1.45x and 1.57x), and on 3 of
-# the 4 other splits
-# (docs/accuracy.md). dlib misses it on the safe side, as above: 8 where 17 are predicted (0.48x).
+# the 4 other splits (docs/accuracy.md). dlib misses it on the safe side, as above: 8 where 17
+# are predicted (0.48x).
 KNOWN_MISS_AT_1E6 = {"dlib"}
 
 
