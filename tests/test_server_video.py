@@ -34,6 +34,15 @@ from .videos import passing_walkers, walk_frames, write_h264
 BUCKET = "videos"
 #: Lin-Manuel Miranda is on screen from about 2.8 s to 7.0 s (measured by hand).
 ON_SCREEN = (2800, 7010)
+#: He is also on screen in the clip's opening wide shot, up to the cut at about 0.7 s: small (his
+#: face about 38 px wide), singing on the stage in the suit and with the microphone of the close-up
+#: (checked by eye on the frames at 0, 200, 400 and 600 ms). The pianist comes after the cut.
+WIDE_SHOT = (0, 700)
+
+
+def lin_on_screen(t: int) -> bool:
+    """Whether Lin-Manuel Miranda is on screen at ``t`` ms, in the close-up or the wide shot."""
+    return any(start <= t <= end for start, end in (ON_SCREEN, WIDE_SHOT))
 
 
 def wait_for(get: Callable[..., dict[str, Any]], job_id: str, timeout: float = 900, **kwargs: Any) -> dict[str, Any]:
@@ -138,7 +147,7 @@ def test_face_search_finds_lin_manuel_miranda_while_he_is_on_screen(
     assert len(on_screen) == 22  # every sampled frame of 2.8-7.0 s has a face
     found = lin_found(persons, face_id, 80)
     assert [t for t in found if ON_SCREEN[0] <= t <= ON_SCREEN[1]] == on_screen  # he is found in each of them
-    assert all(ON_SCREEN[0] <= t <= ON_SCREEN[1] for t in lin_found(persons, face_id, 99))  # nowhere else above 99
+    assert all(lin_on_screen(t) for t in lin_found(persons, face_id, 99))  # nowhere else above 99
     match = next(m for p in persons for m in p["FaceMatches"])
     assert (
         match["Face"]["ExternalImageId"] == "lin-manuel-miranda"
@@ -183,7 +192,7 @@ def test_face_search_through_an_aws_cli_polling_loop(
     assert result["JobStatus"] == "SUCCEEDED"
     on_screen = [t for t in lin_found(result["Persons"], face_id, 80) if ON_SCREEN[0] <= t <= ON_SCREEN[1]]
     assert on_screen[0] == 2803 and on_screen[-1] == 7007 and len(on_screen) == 22
-    assert all(ON_SCREEN[0] <= t <= ON_SCREEN[1] for t in lin_found(result["Persons"], face_id, 99))
+    assert all(lin_on_screen(t) for t in lin_found(result["Persons"], face_id, 99))
 
 
 def test_face_detection_pages_every_sampled_frame_with_a_face_in_time_order(

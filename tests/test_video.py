@@ -19,7 +19,7 @@ from visage.engine import Engine
 from visage.errors import InvalidParameterException, VideoTooLargeException
 from visage.faces import BoundingBox
 from visage.jobs.still_faces import SAME_LOOK, StillFaces, look
-from visage.jobs.tracker import FaceTracker
+from visage.jobs.tracker import CONTINUE_SIMILARITY, REIDENTIFY_SIMILARITY, FaceTracker
 from visage.jobs.video import BrokenVideo, Video
 from visage.store.base import JobResult
 
@@ -197,6 +197,10 @@ def box(left: float, top: float = 0.1) -> BoundingBox:
     return BoundingBox(left=left, top=top, width=0.1, height=0.2)
 
 
+def cosine(u: np.ndarray, v: np.ndarray) -> float:
+    return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+
 def test_faces_of_one_frame_never_share_an_index(engine: Engine) -> None:
     tracker = FaceTracker(engine.similarity_map("sface"))
     same = np.eye(128, dtype=np.float32)[0]
@@ -207,11 +211,16 @@ def test_faces_of_one_frame_never_share_an_index(engine: Engine) -> None:
 
 
 def test_a_later_person_merges_only_with_one_gone_before_they_came(engine: Engine) -> None:
-    tracker = FaceTracker(engine.similarity_map("sface"))
+    similarity = engine.similarity_map("sface")
+    tracker = FaceTracker(similarity)
+    reidentify, carry_on = (similarity.raw_threshold(s) for s in (REIDENTIFY_SIMILARITY, CONTINUE_SIMILARITY))
     rng = np.random.default_rng(3)
     a, b, c, d = (v / np.linalg.norm(v) for v in rng.standard_normal((4, 128)).astype(np.float32))
-    hidden = (a + 3 * d) / np.linalg.norm(a + 3 * d)  # A half hidden: a cosine of about 0.4 to A
-    better = (hidden + 0.2 * a) / np.linalg.norm(hidden + 0.2 * a)  # about 0.55: below re-identification
+    hidden = (a + 3 * d) / np.linalg.norm(a + 3 * d)  # A half hidden: a cosine of about 0.3 to A
+    # Better seen, but still short of re-identifying A: halfway from the hidden face's cosine to A's bar
+    weight = next(w for w in np.linspace(0, 1, 1001) if cosine(hidden + w * a, a) >= (hidden @ a + reidentify) / 2)
+    better = (hidden + weight * a) / np.linalg.norm(hidden + weight * a)
+    assert better @ a < reidentify and better @ hidden >= carry_on  # what the steps below rest on
     assert tracker.assign(0, [box(0.1)], [a]) == [0]
     assert tracker.assign(2000, [box(0.6)], [hidden]) == [1]  # A gone, a new face
     assert tracker.assign(2200, [box(0.61)], [better]) == [1]
