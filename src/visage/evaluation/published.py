@@ -94,7 +94,8 @@ def _face_models(sources: Sources) -> str:
             *rows,
             "",
             "Accuracy: LFW View 2, `visage eval lfw` (docs/accuracy.md); missed at "
-            f"{STRICT:g}: every same-person pair of LFW, from the model's Similarity map; embedding time: "
+            f"{STRICT:g}: the same-person pairs of LFW its Similarity map was fitted on (docs/accuracy.md, "
+            '"Pairs from"); embedding time: '
             f"{sources.images_timed()}, and memory: what a process gains by loading the model, both "
             "`benchmarks/engine_speed.py` (docs/performance.md).",
         ]
