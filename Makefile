@@ -57,13 +57,14 @@ benchmark-console: $(STAMP)
 	$(BIN)/python benchmarks/console.py
 
 # Every published figure, rewritten from a fresh run: the fusion weight and Similarity maps that
-# ship (--install), the LFW results, the bias audit and the gallery in docs/, the engine benchmark and
+# ship (--install), the LFW and CFP results, the bias audit and the gallery in docs/, the engine benchmark and
 # users of one face against five, then docs/accuracy.md and the generated blocks of README.md and
 # docs/engine.md. Hours of CPU.
 figures: $(STAMP)
 	$(BIN)/visage eval fusion-weight --install
 	$(BIN)/visage eval calibrate --install
 	for model in sface dlib fusion; do $(BIN)/visage eval lfw --model $$model --out docs/accuracy || exit 1; done
+	for model in sface dlib fusion; do $(BIN)/visage eval cfp --model $$model --out docs/accuracy || exit 1; done
 	$(BIN)/visage audit --out docs/bias-audit --markdown docs/bias-audit.md
 	$(BIN)/visage eval gallery --out docs/gallery --markdown docs/gallery.md
 	$(BIN)/visage eval attributes --out docs

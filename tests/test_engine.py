@@ -241,6 +241,18 @@ def test_two_people(engine: Engine, eval_data: Path) -> None:
     assert len(engine.detect_faces(image.read_bytes())) == 2
 
 
+@pytest.mark.parametrize("photo", ["010/frontal/05.jpg", "181/profile/01.jpg"])
+def test_a_face_that_fills_the_frame_is_found(engine: Engine, eval_data: Path, photo: str) -> None:
+    """CFP close-ups that YuNet's pyramid alone misses (checked with the close-up pass
+    taken out): the bordered pass finds the one face, and it fills most of the image."""
+    image = (eval_data / "cfp_half" / "Data" / "Images" / photo).read_bytes()
+    faces = engine.detect_faces(image)
+    assert len(faces) == 1
+    box = faces[0].bounding_box
+    assert box.width * box.height > 0.6
+    assert all(-0.05 < m.x < 1.05 and -0.05 < m.y < 1.05 for m in faces[0].landmarks)
+
+
 def test_compare_faces_quality_filter_drops_faces_in_both_images(engine: Engine, portraits: Path) -> None:
     group = (portraits / "solvay_conference_1927.jpg").read_bytes()
     everyone = engine.compare_faces(group, group, threshold=0)

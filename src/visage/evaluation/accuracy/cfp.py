@@ -11,7 +11,8 @@ pairs at once (1,750 different-person pairs: at most one false accept).
 
 Each image is embedded with the face nearest its centre. An image where no face is
 found, or that the engine refuses (smaller than 80 px on a side), gets no vector, and
-its pairs score -1: they count as misses, never dropped.
+its pairs score -1: they count as misses, never dropped. The results name both kinds
+(the refused ones by the sizes ``labels.csv`` gives).
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ def fold_accuracy(scores: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> 
     }
 
 
+def small_images(folder: Path, min_side: int) -> set[str]:
+    """The images (paths relative to ``folder``) that ``labels.csv`` says are under ``min_side`` px on a side."""
+    with (folder / "labels.csv").open(newline="") as handle:
+        return {r["path"] for r in csv.DictReader(handle) if min(int(r["width"]), int(r["height"])) < min_side}
+
+
 def limited(pairs: list[CfpPair], limit: int | None) -> list[CfpPair]:
     """The first ``limit`` same and ``limit`` different pairs of each fold (all of them if None)."""
     if limit is None:
@@ -90,6 +97,7 @@ def run_cfp(
     pairs = {protocol: limited(read_cfp_pairs(folder, protocol), limit) for protocol in PROTOCOLS}
     paths = sorted({folder / p for protocol in pairs.values() for pair in protocol for p in (pair.left, pair.right)})
     faces = embed_images(engine, paths, model)
+    small = small_images(folder, engine.settings.min_image_side)
     result: dict[str, Any] = {
         "model": model,
         "face_model_version": engine.face_model(model).version,
@@ -97,6 +105,7 @@ def run_cfp(
         "images": len(paths),
         "limit": limit,
         "images_without_face": sorted(str(p.relative_to(folder)) for p, f in faces.items() if f is None),
+        "images_refused": sorted(str(p.relative_to(folder)) for p in faces if str(p.relative_to(folder)) in small),
         "protocols": {},
         "generated": date.today().isoformat(),
     }

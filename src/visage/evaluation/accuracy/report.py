@@ -317,7 +317,9 @@ def _pose(cfp: dict[str, Any]) -> str:
             cells.append(f"{100 * tar['tar']:.2f} %" + ("" if tar["resolvable"] else " (n/r)"))
         cells.append(f"{len(r['images_without_face'])} of {r['images']:,}")
         rows.append(f"| {model} | {r['face_model_version']} | " + " | ".join(cells) + " |")
-    folds = ", ".join(map(str, next(iter(cfp.values()))["protocols"]["FF"]["accuracy"]["folds"]))
+    first = next(iter(cfp.values()))
+    folds = ", ".join(map(str, first["protocols"]["FF"]["accuracy"]["folds"]))
+    missing, refused = len(first["images_without_face"]), len(first.get("images_refused", []))
     return f"""
 ## Across pose: CFP frontal-frontal and frontal-profile
 
@@ -328,8 +330,12 @@ pairs each; the people of one fold appear in no other); each fold's threshold is
 on the other folds (`visage eval cfp`). An image where no face is found, or that is
 refused (smaller than 80 px), scores -1 and counts as a miss. TAR at FAR 1e-3 is over
 all of a protocol's pairs (1,750 different-person pairs: at most one false accept).
-Flip averaging (a face's vector added to its mirror image's) was measured on the same
-pairs by `benchmarks/flip_averaging.py` (docs/performance.md).
+Of the {missing} images without a face, {refused} are refused (under 80 px on a side, as
+Rekognition refuses them) and {missing - refused} hold a face the detector does not find; a face
+that fills the whole frame is looked for once more with a black border around the image
+(docs/engine.md). Other ways to use sface on turned faces (flip averaging, alignment
+without the nose tip, averaging the vectors of several crops) were measured on the same
+pairs by `benchmarks/pose_variants.py` (docs/performance.md).
 
 | Face model | Version | FF accuracy | FP accuracy | FF TAR at FAR 1e-3 | FP TAR at FAR 1e-3 | Images without a face |
 |---|---|---|---|---|---|---|
