@@ -1,11 +1,14 @@
 """EyeDirection: where the eyes look relative to the head, from MediaPipe's iris landmark model.
 
-Each eye is cut from the image around YuNet's eye point, as a square turned so that the line
-between the two eyes is level, and resized to the 64 x 64 RGB crop (values 0-1) that MediaPipe
-Iris takes; the eye on the image's right is mirrored, since the model reads eyes seen like the
-one on the image's left. The model returns the eye's contour (71 points, the corners among them)
-and the iris (5 points, its centre first) in crop pixels. Both eyes of every gated face run in
-one batch (about 2 ms an eye on one core).
+Each eye is cut from the image the way MediaPipe cuts it: a square on the midpoint of the
+eye's corners (dlib's 68 points), 2.3 times the corner distance on a side, turned so that the
+eyes are level, resized to the model's 64 x 64 RGB input (values 0-1); the eye on the image's
+right is mirrored, since the model reads eyes seen like the one on the image's left. The model
+returns the eye's contour (71 points, the corners among them) and the iris (5 points, its
+centre first) in crop pixels. Both eyes of every gated face run in one batch (about 2 ms an
+eye on one core). YuNet's five eye points proved too rough to cut by (off by a fifth of the
+distance between the eyes on small faces), so, like EyesOpen, the attribute needs the 68-point
+landmarks and is left out when Visage runs on YuNet's five points.
 
 The gaze is read inside the eye, so the head's pose does not enter it: the iris centre's offset
 from the midpoint of the eye corners, over the corner distance, across (towards the image's
@@ -14,8 +17,9 @@ left-right bias of the model). Offsets become angles on a round-eye model: the i
 circle whose radius is :data:`IRIS_RADIUS` of the corner distance (adult eyes: corners about
 28 mm apart, the iris centre about 10 mm from the eye's centre of rotation), so an offset o
 reads as asin(o / radius) after the rest offsets of eyes looking at the camera (fitted on hand
-labels, :data:`GAZE`) are taken off. Signs follow Visage's Pose: Yaw > 0 when the eyes look
-towards the image's right, Pitch > 0 when they look up.
+labels, :data:`GAZE`) are taken off. No labelled angles were available, so the degrees rest on
+that model; the directions they name were measured (docs/engine.md). Signs follow Visage's
+Pose: Yaw > 0 when the eyes look towards the image's right, Pitch > 0 when they look up.
 
 Confidence is 100 when the two eyes agree and falls as their separate angles part:
 100 * exp(-d / :data:`AGREEMENT_SCALE`), d the angle between the left and right eye's estimates.
@@ -141,7 +145,7 @@ class IrisModel:
             out = self._session.run(None, {self._input: crops})[0]
         points = np.asarray(out, dtype=np.float64).reshape(len(crops), -1, 3)
         return [
-            EyeOffsets(*zip(*(_offset(points[2 * i + side], mirrored=side == 1) for side in (0, 1))))  # type: ignore[arg-type]
+            EyeOffsets(*zip(*(_offset(points[2 * i + side], mirrored=side == 1) for side in (0, 1))))
             for i in range(len(boxes))
         ]
 
