@@ -40,8 +40,8 @@ browser:
 
 # Formatting, lint and types; `make test` runs these first.
 lint: $(STAMP)
-	$(BIN)/ruff format --check src tests benchmarks
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks tools
+	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/mypy
 
 # Mutation testing of service.py, quality.py, protocol.py, sigv4.py and similarity.py against

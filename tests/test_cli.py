@@ -39,11 +39,12 @@ def test_detect_tables_fit_80_columns_and_name_every_attribute(portraits: Path) 
     assert f"{solvay}: 29 faces" in result.stdout.splitlines()  # the file name whole, on a line of its own
     for header in ("box (left,top,width,height)", "confidence", "roll/yaw/pitch", "bright/sharp"):
         assert header in result.stdout
-    for header in ("age", "gender", "smile", "eyes open", "mouth open"):
+    for header in ("age", "gender", "smile", "eyes open", "mouth open", "gaze"):
         assert re.search(rf"(^|\s){header}(\s|$)", result.stdout, re.M), header
     rows = [line.split() for line in result.stdout.splitlines() if re.match(r"\s*29\s", line)]
     assert len(rows) == 2  # face 29 in both tables, every cell present
-    assert len(rows[1]) == 1 + 1 + 2 + 2 + 2 + 2  # #, age, gender, smile, eyes open, mouth open
+    # #, age, gender, smile, eyes open, mouth open; gaze is blank: face 29, the smallest, is under 80 px
+    assert len(rows[1]) == 1 + 1 + 2 + 2 + 2 + 2
     assert "add --attributes" not in result.stdout
 
 
@@ -51,9 +52,9 @@ def test_detect_without_attributes_says_how_to_get_them(portraits: Path) -> None
     result = visage("detect", str(portraits / "person_a_1.jpg"))
     assert result.returncode == 0, result.stderr
     assert_fits_80_columns(result.stdout, portraits)
-    assert "age, gender, smile, eyes open, mouth open: add --attributes ALL to get them" in result.stdout
+    assert "age, gender, smile, eyes open, mouth open, gaze: add --attributes ALL" in result.stdout
     smile = visage("detect", str(portraits / "person_a_1.jpg"), "--attributes", "smile,mouth_open")
-    assert "age, gender, eyes open: add --attributes ALL" in smile.stdout
+    assert "age, gender, eyes open, gaze: add --attributes ALL" in smile.stdout
     assert re.search(r"^\s*1\s+(yes|no) \d+\s+(yes|no) \d+\s*$", smile.stdout, re.M), smile.stdout
 
 

@@ -108,7 +108,7 @@ class TestAstronaut:
 
     def test_unsupported_attributes_are_left_out(self, face: FaceDetail) -> None:
         shape = face.to_rekognition()
-        for absent in ("Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded", "EyeDirection"):
+        for absent in ("Emotions", "Eyeglasses", "Sunglasses", "Beard", "Mustache", "FaceOccluded"):
             assert absent not in shape
         assert {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "AgeRange", "Gender"} <= shape.keys()
 

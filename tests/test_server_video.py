@@ -215,6 +215,7 @@ def test_face_detection_pages_every_sampled_frame_with_a_face_in_time_order(
     for item in faces:
         face = item["Face"]
         assert {"AgeRange", "Gender", "EyesOpen", "MouthOpen", "Smile", "Pose", "Quality"} <= set(face)
+        assert "EyeDirection" not in face  # images only, as in Rekognition
         assert len(face["Landmarks"]) == 30
     whole = rekognition.get_face_detection(JobId=job_id, MaxResults=5000)  # over 1000 asks for 1000
     assert whole["Faces"] == faces and "NextToken" not in whole

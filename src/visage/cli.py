@@ -143,6 +143,7 @@ ATTRIBUTE_COLUMNS = {
     "SMILE": "smile",
     "EYES_OPEN": "eyes open",
     "MOUTH_OPEN": "mouth open",
+    "EYE_DIRECTION": "gaze",
 }
 
 
@@ -234,8 +235,8 @@ def _print_faces(path: str, faces: list[Any], attributes: list[str], has_68_poin
         )
     out.print(table)
     asked = set(ATTRIBUTE_COLUMNS) if "ALL" in attributes else set(attributes) & set(ATTRIBUTE_COLUMNS)
-    # EyesOpen, MouthOpen and Smile are read from dlib's 68 points, which VISAGE_LANDMARKS=yunet5 turns off.
-    unavailable = set() if has_68_points else asked & {"SMILE", "EYES_OPEN", "MOUTH_OPEN"}
+    # EyesOpen, MouthOpen, Smile and EyeDirection need dlib's 68 points, which VISAGE_LANDMARKS=yunet5 turns off.
+    unavailable = set() if has_68_points else asked & {"SMILE", "EYES_OPEN", "MOUTH_OPEN", "EYE_DIRECTION"}
     shown = [name for name in ATTRIBUTE_COLUMNS if name in asked - unavailable]
     if shown:
         table = _table("#", *(ATTRIBUTE_COLUMNS[name] for name in shown))
@@ -246,12 +247,16 @@ def _print_faces(path: str, faces: list[Any], attributes: list[str], has_68_poin
                 "SMILE": _flag(face.smile),
                 "EYES_OPEN": _flag(face.eyes_open),
                 "MOUTH_OPEN": _flag(face.mouth_open),
+                # Left out (blank) for faces under 80 px or turned away: docs/engine.md.
+                "EYE_DIRECTION": (
+                    f"{face.eye_direction.yaw:.0f}/{face.eye_direction.pitch:.0f}" if face.eye_direction else ""
+                ),
             }
             table.add_row(str(i), *(values[name] for name in shown))
         out.print(table)
     not_asked = [column for name, column in ATTRIBUTE_COLUMNS.items() if name not in asked]
     if not_asked:
-        say(f"{', '.join(not_asked)}: add --attributes ALL to get them")
+        say(f"{', '.join(not_asked)}: add --attributes ALL")
     if unavailable:
         names = ", ".join(column for name, column in ATTRIBUTE_COLUMNS.items() if name in unavailable)
         say(f"{names}: not estimated with VISAGE_LANDMARKS=yunet5")

@@ -4,8 +4,9 @@ Geometry is stored as Rekognition reports it: ratios of the image width and
 height, origin top-left. ``to_rekognition()`` on each class returns the dict
 the Rekognition wire format carries, so the server only serialises.
 Attributes no shipped model can estimate (Emotions, Eyeglasses, Sunglasses,
-Beard, Mustache, FaceOccluded, EyeDirection) have no field here: Visage leaves
-them out rather than invent values.
+Beard, Mustache, FaceOccluded) have no field here: Visage leaves them out rather
+than invent values. EyeDirection is an image-only attribute, as in Rekognition:
+video leaves it out (:func:`video_attributes`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ if TYPE_CHECKING:
     from visage.engine.detection import Detection
 
 #: Rekognition's ``Attribute`` values that Visage can answer. DEFAULT is always on.
-SUPPORTED_ATTRIBUTES = frozenset({"DEFAULT", "ALL", "AGE_RANGE", "GENDER", "EYES_OPEN", "MOUTH_OPEN", "SMILE"})
-#: Attributes of Rekognition's enum that no installable model covers; asked for, they are omitted.
-UNSUPPORTED_ATTRIBUTES = frozenset(
-    {"BEARD", "EMOTIONS", "EYE_DIRECTION", "EYEGLASSES", "MUSTACHE", "FACE_OCCLUDED", "SUNGLASSES"}
+SUPPORTED_ATTRIBUTES = frozenset(
+    {"DEFAULT", "ALL", "AGE_RANGE", "GENDER", "EYES_OPEN", "MOUTH_OPEN", "SMILE", "EYE_DIRECTION"}
 )
-_OPTIONAL = ("AGE_RANGE", "GENDER", "EYES_OPEN", "MOUTH_OPEN", "SMILE")
+#: Attributes of Rekognition's enum that no installable model covers; asked for, they are omitted.
+UNSUPPORTED_ATTRIBUTES = frozenset({"BEARD", "EMOTIONS", "EYEGLASSES", "MUSTACHE", "FACE_OCCLUDED", "SUNGLASSES"})
+_OPTIONAL = ("AGE_RANGE", "GENDER", "EYES_OPEN", "MOUTH_OPEN", "SMILE", "EYE_DIRECTION")
+#: Attributes Rekognition returns for images only (GetFaceDetection leaves them out).
+IMAGE_ONLY_ATTRIBUTES = frozenset({"EYE_DIRECTION"})
 
 
 def wanted_attributes(requested: Iterable[str] | None) -> frozenset[str]:
@@ -38,6 +41,11 @@ def wanted_attributes(requested: Iterable[str] | None) -> frozenset[str]:
     if "ALL" in names:
         return frozenset(_OPTIONAL)
     return frozenset(n for n in names if n in _OPTIONAL)
+
+
+def video_attributes(requested: Iterable[str] | None) -> frozenset[str]:
+    """The optional attributes to compute for a video frame: as for an image, less the image-only ones."""
+    return wanted_attributes(requested) - IMAGE_ONLY_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,19 @@ class Estimate:
 
 
 @dataclass(frozen=True)
+class EyeDirection:
+    """Where the eyes look relative to the head, in degrees: Yaw > 0 towards the image's right,
+    Pitch > 0 up (the signs of :class:`Pose`); Confidence 0-100."""
+
+    yaw: float
+    pitch: float
+    confidence: float
+
+    def to_rekognition(self) -> dict[str, float]:
+        return {"Yaw": self.yaw, "Pitch": self.pitch, "Confidence": self.confidence}
+
+
+@dataclass(frozen=True)
 class FaceDetail:
     """One detected face, in Rekognition's FaceDetail terms."""
 
@@ -143,6 +164,7 @@ class FaceDetail:
     eyes_open: Estimate | None = None
     mouth_open: Estimate | None = None
     smile: Estimate | None = None
+    eye_direction: EyeDirection | None = None
 
     def to_rekognition(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -158,6 +180,7 @@ class FaceDetail:
             ("EyesOpen", self.eyes_open),
             ("MouthOpen", self.mouth_open),
             ("Smile", self.smile),
+            ("EyeDirection", self.eye_direction),
         ):
             if value is not None:
                 out[key] = value.to_rekognition()

@@ -8,6 +8,7 @@ beside it are its parts, one step each:
 - :mod:`~visage.engine.landmarks`: Rekognition's 30 landmarks and the head pose;
 - :mod:`~visage.engine.quality`: Brightness, Sharpness and the QualityFilter bars;
 - :mod:`~visage.engine.attributes`: AgeRange, Gender, EyesOpen, MouthOpen, Smile;
+- :mod:`~visage.engine.eye_direction`: EyeDirection, from MediaPipe's iris model;
 - :mod:`~visage.engine.recognition`: the face models, face to unit vector
   (:mod:`~visage.engine.sface_graph` rewrites SFace's graph at load);
 - :mod:`~visage.engine.registry`: the face models by name, with their versions;

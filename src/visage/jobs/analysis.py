@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from visage.engine import Engine
-from visage.faces import BoundingBox, Face, FaceDetail
+from visage.faces import BoundingBox, Face, FaceDetail, video_attributes
 from visage.jobs.still_faces import MadeVector, StillFaces, look
 from visage.jobs.tracker import FaceTracker
 from visage.jobs.video import SampledFrame, Video
@@ -63,10 +63,12 @@ def _frame_threads(threads: int) -> ThreadPoolExecutor:
 def detect_faces(
     video: Video, engine: Engine, attributes: list[str], rate: float, threads: int = 1
 ) -> Iterator[FrameResults]:
-    """The faces of each sampled frame, largest first, with ``attributes`` (DEFAULT or ALL)."""
+    """The faces of each sampled frame, largest first, with ``attributes`` (DEFAULT or ALL; as
+    in Rekognition, ALL leaves out the image-only EyeDirection)."""
+    wanted = sorted(video_attributes(attributes))
 
     def faces_of(frame: SampledFrame) -> list[FaceDetail]:
-        return engine.detect_faces(frame.image, attributes)
+        return engine.detect_faces(frame.image, wanted)
 
     with _frame_threads(threads) as pool:
         for frame, faces in in_order(video.frames(rate), faces_of, pool, threads):

@@ -1,7 +1,10 @@
-"""``visage eval attributes``: EyesOpen, MouthOpen and Smile thresholds fitted on half the hand labels, checked on the rest.
+"""``visage eval attributes``: EyesOpen, MouthOpen and Smile thresholds, and EyeDirection's map,
+fitted on half the hand labels and checked on the rest.
 
-Writes ``<out>/attributes/attributes.json`` and, where ``<out>/engine.md`` exists (``--out docs``
-publishes), replaces its block between ``<!-- attributes:start -->`` and ``<!-- attributes:end -->``.
+Writes ``<out>/attributes/attributes.json`` and ``<out>/attributes/eye_direction.json`` and, where
+``<out>/engine.md`` exists (``--out docs`` publishes), replaces its blocks between
+``<!-- attributes:start -->`` and ``<!-- attributes:end -->``, and between
+``<!-- eye-direction:start -->`` and ``<!-- eye-direction:end -->``.
 Importing this module loads no model and no data.
 """
 
@@ -17,7 +20,7 @@ from visage.evaluation.cli import new_output_folder, output_option
 
 
 @click.command("attributes")
-@output_option("attributes/attributes.json and, if it holds one, engine.md's table", "--out docs")
+@output_option("attributes/*.json and, if it holds one, engine.md's tables", "--out docs")
 @click.option(
     "--data",
     type=click.Path(path_type=Path, file_okay=False),
@@ -25,25 +28,34 @@ from visage.evaluation.cli import new_output_folder, output_option
     help="Evaluation data folder (default: VISAGE_EVAL_DATA or ../shared/eval).",
 )
 def attributes_command(out: Path | None, data: Path | None) -> None:
-    """Fit the landmark-ratio thresholds on half the hand labels and check them on the other half."""
+    """Fit the landmark-ratio thresholds and EyeDirection's map on half the hand labels and check them on the other half."""
     from visage.engine import Engine
     from visage.evaluation.attributes.fit import attribute_markdown, attribute_report
+    from visage.evaluation.attributes.gaze import gaze_markdown, gaze_report
     from visage.evaluation.data import eval_data_dir
 
     folder = out or new_output_folder("attributes")
-    report = attribute_report(Engine(), data or eval_data_dir())
-    written = folder / "attributes" / "attributes.json"
-    written.parent.mkdir(parents=True, exist_ok=True)
-    written.write_text(json.dumps(report, indent=1) + "\n")
-    click.echo(str(written))
-    table = attribute_markdown(report)
-    click.echo(table)
-    engine_doc = folder / "engine.md"
+    engine, source = Engine(), data or eval_data_dir()
+    for name, marker, report, markdown in (
+        ("attributes", "attributes", attribute_report(engine, source), attribute_markdown),
+        ("eye_direction", "eye-direction", gaze_report(engine, source), gaze_markdown),
+    ):
+        written = folder / "attributes" / f"{name}.json"
+        written.parent.mkdir(parents=True, exist_ok=True)
+        written.write_text(json.dumps(report, indent=1) + "\n")
+        click.echo(str(written))
+        table = markdown(report)
+        click.echo(table)
+        _replace_block(folder / "engine.md", marker, table)
+
+
+def _replace_block(engine_doc: Path, marker: str, table: str) -> None:
+    """Put ``table`` between the doc's ``<!-- marker:start -->`` and ``<!-- marker:end -->``, if the doc exists."""
     if not engine_doc.exists():
         return
-    block = f"<!-- attributes:start -->\n{table}\n<!-- attributes:end -->"
-    pattern = re.compile(r"<!-- attributes:start -->.*?<!-- attributes:end -->", re.S)
+    block = f"<!-- {marker}:start -->\n{table}\n<!-- {marker}:end -->"
+    pattern = re.compile(rf"<!-- {marker}:start -->.*?<!-- {marker}:end -->", re.S)
     text = engine_doc.read_text()
     if not pattern.search(text):
-        raise click.ClickException(f"{engine_doc} has no <!-- attributes:start --> block to replace")
+        raise click.ClickException(f"{engine_doc} has no <!-- {marker}:start --> block to replace")
     engine_doc.write_text(pattern.sub(lambda _: block, text))
