@@ -110,15 +110,22 @@ def attribute_report(engine: Engine, data: Path, labels: dict[str, Any] | None =
             "name": attribute.name,
             "fitted_threshold": round(fitted, 4),
             "shipped_threshold": shipped,
-            "fit": {"correct": fit_rate.events, "faces": fit_rate.total},
-            "check": {
-                "correct": check_rate.events,
-                "faces": check_rate.total,
-                "accuracy": round(check_rate.value, 4),
-                "ci95": [round(x, 4) for x in check_rate.interval],
-            },
+            **halves(fit_rate, check_rate),
         }
     return report
+
+
+def halves(fit: Rate, check: Rate) -> dict[str, dict[str, Any]]:
+    """How often the shipped rule was right on each half of the labels, as the reports write it."""
+    return {
+        "fit": {"correct": fit.events, "faces": fit.total},
+        "check": {
+            "correct": check.events,
+            "faces": check.total,
+            "accuracy": round(check.value, 4),
+            "ci95": [round(x, 4) for x in check.interval],
+        },
+    }
 
 
 def attribute_markdown(report: dict[str, Any]) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 from visage.engine import Engine
 from visage.engine.eye_direction import GAZE, EyeOffsets, GazeMap, IrisModel, eye_corners, gaze_applies
 from visage.engine.landmarks import ShapePredictor, shape_points, solve_pose
+from visage.evaluation.attributes.fit import halves
 from visage.evaluation.intervals import Rate
 from visage.faces import BoundingBox
 
@@ -101,6 +102,8 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
     fit_rate = Rate(sum(named[n] == truth[n] for n in fit), len(fit))
     check_rate = Rate(sum(named[n] == truth[n] for n in check), len(check))
     confusion = {d: {e: sum(truth[n] == d and named[n] == e for n in check) for e in DIRECTIONS} for d in DIRECTIONS}
+    report = halves(fit_rate, check_rate)
+    report["check"]["confusion"] = confusion
     return {
         "labels": LABELS.name,
         "split": "within each label, sorted file names alternately: fit, check",
@@ -108,14 +111,7 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
         "gated_out": sorted(n for n, o in measured.items() if o is None),
         "fitted": _map_fields(fitted),
         "shipped": _map_fields(GAZE),
-        "fit": {"correct": fit_rate.events, "faces": fit_rate.total},
-        "check": {
-            "correct": check_rate.events,
-            "faces": check_rate.total,
-            "accuracy": round(check_rate.value, 4),
-            "ci95": [round(x, 4) for x in check_rate.interval],
-            "confusion": confusion,
-        },
+        **report,
     }
 
 
