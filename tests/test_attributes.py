@@ -20,7 +20,7 @@ from scipy import stats
 from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.bundled import IRIS, verified_path
-from visage.engine.eye_direction import GAZE, GazeMap
+from visage.engine.eye_direction import GAZE, GazeMap, gaze_applies
 from visage.evaluation.attributes import gaze
 from visage.evaluation.attributes.fit import (
     ATTRIBUTES,
@@ -30,7 +30,7 @@ from visage.evaluation.attributes.fit import (
     attribute_report,
     split,
 )
-from visage.faces import EyeDirection, video_attributes, wanted_attributes
+from visage.faces import EyeDirection, Pose, video_attributes, wanted_attributes
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "docs" / "attributes" / "attributes.json"
 PUBLISHED_GAZE = PUBLISHED.parent / "eye_direction.json"
@@ -127,6 +127,14 @@ def test_direction_names_follow_pose_signs() -> None:
         for y, p in [(20, 0), (-20, 0), (0, 20), (0, -20), (5, -5)]
     }
     assert name == {(20, 0): "right", (-20, 0): "left", (0, 20): "up", (0, -20): "down", (5, -5): "centre"}
+
+
+def test_eye_direction_is_read_only_on_large_near_frontal_faces() -> None:
+    level = Pose(roll=0.0, yaw=0.0, pitch=0.0)
+    assert gaze_applies(80, 120, level) and not gaze_applies(79, 120, level) and not gaze_applies(120, 79, level)
+    assert gaze_applies(100, 100, Pose(roll=40.0, yaw=-30.0, pitch=25.0))
+    assert not gaze_applies(100, 100, Pose(roll=0.0, yaw=31.0, pitch=0.0))
+    assert not gaze_applies(100, 100, Pose(roll=0.0, yaw=0.0, pitch=-26.0))
 
 
 def test_eye_direction_on_a_portrait_and_its_mirror_image(engine: Engine, portraits: Path) -> None:

@@ -54,6 +54,19 @@ def test_detect_faces(rekognition: Any, astronaut_jpeg: bytes) -> None:
     assert "Emotions" not in full
 
 
+def test_detect_faces_eye_direction(rekognition: Any, people: dict[str, bytes]) -> None:
+    """EyeDirection on the wire, asked for by name or with ALL."""
+    (face,) = rekognition.detect_faces(Image={"Bytes": people["person_a_2"]}, Attributes=["EYE_DIRECTION"])[
+        "FaceDetails"
+    ]
+    assert set(face) == {"BoundingBox", "Confidence", "Landmarks", "Pose", "Quality", "EyeDirection"}
+    gaze = face["EyeDirection"]
+    assert set(gaze) == {"Yaw", "Pitch", "Confidence"}
+    assert abs(gaze["Yaw"]) < 15 and abs(gaze["Pitch"]) < 15 and 0 <= gaze["Confidence"] <= 100
+    full = rekognition.detect_faces(Image={"Bytes": people["person_a_2"]}, Attributes=["ALL"])["FaceDetails"][0]
+    assert full["EyeDirection"] == gaze
+
+
 def test_detect_faces_bad_images(rekognition: Any, astronaut_rgb: np.ndarray, astronaut_jpeg: bytes) -> None:
     with pytest.raises(ClientError) as gif:
         rekognition.detect_faces(Image={"Bytes": encode(astronaut_rgb, "GIF")})
