@@ -8,6 +8,10 @@ FaceModelVersion:
 - ``flip-averaged``: the crop and its mirror image, raw outputs added and normalised;
 - ``no-nose alignment``: the crop placed on the eyes and mouth corners only; the nose tip,
   which swings far sideways in a turned face, left out of the fit;
+- ``68-point alignment``: the crop placed on five points taken from dlib's 68-point
+  landmarks (the engine's describe step) instead of YuNet's: eye centres, nose tip,
+  mouth corners;
+- ``68-point + sface-1``: that vector and today's, averaged;
 - ``3 scales``: vectors of the crop and of the crop zoomed out and in by 10 %, averaged;
 - ``5 shifts``: vectors of the crop and of the crop moved 3 px left, right, up and down, averaged;
 - ``8 crops``: the 3 scales, the 4 shifts and the mirror image together.
@@ -41,13 +45,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import summary_ms, write_results
 from visage.engine import Engine
+from visage.engine.landmarks import ShapePredictor, shape_points
 from visage.engine.recognition import _SFACE_TEMPLATE, SFaceModel, align_sface
 from visage.errors import VisageError
 from visage.evaluation.accuracy.cfp import cfp_dir, fold_accuracy, read_cfp_pairs
 from visage.evaluation.accuracy.curves import split_scores, tar_at_far
 from visage.evaluation.lfw import fold_indices, lfw_dir, read_pairs
 
-VARIANTS = ("sface-1", "flip-averaged", "no-nose alignment", "3 scales", "5 shifts", "8 crops")
+VARIANTS = (
+    "sface-1",
+    "flip-averaged",
+    "no-nose alignment",
+    "68-point alignment",
+    "68-point + sface-1",
+    "3 scales",
+    "5 shifts",
+    "8 crops",
+)
 SHIFT_PX = 3.0
 ZOOM = 0.1
 Vectors = dict[str, np.ndarray]
@@ -79,6 +93,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
     model = engine.face_model("sface")
     assert isinstance(model, SFaceModel)
     session, name = model._session, model._input
+    predictor = ShapePredictor(68)
 
     def run(crop: np.ndarray) -> np.ndarray:
         out = session.run(None, {name: np.ascontiguousarray(crop).transpose(2, 0, 1)[None].astype(np.float32)})[0]
@@ -112,6 +127,11 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
         plain, t_plain = timed(lambda: run(align_sface(rgb, face.points)))
         mirror, t_mirror = timed(lambda: run(align_sface(rgb, face.points)[:, ::-1]))
         no_nose, t_no_nose = timed(lambda: run(warp(similarity_transform(face.points, np.array([1, 1, 0, 1, 1.0])))))
+        landmarks, t_landmarks = timed(lambda: shape_points(predictor.shape(rgb, face)))
+        from_68 = np.array(
+            [landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0), landmarks[30], landmarks[48], landmarks[54]]
+        )
+        aligned_68, t_68 = timed(lambda: run(warp(similarity_transform(from_68, np.ones(5)))))
         scaled = [timed(lambda f=f: run(warp(zoomed(five, f)))) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
         shifts = []
         for dx, dy in ((SHIFT_PX, 0), (-SHIFT_PX, 0), (0, SHIFT_PX), (0, -SHIFT_PX)):
@@ -124,6 +144,8 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
             "sface-1": plain,
             "flip-averaged": mean([plain, mirror]),
             "no-nose alignment": no_nose,
+            "68-point alignment": aligned_68,
+            "68-point + sface-1": mean([aligned_68, plain]),
             "3 scales": mean(scale_vectors),
             "5 shifts": mean(shift_vectors),
             "8 crops": mean(scale_vectors + shift_vectors[1:] + [mirror]),
@@ -134,6 +156,8 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
             "sface-1": t_plain,
             "flip-averaged": t_plain + t_mirror,
             "no-nose alignment": t_no_nose,
+            "68-point alignment": t_landmarks + t_68,
+            "68-point + sface-1": t_plain + t_landmarks + t_68,
             "3 scales": t_plain + extra_scales,
             "5 shifts": t_plain + extra_shifts,
             "8 crops": t_plain + extra_scales + extra_shifts + t_mirror,
