@@ -431,6 +431,78 @@ def test_a_video_job_from_the_console(page: Any, console_server: LocalServer, li
     shoot(page, "jobs")
 
 
+#: Builds, in the page, the DataTransfer a person's drag of files from their desktop carries.
+DATA_TRANSFER = """(files) => {
+  const transfer = new DataTransfer();
+  for (const f of files) {
+    const bytes = Uint8Array.from(atob(f.data), (c) => c.charCodeAt(0));
+    transfer.items.add(new File([bytes], f.name, { type: f.type }));
+  }
+  return transfer;
+}"""
+
+
+def drop(page: Any, input_id: str, files: list[tuple[str, str, bytes]]) -> None:
+    """Drag ``files`` (name, media type, bytes) over the drop zone of ``#input_id`` and drop
+    them there, as a browser does: dragenter and dragover mark the zone, drop unmarks it."""
+    import base64
+
+    zone = f".dropzone:has(#{input_id})"
+    transfer = page.evaluate_handle(
+        DATA_TRANSFER, [{"name": n, "type": t, "data": base64.b64encode(b).decode()} for n, t, b in files]
+    )
+    for event in ("dragenter", "dragover"):
+        page.dispatch_event(zone, event, {"dataTransfer": transfer})
+    assert "over" in page.get_attribute(zone, "class").split()
+    page.dispatch_event(zone, "drop", {"dataTransfer": transfer})
+    assert "over" not in page.get_attribute(zone, "class").split()
+
+
+def test_images_dropped_onto_a_form_are_the_ones_sent(page: Any, console_server: LocalServer, portraits: Path) -> None:
+    """Drag and drop (the console's script): only JPEG and PNG files are taken, one for a
+    single-image form, all of them for a form that takes several, and the form sends them."""
+    server = console_server
+    server.client().create_collection(CollectionId="dropped")
+    jpeg = {name: (portraits / f"{name}.jpg").read_bytes() for name in ("person_a_1", "person_b_1", "person_b_2")}
+    notes = ("notes.txt", "text/plain", b"not an image")
+    sign_in(page, server)
+
+    go(page, "nav >> text=Detect")
+    drop(
+        page,
+        "image",
+        [
+            notes,
+            ("person_a_1.jpg", "image/jpeg", jpeg["person_a_1"]),
+            ("person_b_1.jpg", "image/jpeg", jpeg["person_b_1"]),
+        ],
+    )
+    assert page.inner_text("#image ~ output.chosen") == "1 chosen: person_a_1.jpg"
+    assert page.evaluate("document.querySelector('#image').files.length") == 1
+    go(page, "button:has-text('Detect')")
+    assert page.inner_text("#found") == "1 face found"
+
+    page.goto(f"{server.url}/console/collections/dropped")
+    go(page, "text=Index images into it")
+    drop(
+        page,
+        "images",
+        [
+            ("person_b_1.jpg", "image/jpeg", jpeg["person_b_1"]),
+            notes,
+            ("person_b_2.jpg", "image/jpeg", jpeg["person_b_2"]),
+        ],
+    )
+    assert page.inner_text("#images ~ output.chosen") == "2 chosen: person_b_1.jpg, person_b_2.jpg"
+    go(page, "button:has-text('Index')")
+    results = page.locator("section.result")
+    assert results.count() == 2
+    for name in ("person_b_1", "person_b_2"):
+        assert "1 face indexed, 0 not." in results.filter(has_text=f"{name}.jpg").inner_text()
+    external_ids = {f["ExternalImageId"] for f in server.client().list_faces(CollectionId="dropped")["Faces"]}
+    assert external_ids == {"person_b_1", "person_b_2"}
+
+
 # Security ------------------------------------------------------------------------------------
 
 
