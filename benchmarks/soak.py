@@ -1,8 +1,9 @@
 """Soak: 4 concurrent boto3 clients for 30 minutes against one ``visage serve`` holding 20,000 faces.
 
-A real ``visage serve`` process (one worker, the default settings, SQLite) is started on a
-fresh data dir whose collection ``soak`` holds ``--faces`` faces written straight into the
-store: the sface vectors of ``--real`` LFW images, padded with face-like distractors (the
+A real ``visage serve`` process (one worker, the default settings) is started on a fresh
+store, SQLite (the default) or, with ``--store postgres``, a fresh database on a private
+PostgreSQL that the benchmark starts (the tests' server: PostgreSQL 18 with pgvector 0.8,
+fsync off). Its collection ``soak`` holds ``--faces`` faces written straight into the store: the sface vectors of ``--real`` LFW images, padded with face-like distractors (the
 generator of benchmarks/search_scale.py: a normal fitted to the real vectors, normalised).
 Then ``--clients`` threads, each with its own boto3 client (no retries, so that every
 failure is seen), call the server as fast as it answers, until ``--minutes`` have passed or
@@ -26,7 +27,10 @@ server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plo
   ``--warmup-minutes``, default a fifth of the run and at most 5, over the sample then).
 
     nice -n 10 python benchmarks/soak.py                       # 30 minutes, 20,000 faces
+    nice -n 10 python benchmarks/soak.py --store postgres      # the same on PostgreSQL
     python benchmarks/soak.py --minutes 2 --faces 2000          # a quick try
+
+Results: ``soak`` (SQLite) or ``soak_postgres``, each with its plot.
 """
 
 from __future__ import annotations
@@ -54,12 +58,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import RunningServer
 
 from _results import RESULTS, write_results
-from search_scale import Distractors
+from search_scale import Distractors, _postgres_databases
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
 from visage.evaluation.lfw import embed_images
 from visage.faces import BoundingBox
-from visage.store.base import Collection, StoredFace
+from visage.store.base import Collection, Store, StoredFace
+from visage.store.postgres import PostgresStore
 from visage.store.sqlite import SQLiteStore
 
 COLLECTION = "soak"
@@ -77,14 +82,13 @@ MAX_RSS_GROWTH_MIB = 50.0
 # The collection -------------------------------------------------------------------------
 
 
-def fill(data_dir: Path, size: int, real: int, images: list[Path]) -> list[Path]:
-    """Writes ``size`` faces into collection ``soak``; returns the images in which a face was found
-    (the probes of searches, compares and detections)."""
+def fill(store: Store, size: int, real: int, images: list[Path]) -> list[Path]:
+    """Writes ``size`` faces into collection ``soak`` of ``store`` and closes it; returns the images
+    in which a face was found (the probes of searches, compares and detections)."""
     engine = Engine()
     faces = embed_images(engine, images[:real], "sface")
     found = [path for path in images[:real] if faces[path] is not None]
     vectors = np.array([faces[path].embedding.vector for path in found], np.float32)  # type: ignore[union-attr]
-    store = SQLiteStore(data_dir / "visage.db")
     model = engine.face_model("sface")
     store.create_collection(
         Collection(
@@ -243,6 +247,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="how often the server's RSS is read")
     parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of --minutes, at most 5")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     args = parser.parse_args()
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
 
@@ -250,11 +255,21 @@ def main() -> None:
     random.Random(0).shuffle(images)
     root = Path(tempfile.mkdtemp(prefix="visage-soak-"))
     (root / "data").mkdir()
-    print(f"filling the collection with {args.faces:,} faces ({args.real:,} real LFW vectors) in {root} ...")
-    probes = [path.read_bytes() for path in fill(root / "data", args.faces, args.real, images)]
+    if args.store == "postgres":
+        databases = _postgres_databases()
+        if databases is None:
+            raise SystemExit("PostgreSQL did not start")
+        dsn = databases.create_database()  # type: ignore[attr-defined]
+        store: Store = PostgresStore(dsn)
+        store_args: tuple[str, ...] = ("--store", dsn)
+        backend = "PostgreSQL 18 with pgvector 0.8, a private server started by the benchmark, fsync off"
+    else:
+        store, store_args, backend = SQLiteStore(root / "data" / "visage.db"), (), "SQLite"
+    print(f"filling the collection with {args.faces:,} faces ({args.real:,} real LFW vectors) on {backend} ...")
+    probes = [path.read_bytes() for path in fill(store, args.faces, args.real, images)]
     rest = images[args.real :]  # indexed through the API, each once, a share per client
 
-    server = RunningServer(root / "data").start()
+    server = RunningServer(root / "data", extra_args=store_args).start()
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     assert server.process is not None
@@ -305,11 +320,12 @@ def main() -> None:
         "rss_growth_at_most_50_mib": growth <= MAX_RSS_GROWTH_MIB,
     }
     minutes = elapsed / 60
+    name = "soak" if args.store == "sqlite" else "soak_postgres"
     finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
 
     lines = [
         f"Soak: {args.clients} boto3 clients for {minutes:.1f} min ({finished}; asked for {args.minutes:g} min or "
-        f"{args.requests:,} calls) against one `visage serve` (1 worker, SQLite) whose collection held "
+        f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}) whose collection held "
         f"{args.faces:,} faces at the start ({args.real:,} real LFW vectors, the rest face-like distractors); "
         f"{len(calls):,} calls, {len(calls) / elapsed:.1f} per second, on a {psutil.cpu_count()}-core machine shared "
         "with other work.",
@@ -332,7 +348,7 @@ def main() -> None:
         f"- Server RSS: {samples[0][1]:.0f} MiB at the start, {at_warmup:.0f} MiB after the "
         f"{warmup_s / 60:g}-minute warm-up, at most {max(after, default=at_warmup):.0f} MiB after it, "
         f"{samples[-1][1]:.0f} MiB at the end: growth after warm-up {growth:g} MiB (goal <= 50). "
-        "Plot: [`benchmarks/results/soak.png`](../benchmarks/results/soak.png).",
+        f"Plot: [`benchmarks/results/{name}.png`](../benchmarks/results/{name}.png).",
         "- Goals: "
         + ", ".join(f"{name.replace('_', ' ')} {'met' if met else 'NOT MET'}" for name, met in goals.items())
         + ".",
@@ -340,8 +356,9 @@ def main() -> None:
     markdown = "\n".join(lines)
     print(markdown)
     write_results(
-        "soak",
+        name,
         {
+            "store": backend,
             "minutes": round(minutes, 2),
             "asked": {"minutes": args.minutes, "requests": args.requests},
             "faces": args.faces,
@@ -369,8 +386,9 @@ def main() -> None:
     plot(  # after write_results, which records whether the tree differs from its commit
         samples,
         warmup_s,
-        RESULTS / "soak.png",
-        f"visage serve RSS, {args.clients} clients, {args.faces:,}-face collection, {minutes:.1f} min",
+        RESULTS / f"{name}.png",
+        f"visage serve RSS ({backend.split(',')[0]}), {args.clients} clients, {args.faces:,}-face collection, "
+        f"{minutes:.1f} min",
     )
     print("goals:", ", ".join(f"{name} {'met' if met else 'NOT MET'}" for name, met in goals.items()))
 
