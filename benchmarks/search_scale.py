@@ -457,7 +457,7 @@ def main() -> None:
             "shards": cores(),
         },
     }
-    postgres = _postgres_databases() if args.pg_max and "postgres" in args.methods else None
+    postgres = postgres_databases() if args.pg_max and "postgres" in args.methods else None
     near_copies = None
     if "augmented" in args.distractors:
         from augmented_faces import augmented_vectors, source_photos
@@ -486,7 +486,7 @@ def main() -> None:
     write_results(name, results, markdown)
 
 
-def _postgres_databases() -> object | None:
+def postgres_databases() -> object | None:
     """A private pgserver (the tests' server: PostgreSQL 18 with pgvector 0.8, fsync off)
     that makes fresh databases, or None, printed, if PostgreSQL cannot start."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

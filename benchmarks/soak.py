@@ -12,8 +12,9 @@ failure is seen), call the server as fast as it answers, until ``--minutes`` hav
     IndexFaces 25 %, SearchFacesByImage 25 %, DetectFaces 15 %, ListFaces 15 %,
     CompareFaces 10 %, DeleteFaces 10 %
 
-on real LFW images (VISAGE_EVAL_DATA). Each client indexes images of its own share of LFW,
-each once, and deletes only faces it indexed, so that it knows what must be there at the end.
+on real LFW images (VISAGE_EVAL_DATA). Each client indexes the images of its own share of LFW
+in turn, starting again from the first (under a new ExternalImageId) when it has indexed them
+all, and deletes only faces it indexed, so that it knows what must be there at the end.
 
 Reported: throughput, p50 and p99 per operation, errors by code, the 5xx count, and the
 server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plot
@@ -58,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.conftest import RunningServer
 
 from _results import RESULTS, write_results
-from search_scale import Distractors, _postgres_databases
+from search_scale import Distractors, postgres_databases
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
 from visage.evaluation.lfw import embed_images
@@ -122,7 +123,8 @@ class Client:
 
     number: int
     rekognition: Any
-    to_index: list[Path]
+    share: list[Path]
+    index_calls: int = 0  # IndexFaces calls made: the next image is share[index_calls % len(share)]
     indexed: dict[str, str] = field(default_factory=dict)  # FaceId -> ExternalImageId, acknowledged
     deleted: set[str] = field(default_factory=set)  # acknowledged by DeleteFaces
     calls: list[tuple[float, str, float, str]] = field(default_factory=list)  # start, operation, seconds, outcome
@@ -139,8 +141,10 @@ def one_call(client: Client, operation: str, probes: list[bytes], rng: random.Ra
     outcome = "ok"
     try:
         if operation == "IndexFaces":
-            path = client.to_index.pop()
-            name = f"c{client.number}-{path.stem}"
+            turn, at = divmod(client.index_calls, len(client.share))
+            client.index_calls += 1
+            path = client.share[at]
+            name = f"c{client.number}-{turn}-{path.stem}"
             answer = r.index_faces(CollectionId=c, Image={"Bytes": path.read_bytes()}, ExternalImageId=name, MaxFaces=1)
             for record in answer["FaceRecords"]:
                 client.indexed[record["Face"]["FaceId"]] = name
@@ -175,7 +179,7 @@ def run_clients(clients: list[Client], probes: list[bytes], seconds: float, requ
 
     def work(client: Client) -> None:
         rng = random.Random(client.number)
-        while time.perf_counter() < deadline and client.to_index:
+        while time.perf_counter() < deadline:
             with lock:
                 if next(made, None) is None:
                     return
@@ -256,7 +260,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="visage-soak-"))
     (root / "data").mkdir()
     if args.store == "postgres":
-        databases = _postgres_databases()
+        databases = postgres_databases()
         if databases is None:
             raise SystemExit("PostgreSQL did not start")
         dsn = databases.create_database()  # type: ignore[attr-defined]
@@ -267,7 +271,7 @@ def main() -> None:
         store, store_args, backend = SQLiteStore(root / "data" / "visage.db"), (), "SQLite"
     print(f"filling the collection with {args.faces:,} faces ({args.real:,} real LFW vectors) on {backend} ...")
     probes = [path.read_bytes() for path in fill(store, args.faces, args.real, images)]
-    rest = images[args.real :]  # indexed through the API, each once, a share per client
+    rest = images[args.real :]  # indexed through the API, a share per client
 
     server = RunningServer(root / "data", extra_args=store_args).start()
     samples: list[tuple[float, float]] = []
@@ -275,9 +279,7 @@ def main() -> None:
     assert server.process is not None
     sampler = threading.Thread(target=sample_rss, args=(server.process.pid, args.sample_seconds, stop, samples))
     try:
-        clients = [
-            Client(n, server.client(retry=False), rest[n :: args.clients][::-1]) for n in range(args.clients)
-        ]  # popped from the end: LFW in the shuffled order
+        clients = [Client(n, server.client(retry=False), rest[n :: args.clients]) for n in range(args.clients)]
         sampler.start()
         print(f"{args.clients} clients for at most {args.minutes:g} min or {args.requests:,} calls ...")
         elapsed = run_clients(clients, probes, args.minutes * 60, args.requests)
