@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import summary_ms, write_results
 from visage.engine import Engine
-from visage.engine.landmarks import ShapePredictor, shape_points
+from visage.engine.landmarks import _FROM_68, ShapePredictor, shape_points
 from visage.engine.recognition import _SFACE_TEMPLATE, SFaceModel, align_sface
 from visage.errors import VisageError
 from visage.evaluation.accuracy.cfp import cfp_dir, fold_accuracy, read_cfp_pairs
@@ -62,6 +62,8 @@ VARIANTS = (
     "5 shifts",
     "8 crops",
 )
+#: The engine's landmarks that stand for YuNet's five points, in YuNet's order.
+_FIVE_FROM_68 = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
 SHIFT_PX = 3.0
 ZOOM = 0.1
 Vectors = dict[str, np.ndarray]
@@ -128,9 +130,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
         mirror, t_mirror = timed(lambda: run(align_sface(rgb, face.points)[:, ::-1]))
         no_nose, t_no_nose = timed(lambda: run(warp(similarity_transform(face.points, np.array([1, 1, 0, 1, 1.0])))))
         landmarks, t_landmarks = timed(lambda: shape_points(predictor.shape(rgb, face)))
-        from_68 = np.array(
-            [landmarks[36:42].mean(axis=0), landmarks[42:48].mean(axis=0), landmarks[30], landmarks[48], landmarks[54]]
-        )
+        from_68 = np.array([landmarks[list(_FROM_68[point])].mean(axis=0) for point in _FIVE_FROM_68])
         aligned_68, t_68 = timed(lambda: run(warp(similarity_transform(from_68, np.ones(5)))))
         scaled = [timed(lambda f=f: run(warp(zoomed(five, f)))) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
         shifts = []

@@ -3,7 +3,8 @@
 A real ``visage serve`` process (one worker, the default settings) is started on a fresh
 store, SQLite (the default) or, with ``--store postgres``, a fresh database on a private
 PostgreSQL that the benchmark starts (the tests' server: PostgreSQL 18 with pgvector 0.8,
-fsync off). Its collection ``soak`` holds ``--faces`` faces written straight into the store: the sface vectors of ``--real`` LFW images, padded with face-like distractors (the
+fsync off). Its collection ``soak`` holds ``--faces`` faces written straight into the
+store: the sface vectors of ``--real`` LFW images, padded with face-like distractors (the
 generator of benchmarks/search_scale.py: a normal fitted to the real vectors, normalised).
 Then ``--clients`` threads, each with its own boto3 client (no retries, so that every
 failure is seen), call the server as fast as it answers, until ``--minutes`` have passed or
