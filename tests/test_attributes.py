@@ -20,7 +20,7 @@ from scipy import stats
 from visage.config import Settings
 from visage.engine import Engine
 from visage.engine.bundled import IRIS, verified_path
-from visage.engine.eye_direction import GAZE, GazeMap, gaze_applies
+from visage.engine.eye_direction import GAZE, EyeOffsets, GazeMap, gaze_applies
 from visage.evaluation.attributes import gaze
 from visage.evaluation.attributes.fit import (
     ATTRIBUTES,
@@ -121,12 +121,40 @@ def test_the_iris_model_is_the_pinned_file() -> None:
 
 def test_direction_names_follow_pose_signs() -> None:
     """Yaw > 0 towards the image's right, Pitch > 0 up, as for Pose; inside both thresholds is centre."""
-    rule = GazeMap(across_rest=0.0, up_rest=0.0, yaw_threshold=10.0, pitch_threshold=10.0)
+    rule = GazeMap(across_rest=0.0, up_rest=0.0, lid_rest=0.0, yaw_threshold=10.0, pitch_threshold=10.0)
     name = {
         (y, p): rule.label(EyeDirection(yaw=y, pitch=p, confidence=90.0))
         for y, p in [(20, 0), (-20, 0), (0, 20), (0, -20), (5, -5)]
     }
     assert name == {(20, 0): "right", (-20, 0): "left", (0, 20): "up", (0, -20): "down", (5, -5): "centre"}
+
+
+def test_a_lowered_upper_lid_reads_as_a_downward_glance_and_never_raises_pitch() -> None:
+    """Pitch is the lower of the iris's and the upper lid's readings (docs/engine.md)."""
+    rule = GazeMap(across_rest=0.0, up_rest=0.07, lid_rest=0.2, yaw_threshold=15.0, pitch_threshold=15.0)
+
+    def read(up: float, lid: float) -> EyeDirection:
+        return rule.direction(EyeOffsets(across=(0.0, 0.0), up=(up, up), lid=(lid, lid)))
+
+    at_rest, lid_down, lid_up = read(0.07, 0.2), read(0.07, 0.02), read(0.07, 0.3)
+    assert at_rest.pitch == pytest.approx(0.0) and rule.label(at_rest) == "centre"
+    assert lid_down.pitch < -15.0 and rule.label(lid_down) == "down"
+    assert lid_up.pitch == pytest.approx(0.0)  # a raised lid leaves the iris's reading
+    looking_up = read(0.17, 0.2)
+    assert looking_up.pitch > 15.0 and rule.label(looking_up) == "up"
+    # an upward iris reading is lowered by as far as the lid reads below its rest
+    assert read(0.17, 0.02).pitch == pytest.approx(looking_up.pitch + lid_down.pitch, abs=0.01)
+
+
+def test_the_upper_lid_names_more_faces_than_the_iris_alone(gaze_report: dict[str, Any]) -> None:
+    """The lid earns its place on both halves (each map fitted on the fit half)."""
+    iris = gaze_report["iris_only"]
+    for half in ("fit", "check"):
+        assert gaze_report[half]["correct"] >= iris[half]["correct"], (half, gaze_report[half], iris[half])
+    assert (
+        gaze_report["fit"]["correct"] + gaze_report["check"]["correct"]
+        > iris["fit"]["correct"] + iris["check"]["correct"]
+    )
 
 
 def test_eye_direction_is_read_only_on_large_near_frontal_faces() -> None:
@@ -154,7 +182,7 @@ def test_eye_direction_on_a_portrait_and_its_mirror_image(engine: Engine, portra
     mirrored = engine.detect_faces(encode(np.ascontiguousarray(rgb[:, ::-1]), "PNG"), attributes=["ALL"])[0]
     assert mirrored.eye_direction is not None
     # Mirroring negates the iris offset, not the rest offset taken off it: Yaw(mirror) + Yaw = 2 * Yaw(no offset).
-    no_offset_yaw = GAZE.angles(0.0, GAZE.up_rest)[0]
+    no_offset_yaw = GAZE.angles(0.0, GAZE.up_rest, GAZE.lid_rest)[0]
     assert mirrored.eye_direction.yaw + face.eye_direction.yaw == pytest.approx(2 * no_offset_yaw, abs=3)
     assert mirrored.eye_direction.pitch == pytest.approx(face.eye_direction.pitch, abs=3)
     assert engine.detect_faces(encode(rgb, "PNG"), attributes=["SMILE"])[0].eye_direction is None
@@ -166,6 +194,7 @@ def test_the_shipped_eye_direction_map_is_the_one_fitted_on_the_fit_half(gaze_re
     shipped = {
         "across_rest": GAZE.across_rest,
         "up_rest": GAZE.up_rest,
+        "lid_rest": GAZE.lid_rest,
         "yaw_threshold": GAZE.yaw_threshold,
         "pitch_threshold": GAZE.pitch_threshold,
     }

@@ -17,9 +17,19 @@ left-right bias of the model). Offsets become angles on a round-eye model: the i
 circle whose radius is :data:`IRIS_RADIUS` of the corner distance (adult eyes: corners about
 28 mm apart, the iris centre about 10 mm from the eye's centre of rotation), so an offset o
 reads as asin(o / radius) after the rest offsets of eyes looking at the camera (fitted on hand
-labels, :data:`GAZE`) are taken off. No labelled angles were available, so the degrees rest on
-that model; the directions they name were measured (docs/engine.md). Signs follow Visage's
-Pose: Yaw > 0 when the eyes look towards the image's right, Pitch > 0 when they look up.
+labels, :data:`GAZE`) are taken off.
+
+A downward glance is read from the upper lid as well. The lid follows the eye down and covers
+the top of the iris, and the model then places the iris centre too high, so on hand-labelled
+faces most downward glances kept a centre-like iris offset while the upper lid dropped by a
+fifth of the eye's width or more (docs/engine.md). The upper lid's height above the corners'
+midpoint, less its rest height, is read on the same round-eye model, and it only ever lowers
+Pitch: Pitch = min(iris, lid + max(iris, 0)), so a level or downward iris reading gives way to
+the lid's where that is lower, and an upward one is lowered by as far as the lid sits below its
+rest. A lid that sits low for another reason (a squint, a drooping lid, eyes half closed) reads
+as a downward glance too. No labelled angles were available, so the degrees rest on that model;
+the directions they name were measured (docs/engine.md). Signs follow Visage's Pose: Yaw > 0
+when the eyes look towards the image's right, Pitch > 0 when they look up.
 
 Confidence is 100 when the two eyes agree and falls as their separate angles part:
 100 * exp(-d / :data:`AGREEMENT_SCALE`), d the angle between the left and right eye's estimates.
@@ -45,6 +55,7 @@ from visage.faces import EyeDirection, Pose
 _INPUT = 64
 _CONTOUR_POINTS = 71
 _OUTER, _INNER = 0, 8  # the eye corners among the contour points
+_UPPER_LID = slice(11, 14)  # the middle of the upper lid among the contour points (9-15 run along it)
 #: MediaPipe's eye crop: a square 2.3 times the distance between the eye corners.
 _CORNER_SPAN = 2.3
 #: Radius of the circle the iris centre turns on, over the distance between the eye corners.
@@ -61,36 +72,44 @@ MAX_HEAD_PITCH = 25.0
 class EyeOffsets:
     """Iris centre minus the eye corners' midpoint, over the corner distance, per eye
     (the eye on the image's left, then the one on its right): across (> 0 towards the image's
-    right) and up (> 0 up)."""
+    right) and up (> 0 up); and the middle of the upper lid's height above that midpoint, over
+    the same distance."""
 
     across: tuple[float, float]
     up: tuple[float, float]
+    lid: tuple[float, float]
 
     @property
-    def mean(self) -> tuple[float, float]:
-        return (self.across[0] + self.across[1]) / 2.0, (self.up[0] + self.up[1]) / 2.0
+    def mean(self) -> tuple[float, float, float]:
+        """The two eyes' (across, up, lid) averaged."""
+        across, up, lid = (float(np.mean(pair)) for pair in (self.across, self.up, self.lid))
+        return across, up, lid
 
 
 @dataclass(frozen=True)
 class GazeMap:
     """Offsets to Yaw and Pitch, and the angles past which a gaze counts as averted.
 
-    ``across_rest`` and ``up_rest`` are the offsets of eyes looking at the camera; the
-    thresholds name a direction (left, right, up, down or centre) for measuring against labels.
+    ``across_rest``, ``up_rest`` and ``lid_rest`` are the offsets of eyes looking at the camera;
+    the thresholds name a direction (left, right, up, down or centre) for measuring against labels.
     """
 
     across_rest: float
     up_rest: float
+    lid_rest: float
     yaw_threshold: float  # degrees
     pitch_threshold: float  # degrees
 
-    def angles(self, across: float, up: float) -> tuple[float, float]:
-        """(Yaw, Pitch) in degrees for one offset pair."""
-        return _angle(across - self.across_rest), _angle(up - self.up_rest)
+    def angles(self, across: float, up: float, lid: float) -> tuple[float, float]:
+        """(Yaw, Pitch) in degrees for one eye's offsets (or their mean). The upper lid only lowers
+        Pitch: to the lid's reading where that is lower than a level or downward iris reading, and
+        an upward iris reading by as far as the lid reads below its rest."""
+        iris, lid_reading = _angle(up - self.up_rest), _angle(lid - self.lid_rest)
+        return _angle(across - self.across_rest), min(iris, lid_reading + max(iris, 0.0))
 
     def direction(self, offsets: EyeOffsets) -> EyeDirection:
         yaw, pitch = self.angles(*offsets.mean)
-        each = [self.angles(a, u) for a, u in zip(offsets.across, offsets.up)]
+        each = [self.angles(*eye) for eye in zip(offsets.across, offsets.up, offsets.lid)]
         disagreement = float(np.hypot(each[0][0] - each[1][0], each[0][1] - each[1][1]))
         confidence = 100.0 * float(np.exp(-disagreement / AGREEMENT_SCALE))
         return EyeDirection(yaw=round(yaw, 3), pitch=round(pitch, 3), confidence=round(confidence, 3))
@@ -112,7 +131,7 @@ def _angle(offset: float) -> float:
 # Fitted on the fit half of tests/data/eye_direction_labels.json and checked on the other half:
 # `visage eval attributes` (visage.evaluation.attributes.gaze) writes the figures docs/engine.md
 # quotes; tests/test_attributes.py checks them.
-GAZE = GazeMap(across_rest=0.013, up_rest=0.072, yaw_threshold=15.5, pitch_threshold=11.5)
+GAZE = GazeMap(across_rest=0.013, up_rest=0.072, lid_rest=0.215, yaw_threshold=15.5, pitch_threshold=16.5)
 
 
 def gaze_applies(box_width: float, box_height: float, pose: Pose) -> bool:
@@ -194,10 +213,11 @@ class EyeBoxes:
         ]
 
 
-def _offset(points: np.ndarray, mirrored: bool) -> tuple[float, float]:
-    """(across, up) of one eye from the model's points in crop pixels (y down)."""
+def _offset(points: np.ndarray, mirrored: bool) -> tuple[float, float, float]:
+    """(across, up, lid) of one eye from the model's points in crop pixels (y down)."""
     outer, inner = points[_OUTER, :2], points[_INNER, :2]
-    iris = points[_CONTOUR_POINTS, :2]
+    middle = (outer + inner) / 2.0
     width = max(float(np.linalg.norm(inner - outer)), 1e-6)
-    across, down = (iris - (outer + inner) / 2.0) / width
-    return (-float(across) if mirrored else float(across)), -float(down)
+    across, down = (points[_CONTOUR_POINTS, :2] - middle) / width
+    lid = (middle[1] - float(points[_UPPER_LID, 1].mean())) / width
+    return (-float(across) if mirrored else float(across)), -float(down), float(lid)

@@ -8,8 +8,8 @@ label, sorted names alternately), so the split does not depend on the code measu
 Faces the engine's gate leaves out (head pose from the 68 points beyond its limits) take no
 part in either half.
 
-- fit: the rest offsets are the medians of the fit half's centre faces (rounded to 3
-  decimals); the Yaw and Pitch thresholds (0.5-degree steps) are those that name the most fit
+- fit: the rest offsets (iris across and up, upper lid) are the medians of the fit half's
+  centre faces (rounded to 3 decimals); the Yaw and Pitch thresholds (0.5-degree steps) are those that name the most fit
   faces' directions right (among equally good ones, the middle Yaw threshold, then the middle
   Pitch one): the :data:`~visage.engine.eye_direction.GAZE` Visage ships;
 - check: the other half's directions named at the shipped map, with the exact 95 % interval,
@@ -22,6 +22,8 @@ part in either half.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,26 +73,56 @@ def measure(engine: Engine, data: Path, faces: dict[str, dict[str, Any]]) -> dic
 def fit_map(offsets: list[EyeOffsets], labels: list[str]) -> GazeMap:
     """Rest offsets from the centre faces, then the thresholds that name the most directions right."""
     centre = np.array([o.mean for o, label in zip(offsets, labels) if label == "centre"])
-    across_rest, up_rest = (round(float(v), 3) for v in np.median(centre, axis=0))
-    directions = [GazeMap(across_rest, up_rest, 1.0, 1.0).direction(o) for o in offsets]
+    across_rest, up_rest, lid_rest = (round(float(v), 3) for v in np.median(centre, axis=0))
+    directions = [GazeMap(across_rest, up_rest, lid_rest, 1.0, 1.0).direction(o) for o in offsets]
     scores: dict[tuple[float, float], int] = {}
     for yaw in _STEPS:
         for pitch in _STEPS:
-            candidate = GazeMap(across_rest, up_rest, float(yaw), float(pitch))
+            candidate = GazeMap(across_rest, up_rest, lid_rest, float(yaw), float(pitch))
             scores[float(yaw), float(pitch)] = sum(candidate.label(d) == label for d, label in zip(directions, labels))
     best = max(scores.values())
     tied = sorted(k for k, v in scores.items() if v == best)
     yaw = sorted({k[0] for k in tied})[len({k[0] for k in tied}) // 2]
     pitches = sorted(k[1] for k in tied if k[0] == yaw)
-    return GazeMap(across_rest, up_rest, yaw, pitches[len(pitches) // 2])
+    return GazeMap(across_rest, up_rest, lid_rest, yaw, pitches[len(pitches) // 2])
 
 
 def _named(gaze: GazeMap, offsets: list[EyeOffsets]) -> list[str]:
     return [gaze.label(gaze.direction(o)) for o in offsets]
 
 
+def _iris_only(offsets: EyeOffsets) -> EyeOffsets:
+    """The offsets with the upper lid taken out of Pitch (its reading becomes +90 degrees, never the lower)."""
+    return replace(offsets, lid=(math.inf, math.inf))
+
+
+def _halves(
+    gaze: GazeMap, offsets: dict[str, EyeOffsets], truth: dict[str, str], fit: list[str], check: list[str]
+) -> dict[str, Any]:
+    """How ``gaze`` names each half's directions, with the check half's confusion table."""
+    named = dict(zip(fit + check, _named(gaze, [offsets[n] for n in fit + check])))
+    report = halves(*(Rate(sum(named[n] == truth[n] for n in half), len(half)) for half in (fit, check)))
+    report["check"]["confusion"] = {
+        d: {e: sum(truth[n] == d and named[n] == e for n in check) for e in DIRECTIONS} for d in DIRECTIONS
+    }
+    return report
+
+
+def _by_label(offsets: dict[str, EyeOffsets], truth: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Per label, over both halves: how many gated faces, and the median, lowest and highest of each mean offset."""
+    out: dict[str, dict[str, Any]] = {}
+    for direction in DIRECTIONS:
+        values = np.array([offsets[n].mean for n in offsets if truth[n] == direction]).reshape(-1, 3)
+        out[direction] = {"faces": len(values)} | {
+            name: [round(float(f(values[:, k])), 3) for f in (np.median, np.min, np.max)] if len(values) else []
+            for k, name in enumerate(("across", "up", "lid"))
+        }
+    return out
+
+
 def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The map fitted on the fit half, and how the shipped map names each half's directions."""
+    """The map fitted on the fit half, how the shipped map names each half's directions, the same
+    for a map fitted without the upper lid, and the offsets by label."""
     labels = labels or json.loads(LABELS.read_text())
     faces: dict[str, dict[str, Any]] = labels["faces"]
     truth = {name: face["gaze"] for name, face in faces.items()}
@@ -98,12 +130,8 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
     offsets = {n: o for n, o in measured.items() if o is not None}
     fit, check = ([n for n in half if n in offsets] for half in split(truth))
     fitted = fit_map([offsets[n] for n in fit], [truth[n] for n in fit])
-    named = dict(zip(fit + check, _named(GAZE, [offsets[n] for n in fit + check])))
-    fit_rate = Rate(sum(named[n] == truth[n] for n in fit), len(fit))
-    check_rate = Rate(sum(named[n] == truth[n] for n in check), len(check))
-    confusion = {d: {e: sum(truth[n] == d and named[n] == e for n in check) for e in DIRECTIONS} for d in DIRECTIONS}
-    report = halves(fit_rate, check_rate)
-    report["check"]["confusion"] = confusion
+    iris_offsets = {n: _iris_only(o) for n, o in offsets.items()}
+    iris_fitted = fit_map([iris_offsets[n] for n in fit], [truth[n] for n in fit])
     return {
         "labels": LABELS.name,
         "split": "within each label, sorted file names alternately: fit, check",
@@ -111,7 +139,9 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
         "gated_out": sorted(n for n, o in measured.items() if o is None),
         "fitted": _map_fields(fitted),
         "shipped": _map_fields(GAZE),
-        **report,
+        **_halves(GAZE, offsets, truth, fit, check),
+        "iris_only": {"fitted": _map_fields(iris_fitted), **_halves(iris_fitted, iris_offsets, truth, fit, check)},
+        "offsets_by_label": _by_label(offsets, truth),
     }
 
 
@@ -119,6 +149,7 @@ def _map_fields(gaze: GazeMap) -> dict[str, float]:
     return {
         "across_rest": gaze.across_rest,
         "up_rest": gaze.up_rest,
+        "lid_rest": gaze.lid_rest,
         "yaw_threshold": gaze.yaw_threshold,
         "pitch_threshold": gaze.pitch_threshold,
     }
@@ -130,9 +161,9 @@ def gaze_markdown(report: dict[str, Any]) -> str:
     low, high = check["ci95"]
     labelled = sum(report["faces"].values())
     lines = [
-        "| labelled faces (outside the gate) | rest offset across / up | Yaw / Pitch thresholds | fit half | check half (95 % CI) |",
+        "| labelled faces (outside the gate) | rest offset across / up / lid | Yaw / Pitch thresholds | fit half | check half (95 % CI) |",
         "|---|---|---|---|---|",
-        f"| {labelled} ({len(report['gated_out'])}) | {shipped['across_rest']:g} / {shipped['up_rest']:g} | {shipped['yaw_threshold']:g}° / "
+        f"| {labelled} ({len(report['gated_out'])}) | {shipped['across_rest']:g} / {shipped['up_rest']:g} / {shipped['lid_rest']:g} | {shipped['yaw_threshold']:g}° / "
         f"{shipped['pitch_threshold']:g}° | {report['fit']['correct']}/{report['fit']['faces']} | "
         f"{check['correct']}/{check['faces']} ({100 * low:.0f}–{100 * high:.0f} %) |",
         "",
@@ -142,4 +173,28 @@ def gaze_markdown(report: dict[str, Any]) -> str:
     for direction in DIRECTIONS:
         row = check["confusion"][direction]
         lines.append(f"| {direction} | " + " | ".join(str(row[e]) for e in DIRECTIONS) + " |")
+    iris = report["iris_only"]
+    lines += [
+        "",
+        f"Without the upper lid (the iris alone, its map fitted the same way: Pitch threshold "
+        f"{iris['fitted']['pitch_threshold']:g}°): fit half {iris['fit']['correct']}/{iris['fit']['faces']}, "
+        f"check half {iris['check']['correct']}/{iris['check']['faces']}, its down faces named down "
+        f"{iris['check']['confusion']['down']['down']} of {sum(iris['check']['confusion']['down'].values())}.",
+        "",
+        "| gated faces by label (both halves) | iris across | iris up | upper lid |",
+        "|---|---|---|---|",
+    ]
+    for direction, row in report["offsets_by_label"].items():
+        cells = [_spread(row[key]) for key in ("across", "up", "lid")]
+        lines.append(f"| {direction} ({row['faces']}) | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Offsets are over the eye-corner distance, medians (lowest to highest), the two eyes averaged.")
     return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    """ "median (lowest to highest)", or nothing for a label without gated faces."""
+    if not values:
+        return ""
+    median, lowest, highest = values
+    return f"{median:+.3f} ({lowest:+.2f} to {highest:+.2f})"
