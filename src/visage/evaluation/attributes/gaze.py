@@ -38,6 +38,8 @@ from visage.faces import BoundingBox
 
 #: The labels, beside the tests that check the attribute (labels only: no image is copied).
 LABELS = Path(__file__).resolve().parents[4] / "tests" / "data" / "eye_direction_labels.json"
+#: Faces drawn at random and labelled after the shipped map was fixed: a check no choice saw.
+BLIND_LABELS = LABELS.with_name("eye_direction_blind_labels.json")
 DIRECTIONS = ("left", "right", "up", "down", "centre")
 #: The thresholds tried, in degrees.
 _STEPS = np.arange(1.0, 40.0 + 1e-9, 0.5)
@@ -132,6 +134,7 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
     fitted = fit_map([offsets[n] for n in fit], [truth[n] for n in fit])
     iris_offsets = {n: _iris_only(o) for n, o in offsets.items()}
     iris_fitted = fit_map([iris_offsets[n] for n in fit], [truth[n] for n in fit])
+    blind = _blind_check(engine, data, iris_fitted)
     return {
         "labels": LABELS.name,
         "split": "within each label, sorted file names alternately: fit, check",
@@ -142,6 +145,24 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
         **_halves(GAZE, offsets, truth, fit, check),
         "iris_only": {"fitted": _map_fields(iris_fitted), **_halves(iris_fitted, iris_offsets, truth, fit, check)},
         "offsets_by_label": _by_label(offsets, truth),
+        "blind": blind,
+    }
+
+
+def _blind_check(engine: Engine, data: Path, iris_fitted: GazeMap) -> dict[str, Any]:
+    """How the shipped map, and the map fitted without the lid, name the blind labels' directions."""
+    labels = json.loads(BLIND_LABELS.read_text())
+    truth = {name: face["gaze"] for name, face in labels["faces"].items()}
+    measured = measure(engine, data, labels["faces"])
+    offsets = {n: o for n, o in measured.items() if o is not None}
+    names = sorted(offsets)
+    return {
+        "labels": BLIND_LABELS.name,
+        "faces": {d: sum(truth[n] == d for n in names) for d in DIRECTIONS},
+        "left_out_when_labelling": len(labels["left_out"]),
+        "gated_out": sorted(n for n, o in measured.items() if o is None),
+        "shipped": _halves(GAZE, offsets, truth, [], names)["check"],
+        "iris_only": _halves(iris_fitted, {n: _iris_only(o) for n, o in offsets.items()}, truth, [], names)["check"],
     }
 
 
@@ -189,6 +210,20 @@ def gaze_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {direction} ({row['faces']}) | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Offsets are over the eye-corner distance, medians (lowest to highest), the two eyes averaged.")
+    blind = report["blind"]
+    shipped, alone = blind["shipped"], blind["iris_only"]
+    low, high = shipped["ci95"]
+    counts = ", ".join(f"{n} {d}" for d, n in blind["faces"].items() if n)
+    lines += [
+        "",
+        f"Blind check ({blind['labels']}: faces drawn at random, labelled after this map was fixed; "
+        f"{shipped['faces']} labelled: {counts}; {blind['left_out_when_labelling']} more left out when labelling): "
+        f"{shipped['correct']}/{shipped['faces']} ({100 * low:.0f}–{100 * high:.0f} %), against "
+        f"{alone['correct']}/{alone['faces']} for the iris alone; centre faces named centre "
+        f"{shipped['confusion']['centre']['centre']} of {blind['faces']['centre']} (iris alone "
+        f"{alone['confusion']['centre']['centre']}), down faces named down {shipped['confusion']['down']['down']} "
+        f"of {blind['faces']['down']} (iris alone {alone['confusion']['down']['down']}).",
+    ]
     return "\n".join(lines)
 
 
