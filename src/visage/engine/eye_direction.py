@@ -20,9 +20,10 @@ reads as asin(o / radius) after the rest offsets of eyes looking at the camera (
 labels, :data:`GAZE`) are taken off.
 
 A downward glance is read from the upper lid as well. The lid follows the eye down and covers
-the top of the iris, and the model then places the iris centre too high, so on hand-labelled
-faces most downward glances kept a centre-like iris offset while the upper lid dropped by a
-fifth of the eye's width or more (docs/engine.md). The upper lid's height above the corners'
+the top of the iris; on hand-labelled faces the iris centre of a downward glance moved down less
+and less evenly (its offsets overlap those of centre faces), while the middle of the upper lid
+dropped by about a fifth of the eye's width (the medians), below every centre face's
+(docs/engine.md). The upper lid's height above the corners'
 midpoint, less its rest height, is read on the same round-eye model, and it only ever lowers
 Pitch: Pitch = min(iris, lid + max(iris, 0)), so a level or downward iris reading gives way to
 the lid's where that is lower, and an upward one is lowered by as far as the lid sits below its
