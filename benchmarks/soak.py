@@ -32,12 +32,7 @@ server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plo
     nice -n 10 python benchmarks/soak.py --store postgres      # the same on PostgreSQL
     python benchmarks/soak.py --minutes 2 --faces 2000          # a quick try
 
-The server gives the memory its threads freed back to the system every
-``--heap-trim-seconds`` (its default, ``Settings.heap_trim_seconds``; :mod:`visage.api.heap`);
-``--heap-trim-seconds 0`` runs it without, for comparison.
-
-Results: ``soak`` (SQLite) or ``soak_postgres``, with ``_untrimmed`` after the name when the
-heap is never trimmed, each with its plot.
+Results: ``soak`` (SQLite) or ``soak_postgres``, each with its plot.
 """
 
 from __future__ import annotations
@@ -66,7 +61,6 @@ from tests.conftest import RunningServer
 
 from _results import RESULTS, write_results
 from search_scale import Distractors, postgres_databases
-from visage.config import Settings
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
 from visage.evaluation.lfw import embed_images
@@ -259,12 +253,6 @@ def main() -> None:
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="how often the server's RSS is read")
     parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of --minutes, at most 5")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument(
-        "--heap-trim-seconds",
-        type=int,
-        default=Settings().heap_trim_seconds,
-        help="the server's heap_trim_seconds (0: never give freed memory back; results then named ..._untrimmed)",
-    )
     args = parser.parse_args()
     warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
 
@@ -286,8 +274,7 @@ def main() -> None:
     probes = [path.read_bytes() for path in fill(store, args.faces, args.real, images)]
     rest = images[args.real :]  # indexed through the API, a share per client
 
-    trim_env = {"VISAGE_HEAP_TRIM_SECONDS": str(args.heap_trim_seconds)}
-    server = RunningServer(root / "data", extra_args=store_args, env=trim_env).start()
+    server = RunningServer(root / "data", extra_args=store_args).start()
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     assert server.process is not None
@@ -336,15 +323,12 @@ def main() -> None:
         "rss_growth_at_most_50_mib": growth <= MAX_RSS_GROWTH_MIB,
     }
     minutes = elapsed / 60
-    name = ("soak" if args.store == "sqlite" else "soak_postgres") + ("" if args.heap_trim_seconds else "_untrimmed")
-    trimming = (
-        f"freed memory given back every {args.heap_trim_seconds} s" if args.heap_trim_seconds else "never trimmed"
-    )
+    name = "soak" if args.store == "sqlite" else "soak_postgres"
     finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
 
     lines = [
         f"Soak: {args.clients} boto3 clients for {minutes:.1f} min ({finished}; asked for {args.minutes:g} min or "
-        f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}, heap {trimming}) whose collection held "
+        f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}) whose collection held "
         f"{args.faces:,} faces at the start ({args.real:,} real LFW vectors, the rest face-like distractors); "
         f"{len(calls):,} calls, {len(calls) / elapsed:.1f} per second, on a {psutil.cpu_count()}-core machine shared "
         "with other work.",
@@ -378,7 +362,6 @@ def main() -> None:
         name,
         {
             "store": backend,
-            "heap_trim_seconds": args.heap_trim_seconds,
             "minutes": round(minutes, 2),
             "asked": {"minutes": args.minutes, "requests": args.requests},
             "faces": args.faces,

@@ -62,7 +62,6 @@ def test_environment_then_overrides():
         ("VISAGE_MAX_IMAGE_BYTES", "abc", "a whole number of at least 1"),
         ("VISAGE_MAX_IMAGE_BYTES", "0", "a whole number of at least 1"),
         ("VISAGE_EXACT_SEARCH_LIMIT", "-1", "a whole number of at least 0"),
-        ("VISAGE_HEAP_TRIM_SECONDS", "-1", "a whole number of at least 0"),
         ("VISAGE_DETECTION_THRESHOLD", "1.5", "a number between 0 and 1"),
         ("VISAGE_LANDMARKS", "foo", "one of dlib68, yunet5"),
         ("VISAGE_FACE_MODEL", "arcface", "one of sface, dlib, fusion"),

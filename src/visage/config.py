@@ -105,9 +105,6 @@ class Settings:
     #: does not is answered 408 and cut off (docs/operations.md).
     request_header_seconds: int = 10
     request_body_seconds: int = 60
-    #: Every this many seconds the server gives the memory its threads have freed back to the
-    #: system (glibc's malloc_trim; docs/operations.md); 0: never.
-    heap_trim_seconds: int = 60
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"
@@ -297,7 +294,7 @@ _RULES: dict[str, Rule] = {
         "a number of frames per second, above 0 and at most 60",
         lambda v: _number(v) and 0 < v <= 60,
     ),
-    **dict.fromkeys(("exact_search_limit", "video_vector_reuse_ms", "heap_trim_seconds"), _whole(0)),
+    **dict.fromkeys(("exact_search_limit", "video_vector_reuse_ms"), _whole(0)),
     "detection_threshold": ("a number between 0 and 1 (both excluded)", _fraction),
     **dict.fromkeys(
         ("auth", "keep_face_thumbnails", "request_log"), ("true or false (1/0, yes/no)", lambda v: isinstance(v, bool))

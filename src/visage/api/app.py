@@ -30,7 +30,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from visage.api.heap import trim_heap_every
 from visage.api.protocol import CONTENT_TYPE, encode_error, rekognition
 from visage.api.sigv4 import verify_request
 from visage.config import Settings
@@ -157,9 +156,7 @@ def create_app(settings: Settings) -> Starlette:
         await loop.run_in_executor(workers, service.engine.warm_up)
         await loop.run_in_executor(workers, service.store.warm)
         service.video.workers.start()
-        trimming = asyncio.create_task(trim_heap_every(settings.heap_trim_seconds))
         yield
-        trimming.cancel()
         deadline = _exit_after(EXIT_SECONDS)
         await loop.run_in_executor(None, service.video.workers.stop)
         await loop.run_in_executor(None, functools.partial(workers.shutdown, wait=True, cancel_futures=True))
