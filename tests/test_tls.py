@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -77,11 +79,20 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
+#: The server's request_header_seconds, which also bounds the TLS handshake (asyncio's own limit: 60 s).
+HEADER_SECONDS = 4
+
+
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     root = tmp_path_factory.mktemp("tls")
     ca, cert, key = make_certificates(root)
-    server = RunningServer(root / "data", extra_args=("--tls-cert", str(cert), "--tls-key", str(key)), ca_file=ca)
+    server = RunningServer(
+        root / "data",
+        extra_args=("--tls-cert", str(cert), "--tls-key", str(key)),
+        env={"VISAGE_REQUEST_HEADER_SECONDS": str(HEADER_SECONDS)},
+        ca_file=ca,
+    )
     with server:
         yield server
 
@@ -136,3 +147,30 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(https_server: RunningSer
     context = ssl.create_default_context(cafile=str(https_server.ca_file))
     with urllib.request.urlopen(https_server.url + "/health", timeout=5, context=context) as response:
         assert response.status == 200
+
+
+def _seconds_until_closed(connection: socket.socket) -> float:
+    """How long the server takes to close ``connection``, to which the client sends nothing."""
+    connection.settimeout(60)
+    start = time.monotonic()
+    try:
+        while connection.recv(4096):  # a 408 may come first
+            pass
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    return time.monotonic() - start
+
+
+def test_clients_that_stall_in_the_tls_handshake_or_before_their_headers_are_cut_off(
+    https_server: RunningServer,
+) -> None:
+    """A connection that never begins the TLS handshake, and one that completes it and then sends
+    nothing, are each closed after request_header_seconds."""
+    port = int(https_server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as raw:
+        waited = _seconds_until_closed(raw)
+    assert HEADER_SECONDS - 0.5 <= waited < HEADER_SECONDS + 10, waited
+    context = ssl.create_default_context(cafile=str(https_server.ca_file))
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1") as tls:
+        waited = _seconds_until_closed(tls)
+    assert HEADER_SECONDS - 0.5 <= waited < HEADER_SECONDS + 10, waited

@@ -16,6 +16,12 @@ never held by a slow client: the app reads the whole body before it hands the re
 ``visage serve`` passes it to uvicorn as its ``http`` protocol (:func:`protocol`), with the
 deadlines of :class:`~visage.config.Settings` (``request_header_seconds``,
 ``request_body_seconds``).
+
+Over HTTPS the protocol only hears of a connection once its TLS handshake is done, and asyncio
+gives a handshake 60 s; uvicorn has no setting for it. So ``visage serve`` also gives uvicorn
+its event loop (:func:`loop_factory`): uvicorn's own choice (uvloop where installed, else
+asyncio's), whose TLS servers give a client ``header_seconds`` to finish the handshake, before
+the headers' deadline starts.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from uvicorn.loops.auto import auto_loop_factory
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("visage")
@@ -88,3 +96,22 @@ class DeadlineProtocol(HttpToolsProtocol):
 def protocol(header_seconds: float, body_seconds: float) -> Any:
     """The protocol factory to give uvicorn as ``http`` (picklable, for its worker processes)."""
     return functools.partial(DeadlineProtocol, header_seconds=header_seconds, body_seconds=body_seconds)
+
+
+def _loop_with_handshake_deadline(handshake_seconds: float) -> asyncio.AbstractEventLoop:
+    """uvicorn's usual event loop, whose TLS servers end a handshake not done within ``handshake_seconds``."""
+    loop = auto_loop_factory()()
+    create_server = loop.create_server
+
+    async def create_tls_server_with_deadline(*args: Any, **kwargs: Any) -> asyncio.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_handshake_timeout", handshake_seconds)
+        return await create_server(*args, **kwargs)
+
+    loop.create_server = create_tls_server_with_deadline  # type: ignore[method-assign]
+    return loop
+
+
+def loop_factory(handshake_seconds: float) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop factory to give uvicorn as ``loop`` (picklable, for its worker processes)."""
+    return functools.partial(_loop_with_handshake_deadline, handshake_seconds)

@@ -137,6 +137,7 @@ def serve(settings: Settings, sock: socket.socket, workers: int, say: Callable[[
         # On SIGTERM: stop accepting, let the requests in flight finish for at most this long.
         "timeout_graceful_shutdown": settings.shutdown_seconds,
         "http": deadlines.protocol(settings.request_header_seconds, settings.request_body_seconds),
+        "loop": deadlines.loop_factory(settings.request_header_seconds),
     }
     if settings.tls:
         options.update(ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key))
