@@ -130,7 +130,7 @@ def test_direction_names_follow_pose_signs() -> None:
 
 
 def test_a_lowered_upper_lid_reads_as_a_downward_glance_and_never_raises_pitch() -> None:
-    """Pitch is the lower of the iris's and the upper lid's readings (docs/engine.md)."""
+    """The upper lid only ever lowers Pitch: Pitch = min(iris, lid + max(iris, 0)) (docs/engine.md)."""
     rule = GazeMap(across_rest=0.0, up_rest=0.07, lid_rest=0.2, yaw_threshold=15.0, pitch_threshold=15.0)
 
     def read(up: float, lid: float) -> EyeDirection:

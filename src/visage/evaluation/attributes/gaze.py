@@ -9,9 +9,10 @@ Faces the engine's gate leaves out (head pose from the 68 points beyond its limi
 part in either half.
 
 - fit: the rest offsets (iris across and up, upper lid) are the medians of the fit half's
-  centre faces (rounded to 3 decimals); the Yaw and Pitch thresholds (0.5-degree steps) are those that name the most fit
-  faces' directions right (among equally good ones, the middle Yaw threshold, then the middle
-  Pitch one): the :data:`~visage.engine.eye_direction.GAZE` Visage ships;
+  centre faces (rounded to 3 decimals); the Yaw and Pitch thresholds (0.5-degree steps) are
+  those that name the most fit faces' directions right (among equally good ones, the middle
+  Yaw threshold, then the middle Pitch one): the :data:`~visage.engine.eye_direction.GAZE`
+  Visage ships;
 - check: the other half's directions named at the shipped map, with the exact 95 % interval,
   per label, and as a confusion table. No check label took part in the fit (but the choice to
   read the upper lid was made after looking at both halves: docs/engine.md);
@@ -130,15 +131,17 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
     """The map fitted on the fit half, how the shipped map names each half's directions, the same
     for a map fitted without the upper lid, the offsets by label, and the blind check."""
     labels = labels or json.loads(LABELS.read_text())
+    blind_labels = json.loads(BLIND_LABELS.read_text())
     faces: dict[str, dict[str, Any]] = labels["faces"]
     truth = {name: face["gaze"] for name, face in faces.items()}
-    measured = measure(engine, data, faces)
+    measured_all = measure(engine, data, {**faces, **blind_labels["faces"]})  # the models load once
+    measured = {n: measured_all[n] for n in faces}
     offsets = {n: o for n, o in measured.items() if o is not None}
     fit, check = ([n for n in half if n in offsets] for half in split(truth))
     fitted = fit_map([offsets[n] for n in fit], [truth[n] for n in fit])
     iris_offsets = {n: _iris_only(o) for n, o in offsets.items()}
     iris_fitted = fit_map([iris_offsets[n] for n in fit], [truth[n] for n in fit])
-    blind = _blind_check(engine, data, iris_fitted)
+    blind = _blind_check(blind_labels, {n: measured_all[n] for n in blind_labels["faces"]}, iris_fitted)
     return {
         "labels": LABELS.name,
         "split": "within each label, sorted file names alternately: fit, check",
@@ -153,11 +156,12 @@ def gaze_report(engine: Engine, data: Path, labels: dict[str, Any] | None = None
     }
 
 
-def _blind_check(engine: Engine, data: Path, iris_fitted: GazeMap) -> dict[str, Any]:
-    """How the shipped map, and the map fitted without the lid, name the blind labels' directions."""
-    labels = json.loads(BLIND_LABELS.read_text())
+def _blind_check(
+    labels: dict[str, Any], measured: dict[str, EyeOffsets | None], iris_fitted: GazeMap
+) -> dict[str, Any]:
+    """How the shipped map, and the map fitted without the lid, name the blind labels' directions
+    (``measured``: their offsets, by :func:`measure`)."""
     truth = {name: face["gaze"] for name, face in labels["faces"].items()}
-    measured = measure(engine, data, labels["faces"])
     offsets = {n: o for n, o in measured.items() if o is not None}
     names = sorted(offsets)
     return {
