@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: serve test lint install browser benchmark benchmark-console mutate figures clean
+.PHONY: serve test lint install browser allocator benchmark benchmark-console mutate figures clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,12 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	@cd tests/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null
 	@touch $(JS_STAMP)
 
-install: $(STAMP) $(JS_STAMP)
+install: $(STAMP) $(JS_STAMP) allocator
 
-serve: $(STAMP)
+serve: $(STAMP) allocator
 	$(BIN)/visage serve
 
-test: lint browser $(JS_STAMP)
+test: lint browser allocator $(JS_STAMP)
 	$(BIN)/python -m pytest
 
 # The console's browser tests drive Debian's chromium through Playwright; nothing downloads
@@ -37,6 +37,14 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 		else echo "chromium is not installed: the console's browser tests will skip (sudo apt-get install chromium)"; fi; }
+
+# The server's memory allocator: jemalloc (Debian's libjemalloc2), with which its memory does not
+# creep up under hours of load as it does with glibc's malloc (docs/performance.md). Installed with
+# apt when absent (as root, as on CI); otherwise `visage serve` runs on glibc's and says so.
+allocator:
+	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('jemalloc'))" || { \
+		if [ "$$(id -u)" = 0 ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq libjemalloc2 >/dev/null; \
+		else echo "jemalloc is not installed: visage serve will use glibc's malloc (sudo apt-get install libjemalloc2)"; fi; }
 
 # Formatting, lint and types; `make test` runs these first.
 lint: $(STAMP)

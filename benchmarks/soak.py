@@ -19,7 +19,12 @@ all, and deletes only faces it indexed, so that it knows what must be there at t
 
 Reported: throughput, p50 and p99 per operation, errors by code, the 5xx count, and the
 server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plot
-(benchmarks/results/soak.png). Goals, checked and printed:
+(benchmarks/results/soak.png), with its trend after warm-up (MiB a minute, a least-squares
+line). The server runs on its default allocator, jemalloc where it is installed (the report
+names the library its memory map held). Then, unless ``--baseline none``, the same soak runs
+again on a fresh store with the server on glibc's malloc (``visage serve --allocator
+system``), and a table sets the two side by side: the baseline in the same run. Goals,
+checked on the first soak and printed:
 
 - zero 5xx responses;
 - zero lost faces: every face an acknowledged IndexFaces returned is listed at the end
@@ -28,9 +33,9 @@ server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plo
 - RSS grows at most 50 MiB after warm-up (the highest sample after the first
   ``--warmup-minutes``, default a fifth of the run and at most 5, over the sample then).
 
-    nice -n 10 python benchmarks/soak.py                       # 30 minutes, 20,000 faces
+    nice -n 10 python benchmarks/soak.py                       # 2 x 30 minutes, 20,000 faces
     nice -n 10 python benchmarks/soak.py --store postgres      # the same on PostgreSQL
-    python benchmarks/soak.py --minutes 2 --faces 2000          # a quick try
+    python benchmarks/soak.py --minutes 2 --faces 2000 --baseline none   # a quick try
 
 Results: ``soak`` (SQLite) or ``soak_postgres``, each with its plot.
 """
@@ -220,14 +225,16 @@ def listed_faces(rekognition: Any) -> dict[str, str]:
 # Reporting -----------------------------------------------------------------------------------
 
 
-def plot(samples: list[tuple[float, float]], warmup_s: float, path: Path, title: str) -> None:
+def plot(runs: list[Soak], warmup_s: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(8, 3.5))
-    axes.plot([t / 60 for t, _ in samples], [m for _, m in samples], color="tab:blue")
+    for run, colour in zip(runs, ("tab:blue", "tab:orange"), strict=False):
+        label = "jemalloc" if "jemalloc" in run.loaded else run.loaded
+        axes.plot([t / 60 for t, _ in run.samples], [m for _, m in run.samples], color=colour, label=label)
     axes.axvline(warmup_s / 60, color="grey", linestyle="--", label="end of warm-up")
     axes.set_xlabel("minutes")
     axes.set_ylabel("server RSS (MiB)")
@@ -243,21 +250,80 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return round(float(np.percentile(np.array(seconds) * 1000, q)), 1) if seconds else 0.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=30.0, help="how long the clients run at most")
-    parser.add_argument("--requests", type=int, default=200_000, help="how many calls they make at most")
-    parser.add_argument("--faces", type=int, default=20_000, help="faces in the collection before the clients start")
-    parser.add_argument("--real", type=int, default=1_000, help="LFW images whose vectors are among them")
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--sample-seconds", type=float, default=10.0, help="how often the server's RSS is read")
-    parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of --minutes, at most 5")
-    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    args = parser.parse_args()
-    warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
+@dataclass
+class Soak:
+    """One soak's outcome: the calls, what the server acknowledged and lists, and its memory."""
 
-    images = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
-    random.Random(0).shuffle(images)
+    allocator: str  # what was asked for
+    loaded: str  # what the server's memory map held: the jemalloc library, or "glibc's malloc"
+    elapsed: float
+    clients: list[Client]
+    listed: dict[str, str]
+    face_count: int
+    samples: list[tuple[float, float]]  # (seconds since the clients started, RSS in MiB)
+    warmup_s: float
+
+    @property
+    def calls(self) -> list[tuple[float, str, float, str]]:
+        return [call for client in self.clients for call in client.calls]
+
+    @property
+    def indexed(self) -> dict[str, str]:
+        return {face_id: name for client in self.clients for face_id, name in client.indexed.items()}
+
+    @property
+    def deleted(self) -> set[str]:
+        return set().union(*(client.deleted for client in self.clients))
+
+    @property
+    def lost(self) -> list[str]:
+        return sorted(f for f in self.indexed if f not in self.deleted and f not in self.listed)
+
+    @property
+    def undeleted(self) -> list[str]:
+        return sorted(f for f in self.deleted if f in self.listed)
+
+    @property
+    def errors(self) -> Counter[str]:
+        return Counter(outcome for _, _, _, outcome in self.calls if outcome != "ok")
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for outcome, n in self.errors.items() if outcome[0] == "5")
+
+    @property
+    def no_response(self) -> int:
+        return sum(n for outcome, n in self.errors.items() if outcome.startswith("no response"))
+
+    @property
+    def at_warmup(self) -> float:
+        return next((mib for t, mib in self.samples if t >= self.warmup_s), self.samples[-1][1])
+
+    @property
+    def highest_after_warmup(self) -> float:
+        return max((mib for t, mib in self.samples if t >= self.warmup_s), default=self.at_warmup)
+
+    @property
+    def growth(self) -> float:
+        """The goal's measure: the highest sample after warm-up over the sample then, in MiB."""
+        return round(self.highest_after_warmup - self.at_warmup, 1)
+
+    @property
+    def slope(self) -> float:
+        """The trend after warm-up, in MiB a minute (a least-squares line through the samples)."""
+        after = np.array([(t / 60, mib) for t, mib in self.samples if t >= self.warmup_s])
+        return round(float(np.polyfit(after[:, 0], after[:, 1], 1)[0]), 3) if len(after) > 2 else 0.0
+
+    def goals(self) -> dict[str, bool]:
+        return {
+            "zero_5xx": self.server_errors == 0 and self.no_response == 0,
+            "zero_lost_faces": not self.lost and not self.undeleted and self.face_count == len(self.listed),
+            "rss_growth_at_most_50_mib": self.growth <= MAX_RSS_GROWTH_MIB,
+        }
+
+
+def soak(args: argparse.Namespace, allocator: str, images: list[Path], warmup_s: float) -> tuple[Soak, str]:
+    """One soak on a fresh store, the server on ``allocator``; also the store's description."""
     root = Path(tempfile.mkdtemp(prefix="visage-soak-"))
     (root / "data").mkdir()
     if args.store == "postgres":
@@ -274,15 +340,16 @@ def main() -> None:
     probes = [path.read_bytes() for path in fill(store, args.faces, args.real, images)]
     rest = images[args.real :]  # indexed through the API, a share per client
 
-    server = RunningServer(root / "data", extra_args=store_args).start()
+    server = RunningServer(root / "data", extra_args=(*store_args, "--allocator", allocator)).start()
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     assert server.process is not None
+    loaded = allocator_in(server.process.pid)
     sampler = threading.Thread(target=sample_rss, args=(server.process.pid, args.sample_seconds, stop, samples))
     try:
         clients = [Client(n, server.client(retry=False), rest[n :: args.clients]) for n in range(args.clients)]
         sampler.start()
-        print(f"{args.clients} clients for at most {args.minutes:g} min or {args.requests:,} calls ...")
+        print(f"{args.clients} clients for at most {args.minutes:g} min or {args.requests:,} calls, on {loaded} ...")
         elapsed = run_clients(clients, probes, args.minutes * 60, args.requests)
         stop.set()
         sampler.join()
@@ -293,19 +360,47 @@ def main() -> None:
         stop.set()
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+    return Soak(allocator, loaded, elapsed, clients, listed, face_count, samples, warmup_s), backend
 
-    calls = [call for client in clients for call in client.calls]
-    indexed = {face_id: name for client in clients for face_id, name in client.indexed.items()}
-    deleted = set().union(*(client.deleted for client in clients))
-    lost = sorted(face_id for face_id in indexed if face_id not in deleted and face_id not in listed)
-    undeleted = sorted(face_id for face_id in deleted if face_id in listed)
-    errors = Counter(outcome for _, _, _, outcome in calls if outcome != "ok")
-    server_errors = sum(n for outcome, n in errors.items() if outcome[0] == "5")
-    no_response = sum(n for outcome, n in errors.items() if outcome.startswith("no response"))
 
-    after = [mib for t, mib in samples if t >= warmup_s]
-    at_warmup = next((mib for t, mib in samples if t >= warmup_s), samples[-1][1])
-    growth = round(max(after, default=at_warmup) - at_warmup, 1)
+def allocator_in(pid: int) -> str:
+    """The allocator process ``pid`` runs on, from its memory map."""
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return next((line.split()[-1] for line in maps if "libjemalloc" in line), "glibc's malloc")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="how long the clients run at most")
+    parser.add_argument("--requests", type=int, default=200_000, help="how many calls they make at most")
+    parser.add_argument("--faces", type=int, default=20_000, help="faces in the collection before the clients start")
+    parser.add_argument("--real", type=int, default=1_000, help="LFW images whose vectors are among them")
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--sample-seconds", type=float, default=10.0, help="how often the server's RSS is read")
+    parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of --minutes, at most 5")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--baseline",
+        choices=("system", "none"),
+        default="system",
+        help="after the soak on the server's default allocator (jemalloc), soak again on glibc's malloc "
+        "(visage serve --allocator system) to compare; none: only the first",
+    )
+    args = parser.parse_args()
+    warmup_s = 60 * (args.warmup_minutes if args.warmup_minutes is not None else min(5.0, args.minutes / 5))
+
+    images = sorted((eval_data_dir() / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))
+    random.Random(0).shuffle(images)
+    runs = []
+    for allocator in ("jemalloc", "system") if args.baseline == "system" else ("jemalloc",):
+        run, backend = soak(args, allocator, images, warmup_s)
+        runs.append(run)
+    main_run = runs[0]
+    calls, elapsed = main_run.calls, main_run.elapsed
+    goals = main_run.goals()
+    minutes = elapsed / 60
+    name = "soak" if args.store == "sqlite" else "soak_postgres"
+    finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
     per_operation: dict[str, dict[str, float]] = {}
     for operation in MIX:
         mine = [call for call in calls if call[1] == operation]
@@ -317,21 +412,13 @@ def main() -> None:
             "p99_ms": percentile_ms(ok, 99),
             "errors": len(mine) - len(ok),
         }
-    goals = {
-        "zero_5xx": server_errors == 0 and no_response == 0,
-        "zero_lost_faces": not lost and not undeleted and face_count == len(listed),
-        "rss_growth_at_most_50_mib": growth <= MAX_RSS_GROWTH_MIB,
-    }
-    minutes = elapsed / 60
-    name = "soak" if args.store == "sqlite" else "soak_postgres"
-    finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
 
     lines = [
         f"Soak: {args.clients} boto3 clients for {minutes:.1f} min ({finished}; asked for {args.minutes:g} min or "
-        f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}) whose collection held "
-        f"{args.faces:,} faces at the start ({args.real:,} real LFW vectors, the rest face-like distractors); "
-        f"{len(calls):,} calls, {len(calls) / elapsed:.1f} per second, on a {psutil.cpu_count()}-core machine shared "
-        "with other work.",
+        f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}, on {main_run.loaded}) whose "
+        f"collection held {args.faces:,} faces at the start ({args.real:,} real LFW vectors, the rest face-like "
+        f"distractors); {len(calls):,} calls, {len(calls) / elapsed:.1f} per second, on a {psutil.cpu_count()}-core "
+        "machine shared with other work.",
         "",
         "| operation | calls | per s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|",
@@ -340,22 +427,40 @@ def main() -> None:
         lines.append(
             f"| {operation} | {row['calls']:,} | {row['per_s']} | {row['p50_ms']} | {row['p99_ms']} | {row['errors']} |"
         )
+    errors = main_run.errors
     lines += [
         "",
-        f"- 5xx responses: {server_errors}; calls without a response: {no_response}; errors by code: "
-        + (", ".join(f"{code} x{n}" for code, n in errors.most_common()) or "none")
-        + ".",
-        f"- Faces: {len(indexed):,} acknowledged by IndexFaces, {len(deleted):,} of them acknowledged deleted; "
-        f"at the end ListFaces lists {len(listed):,} and FaceCount is {face_count:,}; "
-        f"lost: {len(lost)} indexed faces missing, {len(undeleted)} deleted faces still listed.",
-        f"- Server RSS: {samples[0][1]:.0f} MiB at the start, {at_warmup:.0f} MiB after the "
-        f"{warmup_s / 60:g}-minute warm-up, at most {max(after, default=at_warmup):.0f} MiB after it, "
-        f"{samples[-1][1]:.0f} MiB at the end: growth after warm-up {growth:g} MiB (goal <= 50). "
+        f"- 5xx responses: {main_run.server_errors}; calls without a response: {main_run.no_response}; errors by "
+        "code: " + (", ".join(f"{code} x{n}" for code, n in errors.most_common()) or "none") + ".",
+        f"- Faces: {len(main_run.indexed):,} acknowledged by IndexFaces, {len(main_run.deleted):,} of them "
+        f"acknowledged deleted; at the end ListFaces lists {len(main_run.listed):,} and FaceCount is "
+        f"{main_run.face_count:,}; lost: {len(main_run.lost)} indexed faces missing, {len(main_run.undeleted)} "
+        "deleted faces still listed.",
+        f"- Server RSS: {main_run.samples[0][1]:.0f} MiB at the start, {main_run.at_warmup:.0f} MiB after the "
+        f"{warmup_s / 60:g}-minute warm-up, at most {main_run.highest_after_warmup:.0f} MiB after it, "
+        f"{main_run.samples[-1][1]:.0f} MiB at the end: growth after warm-up {main_run.growth:g} MiB (goal <= 50); "
+        f"trend after warm-up {main_run.slope:+.3f} MiB a minute. "
         f"Plot: [`benchmarks/results/{name}.png`](../benchmarks/results/{name}.png).",
         "- Goals: "
-        + ", ".join(f"{name.replace('_', ' ')} {'met' if met else 'NOT MET'}" for name, met in goals.items())
+        + ", ".join(f"{goal.replace('_', ' ')} {'met' if met else 'NOT MET'}" for goal, met in goals.items())
         + ".",
     ]
+    if len(runs) > 1:
+        lines += [
+            "",
+            "The same soak, on a fresh store, with the server on each allocator, one after the other in this run:",
+            "",
+            "| allocator | calls | per s | 5xx | lost | RSS at start | after warm-up | highest after | at end "
+            "| growth after warm-up | trend, MiB a minute |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for run in runs:
+            lines.append(
+                f"| {run.loaded} | {len(run.calls):,} | {len(run.calls) / run.elapsed:.1f} | "
+                f"{run.server_errors + run.no_response} | {len(run.lost) + len(run.undeleted)} | "
+                f"{run.samples[0][1]:.0f} | {run.at_warmup:.0f} | {run.highest_after_warmup:.0f} | "
+                f"{run.samples[-1][1]:.0f} | {run.growth:g} MiB | {run.slope:+.3f} |"
+            )
     markdown = "\n".join(lines)
     print(markdown)
     write_results(
@@ -371,29 +476,44 @@ def main() -> None:
             "per_s": round(len(calls) / elapsed, 2),
             "operations": per_operation,
             "errors": dict(errors),
-            "server_errors_5xx": server_errors,
-            "no_response": no_response,
-            "faces_indexed": len(indexed),
-            "faces_deleted": len(deleted),
-            "faces_listed": len(listed),
-            "face_count": face_count,
-            "lost": len(lost),
-            "deleted_but_listed": len(undeleted),
-            "rss_mib": [[round(t, 1), round(mib, 1)] for t, mib in samples],
+            "server_errors_5xx": main_run.server_errors,
+            "no_response": main_run.no_response,
+            "faces_indexed": len(main_run.indexed),
+            "faces_deleted": len(main_run.deleted),
+            "faces_listed": len(main_run.listed),
+            "face_count": main_run.face_count,
+            "lost": len(main_run.lost),
+            "deleted_but_listed": len(main_run.undeleted),
             "warmup_s": warmup_s,
-            "rss_growth_mib": growth,
             "goals": goals,
+            "allocators": [
+                {
+                    "asked": run.allocator,
+                    "loaded": run.loaded,
+                    "minutes": round(run.elapsed / 60, 2),
+                    "calls": len(run.calls),
+                    "server_errors_5xx": run.server_errors,
+                    "no_response": run.no_response,
+                    "lost": len(run.lost),
+                    "deleted_but_listed": len(run.undeleted),
+                    "rss_mib": [[round(t, 1), round(mib, 1)] for t, mib in run.samples],
+                    "rss_growth_mib": run.growth,
+                    "rss_trend_mib_per_minute": run.slope,
+                    "goals": run.goals(),
+                }
+                for run in runs
+            ],
         },
         markdown,
     )
     plot(  # after write_results, which records whether the tree differs from its commit
-        samples,
+        runs,
         warmup_s,
         RESULTS / f"{name}.png",
         f"visage serve RSS ({backend.split(',')[0]}), {args.clients} clients, {args.faces:,}-face collection, "
         f"{minutes:.1f} min",
     )
-    print("goals:", ", ".join(f"{name} {'met' if met else 'NOT MET'}" for name, met in goals.items()))
+    print("goals:", ", ".join(f"{goal} {'met' if met else 'NOT MET'}" for goal, met in goals.items()))
 
 
 if __name__ == "__main__":

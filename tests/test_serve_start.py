@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import psutil
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from visage.api.allocator import jemalloc_library
 from visage.testing import free_port
 
-from .conftest import RunningServer
+from .conftest import RunningServer, under_ci
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,6 +67,22 @@ class Started:
             os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(timeout=60)
         return self.stderr_path.read_text()
+
+
+def needs_jemalloc() -> None:
+    """Skip unless jemalloc is installed (`make test` installs it, so under CI its absence fails)."""
+    if jemalloc_library() is None:
+        message = "jemalloc is not installed (apt-get install libjemalloc2)"
+        if under_ci():
+            pytest.fail(f"under CI `make test` installs it: {message}")
+        pytest.skip(message)
+
+
+def mapped_jemalloc(pid: int) -> list[str]:
+    """The jemalloc libraries mapped into process ``pid``."""
+    return sorted(
+        {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "jemalloc" in line}
+    )
 
 
 def printed_key(started: Started) -> tuple[str, str]:
@@ -116,6 +134,26 @@ def test_the_banner_says_what_is_in_force(dlib_server: tuple[Started, Path]) -> 
     # The first start made a key, and says how to make another for this very data dir.
     assert f"visage keys create --data-dir {shlex.quote(str(data_dir))}\n" in said + "\n"
     assert "export AWS_DEFAULT_REGION=us-east-1" in said
+
+
+def test_the_server_runs_on_jemalloc_and_says_so(dlib_server: tuple[Started, Path]) -> None:
+    """The default: `visage serve` re-executes itself with jemalloc preloaded, once, in the same process."""
+    needs_jemalloc()
+    started, _ = dlib_server
+    loaded = mapped_jemalloc(started.process.pid)
+    assert len(loaded) == 1, loaded
+    assert f"  allocator    jemalloc ({loaded[0]})" in started.lines
+    assert sum(line.startswith("Visage ") for line in started.lines) == 1  # the banner once: one re-execution
+
+
+def test_the_allocator_can_be_glibcs(tmp_path: Path) -> None:
+    started = Started(tmp_path / "data", "--allocator", "system")
+    try:
+        line = started.read_until("  allocator")
+        assert line == "  allocator    glibc's malloc (--allocator system, or VISAGE_ALLOCATOR=system)\n"
+        assert mapped_jemalloc(started.process.pid) == []
+    finally:
+        started.stop()
 
 
 def test_face_model_flag_is_used_for_new_collections_and_requests_are_logged(
@@ -180,6 +218,10 @@ def test_request_log_can_be_turned_off_with_several_workers(tmp_path: Path) -> N
         assert "  request log  off" in started.lines
         rekognition = client(started.url, *printed_key(started))
         assert rekognition.list_collections()["CollectionIds"] == []  # waits for a worker, then answers
+        if jemalloc_library() is not None:  # the worker processes inherit the allocator
+            children = psutil.Process(started.process.pid).children(recursive=True)
+            assert children
+            assert all(mapped_jemalloc(child.pid) for child in children), children
     finally:
         log = started.stop()
     assert "ListCollections" not in log

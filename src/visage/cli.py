@@ -378,6 +378,12 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     help="On SIGTERM, how long the requests in flight may take to finish before the server exits "
     f"(default: VISAGE_SHUTDOWN_SECONDS, or {Settings.default('shutdown_seconds')}).",
 )
+@click.option(
+    "--allocator",
+    type=click.Choice(["jemalloc", "system"]),
+    help="The server's memory allocator (default: VISAGE_ALLOCATOR, or jemalloc where it is installed, "
+    "else glibc's malloc; docs/performance.md).",
+)
 @fails_cleanly
 def serve(
     host: str,
@@ -397,10 +403,12 @@ def serve(
     tls_key: Path | None,
     similarity_map: Path | None,
     shutdown_seconds: int | None,
+    allocator: str | None,
 ) -> None:
     """Run the Rekognition-compatible server."""
     from importlib.metadata import version
 
+    from visage.api.allocator import preload
     from visage.api.server import CannotListen, banner, bind, url
     from visage.api.server import serve as run_server
     from visage.keys import create_key_command
@@ -420,9 +428,11 @@ def serve(
         tls_key=tls_key,
         similarity_map=similarity_map,
         shutdown_seconds=shutdown_seconds,
+        allocator=allocator,
     )
     if not settings.auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth is only allowed on a loopback address, not {host}.")
+    preload(settings)  # re-executes this command on jemalloc where it is installed
     try:
         sock = bind(host, port)  # first: a taken port is one line, before anything is created
     except CannotListen as error:

@@ -34,6 +34,7 @@ from visage.contract import shape_max
 DEFAULT_THRESHOLD = 80.0
 
 LandmarkSource = Literal["dlib68", "yunet5"]
+Allocator = Literal["jemalloc", "system"]
 
 
 class SettingsError(ValueError):
@@ -105,6 +106,10 @@ class Settings:
     #: does not is answered 408 and cut off (docs/operations.md).
     request_header_seconds: int = 10
     request_body_seconds: int = 60
+    #: The server's memory allocator: "jemalloc" where it is installed (Debian's libjemalloc2,
+    #: which ``make install`` adds; glibc's malloc where it is not), or "system" for glibc's
+    #: malloc. Under hours of load glibc's lets the server's memory creep up (docs/performance.md).
+    allocator: Allocator = "jemalloc"
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"
     account_id: str = "000000000000"

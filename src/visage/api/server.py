@@ -5,7 +5,7 @@ so that a port already taken is one line (:class:`CannotListen`) before anything
 created; :func:`serve` hands the bound socket to uvicorn, in this process or in
 ``workers`` processes that share it, and says "Listening" only once the port is bound
 (with one process, once the app has also started and answers). :func:`banner` says which store, face model, S3 source,
-auth mode and request log are in force.
+auth mode, request log and memory allocator are in force.
 
 Stopping: on SIGTERM or Ctrl-C the socket stops listening at once (new connections are
 refused, in every worker), the requests in flight get ``settings.shutdown_seconds`` to finish,
@@ -25,7 +25,7 @@ from typing import Any
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from visage.api import deadlines
+from visage.api import allocator, deadlines
 from visage.api.app import SETTINGS_VARIABLE, create_app
 from visage.config import Settings
 from visage.engine.registry import face_model_entry
@@ -69,7 +69,8 @@ def url(host: str, port: int, tls: bool = False) -> str:
 
 
 def banner(settings: Settings) -> list[str]:
-    """What is in force, one line each: store, face model, Similarity map, S3 objects, auth (and TLS), request log."""
+    """What is in force, one line each: store, face model, Similarity map, S3 objects, auth (and TLS), request log,
+    memory allocator."""
     if settings.s3_root is not None:
         s3 = f"from the folder {settings.s3_root} (a Bucket is a sub-folder)"
     elif settings.s3_endpoint_url is not None:
@@ -96,6 +97,7 @@ def banner(settings: Settings) -> list[str]:
         f"  S3Object     {s3}",
         f"  auth         {auth}",
         f"  request log  {log}",
+        f"  allocator    {allocator.describe(settings)}",
     ]
 
 
