@@ -108,7 +108,8 @@ class Settings:
     request_body_seconds: int = 60
     #: The server's memory allocator: "jemalloc" where it is installed (Debian's libjemalloc2,
     #: which ``make install`` adds; glibc's malloc where it is not), or "system" for glibc's
-    #: malloc. Under hours of load glibc's lets the server's memory creep up (docs/performance.md).
+    #: malloc. Under sustained load the SQLite server's memory creeps up, more slowly on jemalloc
+    #: (docs/performance.md).
     allocator: Allocator = "jemalloc"
     #: Region and account that appear in collection ARNs.
     region: str = "us-east-1"

@@ -1,8 +1,8 @@
 """The server's memory allocator: jemalloc where it is installed, else glibc's malloc.
 
-Under hours of load, glibc's malloc lets the SQLite server's memory creep up (about half a
-MiB a minute in the soak of benchmarks/soak.py) though nothing the server allocates is still
-held; under jemalloc the same load shows no such rise (docs/performance.md). So ``visage
+Under sustained load the SQLite server's memory creeps up though nothing it allocates is still
+held; in the soak of benchmarks/soak.py it crept up at 0.61 times glibc's rate on jemalloc, and
+the server answered 1.14 times as many calls a second (docs/performance.md). So ``visage
 serve`` runs on jemalloc (Debian's ``libjemalloc2``, which ``make install`` adds) unless
 ``allocator`` is ``"system"``.
 
@@ -44,8 +44,10 @@ def preload(settings: Settings) -> None:
     """Re-execute this process's command with jemalloc preloaded, when ``settings`` ask for it,
     it is installed, and it is not in use yet; otherwise return. Call it before anything is
     opened or printed: the process is replaced."""
+    if settings.allocator != "jemalloc" or not sys.platform.startswith("linux"):  # LD_PRELOAD is Linux's loader's
+        return
     library = jemalloc_library()
-    if settings.allocator != "jemalloc" or library is None or REEXECUTED in os.environ or in_use():
+    if library is None or REEXECUTED in os.environ or in_use():
         return
     preloaded = " ".join(filter(None, (library, os.environ.get("LD_PRELOAD"))))
     sys.stdout.flush()
