@@ -38,8 +38,8 @@ browser:
 		if [ "$$(id -u)" = 0 ]; then export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 		else echo "chromium is not installed: the console's browser tests will skip (sudo apt-get install chromium)"; fi; }
 
-# The server's memory allocator: jemalloc (Debian's libjemalloc2), with which its memory does not
-# creep up under hours of load as it does with glibc's malloc (docs/performance.md). Installed with
+# The server's memory allocator: jemalloc (Debian's libjemalloc2), on which the SQLite server's
+# memory crept up more slowly under load than on glibc's malloc (docs/operations.md). Installed with
 # apt when absent (as root, as on CI); otherwise `visage serve` runs on glibc's and says so.
 allocator:
 	@$(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('jemalloc'))" || { \

@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from visage.api.allocator import jemalloc_library
+from visage.api.allocator import REEXECUTED, jemalloc_library
 from visage.testing import free_port
 
 from .conftest import RunningServer, under_ci
@@ -137,13 +137,16 @@ def test_the_banner_says_what_is_in_force(dlib_server: tuple[Started, Path]) -> 
 
 
 def test_the_server_runs_on_jemalloc_and_says_so(dlib_server: tuple[Started, Path]) -> None:
-    """The default: `visage serve` re-executes itself with jemalloc preloaded, once, in the same process."""
+    """The default: `visage serve` re-executes itself, in the same process, with jemalloc preloaded."""
     needs_jemalloc()
     started, _ = dlib_server
     loaded = mapped_jemalloc(started.process.pid)
     assert len(loaded) == 1, loaded
     assert f"  allocator    jemalloc ({loaded[0]})" in started.lines
-    assert sum(line.startswith("Visage ") for line in started.lines) == 1  # the banner once: one re-execution
+    # Loaded by visage serve's own re-execution (the test started it without LD_PRELOAD).
+    assert "LD_PRELOAD" not in os.environ
+    environ = Path(f"/proc/{started.process.pid}/environ").read_bytes().split(b"\0")
+    assert f"{REEXECUTED}=1".encode() in environ
 
 
 def test_the_allocator_can_be_glibcs(tmp_path: Path) -> None:

@@ -382,7 +382,7 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1"}
     "--allocator",
     type=click.Choice(["jemalloc", "system"]),
     help="The server's memory allocator (default: VISAGE_ALLOCATOR, or jemalloc where it is installed, "
-    "else glibc's malloc; docs/performance.md).",
+    "else glibc's malloc; docs/operations.md).",
 )
 @fails_cleanly
 def serve(

@@ -4,7 +4,7 @@ Under sustained load the SQLite server's memory creeps up though nothing it allo
 held; in the soak of benchmarks/soak.py it crept up at 0.61 times glibc's rate on jemalloc, and
 the server answered 1.14 times as many calls a second (docs/performance.md). So ``visage
 serve`` runs on jemalloc (Debian's ``libjemalloc2``, which ``make install`` adds) unless
-``allocator`` is ``"system"``.
+``allocator`` is ``"system"`` (docs/operations.md, "Memory: the allocator").
 
 A process's allocator is fixed when it starts, so :func:`preload` re-executes the same command
 line with jemalloc in ``LD_PRELOAD``, once: :data:`REEXECUTED` marks the new process, so that a
@@ -63,5 +63,5 @@ def describe(settings: Settings) -> str:
     if settings.allocator == "system":
         return "glibc's malloc (--allocator system, or VISAGE_ALLOCATOR=system)"
     if jemalloc_library() is None:
-        return "glibc's malloc: jemalloc is not installed (apt-get install libjemalloc2; docs/performance.md)"
+        return "glibc's malloc: jemalloc is not installed (apt-get install libjemalloc2; docs/operations.md)"
     return "glibc's malloc: the loader did not preload jemalloc (LD_PRELOAD)"
