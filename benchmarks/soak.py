@@ -66,6 +66,7 @@ from tests.conftest import RunningServer
 
 from _results import RESULTS, write_results
 from search_scale import Distractors, postgres_databases
+from visage.api.allocator import in_use
 from visage.engine import Engine
 from visage.evaluation.data import eval_data_dir
 from visage.evaluation.lfw import embed_images
@@ -365,8 +366,7 @@ def soak(args: argparse.Namespace, allocator: str, images: list[Path], warmup_s:
 
 def allocator_in(pid: int) -> str:
     """The allocator process ``pid`` runs on, from its memory map."""
-    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
-    return next((line.split()[-1] for line in maps if "libjemalloc" in line), "glibc's malloc")
+    return str(in_use(Path(f"/proc/{pid}/maps")) or "glibc's malloc")
 
 
 def main() -> None:
