@@ -1,8 +1,8 @@
 """The server's memory allocator: jemalloc where it is installed, else glibc's malloc.
 
 Under sustained load the SQLite server's memory creeps up though nothing it allocates is still
-held; in the soak of benchmarks/soak.py it crept up at 0.61 times glibc's rate on jemalloc, and
-the server answered 1.14 times as many calls a second (docs/performance.md). So ``visage
+held; in the soak of benchmarks/soak.py it crept up at 0.61 times glibc's rate on jemalloc
+(docs/performance.md). So ``visage
 serve`` runs on jemalloc (Debian's ``libjemalloc2``, which ``make install`` adds) unless
 ``allocator`` is ``"system"`` (docs/operations.md, "Memory: the allocator").
 
