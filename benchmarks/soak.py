@@ -53,6 +53,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +254,8 @@ def percentile_ms(seconds: list[float], q: float) -> float:
 
 @dataclass
 class Soak:
-    """One soak's outcome: the calls, what the server acknowledged and lists, and its memory."""
+    """One soak's outcome: the calls, what the server acknowledged and lists, and its memory.
+    (Made once the clients have stopped, so what is gathered from them is gathered once.)"""
 
     allocator: str  # what was asked for
     loaded: str  # what the server's memory map held: the jemalloc library, or "glibc's malloc"
@@ -264,15 +266,15 @@ class Soak:
     samples: list[tuple[float, float]]  # (seconds since the clients started, RSS in MiB)
     warmup_s: float
 
-    @property
+    @cached_property
     def calls(self) -> list[tuple[float, str, float, str]]:
         return [call for client in self.clients for call in client.calls]
 
-    @property
+    @cached_property
     def indexed(self) -> dict[str, str]:
         return {face_id: name for client in self.clients for face_id, name in client.indexed.items()}
 
-    @property
+    @cached_property
     def deleted(self) -> set[str]:
         return set().union(*(client.deleted for client in self.clients))
 
@@ -284,7 +286,7 @@ class Soak:
     def undeleted(self) -> list[str]:
         return sorted(f for f in self.deleted if f in self.listed)
 
-    @property
+    @cached_property
     def errors(self) -> Counter[str]:
         return Counter(outcome for _, _, _, outcome in self.calls if outcome != "ok")
 
