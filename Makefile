@@ -71,8 +71,8 @@ benchmark-console: $(STAMP)
 figures: $(STAMP)
 	$(BIN)/visage eval fusion-weight --install
 	$(BIN)/visage eval calibrate --install
-	for model in sface dlib fusion; do $(BIN)/visage eval lfw --model $$model --out docs/accuracy || exit 1; done
-	for model in sface dlib fusion; do $(BIN)/visage eval cfp --model $$model --out docs/accuracy || exit 1; done
+	for model in sface dlib sface-crops fusion; do $(BIN)/visage eval lfw --model $$model --out docs/accuracy || exit 1; done
+	for model in sface dlib sface-crops fusion; do $(BIN)/visage eval cfp --model $$model --out docs/accuracy || exit 1; done
 	$(BIN)/visage audit --out docs/bias-audit --markdown docs/bias-audit.md
 	$(BIN)/visage eval gallery --out docs/gallery --markdown docs/gallery.md
 	$(BIN)/visage eval attributes --out docs

@@ -14,7 +14,9 @@ FaceModelVersion:
 - ``68-point + sface-1``: that vector and today's, averaged;
 - ``3 scales``: vectors of the crop and of the crop zoomed out and in by 10 %, averaged;
 - ``5 shifts``: vectors of the crop and of the crop moved 3 px left, right, up and down, averaged;
-- ``8 crops``: the 3 scales, the 4 shifts and the mirror image together.
+- ``8 crops``: the 3 scales, the 4 shifts and the mirror image together;
+- ``3 scales, mirrored``: the 3 scales, each also mirrored (6 crops): the face model
+  ``sface-crops``, adopted (the same recipe: its vectors are this row's).
 
 Each is scored on the same pairs:
 
@@ -61,6 +63,7 @@ VARIANTS = (
     "3 scales",
     "5 shifts",
     "8 crops",
+    "3 scales, mirrored",
 )
 #: The engine's landmarks that stand for YuNet's five points, in YuNet's order.
 _FIVE_FROM_68 = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
@@ -138,6 +141,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
             moved = five.copy()
             moved[:, 2] += (dx, dy)
             shifts.append(timed(lambda m=moved: run(warp(m))))
+        mirrored_scaled = [timed(lambda f=f: run(warp(zoomed(five, f))[:, ::-1])) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
         scale_vectors = [plain] + [v for v, _ in scaled]
         shift_vectors = [plain] + [v for v, _ in shifts]
         vectors = {
@@ -149,6 +153,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
             "3 scales": mean(scale_vectors),
             "5 shifts": mean(shift_vectors),
             "8 crops": mean(scale_vectors + shift_vectors[1:] + [mirror]),
+            "3 scales, mirrored": mean(scale_vectors + [mirror] + [v for v, _ in mirrored_scaled]),
         }
         extra_scales = sum(t for _, t in scaled)
         extra_shifts = sum(t for _, t in shifts)
@@ -161,6 +166,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
             "3 scales": t_plain + extra_scales,
             "5 shifts": t_plain + extra_shifts,
             "8 crops": t_plain + extra_scales + extra_shifts + t_mirror,
+            "3 scales, mirrored": t_plain + extra_scales + t_mirror + sum(t for _, t in mirrored_scaled),
         }
         return vectors, timings
 

@@ -27,7 +27,7 @@ from visage.engine import Engine
 buffer = io.BytesIO()
 Image.fromarray(data.astronaut()).save(buffer, "JPEG")
 engine = Engine()
-for model in ("sface", "dlib", "fusion"):
+for model in ("sface", "dlib", "sface-crops", "fusion"):
     engine.analyze(buffer.getvalue(), attributes=["ALL"], model=model, embed=True, quality_filter="HIGH")
 print(json.dumps(sorted(name for name in sys.modules if name == "visage" or name.startswith("visage."))))
 """

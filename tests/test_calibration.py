@@ -59,7 +59,11 @@ def test_similarity_of_50_and_above_is_unchanged_from_the_published_maps(model: 
         assert now.raw_threshold(similarity) == pytest.approx(before.raw_threshold(similarity), abs=5e-6)
 
 
-@pytest.mark.parametrize("model", MODEL_NAMES)
+#: The face models whose maps were published before the scale was graded below 50 (sface-crops came later).
+UNGRADED = ("sface", "dlib", "fusion")
+
+
+@pytest.mark.parametrize("model", UNGRADED)
 def test_below_50_the_map_grades_what_read_0(model: str) -> None:
     published = json.loads(PUBLISHED.read_text())[model]
     before = SimilarityMap(model, np.array(published["raw"]), np.array(published["similarity"]))
@@ -67,7 +71,11 @@ def test_below_50_the_map_grades_what_read_0(model: str) -> None:
     cosine_at_0 = float(before.raw[1])  # the published map's last cosine at Similarity 0
     assert before(cosine_at_0) == 0.0
     assert 0.0 < now(cosine_at_0 - 0.3) < now(cosine_at_0 - 0.1) < now(cosine_at_0) < LINEAR_FROM
-    histogram = now.metadata["similarity_histogram"]
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_below_50_strangers_spread_and_hard_same_person_pairs_score_above_them(model: str) -> None:
+    histogram = SimilarityMap.load(model).metadata["similarity_histogram"]
     impostor, genuine = np.array(histogram["impostor"]), np.array(histogram["genuine"])
     below = np.array(histogram["edges"][:-1]) < LINEAR_FROM
     assert impostor[below].sum() / impostor.sum() > 0.999  # strangers stay below 50 ...

@@ -64,7 +64,7 @@ def test_environment_then_overrides():
         ("VISAGE_EXACT_SEARCH_LIMIT", "-1", "a whole number of at least 0"),
         ("VISAGE_DETECTION_THRESHOLD", "1.5", "a number between 0 and 1"),
         ("VISAGE_LANDMARKS", "foo", "one of dlib68, yunet5"),
-        ("VISAGE_FACE_MODEL", "arcface", "one of sface, dlib, fusion"),
+        ("VISAGE_FACE_MODEL", "arcface", "one of sface, dlib, sface-crops, fusion"),
         ("VISAGE_AUTH", "maybe", "true or false"),
     ],
 )

@@ -468,3 +468,30 @@ def test_a_collection_of_another_model_version_is_refused(
         with pytest.raises(InvalidParameterException, match=r"holds sface-0 vectors.*model is sface-1"):
             service.call(operation, request, CALLER)
     assert service.call("DescribeCollection", {"CollectionId": "old"}, CALLER)["FaceCount"] == 0
+
+
+def test_a_collection_made_with_sface_crops_keeps_it_on_a_server_whose_default_is_sface(
+    engine: Engine, tmp_path: Path, images: dict[str, bytes]
+) -> None:
+    """A server started with --face-model sface-crops makes sface-crops collections; a server on the
+    default model later indexes into and searches them with sface-crops, and the scores are
+    sface-crops' (not sface's vectors under sface-crops' map)."""
+    crops = Settings(data_dir=tmp_path, face_model="sface-crops")
+    made = RekognitionService(Engine(crops), SQLiteStore(crops.sqlite_path), crops)
+    created = made.call("CreateCollection", {"CollectionId": "turned"}, CALLER)
+    assert created["FaceModelVersion"] == "sface-crops-1"
+    made.call("IndexFaces", {"CollectionId": "turned", "Image": {"Bytes": images["person_a_1"]}}, CALLER)
+
+    later = make_service(engine, tmp_path)  # the default face model, sface, on the same store
+    assert engine.settings.face_model == "sface"
+    later.call("IndexFaces", {"CollectionId": "turned", "Image": {"Bytes": images["person_b_1"]}}, CALLER)
+    found = {}
+    for name in ("person_a_2", "person_b_2", "impostor_1"):
+        answer = later.call("SearchFacesByImage", {"CollectionId": "turned", "Image": {"Bytes": images[name]}}, CALLER)
+        assert answer["FaceModelVersion"] == "sface-crops-1"
+        found[name] = [m["Similarity"] for m in answer["FaceMatches"]]
+    assert len(found["person_a_2"]) == 1 and len(found["person_b_2"]) == 1 and found["impostor_1"] == []
+    # The Similarity is sface-crops' own: the cosine of the two photos' sface-crops vectors, under its map.
+    (a1,) = engine.embed(images["person_a_1"], model="sface-crops")
+    (a2,) = engine.embed(images["person_a_2"], model="sface-crops")
+    assert found["person_a_2"][0] == pytest.approx(engine.similarity(a1.embedding, a2.embedding), abs=1e-3)

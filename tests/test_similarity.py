@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from visage.engine.registry import MODEL_NAMES
 from visage.engine.similarity import DATA_DIR, SimilarityMap
 
 RAW = np.array([-1.0, 0.2, 0.5, 0.6, 0.9])
@@ -139,13 +140,13 @@ def test_a_hand_written_map_file_reads_with_float_knots_and_an_empty_method(tmp_
 
 
 def test_the_shipped_maps_load_from_the_package() -> None:
-    for model in ("sface", "dlib", "fusion"):
+    for model in MODEL_NAMES:
         shipped = SimilarityMap.load(model)
         assert shipped.model == model and (DATA_DIR / f"{model}.json").exists()
         assert shipped.similarity[0] == 0.0 and shipped.similarity[-1] == 100.0
 
 
-@pytest.mark.parametrize("model", ["sface", "dlib", "fusion"])
+@pytest.mark.parametrize("model", MODEL_NAMES)
 def test_saving_a_shipped_map_again_writes_the_same_file(model: str, tmp_path: Path) -> None:
     """A loaded map saves to its file byte for byte (one space of indent, keys in order): rerunning the
     calibration on the same data leaves the shipped file without a diff."""

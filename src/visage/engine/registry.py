@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from visage.engine.recognition import DlibModel, FaceModel, FusionModel, FusionWeight, SFaceModel
+from visage.engine.recognition import DlibModel, FaceModel, FusionModel, FusionWeight, SFaceCropsModel, SFaceModel
 from visage.engine.similarity import SimilarityMap
 from visage.errors import InvalidParameterException
 
@@ -58,6 +58,13 @@ FACE_MODELS: dict[str, FaceModelEntry] = {
             factory=lambda settings, five_points: DlibModel(five_points),
             shipped_version=lambda: DlibModel.version,
             summary="dlib's ResNet",
+        ),
+        FaceModelEntry(
+            "sface-crops",
+            needs=("sface",),
+            factory=lambda settings, sface: SFaceCropsModel(sface),
+            shipped_version=lambda: SFaceCropsModel.version,
+            summary="sface on six crops of each face: steadier on turned faces, six times the embedding time",
         ),
         FaceModelEntry(
             "fusion",

@@ -12,7 +12,7 @@ written unless asked for by name. The published figures are regenerated, from th
 repository's root, in this order (``make figures``)::
 
     visage eval fusion-weight --install     # w of the fusion model, on LFW pairsDevTrain
-    visage eval calibrate --install         # the Similarity maps of sface, dlib and fusion
+    visage eval calibrate --install         # the Similarity maps of every face model
     visage eval lfw --model sface --out docs/accuracy    # and dlib, fusion
     visage eval cfp --model sface --out docs/accuracy    # pose: CFP frontal-frontal and frontal-profile
     python benchmarks/engine_speed.py       # each model's embedding time and memory

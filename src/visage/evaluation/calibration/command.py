@@ -8,12 +8,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from visage.engine.registry import MODEL_NAMES, face_model_entry
 from visage.evaluation.cli import new_output_folder, output_option
+
+if TYPE_CHECKING:
+    from visage.engine.similarity import SimilarityMap
 
 #: Images of each person a map is fitted and checked on. LFW's most photographed person has 530, and
 #: every pair of them with a look-alike relative's photos is a false match (George W and Jeb Bush:
@@ -114,8 +117,16 @@ def calibrate_command(
             labelled = folder_vectors(engine, model, data, skip_unreadable=True, clean_labels=not raw_labels)
             fitted_on = f"{data.resolve()}, every pair of images: genuine = same person, impostor = different people"
         labelled = labelled.at_most(photos_per_person)
-        shipped = face_model_entry(model).similarity_map()
-        keep = data is None and not refit_from_50 and shipped.metadata.get("face_model_version") == version
+        try:
+            shipped: SimilarityMap | None = face_model_entry(model).similarity_map()
+        except FileNotFoundError:  # a new face model: this is its first map
+            shipped = None
+        keep = (
+            data is None
+            and not refit_from_50
+            and shipped is not None
+            and shipped.metadata.get("face_model_version") == version
+        )
         try:
             fitted = calibrate(
                 labelled, version, seed=seed, fitted_on=fitted_on, keep_from_50=shipped if keep else None
