@@ -236,7 +236,7 @@ def test_sface_crops_barely_moves_when_the_photo_is_mirrored(engine: Engine, por
             (a,) = engine.embed(data, model=model)
             (b,) = engine.embed(mirrored.getvalue(), model=model)
             cosines[model] = cosine(a.embedding, b.embedding)
-        assert cosines["sface-crops"] > 0.965 and cosines["sface-crops"] > cosines["sface"] + 0.01, (name, cosines)
+        assert cosines["sface-crops"] > 0.96 and cosines["sface-crops"] > cosines["sface"] + 0.01, (name, cosines)
 
 
 def test_compare_faces_on_portraits(engine: Engine, portraits: Path) -> None:
