@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from visage.engine.recognition import FUSION_FILE
+from visage.engine.registry import MODEL_NAMES
 from visage.engine.similarity import DATA_DIR
 
 from .conftest import run_visage as visage
@@ -85,4 +86,4 @@ def test_fusion_weight_writes_a_new_folder_not_the_shipped_weight(lfw: Path, tmp
     (folder,) = work.iterdir()
     assert folder.name.startswith("visage-fusion-weight-") and (folder / "fusion.json").exists()
     assert FUSION_FILE.read_bytes() == shipped
-    assert sorted(p.name for p in DATA_DIR.iterdir()) == ["dlib.json", "fusion.json", "sface.json"]
+    assert sorted(p.name for p in DATA_DIR.iterdir()) == sorted(f"{model}.json" for model in MODEL_NAMES)
