@@ -28,6 +28,7 @@ from visage.console.accuracy import AUDIT_JSON, docs_dir
 from visage.console.app import PREFIX, console_app
 from visage.console.jobs import Span, spans
 from visage.engine import Engine
+from visage.engine.registry import MODEL_NAMES
 from visage.evaluation.costs import threshold_cost
 from visage.policy import Policy
 from visage.service import Caller, RekognitionService
@@ -126,6 +127,39 @@ def test_search_says_what_99_costs_with_the_searched_collections_face_model(cons
     dlib = expected_cost(console.settings, "dlib")
     assert dlib != expected_cost(console.settings, "sface") and "per person" not in dlib
     assert text_of(page.text, r'id="threshold_hint">(.*?)</p>').endswith(dlib)
+
+
+# Collections ---------------------------------------------------------------------------------
+
+
+def test_a_collection_created_in_the_console_keeps_the_face_model_chosen_there(console: Console) -> None:
+    """The form offers every face model and the server's; the collection keeps what was chosen.
+    An unknown model is refused with the choices, and a key that may not create collections
+    may not create one of any model."""
+    client = console.client()
+    page = client.get("/collections")
+    assert page.status_code == 200
+    assert all(f'<option value="{model}">{model}: ' in page.text for model in MODEL_NAMES), page.text[-3000:]
+    assert "As the server says (sface)" in page.text
+    token = csrf_of(page.text)
+    for collection_id, choice in (("turned", "sface-crops"), ("plain", "server"), ("older", "dlib")):
+        answer = client.post(
+            "/collections", data={"csrf_token": token, "collection_id": collection_id, "face_model": choice}
+        )
+        assert answer.headers["location"] == f"/console/collections/{collection_id}", answer.text[:2000]
+    store = console.service.store
+    versions = {c: store.get_collection(c).face_model_version for c in ("turned", "plain", "older")}
+    assert versions == {"turned": "sface-crops-1", "plain": "sface-1", "older": "dlib-1"}
+    refused = client.post("/collections", data={"csrf_token": token, "collection_id": "odd", "face_model": "arcface"})
+    assert refused.status_code == 400
+    assert "Unknown face model 'arcface'; choose one of sface, dlib, sface-crops, fusion" in html.unescape(refused.text)
+    reader = console.client(Policy.read_only())
+    refused = reader.post(
+        "/collections",
+        data={"csrf_token": csrf_of(reader.get("/collections").text), "collection_id": "odd", "face_model": "dlib"},
+    )
+    assert "rekognition:CreateCollection" in refused.text
+    assert sorted(c.collection_id for c in store.list_collections(None, 10)) == ["older", "plain", "turned"]
 
 
 # Video jobs ----------------------------------------------------------------------------------

@@ -208,8 +208,10 @@ class RekognitionService:
     def operations(self) -> frozenset[str]:
         return frozenset(self._operations)
 
-    def call(self, operation: str, request: Request, caller: Caller) -> Response:
-        """Runs the operation if the caller's policy allows ``rekognition:<operation>`` on its resource."""
+    def call(self, operation: str, request: Request, caller: Caller, **options: Any) -> Response:
+        """Runs the operation if the caller's policy allows ``rekognition:<operation>`` on its resource.
+        ``options`` go to the operation's handler: what Visage's own pages may choose beyond
+        Rekognition's request (CreateCollection's ``face_model``)."""
         handler = self._operations.get(operation)
         if handler is None:
             raise UnknownOperationException(
@@ -224,7 +226,7 @@ class RekognitionService:
             operation=operation,
             collection_id=request.get("CollectionId"),
         )
-        return handler(request, caller)
+        return handler(request, caller, **options)
 
     # Authorisation -----------------------------------------------------------------
 
@@ -368,9 +370,10 @@ class RekognitionService:
 
     # Collections -----------------------------------------------------------------------
 
-    def create_collection(self, request: Request, caller: Caller) -> Response:
+    def create_collection(self, request: Request, caller: Caller, face_model: str | None = None) -> Response:
+        """CreateCollection: the collection keeps ``face_model`` (default: the server's) for good."""
         collection_id = request["CollectionId"]
-        model = self.engine.face_model()
+        model = self.engine.face_model(face_model)
         collection = Collection(
             collection_id=collection_id,
             arn=self.collection_arn(collection_id),

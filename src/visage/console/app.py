@@ -122,12 +122,13 @@ class Context:
     def service(self) -> RekognitionService:
         return self.console.service
 
-    async def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
-        """A Rekognition operation, validated against the service model as the API validates it."""
+    async def call(self, operation: str, request: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """A Rekognition operation, validated against the service model as the API validates it
+        (``options``: what the console chooses beyond the request, :meth:`RekognitionService.call`)."""
         from visage.api.protocol import rekognition
 
         checked = rekognition().check_request(operation, request)
-        return await self.console.run(self.service.call, operation, checked, self.caller)
+        return await self.console.run(self.service.call, operation, checked, self.caller, **options)
 
     async def act(self, operation: str, request: dict[str, Any], back: str, done: str) -> Response:
         """Run an operation for a form and go ``back``, saying ``done`` or what went wrong."""

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from visage.console.accuracy import fmr_fraction
 from visage.console.app import Context, page, service_error
+from visage.engine.registry import FACE_MODELS, face_model_entry
 from visage.errors import ResourceNotFoundException, VisageError
 from visage.service import Caller, RekognitionService
 from visage.store.base import Collection
@@ -83,7 +84,9 @@ async def list_collections(context: Context, error: str | None = None, status: i
         summaries=summaries,
         server_keeps=context.console.settings.keep_face_thumbnails,
         error=error,
-        form={k: context.field(k) for k in ("collection_id", "tags", "thumbnails")},
+        form={k: context.field(k) for k in ("collection_id", "tags", "thumbnails", "face_model")},
+        face_models=FACE_MODELS.values(),
+        server_model=context.console.settings.face_model,
     )
 
 
@@ -105,7 +108,12 @@ async def create_collection(context: Context) -> Response:
     try:
         tags = parse_tags(context.field("tags"))
         keep = THUMBNAIL_CHOICES[context.field("thumbnails", "server") or "server"]
-        await context.call("CreateCollection", {"CollectionId": collection_id, **({"Tags": tags} if tags else {})})
+        model = context.field("face_model", "server") or "server"
+        await context.call(
+            "CreateCollection",
+            {"CollectionId": collection_id, **({"Tags": tags} if tags else {})},
+            face_model=None if model == "server" else face_model_entry(model).name,
+        )
         if keep is not None:
             await context.console.run(context.service.set_keep_face_thumbnails, collection_id, keep, context.caller)
     except (VisageError, ValueError, KeyError) as failure:
