@@ -335,8 +335,9 @@ Rekognition refuses them) and {missing - refused} hold a face the detector does 
 that fills the whole frame is looked for once more with a black border around the image
 (docs/engine.md). `sface-crops` is sface on six crops of each face (the aligned crop
 zoomed out and in by 10 %, each also mirrored), its vector their normalised sum: the
-way of using sface on turned faces that helped on FF, FP and LFW alike, at six times
-the embedding time, so it is a face model to choose, not the default. Other ways (flip
+way of using sface on turned faces whose accuracy was higher on FF, FP and LFW alike
+(its TAR at FAR 1e-3 on FP was not), at six times the embedding time, so it is a face
+model to choose, not the default. Other ways (flip
 averaging alone, alignment without the nose tip or on dlib's 68 points, shifted crops)
 were measured on the same pairs by `benchmarks/pose_variants.py` (docs/performance.md).
 
