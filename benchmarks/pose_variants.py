@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import summary_ms, write_results
 from visage.engine import Engine
 from visage.engine.landmarks import _FROM_68, ShapePredictor, shape_points
-from visage.engine.recognition import _SFACE_TEMPLATE, SFaceModel, align_sface
+from visage.engine.recognition import _SFACE_TEMPLATE, SFaceModel, align_sface, sface_alignment
 from visage.errors import VisageError
 from visage.evaluation.accuracy.cfp import cfp_dir, fold_accuracy, read_cfp_pairs
 from visage.evaluation.accuracy.curves import split_scores, tar_at_far
@@ -87,22 +87,13 @@ def similarity_transform(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, (dst_mean - scale * rotation @ src_mean)[:, None]])
 
 
-def zoomed(matrix: np.ndarray, factor: float) -> np.ndarray:
-    """``matrix`` followed by a zoom of ``factor`` about the crop's centre."""
-    c = 56.0
-    zoom = np.array([[factor, 0.0, c - factor * c], [0.0, factor, c - factor * c], [0.0, 0.0, 1.0]])
-    return (zoom @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
-
-
 def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]:
     model = engine.face_model("sface")
     assert isinstance(model, SFaceModel)
-    session, name = model._session, model._input
     predictor = ShapePredictor(68)
 
     def run(crop: np.ndarray) -> np.ndarray:
-        out = session.run(None, {name: np.ascontiguousarray(crop).transpose(2, 0, 1)[None].astype(np.float32)})[0]
-        vector = out.reshape(-1)
+        vector = model.raw_vector(crop)
         return vector / np.linalg.norm(vector)
 
     def mean(vectors: list[np.ndarray]) -> np.ndarray:
@@ -120,7 +111,7 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
         centre = np.array([image.width / 2, image.height / 2])
         face = min(detections, key=lambda d: float(np.sum((d.box[:2] + d.box[2:] / 2 - centre) ** 2)))
         rgb = image.rgb
-        five = similarity_transform(face.points, np.ones(5))
+        five = sface_alignment(face.points)
 
         def warp(matrix: np.ndarray) -> np.ndarray:
             return cv2.warpAffine(rgb, matrix, (112, 112), flags=cv2.INTER_LINEAR)
@@ -134,14 +125,16 @@ def embedder(engine: Engine) -> Callable[[Path], tuple[Vectors, Timings] | None]
         no_nose, t_no_nose = timed(lambda: run(warp(similarity_transform(face.points, np.array([1, 1, 0, 1, 1.0])))))
         landmarks, t_landmarks = timed(lambda: shape_points(predictor.shape(rgb, face)))
         from_68 = np.array([landmarks[list(_FROM_68[point])].mean(axis=0) for point in _FIVE_FROM_68])
-        aligned_68, t_68 = timed(lambda: run(warp(similarity_transform(from_68, np.ones(5)))))
-        scaled = [timed(lambda f=f: run(warp(zoomed(five, f)))) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
+        aligned_68, t_68 = timed(lambda: run(warp(sface_alignment(from_68))))
+        scaled = [timed(lambda f=f: run(align_sface(rgb, face.points, f))) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
         shifts = []
         for dx, dy in ((SHIFT_PX, 0), (-SHIFT_PX, 0), (0, SHIFT_PX), (0, -SHIFT_PX)):
             moved = five.copy()
             moved[:, 2] += (dx, dy)
             shifts.append(timed(lambda m=moved: run(warp(m))))
-        mirrored_scaled = [timed(lambda f=f: run(warp(zoomed(five, f))[:, ::-1])) for f in (1.0 - ZOOM, 1.0 + ZOOM)]
+        mirrored_scaled = [
+            timed(lambda f=f: run(align_sface(rgb, face.points, f)[:, ::-1])) for f in (1.0 - ZOOM, 1.0 + ZOOM)
+        ]
         scale_vectors = [plain] + [v for v, _ in scaled]
         shift_vectors = [plain] + [v for v, _ in shifts]
         vectors = {
