@@ -38,6 +38,7 @@ from visage.errors import (
     ThrottlingException,
 )
 from visage.faces import BoundingBox
+from visage.store import collection_indexes, sqlite_search
 from visage.store.base import (
     AuditRecord,
     Collection,
@@ -553,6 +554,126 @@ def test_search_cache_is_not_fooled_by_a_recreated_collection(
     new = tied_faces(rng, query, n=5, distinct=5, users=0)
     theirs.add_faces("c1", new)  # the same number of writes as before
     assert_search_matches(mine, "c1", new, query, limit=10, min_score=-1.0)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    steps=st.lists(st.sampled_from(["add", "add many", "delete", "associate", "disassociate"]), max_size=10),
+)
+def test_search_follows_any_writes_of_two_instances(
+    open_store: Callable[[], Store], seed: int, steps: list[str]
+) -> None:
+    """Whatever mix of writes either instance makes, each search (of either, cached or not)
+    answers as brute force over the faces as they are."""
+    rng = np.random.default_rng(seed)
+    instances = [open_store(), open_store()]
+    cid = f"mix-{uuid.uuid4()}"  # the database is shared by the examples
+    instances[0].create_collection(collection(cid))
+    instances[0].create_user(cid, "u1")
+    query = unit_vectors(rng, 1)[0]
+    pool = iter(tied_faces(rng, query, n=200, distinct=60, users=0))
+    held: dict[str, StoredFace] = {}
+    for step in ["add", *steps]:
+        writer = instances[int(rng.integers(2))]
+        alive = sorted(held)
+        if step.startswith("add"):
+            new = [next(pool) for _ in range(20 if step == "add many" else 2)]
+            writer.add_faces(cid, new)
+            held.update((f.face_id, f) for f in new)
+        elif step == "delete" and alive:
+            gone = [alive[int(i)] for i in rng.choice(len(alive), size=min(3, len(alive)), replace=False)]
+            writer.delete_faces(cid, gone)
+            for face_id in gone:
+                del held[face_id]
+        elif step == "associate" and (free := [i for i in alive if held[i].user_id is None]):
+            writer.associate_faces(cid, "u1", free[:2])
+            held.update((i, replace(held[i], user_id="u1")) for i in free[:2])
+        elif step == "disassociate" and (taken := [i for i in alive if held[i].user_id == "u1"]):
+            writer.disassociate_faces(cid, "u1", taken[:1])
+            held[taken[0]] = replace(held[taken[0]], user_id=None)
+        for searcher in instances:
+            assert_search_matches(searcher, cid, list(held.values()), query, limit=8, min_score=-1.0)
+            assert_search_matches(
+                searcher, cid, list(held.values()), query, limit=8, min_score=-1.0, with_user_only=True
+            )
+
+
+def change_log_length(store: Store, collection_id: str) -> int:
+    sql_ = "SELECT count(*) FROM face_changes c JOIN collections k ON k.pk = c.collection_pk WHERE k.collection_id = ?"
+    return int(
+        store._run(lambda con: dialect_sql(con, store.dialect, sql_, (collection_id,)).fetchone()[0], write=False)
+    )  # type: ignore[attr-defined]
+
+
+def test_the_change_log_of_a_small_collection_is_trimmed(
+    open_store: Callable[[], Store], rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No vector index reads a small collection's log: searching it trims the log to about
+    as many changes as the collection has faces (at least KEEP_CHANGES), instead of
+    letting it grow with every write. An instance whose cache the trim left behind
+    reads the collection whole again, and answers right."""
+    monkeypatch.setattr(collection_indexes, "KEEP_CHANGES", 20)
+    mine, behind = open_store(), open_store()
+    mine.create_collection(collection("c1"))
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=10, distinct=10, users=0)
+    mine.add_faces("c1", faces)
+    assert_search_matches(behind, "c1", faces, query, limit=5, min_score=-1.0)  # caches the first ten
+    for _ in range(60):
+        new = face(unit_vectors(rng, 1)[0])
+        mine.add_faces("c1", [new])
+        mine.delete_faces("c1", [faces[0].face_id])
+        faces = [*faces[1:], new]
+        assert_search_matches(mine, "c1", faces, query, limit=5, min_score=-1.0)
+        assert change_log_length(mine, "c1") <= 2 * 20 + 2  # two changes a round: trimmed before 42
+    assert change_log_length(mine, "c1") >= 20  # what the log keeps
+    assert_search_matches(behind, "c1", faces, query, limit=5, min_score=-1.0)
+
+
+def test_cached_vectors_are_caught_up_not_reread(
+    store: Store, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write to a small collection costs the embedded store's next search the changed
+    faces only: its cached vectors of the collection are read whole once."""
+    if not isinstance(store, SQLiteStore):
+        pytest.skip("PostgreSQL scans a small collection in SQL: it keeps no vectors in memory")
+    reads: list[bool] = []  # users_only of each whole read
+    load = sqlite_search._Exact.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type, con: sqlite3.Connection, stamp: tuple[int, int], users_only: bool = False) -> object:
+        reads.append(users_only)
+        return load(cls, con, stamp, users_only)
+
+    monkeypatch.setattr(sqlite_search._Exact, "load", classmethod(counted))
+    store.create_collection(collection("c1"))
+    store.create_user("c1", "u1")
+    query = unit_vectors(rng, 1)[0]
+    faces = tied_faces(rng, query, n=30, distinct=30, users=0)
+    assert store.search("c1", query, 5, -1.0) == []  # cached: no faces
+    store.add_faces("c1", faces[:20])
+    assert_search_matches(store, "c1", faces[:20], query, limit=5, min_score=-1.0)
+    store.add_faces("c1", faces[20:])
+    store.delete_faces("c1", ids(faces[:5]))
+    assert_search_matches(store, "c1", faces[5:], query, limit=5, min_score=-1.0)
+    store.associate_faces("c1", "u1", ids(faces[5:7]))
+    assert_search_matches(store, "c1", faces[5:], query, limit=5, min_score=-1.0)
+    assert reads == [False]
+    users = [replace(f, user_id="u1") for f in faces[5:7]]
+    assert_search_matches(store, "c1", users, query, limit=5, min_score=-1.0, with_user_only=True)
+    assert reads == [False, True]  # users' faces: read whole after any write
+
+    # A search in a transaction older than the cache (another thread caught it up meanwhile)
+    # starts from the version the cache replaced, not from a whole read.
+    older = sqlite3.connect(store.path, isolation_level=None)
+    older.execute("BEGIN")
+    before = older.execute("SELECT count(*) FROM faces").fetchone()[0]  # its snapshot, from here on
+    store.add_faces("c1", [face(unit_vectors(rng, 1)[0])])
+    assert len(store.search("c1", query, 50, -1.0)) == before + 1  # the cache moves on
+    _, best = store.searcher.top(older, "c1", query, 50, -1.0, None, False)
+    older.rollback()
+    assert [face_id for face_id, _ in best] == [face_id for face_id, _ in brute_force(faces[5:], query, 50, -1.0)]
+    assert reads == [False, True]
 
 
 # Big collections: through the vector index each process keeps, fed by the change log -------

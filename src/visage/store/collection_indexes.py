@@ -22,7 +22,9 @@ start; the changes a save holds are then trimmed from the log. Without one (Post
 whose servers may run on many machines and must not trust a local file) an index is
 built from the database at start and lives in memory; the log is trimmed to about as
 many changes as the collection has faces, since a process further behind than that
-rebuilds in about the time it would take to replay them.
+rebuilds in about the time it would take to replay them. The log of a small collection,
+which no index reads, is trimmed the same way when it is searched (the embedded store's
+cached vectors follow it; see :mod:`visage.store.sqlite_search`).
 
 A collection deleted by another process. Its pk is never given again, so its index can
 no longer answer a search; the process drops it from memory at its next search of a big
@@ -184,9 +186,21 @@ class CollectionIndexes:
                 # reloads the file. (Trimmed in a later write transaction, not this read one.)
                 self._trim_to.append((pk, ann.saved))
         else:
-            keep = max(state.face_count, KEEP_CHANGES)
-            if state.last - state.trimmed > 2 * keep:
-                self._trim_to.append((pk, state.last - keep))
+            self._plan_log_trim(pk, state.last, state.trimmed, state.face_count)
+
+    def plan_log_trim(self, pk: int, last: int, trimmed: int, face_count: int) -> None:
+        """Plans to drop the oldest changes of a collection whose holders keep no save (a
+        PostgreSQL store's indexes, the embedded store's cached vectors of a small
+        collection): the log keeps about as many changes as the collection has faces, and at
+        least ``KEEP_CHANGES``; a holder further behind rereads the collection, in about the
+        time replaying them would take."""
+        with self._lock:
+            self._plan_log_trim(pk, last, trimmed, face_count)
+
+    def _plan_log_trim(self, pk: int, last: int, trimmed: int, face_count: int) -> None:  # under self._lock
+        keep = max(face_count, KEEP_CHANGES)
+        if last - trimmed > 2 * keep:
+            self._trim_to.append((pk, last - keep))
 
     def warm(self, limit: int) -> None:
         """Load (or build) the vector index of every collection of more than ``limit`` faces, so that
@@ -250,33 +264,65 @@ class CollectionIndexes:
         return index
 
     def _catch_up(self, con: Connection, pk: int, index: VectorIndex) -> None:
-        """Fold the collection's changes after ``index.applied`` into the index.
-
-        The changes need not be replayed one by one. A face's changes alternate between
-        insert and delete, so the index holds a face whose first change since is a delete,
-        and should hold it if its last change is an insert. (SQLite may give the key of the
-        newest face, once deleted, to the next face inserted: a delete and an insert of one
-        key.)
-        """
-        d = self._dialect
-        rows = dialect_sql(
-            con,
-            d,
-            f"SELECT c.seq, c.face_seq, c.added, f.{d.vector_column} FROM face_changes c"
-            " LEFT JOIN faces f ON f.seq = c.face_seq AND f.collection_pk = c.collection_pk"
-            " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
-            (pk, index.applied),
-        ).fetchall()
-        if not rows:
+        """Fold the collection's changes after ``index.applied`` into the index."""
+        changes = read_changes(con, self._dialect, pk, index.applied)
+        if changes is None:
             return
-        first: dict[int, bool] = {}
-        last: dict[int, tuple[bool, Any]] = {}
-        for _, face, is_add, vector in rows:
-            first.setdefault(face, bool(is_add))
-            last[face] = (bool(is_add), vector)
-        index.remove(np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64))
-        added = [(face, vector) for face, (is_add, vector) in last.items() if is_add and vector is not None]
-        if added:
-            keys = np.array([face for face, _ in added], dtype=np.int64)
-            index.add(keys, np.stack([d.vector_from_db(vector) for _, vector in added]))
-        index.applied = int(rows[-1][0])
+        index.remove(changes.removed)
+        if changes.added:
+            keys = np.array([face.key for face in changes.added], dtype=np.int64)
+            index.add(keys, np.stack([face.vector for face in changes.added]))
+        index.applied = changes.last
+
+
+@dataclass(frozen=True)
+class AddedFace:
+    key: int  # faces.seq
+    face_id: str
+    vector: np.ndarray  # float32
+
+
+@dataclass(frozen=True)
+class Changes:
+    """A collection's changes after some change number, folded into what a holder of its
+    faces as of that number must drop and add to hold them as of ``last``."""
+
+    removed: np.ndarray  # int64 keys (faces.seq) to drop, sorted
+    added: list[AddedFace]  # faces to add, in key order
+    last: int  # the newest change read
+
+
+def read_changes(con: Connection, dialect: Dialect, pk: int, after: int) -> Changes | None:
+    """The changes of collection ``pk`` after change number ``after``, as of ``con``'s
+    transaction; None when there are none.
+
+    The changes need not be replayed one by one. A face's changes alternate between
+    insert and delete, so a holder holds a face whose first change since is a delete,
+    and should hold it if its last change is an insert. (SQLite may give the key of the
+    newest face, once deleted, to the next face inserted: a delete and an insert of one
+    key.)
+    """
+    rows = dialect_sql(
+        con,
+        dialect,
+        f"SELECT c.seq, c.face_seq, c.added, f.face_id, f.{dialect.vector_column} FROM face_changes c"
+        " LEFT JOIN faces f ON f.seq = c.face_seq AND f.collection_pk = c.collection_pk"
+        " WHERE c.collection_pk = ? AND c.seq > ? ORDER BY c.seq",
+        (pk, after),
+    ).fetchall()
+    if not rows:
+        return None
+    first: dict[int, bool] = {}
+    last: dict[int, tuple[bool, Any, Any]] = {}
+    for _, face, is_add, face_id, vector in rows:
+        first.setdefault(face, bool(is_add))
+        last[face] = (bool(is_add), face_id, vector)
+    return Changes(
+        removed=np.array(sorted(face for face, is_add in first.items() if not is_add), dtype=np.int64),
+        added=[
+            AddedFace(face, face_id, dialect.vector_from_db(vector))
+            for face, (is_add, face_id, vector) in sorted(last.items())
+            if is_add and vector is not None
+        ],
+        last=int(rows[-1][0]),
+    )

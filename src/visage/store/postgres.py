@@ -436,11 +436,12 @@ class PostgresStore(SQLStore):
 
         def read(con: Connection) -> list[ScoredFace]:
             row = con.execute(
-                "SELECT pk, dim, face_count FROM collections WHERE collection_id = %s", (collection_id,)
+                "SELECT pk, dim, face_count, changes, changes_trimmed_to FROM collections WHERE collection_id = %s",
+                (collection_id,),
             ).fetchone()
             if row is None:
                 raise no_collection(collection_id)
-            pk, dim, face_count = row
+            pk, dim, face_count, changes, trimmed = row
             if dim is None or limit == 0:
                 return []  # no face was ever stored, or none asked for
             if query.shape != (dim,):
@@ -455,6 +456,8 @@ class PostgresStore(SQLStore):
                 rows = con.execute(exact_search_sql(where + " AND seq = ANY(%(keys)s::bigint[])"), params)
             else:
                 rows = con.execute(exact_search_sql(where), params)
+                # No index reads this log until the collection is big; then one is built afresh.
+                self.indexes.plan_log_trim(pk, changes, trimmed, face_count)
             return [ScoredFace(self.dialect.face(row[:-1]), float(row[-1])) for row in rows]
 
         found = self._run(read, write=False)

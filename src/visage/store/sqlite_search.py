@@ -4,23 +4,33 @@
 the store's read transaction, and keeps what it needs between calls.
 
 Small collections (up to ``exact_search_limit`` faces) are scored exactly, every face,
-from their vectors cached in memory. Each collection row carries a ``generation``
-bumped by every write that changes its faces (add, delete, associate, disassociate). A
-search reads the collection's (row key, generation) in its transaction and reloads the
-cached vectors when they differ, so writes by other processes are seen. The row key is
+from their vectors cached in memory. The cache of a collection's faces knows the last
+change of the collection's change log (``face_changes``, kept by triggers in every
+writing transaction) that it holds. A search reads the collection's last change in its
+transaction and, when the cache is behind, folds in the changes since (a delete drops a
+row, an insert reads that one face), so writes by this and other processes are seen
+without rereading the collection. The cache is read whole again only when the log no
+longer reaches back to it (it keeps about as many changes as the collection has faces)
+or when, caught up, it holds another number of faces than the database. The row key is
 never reused (AUTOINCREMENT), so a collection deleted and created again under the same
 name cannot be mistaken for the old one.
+
+Searches among the faces that belong to a user (SearchUsers, SearchUsersByImage) use a
+second cache of those faces only, read whole again whenever the collection's
+``generation`` moved on (bumped by every write to its faces or their users), since
+associations are not in the change log. Users hold at most 100 faces each.
 
 Big collections are searched through their vector index
 (:class:`~visage.store.collection_indexes.CollectionIndexes`, shared with the PostgreSQL
 store), whose candidates are re-scored exactly here from the stored float32 vectors.
 The indexes are saved next to the database (``<data-dir>/index``) and brought up to
-date from the change log (``face_changes``, kept by triggers in every writing
-transaction), so a process does not reread a big collection to see another's writes.
+date from the same change log, so a process does not reread a big collection to see
+another's writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -31,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visage.store.collection_indexes import CollectionIndexes, Run
+from visage.store.collection_indexes import Changes, CollectionIndexes, Run, read_changes
 from visage.store.sql import Dialect, no_collection
 from visage.store.vector_index import TRAINING_VECTORS
 
@@ -50,7 +60,9 @@ class SQLiteSearch:
 
     def __init__(self, run: Run, dialect: Dialect, index_dir: Path, exact_search_limit: int) -> None:
         self.exact_search_limit = exact_search_limit
+        self._dialect = dialect
         self._exact: dict[str, _Exact] = {}  # collection id (+ "\0users") -> its cached vectors
+        self._older: dict[str, _Exact] = {}  # collection id -> the version its cached vectors replaced
         self._load_lock = threading.Lock()
         self.indexes = CollectionIndexes(run, dialect, _STATE, _read_vectors, index_dir)
 
@@ -70,24 +82,56 @@ class SQLiteSearch:
         row = con.execute(sql, (collection_id,)).fetchone()
         if row is None:
             self._exact.pop(collection_id, None)
+            self._older.pop(collection_id, None)
             raise no_collection(collection_id)
         pk, generation, face_count = row
-        if face_count > self.exact_search_limit and not with_user_only:
+        if with_user_only:
+            exact = self._users(con, f"{collection_id}\0users", (pk, generation))
+        elif face_count > self.exact_search_limit:
             return pk, self._approximate_top(con, pk, query, limit, min_score, exclude_face_id)
-        # Users hold at most 100 faces each: their faces are few even in a big collection.
-        key = f"{collection_id}\0users" if face_count > self.exact_search_limit else collection_id
-        exact = self._cached(con, key, (pk, generation), users_only=key != collection_id)
-        return pk, exact.top(query, limit, min_score, exclude_face_id, with_user_only)
+        else:
+            exact = self._faces(con, collection_id, pk)
+        return pk, exact.top(query, limit, min_score, exclude_face_id)
 
-    def _cached(self, con: sqlite3.Connection, key: str, stamp: tuple[int, int], users_only: bool = False) -> _Exact:
-        """The cached vectors of the collection, reloaded if ``stamp`` (pk, generation) moved on."""
+    def _faces(self, con: sqlite3.Connection, key: str, pk: int) -> _Exact:
+        """The cached vectors of every face of collection ``pk``, as of ``con``'s transaction:
+        caught up from the change log, or read whole."""
+        last, trimmed, face_count = con.execute(_STATE, (pk,)).fetchone()
+        exact = self._exact.get(key)
+        if exact is not None and exact.stamp == (pk, last):
+            return exact
+        with self._load_lock:  # one load at a time: a big collection is not read twice at once
+            exact = newest = self._exact.get(key)
+            if newest is not None and newest.stamp[0] != pk:
+                exact = newest = None  # a collection deleted and created again under the same name
+            ahead = newest is not None and newest.stamp[1] > last
+            if ahead:
+                # Another thread caught the cache up on a newer transaction than this one, which
+                # cannot see the changes since: it starts from the version before, if not newer too.
+                exact = self._older.get(key)
+                if exact is not None and (exact.stamp[0] != pk or exact.stamp[1] > last):
+                    exact = None
+            if exact is not None and trimmed <= exact.stamp[1] < last:
+                exact = exact.caught_up(read_changes(con, self._dialect, pk, exact.stamp[1]), last)
+            if exact is None or exact.stamp != (pk, last) or len(exact.face_ids) != face_count:
+                exact = _Exact.load(con, (pk, last))
+            if not ahead and exact is not newest:
+                if newest is not None:
+                    self._older[key] = newest
+                self._exact[key] = exact
+        self.indexes.plan_log_trim(pk, last, trimmed, face_count)
+        return exact
+
+    def _users(self, con: sqlite3.Connection, key: str, stamp: tuple[int, int]) -> _Exact:
+        """The cached vectors of the faces that belong to a user, reread if ``stamp`` (pk,
+        generation) moved on."""
         exact = self._exact.get(key)
         if exact is not None and exact.stamp == stamp:
             return exact
-        with self._load_lock:  # one load at a time: a big collection is not read twice at once
+        with self._load_lock:
             exact = self._exact.get(key)
             if exact is None or exact.stamp != stamp:
-                exact = _Exact.load(con, stamp, users_only)
+                exact = _Exact.load(con, stamp, users_only=True)
                 self._exact[key] = exact
             return exact
 
@@ -121,39 +165,70 @@ class SQLiteSearch:
         """Drops the caches and the saved vector index of a deleted collection."""
         self._exact.pop(collection_id, None)
         self._exact.pop(f"{collection_id}\0users", None)
+        self._older.pop(collection_id, None)
         self.indexes.forget(pk)
 
     def close(self) -> None:
         """Saves the vector indexes with unsaved changes and drops the caches."""
         self.indexes.close()
         self._exact.clear()
+        self._older.clear()
 
 
 @dataclass(frozen=True)
 class _Exact:
-    """One collection's vectors in memory, rows ordered by face_id."""
+    """Vectors of one collection's faces in memory, rows ordered by face_id. Never changed
+    once made: a search may go on with it while the next one is made."""
 
-    stamp: tuple[int, int]  # (collection pk, generation) the rows were read at
+    stamp: tuple[int, int]  # (collection pk, its last change or generation) the rows are as of
     face_ids: list[str]
-    has_user: np.ndarray  # bool, per row
+    keys: np.ndarray  # int64 faces.seq, per row
     matrix: np.ndarray  # float32, (rows, dim)
 
     @classmethod
     def load(cls, con: sqlite3.Connection, stamp: tuple[int, int], users_only: bool = False) -> _Exact:
         where = " AND user_id IS NOT NULL" if users_only else ""
         rows = con.execute(
-            f"SELECT face_id, user_id IS NOT NULL, vector FROM faces WHERE collection_pk = ?{where} ORDER BY face_id",
+            f"SELECT face_id, seq, vector FROM faces WHERE collection_pk = ?{where} ORDER BY face_id",
             (stamp[0],),
         ).fetchall()
         return cls(
             stamp=stamp,
             face_ids=[row[0] for row in rows],
-            has_user=np.array([bool(row[1]) for row in rows], dtype=bool),
+            keys=np.array([row[1] for row in rows], dtype=np.int64),
             matrix=_vectors([row[2] for row in rows]),
         )
 
+    def caught_up(self, changes: Changes | None, last: int) -> _Exact:
+        """These rows with ``changes`` folded in, as of change ``last``: one new matrix, the
+        rows kept copied once and the added ones put in face_id order among them."""
+        if changes is None:
+            return dataclasses.replace(self, stamp=(self.stamp[0], last))
+        keep = ~np.isin(self.keys, changes.removed)
+        kept_ids = [face_id for face_id, kept in zip(self.face_ids, keep, strict=True) if kept]
+        added = sorted(changes.added, key=lambda face: face.face_id)
+        if not added:
+            return _Exact((self.stamp[0], last), kept_ids, self.keys[keep], self.matrix[keep])
+        # Where each added face goes among the kept ones (the j-th added one: j places further on).
+        at = np.array([bisect_left(kept_ids, face.face_id) for face in added]) + np.arange(len(added))
+        old = np.ones(len(kept_ids) + len(added), dtype=bool)
+        old[at] = False
+        face_ids: list[str] = [""] * len(old)
+        for i, face in zip(at.tolist(), added, strict=True):
+            face_ids[i] = face.face_id
+        for i, face_id in zip(np.flatnonzero(old).tolist(), kept_ids, strict=True):
+            face_ids[i] = face_id
+        keys = np.empty(len(old), dtype=np.int64)
+        keys[old], keys[at] = self.keys[keep], [face.key for face in added]
+        vectors = np.stack([face.vector for face in added]).astype(np.float32, copy=False)
+        matrix = np.empty((len(old), vectors.shape[1]), dtype=np.float32)
+        matrix[at] = vectors
+        if kept_ids:  # (an empty collection's matrix has no columns)
+            matrix[old] = self.matrix if keep.all() else self.matrix[keep]
+        return _Exact((self.stamp[0], last), face_ids, keys, matrix)
+
     def top(
-        self, query: np.ndarray, limit: int, min_score: float, exclude_face_id: str | None, with_user_only: bool
+        self, query: np.ndarray, limit: int, min_score: float, exclude_face_id: str | None
     ) -> list[tuple[str, float]]:
         """(face_id, score) of the best ``limit`` rows, by score desc then face_id asc."""
         if not self.face_ids or limit <= 0:
@@ -164,8 +239,6 @@ class _Exact:
         # einsum, not matmul: BLAS may round identical rows differently, and equal vectors must tie exactly.
         scores = np.einsum("ij,j->i", self.matrix, query)
         keep = scores >= np.float64(min_score)  # compared as float64, so every returned float(score) >= min_score
-        if with_user_only:
-            keep &= self.has_user
         if exclude_face_id is not None:
             i = bisect_left(self.face_ids, exclude_face_id)
             if i < len(self.face_ids) and self.face_ids[i] == exclude_face_id:
