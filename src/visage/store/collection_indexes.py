@@ -277,6 +277,8 @@ class CollectionIndexes:
 
 @dataclass(frozen=True)
 class AddedFace:
+    """A face a holder of the collection's faces must add."""
+
     key: int  # faces.seq
     face_id: str
     vector: np.ndarray  # float32

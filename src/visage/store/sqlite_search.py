@@ -10,8 +10,9 @@ writing transaction) that it holds. A search reads the collection's last change 
 transaction and, when the cache is behind, folds in the changes since (a delete drops a
 row, an insert reads that one face), so writes by this and other processes are seen
 without rereading the collection. The cache is read whole again only when the log no
-longer reaches back to it (it keeps about as many changes as the collection has faces)
-or when, caught up, it holds another number of faces than the database. The row key is
+longer reaches back to it (it keeps about as many changes as the collection has faces),
+when more changes than faces are to be read, or when, caught up, it holds another number
+of faces than the database. The row key is
 never reused (AUTOINCREMENT), so a collection deleted and created again under the same
 name cannot be mistaken for the old one.
 
@@ -111,7 +112,8 @@ class SQLiteSearch:
                 exact = self._older.get(key)
                 if exact is not None and (exact.stamp[0] != pk or exact.stamp[1] > last):
                     exact = None
-            if exact is not None and trimmed <= exact.stamp[1] < last:
+            # More changes to read than faces: reading the faces is the shorter way.
+            if exact is not None and trimmed <= exact.stamp[1] < last and last - exact.stamp[1] <= face_count:
                 exact = exact.caught_up(read_changes(con, self._dialect, pk, exact.stamp[1]), last)
             if exact is None or exact.stamp != (pk, last) or len(exact.face_ids) != face_count:
                 exact = _Exact.load(con, (pk, last))
