@@ -674,6 +674,9 @@ def test_cached_vectors_are_caught_up_not_reread(
     older.rollback()
     assert [face_id for face_id, _ in best] == [face_id for face_id, _ in brute_force(faces[5:], query, 50, -1.0)]
     assert reads == [False, True]
+    assert "c1" in store.searcher._older
+    store.search("c1", query, 5, -1.0)  # finds the cache current: the version before is let go
+    assert "c1" not in store.searcher._older
 
 
 # Big collections: through the vector index each process keeps, fed by the change log -------

@@ -63,7 +63,8 @@ class SQLiteSearch:
         self.exact_search_limit = exact_search_limit
         self._dialect = dialect
         self._exact: dict[str, _Exact] = {}  # collection id (+ "\0users") -> its cached vectors
-        self._older: dict[str, _Exact] = {}  # collection id -> the version its cached vectors replaced
+        #: collection id -> the version its cached vectors replaced, until a search finds them current
+        self._older: dict[str, _Exact] = {}
         self._load_lock = threading.Lock()
         self.indexes = CollectionIndexes(run, dialect, _STATE, _read_vectors, index_dir)
 
@@ -100,6 +101,9 @@ class SQLiteSearch:
         last, trimmed, face_count = con.execute(_STATE, (pk,)).fetchone()
         exact = self._exact.get(key)
         if exact is not None and exact.stamp == (pk, last):
+            # Searches now see what the cache holds: the version before is let go (one whole
+            # collection's worth of memory); a search in an older transaction reads the faces.
+            self._older.pop(key, None)
             return exact
         with self._load_lock:  # one load at a time: a big collection is not read twice at once
             exact = newest = self._exact.get(key)
