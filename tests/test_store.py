@@ -632,12 +632,12 @@ def test_the_change_log_of_a_small_collection_is_trimmed(
 
 
 def test_cached_vectors_are_caught_up_not_reread(
-    store: Store, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write to a small collection costs the embedded store's next search the changed
-    faces only: its cached vectors of the collection are read whole once."""
-    if not isinstance(store, SQLiteStore):
-        pytest.skip("PostgreSQL scans a small collection in SQL: it keeps no vectors in memory")
+    faces only: its cached vectors of the collection are read whole once. (PostgreSQL
+    scans a small collection in SQL and keeps no vectors in memory.)"""
+    store = SQLiteStore(tmp_path / "visage.db")
     reads: list[bool] = []  # users_only of each whole read
     load = sqlite_search._Exact.load.__func__  # type: ignore[attr-defined]
 
@@ -677,6 +677,7 @@ def test_cached_vectors_are_caught_up_not_reread(
     assert "c1" in store.searcher._older
     store.search("c1", query, 5, -1.0)  # finds the cache current: the version before is let go
     assert "c1" not in store.searcher._older
+    store.close()
 
 
 # Big collections: through the vector index each process keeps, fed by the change log -------
