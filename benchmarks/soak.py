@@ -15,10 +15,15 @@ failure is seen), call the server as fast as it answers, until ``--minutes`` hav
 
 on real LFW images (VISAGE_EVAL_DATA). Each client indexes the images of its own share of LFW
 in turn, starting again from the first (under a new ExternalImageId) when it has indexed them
-all, and deletes only faces it indexed, so that it knows what must be there at the end.
+all, and deletes only faces it indexed, so that it knows what must be there at the end. A
+DeleteFaces deletes one of them, so the collection grows (by about a face for every seven
+calls); with ``--steady`` it deletes every face its client has indexed and not yet deleted, so
+the collection stays within a few faces of its size at the start: memory that rises then does
+not come from holding more faces.
 
 Reported: throughput, p50 and p99 per operation, errors by code, the 5xx count, and the
-server's resident memory (RSS, from psutil) every ``--sample-seconds``, as a plot
+server's resident memory (RSS, from psutil) and the faces in the collection every
+``--sample-seconds``, as a plot
 (benchmarks/results/soak.png), with its trend after warm-up (MiB a minute, a least-squares
 line). The server runs on its default allocator, jemalloc where it is installed (the report
 names the library its memory map held). Then, unless ``--baseline none``, the same soak runs
@@ -35,9 +40,11 @@ checked on the first soak and printed:
 
     nice -n 10 python benchmarks/soak.py                       # 2 x 30 minutes, 20,000 faces
     nice -n 10 python benchmarks/soak.py --store postgres      # the same on PostgreSQL
+    nice -n 10 python benchmarks/soak.py --steady              # the collection's size held steady
     python benchmarks/soak.py --minutes 2 --faces 2000 --baseline none   # a quick try
 
-Results: ``soak`` (SQLite) or ``soak_postgres``, each with its plot.
+Results: ``soak`` (SQLite) or ``soak_postgres``, ``_steady`` appended with ``--steady``, each
+with its plot.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ MIX = {
     "DeleteFaces": 10,
 }
 MAX_RSS_GROWTH_MIB = 50.0
+MAX_DELETE = 4096  # DeleteFaces' FaceIds, at most (the service model)
 
 
 # The collection -------------------------------------------------------------------------
@@ -140,8 +148,13 @@ class Client:
     def live(self) -> list[str]:
         return [face_id for face_id in self.indexed if face_id not in self.deleted]
 
+    @property
+    def holds(self) -> int:
+        """How many of its faces the collection holds (read by the sampler while the client runs)."""
+        return len(self.indexed) - len(self.deleted)
 
-def one_call(client: Client, operation: str, probes: list[bytes], rng: random.Random) -> None:
+
+def one_call(client: Client, operation: str, probes: list[bytes], rng: random.Random, steady: bool) -> None:
     r, c = client.rekognition, COLLECTION
     if operation == "DeleteFaces" and not client.live():
         operation = "IndexFaces"
@@ -157,8 +170,8 @@ def one_call(client: Client, operation: str, probes: list[bytes], rng: random.Ra
             for record in answer["FaceRecords"]:
                 client.indexed[record["Face"]["FaceId"]] = name
         elif operation == "DeleteFaces":
-            face_id = rng.choice(client.live())
-            answer = r.delete_faces(CollectionId=c, FaceIds=[face_id])
+            face_ids = client.live()[:MAX_DELETE] if steady else [rng.choice(client.live())]
+            answer = r.delete_faces(CollectionId=c, FaceIds=face_ids)
             client.deleted.update(answer["DeletedFaces"])
         elif operation == "SearchFacesByImage":
             r.search_faces_by_image(CollectionId=c, Image={"Bytes": rng.choice(probes)}, MaxFaces=5)
@@ -178,7 +191,7 @@ def one_call(client: Client, operation: str, probes: list[bytes], rng: random.Ra
     client.calls.append((started, operation, time.perf_counter() - started, outcome))
 
 
-def run_clients(clients: list[Client], probes: list[bytes], seconds: float, requests: int) -> float:
+def run_clients(clients: list[Client], probes: list[bytes], seconds: float, requests: int, steady: bool) -> float:
     """Runs the clients until ``seconds`` have passed or ``requests`` calls were made; the seconds taken."""
     operations, weights = list(MIX), list(MIX.values())
     deadline = time.perf_counter() + seconds
@@ -191,7 +204,7 @@ def run_clients(clients: list[Client], probes: list[bytes], seconds: float, requ
             with lock:
                 if next(made, None) is None:
                     return
-            one_call(client, rng.choices(operations, weights)[0], probes, rng)
+            one_call(client, rng.choices(operations, weights)[0], probes, rng, steady)
 
     threads = [threading.Thread(target=work, args=(client,)) for client in clients]
     started = time.perf_counter()
@@ -202,12 +215,15 @@ def run_clients(clients: list[Client], probes: list[bytes], seconds: float, requ
     return time.perf_counter() - started
 
 
-def sample_rss(pid: int, every: float, stop: threading.Event, samples: list[tuple[float, float]]) -> None:
+def sample_rss(
+    pid: int, every: float, stop: threading.Event, faces: Any, samples: list[tuple[float, float, int]]
+) -> None:
+    """Appends (seconds since the start, the server's RSS in MiB, ``faces()``) every ``every`` seconds."""
     process, started = psutil.Process(pid), time.perf_counter()
     while True:
-        samples.append((time.perf_counter() - started, process.memory_info().rss / 2**20))
+        samples.append((time.perf_counter() - started, process.memory_info().rss / 2**20, faces()))
         if stop.wait(every):
-            samples.append((time.perf_counter() - started, process.memory_info().rss / 2**20))
+            samples.append((time.perf_counter() - started, process.memory_info().rss / 2**20, faces()))
             return
 
 
@@ -236,7 +252,7 @@ def plot(runs: list[Soak], warmup_s: float, path: Path, title: str) -> None:
     figure, axes = plt.subplots(figsize=(8, 3.5))
     for run, colour in zip(runs, ("tab:blue", "tab:orange"), strict=False):
         label = "jemalloc" if "jemalloc" in run.loaded else run.loaded
-        axes.plot([t / 60 for t, _ in run.samples], [m for _, m in run.samples], color=colour, label=label)
+        axes.plot([t / 60 for t, _, _ in run.samples], [m for _, m, _ in run.samples], color=colour, label=label)
     axes.axvline(warmup_s / 60, color="grey", linestyle="--", label="end of warm-up")
     axes.set_xlabel("minutes")
     axes.set_ylabel("server RSS (MiB)")
@@ -263,7 +279,7 @@ class Soak:
     clients: list[Client]
     listed: dict[str, str]
     face_count: int
-    samples: list[tuple[float, float]]  # (seconds since the clients started, RSS in MiB)
+    samples: list[tuple[float, float, int]]  # (seconds since the clients started, RSS in MiB, faces held)
     warmup_s: float
 
     @cached_property
@@ -300,11 +316,19 @@ class Soak:
 
     @property
     def at_warmup(self) -> float:
-        return next((mib for t, mib in self.samples if t >= self.warmup_s), self.samples[-1][1])
+        return self.after_warmup[0][1] if self.after_warmup else self.samples[-1][1]
+
+    @property
+    def after_warmup(self) -> list[tuple[float, float, int]]:
+        return [sample for sample in self.samples if sample[0] >= self.warmup_s]
+
+    @property
+    def at_warmup_faces(self) -> int:
+        return self.after_warmup[0][2] if self.after_warmup else self.samples[-1][2]
 
     @property
     def highest_after_warmup(self) -> float:
-        return max((mib for t, mib in self.samples if t >= self.warmup_s), default=self.at_warmup)
+        return max((mib for _, mib, _ in self.after_warmup), default=self.at_warmup)
 
     @property
     def growth(self) -> float:
@@ -314,7 +338,7 @@ class Soak:
     @property
     def slope(self) -> float:
         """The trend after warm-up, in MiB a minute (a least-squares line through the samples)."""
-        after = np.array([(t / 60, mib) for t, mib in self.samples if t >= self.warmup_s])
+        after = np.array([(t / 60, mib) for t, mib, _ in self.after_warmup])
         return round(float(np.polyfit(after[:, 0], after[:, 1], 1)[0]), 3) if len(after) > 2 else 0.0
 
     def goals(self) -> dict[str, bool]:
@@ -344,16 +368,19 @@ def soak(args: argparse.Namespace, allocator: str, images: list[Path], warmup_s:
     rest = images[args.real :]  # indexed through the API, a share per client
 
     server = RunningServer(root / "data", extra_args=(*store_args, "--allocator", allocator)).start()
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, int]] = []
     stop = threading.Event()
     assert server.process is not None
     loaded = allocator_in(server.process.pid)
-    sampler = threading.Thread(target=sample_rss, args=(server.process.pid, args.sample_seconds, stop, samples))
     try:
         clients = [Client(n, server.client(retry=False), rest[n :: args.clients]) for n in range(args.clients)]
+        held = lambda: args.faces + sum(client.holds for client in clients)  # noqa: E731
+        sampler = threading.Thread(
+            target=sample_rss, args=(server.process.pid, args.sample_seconds, stop, held, samples)
+        )
         sampler.start()
         print(f"{args.clients} clients for at most {args.minutes:g} min or {args.requests:,} calls, on {loaded} ...")
-        elapsed = run_clients(clients, probes, args.minutes * 60, args.requests)
+        elapsed = run_clients(clients, probes, args.minutes * 60, args.requests, args.steady)
         stop.set()
         sampler.join()
         admin = server.client(retry=False)
@@ -382,6 +409,11 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=None, help="default: a fifth of --minutes, at most 5")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
+        "--steady",
+        action="store_true",
+        help="each DeleteFaces deletes every face its client holds, so the collection's size stays steady",
+    )
+    parser.add_argument(
         "--baseline",
         choices=("system", "none"),
         default="system",
@@ -401,7 +433,7 @@ def main() -> None:
     calls, elapsed = main_run.calls, main_run.elapsed
     goals = main_run.goals()
     minutes = elapsed / 60
-    name = "soak" if args.store == "sqlite" else "soak_postgres"
+    name = ("soak" if args.store == "sqlite" else "soak_postgres") + ("_steady" if args.steady else "")
     finished = "the full run" if minutes >= args.minutes - 0.1 else f"stopped by --requests after {minutes:.1f} min"
     per_operation: dict[str, dict[str, float]] = {}
     for operation in MIX:
@@ -420,7 +452,12 @@ def main() -> None:
         f"{args.requests:,} calls) against one `visage serve` (1 worker, {backend}, on {main_run.loaded}) whose "
         f"collection held {args.faces:,} faces at the start ({args.real:,} real LFW vectors, the rest face-like "
         f"distractors); {len(calls):,} calls, {len(calls) / elapsed:.1f} per second, on a {psutil.cpu_count()}-core "
-        "machine shared with other work.",
+        "machine shared with other work. "
+        + (
+            "Each DeleteFaces deleted every face its client held (`--steady`), to hold the collection's size."
+            if args.steady
+            else "Each DeleteFaces deleted one face, so the collection grew."
+        ),
         "",
         "| operation | calls | per s | p50 ms | p99 ms | errors |",
         "|---|---|---|---|---|---|",
@@ -441,7 +478,8 @@ def main() -> None:
         f"- Server RSS: {main_run.samples[0][1]:.0f} MiB at the start, {main_run.at_warmup:.0f} MiB after the "
         f"{warmup_s / 60:g}-minute warm-up, at most {main_run.highest_after_warmup:.0f} MiB after it, "
         f"{main_run.samples[-1][1]:.0f} MiB at the end: growth after warm-up {main_run.growth:g} MiB (goal <= 50); "
-        f"trend after warm-up {main_run.slope:+.3f} MiB a minute. "
+        f"trend after warm-up {main_run.slope:+.3f} MiB a minute. The collection held {main_run.at_warmup_faces:,} "
+        f"faces after warm-up and {main_run.samples[-1][2]:,} at the end. "
         f"Plot: [`benchmarks/results/{name}.png`](../benchmarks/results/{name}.png).",
         "- Goals: "
         + ", ".join(f"{goal.replace('_', ' ')} {'met' if met else 'NOT MET'}" for goal, met in goals.items())
@@ -453,15 +491,16 @@ def main() -> None:
             "The same soak, on a fresh store, with the server on each allocator, one after the other in this run:",
             "",
             "| allocator | calls | per s | 5xx | lost | RSS at start | after warm-up | highest after | at end "
-            "| growth after warm-up | trend, MiB a minute |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| growth after warm-up | trend, MiB a minute | faces after warm-up | faces at end |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for run in runs:
             lines.append(
                 f"| {run.loaded} | {len(run.calls):,} | {len(run.calls) / run.elapsed:.1f} | "
                 f"{run.server_errors + run.no_response} | {len(run.lost) + len(run.undeleted)} | "
                 f"{run.samples[0][1]:.0f} | {run.at_warmup:.0f} | {run.highest_after_warmup:.0f} | "
-                f"{run.samples[-1][1]:.0f} | {run.growth:g} MiB | {run.slope:+.3f} |"
+                f"{run.samples[-1][1]:.0f} | {run.growth:g} MiB | {run.slope:+.3f} | {run.at_warmup_faces:,} | "
+                f"{run.samples[-1][2]:,} |"
             )
     markdown = "\n".join(lines)
     print(markdown)
@@ -474,6 +513,7 @@ def main() -> None:
             "faces": args.faces,
             "real": args.real,
             "clients": args.clients,
+            "steady": args.steady,
             "calls": len(calls),
             "per_s": round(len(calls) / elapsed, 2),
             "operations": per_operation,
@@ -498,7 +538,7 @@ def main() -> None:
                     "no_response": run.no_response,
                     "lost": len(run.lost),
                     "deleted_but_listed": len(run.undeleted),
-                    "rss_mib": [[round(t, 1), round(mib, 1)] for t, mib in run.samples],
+                    "rss_mib_faces": [[round(t, 1), round(mib, 1), faces] for t, mib, faces in run.samples],
                     "rss_growth_mib": run.growth,
                     "rss_trend_mib_per_minute": run.slope,
                     "goals": run.goals(),
