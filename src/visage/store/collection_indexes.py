@@ -20,11 +20,16 @@ Saves. With an ``index_dir`` (the SQLite store: ``<data-dir>/index``) an index i
 after its first build and every ``SAVE_INDEX_EVERY`` changes, and loaded at the next
 start; the changes a save holds are then trimmed from the log. Without one (PostgreSQL,
 whose servers may run on many machines and must not trust a local file) an index is
-built from the database at start and lives in memory; the log is trimmed to about as
-many changes as the collection has faces, since a process further behind than that
-rebuilds in about the time it would take to replay them. The log of a small collection,
-which no index reads, is trimmed the same way when it is searched (the embedded store's
-cached vectors follow it; see :mod:`visage.store.sqlite_search`).
+built from the database at start and lives in memory.
+
+Whatever reads it, a collection's log is bounded by the writes themselves: each write
+that changes its faces also drops its oldest changes once it holds more than twice what
+it keeps (:meth:`CollectionIndexes.trim_log`): about as many changes as the collection
+has faces, and at least ``KEEP_CHANGES``. A holder further behind than that (a vector
+index, the embedded store's cached vectors of a small collection: see
+:mod:`visage.store.sqlite_search`) reads the collection again, in about the time
+replaying them would take; a collection written to and never searched keeps a log of
+bounded length.
 
 A collection deleted by another process. Its pk is never given again, so its index can
 no longer answer a search; the process drops it from memory at its next search of a big
@@ -60,7 +65,7 @@ SAVE_INDEX_EVERY = 20_000
 #: At least this many candidates of the vector index are re-scored exactly, whatever the limit: the
 #: codes blur scores (by up to 0.15 in a cosine on real faces: benchmarks/search_scale.py).
 RESCORED_CANDIDATES = 128
-#: Without saves, the log keeps at least this many changes of a collection, and at least as many as it has faces.
+#: A collection's log keeps at least this many changes, and at least as many as it has faces.
 KEEP_CHANGES = 10_000
 #: At most this often, a search of a big collection drops the indexes of collections other processes deleted.
 SWEEP_SECONDS = 60.0
@@ -151,7 +156,7 @@ class CollectionIndexes:
             if ann is None or (ann.index.applied == state.last and len(ann.index) != state.face_count):
                 ann = _Ann(self._build(con, pk, state.last), 0)
             self._ann[pk] = ann
-            self._plan_trim(pk, ann, state)
+            self._save(pk, ann)
             return ann.index
 
     def _sweep(self, con: Connection, searched: int) -> None:
@@ -173,34 +178,38 @@ class CollectionIndexes:
                 self._ann.pop(pk, None)
                 log.info("dropped the vector index of collection %d, deleted by another process", pk)
 
-    def _plan_trim(self, pk: int, ann: _Ann, state: _State) -> None:
-        if self.index_dir is not None:
-            if len(ann.index) and (ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0):
-                try:
-                    ann.index.save(self.index_dir, str(pk))
-                except OSError as error:  # a full disk: search goes on from memory; the next save retries
-                    log.warning("could not save the vector index of collection %d in %s: %s", pk, self.index_dir, error)
-                    return
-                ann.saved = ann.index.applied
-                # Changes the saved file holds are no longer needed by anyone: a process behind it
-                # reloads the file. (Trimmed in a later write transaction, not this read one.)
-                self._trim_to.append((pk, ann.saved))
-        else:
-            self._plan_log_trim(pk, state.last, state.trimmed, state.face_count)
+    def _save(self, pk: int, ann: _Ann) -> None:  # under self._lock
+        """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` changes."""
+        if self.index_dir is None or not len(ann.index):
+            return
+        if ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0:
+            try:
+                ann.index.save(self.index_dir, str(pk))
+            except OSError as error:  # a full disk: search goes on from memory; the next save retries
+                log.warning("could not save the vector index of collection %d in %s: %s", pk, self.index_dir, error)
+                return
+            ann.saved = ann.index.applied
+            # Changes the saved file holds are no longer needed by anyone: a process behind it
+            # reloads the file. (Trimmed in a later write transaction, not this read one.)
+            self._trim_to.append((pk, ann.saved))
 
-    def plan_log_trim(self, pk: int, last: int, trimmed: int, face_count: int) -> None:
-        """Plans to drop the oldest changes of a collection whose holders keep no save (a
-        PostgreSQL store's indexes, the embedded store's cached vectors of a small
-        collection): the log keeps about as many changes as the collection has faces, and at
-        least ``KEEP_CHANGES``; a holder further behind rereads the collection, in about the
-        time replaying them would take."""
-        with self._lock:
-            self._plan_log_trim(pk, last, trimmed, face_count)
-
-    def _plan_log_trim(self, pk: int, last: int, trimmed: int, face_count: int) -> None:  # under self._lock
-        keep = max(face_count, KEEP_CHANGES)
+    def trim_log(self, con: Connection, pk: int) -> None:
+        """Called last in a write that changed collection ``pk``'s faces, in its transaction:
+        drops the oldest changes once the log holds more than twice what it keeps (about as
+        many changes as the collection has faces, at least ``KEEP_CHANGES``), down to that."""
+        last, trimmed, face_count = dialect_sql(con, self._dialect, self._state_sql, (pk,)).fetchone()
+        keep = max(int(face_count), KEEP_CHANGES)
         if last - trimmed > 2 * keep:
-            self._trim_to.append((pk, last - keep))
+            self._trim(con, pk, last - keep)
+
+    def _trim(self, con: Connection, pk: int, upto: int) -> None:
+        dialect_sql(con, self._dialect, "DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto))
+        dialect_sql(
+            con,
+            self._dialect,
+            "UPDATE collections SET changes_trimmed_to = ? WHERE pk = ? AND changes_trimmed_to < ?",
+            (upto, pk, upto),
+        )
 
     def warm(self, limit: int) -> None:
         """Load (or build) the vector index of every collection of more than ``limit`` faces, so that
@@ -215,26 +224,14 @@ class CollectionIndexes:
         return self.current(con, pk)
 
     def trim_changes(self) -> None:
-        """Drops from the change log what no process needs any more (planned by a search)."""
+        """Drops from the change log the changes a save holds (planned by a search)."""
         if not self._trim_to:
             return
         with self._lock:
             pending, self._trim_to = self._trim_to, []
         for pk, upto in pending:
-
-            def write(con: Connection, pk: int = pk, upto: int = upto) -> None:
-                dialect_sql(
-                    con, self._dialect, "DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto)
-                )
-                dialect_sql(
-                    con,
-                    self._dialect,
-                    "UPDATE collections SET changes_trimmed_to = ? WHERE pk = ? AND changes_trimmed_to < ?",
-                    (upto, pk, upto),
-                )
-
             try:
-                self._run(write, write=True)
+                self._run(functools.partial(self._trim, pk=pk, upto=upto), write=True)
             except StoreWriteError as error:  # the log keeps these changes a while longer: harmless
                 log.warning("could not trim the change log of collection %d: %s", pk, error)
 

@@ -436,12 +436,12 @@ class PostgresStore(SQLStore):
 
         def read(con: Connection) -> list[ScoredFace]:
             row = con.execute(
-                "SELECT pk, dim, face_count, changes, changes_trimmed_to FROM collections WHERE collection_id = %s",
+                "SELECT pk, dim, face_count FROM collections WHERE collection_id = %s",
                 (collection_id,),
             ).fetchone()
             if row is None:
                 raise no_collection(collection_id)
-            pk, dim, face_count, changes, trimmed = row
+            pk, dim, face_count = row
             if dim is None or limit == 0:
                 return []  # no face was ever stored, or none asked for
             if query.shape != (dim,):
@@ -456,13 +456,9 @@ class PostgresStore(SQLStore):
                 rows = con.execute(exact_search_sql(where + " AND seq = ANY(%(keys)s::bigint[])"), params)
             else:
                 rows = con.execute(exact_search_sql(where), params)
-                # No index reads this log until the collection is big; then one is built afresh.
-                self.indexes.plan_log_trim(pk, changes, trimmed, face_count)
             return [ScoredFace(self.dialect.face(row[:-1]), float(row[-1])) for row in rows]
 
-        found = self._run(read, write=False)
-        self.indexes.trim_changes()
-        return found
+        return self._run(read, write=False)
 
     # Hooks of the shared operations ------------------------------------------------
     def _vector_length(self, con: Connection, pk: int, length: int) -> int:
@@ -478,7 +474,9 @@ class PostgresStore(SQLStore):
         return int(row[0])
 
     def _faces_changed(self, con: Connection, pk: int, added: int) -> None:
-        """Nothing: triggers keep the face count and the change log (migration 6)."""
+        # Triggers keep the face count and the change log (migration 6).
+        if added:
+            self.indexes.trim_log(con, pk)
 
     def _collection_deleted(self, collection_id: str, pk: int) -> None:
         self.indexes.forget(pk)

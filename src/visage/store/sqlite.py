@@ -367,6 +367,8 @@ class SQLiteStore(SQLStore):
         # Triggers keep face_count and the change log; the new generation tells every
         # process's search cache to reload.
         con.execute("UPDATE collections SET generation = generation + 1 WHERE pk = ?", (pk,))
+        if added:
+            self.searcher.indexes.trim_log(con, pk)
 
     def _collection_deleted(self, collection_id: str, pk: int) -> None:
         self.searcher.forget(collection_id, pk)

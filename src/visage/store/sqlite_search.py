@@ -10,7 +10,7 @@ writing transaction) that it holds. A search reads the collection's last change 
 transaction and, when the cache is behind, folds in the changes since (a delete drops a
 row, an insert reads that one face), so writes by this and other processes are seen
 without rereading the collection. The cache is read whole again only when the log no
-longer reaches back to it (it keeps about as many changes as the collection has faces),
+longer reaches back to it (writes trim it to about as many changes as the collection has faces),
 when more changes than faces are to be read, or when, caught up, it holds another number
 of faces than the database. The row key is
 never reused (AUTOINCREMENT), so a collection deleted and created again under the same
@@ -125,7 +125,6 @@ class SQLiteSearch:
                 if newest is not None:
                     self._older[key] = newest
                 self._exact[key] = exact
-        self.indexes.plan_log_trim(pk, last, trimmed, face_count)
         return exact
 
     def _users(self, con: sqlite3.Connection, key: str, stamp: tuple[int, int]) -> _Exact:
