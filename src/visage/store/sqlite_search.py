@@ -186,7 +186,7 @@ class _Exact:
     once made: a search may go on with it while the next one is made."""
 
     stamp: tuple[int, int]  # (collection pk, its last change or generation) the rows are as of
-    face_ids: list[str]
+    face_ids: np.ndarray  # of str (dtype object), per row, sorted
     keys: np.ndarray  # int64 faces.seq, per row
     matrix: np.ndarray  # float32, (rows, dim)
 
@@ -199,7 +199,7 @@ class _Exact:
         ).fetchall()
         return cls(
             stamp=stamp,
-            face_ids=[row[0] for row in rows],
+            face_ids=_strings([row[0] for row in rows]),
             keys=np.array([row[1] for row in rows], dtype=np.int64),
             matrix=_vectors([row[2] for row in rows]),
         )
@@ -210,25 +210,23 @@ class _Exact:
         if changes is None:
             return dataclasses.replace(self, stamp=(self.stamp[0], last))
         keep = ~np.isin(self.keys, changes.removed)
-        kept_ids = [face_id for face_id, kept in zip(self.face_ids, keep, strict=True) if kept]
+        kept_ids = self.face_ids[keep]
         added = sorted(changes.added, key=lambda face: face.face_id)
         if not added:
             return _Exact((self.stamp[0], last), kept_ids, self.keys[keep], self.matrix[keep])
+        added_ids = _strings([face.face_id for face in added])
         # Where each added face goes among the kept ones (the j-th added one: j places further on).
-        at = np.array([bisect_left(kept_ids, face.face_id) for face in added]) + np.arange(len(added))
+        at = np.searchsorted(kept_ids, added_ids) + np.arange(len(added))
         old = np.ones(len(kept_ids) + len(added), dtype=bool)
         old[at] = False
-        face_ids: list[str] = [""] * len(old)
-        for i, face in zip(at.tolist(), added, strict=True):
-            face_ids[i] = face.face_id
-        for i, face_id in zip(np.flatnonzero(old).tolist(), kept_ids, strict=True):
-            face_ids[i] = face_id
+        face_ids = np.empty(len(old), dtype=object)
+        face_ids[at], face_ids[old] = added_ids, kept_ids
         keys = np.empty(len(old), dtype=np.int64)
         keys[old], keys[at] = self.keys[keep], [face.key for face in added]
         vectors = np.stack([face.vector for face in added]).astype(np.float32, copy=False)
         matrix = np.empty((len(old), vectors.shape[1]), dtype=np.float32)
         matrix[at] = vectors
-        if kept_ids:  # (an empty collection's matrix has no columns)
+        if len(kept_ids):  # (an empty collection's matrix has no columns)
             matrix[old] = self.matrix if keep.all() else self.matrix[keep]
         return _Exact((self.stamp[0], last), face_ids, keys, matrix)
 
@@ -236,7 +234,7 @@ class _Exact:
         self, query: np.ndarray, limit: int, min_score: float, exclude_face_id: str | None
     ) -> list[tuple[str, float]]:
         """(face_id, score) of the best ``limit`` rows, by score desc then face_id asc."""
-        if not self.face_ids or limit <= 0:
+        if not len(self.face_ids) or limit <= 0:
             return []
         if query.shape != (self.matrix.shape[1],):
             dim = self.matrix.shape[1]
@@ -254,7 +252,7 @@ class _Exact:
             kth = scores[rows[np.argpartition(-scores[rows], limit - 1)[limit - 1]]]
             rows = rows[scores[rows] >= kth]
         rows = rows[np.lexsort((rows, -scores[rows]))][:limit]  # row order is face_id order
-        return [(self.face_ids[row], float(scores[row])) for row in rows]
+        return [(str(self.face_ids[row]), float(scores[row])) for row in rows]
 
 
 def _read_vectors(con: sqlite3.Connection, pk: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -262,6 +260,13 @@ def _read_vectors(con: sqlite3.Connection, pk: int) -> Iterator[tuple[np.ndarray
     cursor = con.execute("SELECT seq, vector FROM faces WHERE collection_pk = ?", (pk,))
     while batch := cursor.fetchmany(TRAINING_VECTORS):
         yield np.array([row[0] for row in batch], dtype=np.int64), _vectors([row[1] for row in batch])
+
+
+def _strings(values: list[str]) -> np.ndarray:
+    """``values`` as a one-dimensional array of the same str objects."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def _vectors(blobs: Sequence[bytes]) -> np.ndarray:
