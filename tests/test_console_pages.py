@@ -129,6 +129,70 @@ def test_search_says_what_99_costs_with_the_searched_collections_face_model(cons
     assert text_of(page.text, r'id="threshold_hint">(.*?)</p>').endswith(dlib)
 
 
+def test_a_key_for_one_collection_indexes_searches_and_reviews_in_it(console: Console, portraits: Path) -> None:
+    """Such a key may not list the collections (docs/keys.md), so the Index and Search forms
+    ask for the collection's id instead of offering a list it cannot have; showing them
+    records no refused call, and a search in its collection can be reviewed."""
+    service = console.service
+    service.call("CreateCollection", {"CollectionId": "staff"}, LOCAL)
+    client = console.client(Policy.for_collection(service.collection_arn("staff")))
+    for path in ("/index", "/search?collection=staff"):
+        page = client.get(path)
+        assert page.status_code == 200, (path, page.text[:2000])
+        assert re.search(r'<input id="collection_id" name="collection_id"', page.text), path
+        assert "may not list the collections" in text_of(page.text, r'<p class="hint" id="collection_hint">(.*?)</p>')
+    assert 'value="staff"' in client.get("/search?collection=staff").text
+    assert service.store.audit_records(outcome="refused") == []
+
+    photo = (portraits / "person_a_1.jpg").read_bytes()
+    indexed = client.post(
+        "/index",
+        data={"csrf_token": csrf_of(client.get("/index").text), "collection_id": "staff", "max_faces": "1"},
+        files={"images": ("person_a_1.jpg", photo, "image/jpeg")},
+    )
+    assert indexed.status_code == 200 and "1 face indexed" in indexed.text, indexed.text[:2000]
+    found = client.post(
+        "/search",
+        data={"csrf_token": csrf_of(client.get("/search").text), "collection_id": "staff", "threshold": "80"},
+        files={"image": ("person_a_2.jpg", (portraits / "person_a_2.jpg").read_bytes(), "image/jpeg")},
+    )
+    assert found.status_code == 200 and "1 candidate in staff" in found.text, found.text[:2000]
+    token = re.search(r'name="candidate" value="([^"]+)"', found.text)
+    assert token is not None
+    reviewed = client.post(
+        "/search/review",
+        data={"csrf_token": csrf_of(found.text), "candidate": token.group(1), "decision-0": "same", "note-0": ""},
+    )
+    assert reviewed.status_code == 200, reviewed.text[:2000]
+    (decision,) = service.store.audit_records(operation="ReviewMatch")
+    assert decision.collection_id == "staff" and decision.details["decision"] == "same"
+    assert service.store.audit_records(outcome="refused") == []
+
+
+def test_the_key_form_refuses_a_wildcard_for_one_collection(console: Console) -> None:
+    """``*`` (or ``team-*``) typed as the collection of a one-collection key would make a key for
+    every collection: the form refuses it, and no key is made."""
+    client = console.client()
+    before = len(console.service.keys.keys())
+    for typed in ("*", "team-*"):
+        page = client.post(
+            "/keys",
+            data={"csrf_token": csrf_of(client.get("/keys").text), "preset": "collection", "collection_id": typed},
+        )
+        assert f"{typed!r} is not a CollectionId" in html.unescape(page.text), page.text[:2000]
+    assert len(console.service.keys.keys()) == before
+
+
+def test_revoking_the_sessions_own_key_says_so_on_the_sign_in_page(console: Console) -> None:
+    client = console.client()
+    (key,) = console.service.keys.keys()
+    revoked = client.post(f"/keys/{key.access_key_id}/revoke", data={"csrf_token": csrf_of(client.get("/keys").text)})
+    assert revoked.status_code == 303 and revoked.headers["location"].endswith("/sign-in")
+    notice = f"Revoked {key.access_key_id}, the key of this session: it has ended."
+    assert notice in html.unescape(client.get("/sign-in").text)
+    assert notice not in html.unescape(client.get("/sign-in").text)  # shown once
+
+
 # Collections ---------------------------------------------------------------------------------
 
 

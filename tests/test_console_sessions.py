@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from visage.console.sessions import SignInLimiter, load_secret
@@ -27,13 +29,41 @@ def test_processes_starting_at_once_agree_on_one_secret(tmp_path: Path) -> None:
 
 def test_the_limiter_counts_failures_per_address_in_a_window() -> None:
     limiter = SignInLimiter(max_failures=3, window_s=0.5)
+    assert limiter.begin("10.0.0.1") == 0
+    limiter.succeeded("10.0.0.1")  # a sign-in that succeeds does not count
     for _ in range(3):
-        assert limiter.wait_seconds("10.0.0.1") == 0
-        limiter.failed("10.0.0.1")
-    assert 0 < limiter.wait_seconds("10.0.0.1") <= 0.5
-    assert limiter.wait_seconds("10.0.0.2") == 0
-    limiter.succeeded("10.0.0.1")
-    assert limiter.wait_seconds("10.0.0.1") == 0
+        assert limiter.begin("10.0.0.1") == 0  # each counts as failed until it succeeds
+    assert 0 < limiter.begin("10.0.0.1") <= 0.5
+    assert limiter.begin("10.0.0.2") == 0
+    time.sleep(0.55)
+    assert limiter.begin("10.0.0.1") == 0  # the failures left the window
+
+
+def test_a_success_takes_back_its_own_attempt_only() -> None:
+    """Signing in with a valid key between guesses does not clear the address's failures."""
+    limiter = SignInLimiter(max_failures=3, window_s=60)
+    for _ in range(2):
+        assert limiter.begin("10.0.0.1") == 0  # two wrong guesses
+    assert limiter.begin("10.0.0.1") == 0
+    limiter.succeeded("10.0.0.1")  # the attacker's own key
+    assert limiter.begin("10.0.0.1") == 0  # a third guess
+    assert limiter.begin("10.0.0.1") > 0  # and no fourth
+
+
+def test_attempts_sent_at_once_cannot_all_pass_the_check() -> None:
+    limiter = SignInLimiter(max_failures=3, window_s=60)
+    with ThreadPoolExecutor(8) as pool:
+        waits = list(pool.map(limiter.begin, ["10.0.0.1"] * 40))
+    assert sum(wait == 0 for wait in waits) == 3
+
+
+def test_the_limiter_forgets_addresses_whose_failures_left_the_window() -> None:
+    limiter = SignInLimiter(max_failures=3, window_s=0.2)
+    for n in range(10_050):
+        limiter.begin(f"10.0.{n // 256}.{n % 256}")
+    time.sleep(0.25)
+    limiter.begin("192.0.2.1")
+    assert len(limiter._failures) == 1
 
 
 def test_the_cookie_is_httponly_strict_and_secure_over_tls(tmp_path: Path) -> None:

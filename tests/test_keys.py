@@ -120,6 +120,22 @@ def test_rotation_makes_a_new_pair_with_the_same_name_and_policy(ring: KeyRing):
     assert [k.access_key_id for k in ring.keys()] == [old.access_key_id, new.access_key_id]
 
 
+def _seal(path: Path) -> str:
+    return SecretBox(path).seal("the same secret")
+
+
+def test_processes_sealing_at_once_agree_on_one_key_file(tmp_path: Path) -> None:
+    """Processes that each find no key file make one at once: one wins, and every secret any of
+    them sealed opens with the file left in place (none is ever read half-written)."""
+    import multiprocessing
+
+    path = tmp_path / "keyfile" / "secret.key"
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        tokens = pool.map(_seal, [path] * 8)
+    assert {SecretBox(path).open(token) for token in tokens} == {"the same secret"}
+    assert path.stat().st_mode & 0o777 == 0o600 and not list(path.parent.glob(".secret.key.*"))
+
+
 def test_last_use_is_written_at_most_once_a_window(store: Store, tmp_path: Path):
     box = SecretBox(tmp_path / "secret.key")
     key, _ = KeyRing(store, box).create(Policy.admin(), "ops", by="test")

@@ -103,6 +103,10 @@ def test_keys_create_list_rotate_revoke(where: tuple[str, ...], tmp_path: Path) 
     (tmp_path / "typo.json").write_text(json.dumps(typo))
     refused = visage("keys", "create", "--policy", str(tmp_path / "typo.json"), *where, check=False)
     assert refused.returncode == 1 and "names no action" in refused.stderr
+    before = len(listed(*where))
+    wildcard = visage("keys", "create", "--collection", "*", *where, check=False)
+    assert wildcard.returncode == 1 and "'*' is not a CollectionId" in wildcard.stderr
+    assert len(listed(*where)) == before
 
 
 def test_keys_list_says_when_there_is_nothing(tmp_path: Path, postgres_dsn: str) -> None:

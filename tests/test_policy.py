@@ -57,6 +57,12 @@ def test_presets() -> None:
     assert not staff.allows("rekognition:IndexFaces", GUESTS) and not staff.allows("visage:ManageKeys", "*")
 
 
+@pytest.mark.parametrize("collection_id", ["*", "team-*", "st?ff", ""])
+def test_a_key_for_one_collection_names_it_without_wildcards(collection_id: str) -> None:
+    with pytest.raises(PolicyError, match="is not a CollectionId"):
+        Policy.for_collection(STAFF.replace("staff", collection_id))
+
+
 def test_round_trip_and_summary() -> None:
     p = Policy.for_collection(STAFF)
     assert Policy.parse(p.dumps()) == p

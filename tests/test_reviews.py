@@ -135,9 +135,12 @@ def test_a_decision_is_checked_stored_and_audited(service: RekognitionService) -
             service.review_match(**{**good, **change}, caller=CALLER)  # type: ignore[arg-type]
         assert caught.value.message == message, name
         assert len(service.match_reviews("c", CALLER)) == 1, name
-    for edge in (dict(similarity=0.0), dict(similarity=100.0), dict(note="x" * 2000)):  # the bounds are allowed
+    # The bounds are allowed; a browser sends a textarea's line breaks as CRLF, but counts them as one.
+    crlf = "\r\n".join(["x" * 199] * 10)  # 1,999 characters to the browser, 2,008 sent
+    for edge in (dict(similarity=0.0), dict(similarity=100.0), dict(note="x" * 2000), dict(note=crlf)):
         service.review_match(**{**good, **edge}, caller=CALLER)  # type: ignore[arg-type]
-    assert len(service.match_reviews("c", CALLER)) == 4
+    assert len(service.match_reviews("c", CALLER)) == 5
+    assert service.match_reviews("c", CALLER)[-1].note == crlf.replace("\r\n", "\n")
     with pytest.raises(ResourceNotFoundException):
         service.review_match(**{**good, "collection_id": "missing"}, caller=CALLER)  # type: ignore[arg-type]
 

@@ -150,6 +150,22 @@ def review(
     return Review(**values)  # type: ignore[arg-type]
 
 
+def decided(r: Review, **details: object) -> AuditRecord:
+    """The audit record of decision ``r`` (as the service writes it, in short)."""
+    return AuditRecord(
+        r.time,
+        r.access_key_id,
+        "ReviewMatch",
+        r.collection_id,
+        None,
+        0,
+        r.similarity,
+        [r.face_id],
+        probe_sha256=r.probe_sha256,
+        details={"decision": r.decision, **details},
+    )
+
+
 def random_faces(rng: np.random.Generator, n: int, **kwargs: str | None) -> list[StoredFace]:
     return [face(v, **kwargs) for v in unit_vectors(rng, n)]
 
@@ -302,7 +318,7 @@ CALLS_ON_MISSING: dict[str, Callable[[Store], object]] = {
     "get_token": lambda s: s.get_token(MISSING, "token"),
     "get_thumbnails": lambda s: s.get_thumbnails(MISSING, ["f"]),
     "set_keep_face_thumbnails": lambda s: s.set_keep_face_thumbnails(MISSING, True),
-    "add_review": lambda s: s.add_review(review(MISSING, "f")),
+    "add_review": lambda s: s.add_review(review(MISSING, "f"), decided(review(MISSING, "f"))),
     "reviews": lambda s: s.reviews(MISSING),
 }
 
@@ -1079,7 +1095,7 @@ def test_thumbnails_and_reviews_go_with_their_collection(store: Store, rng: np.r
     faces = random_faces(rng, 2)
     store.create_collection(collection("c1"))
     store.add_faces("c1", faces, thumbnails={faces[0].face_id: b"jpeg"})
-    store.add_review(review("c1", faces[0].face_id))
+    store.add_review(review("c1", faces[0].face_id), decided(review("c1", faces[0].face_id)))
     store.delete_collection("c1")
     store.create_collection(collection("c1"))
     store.add_faces("c1", faces)  # the same face ids in the new collection
@@ -1097,12 +1113,21 @@ def test_reviews_are_kept_in_order_and_outlive_their_face(store: Store, cid: str
         review(cid, faces[1].face_id, "cannot_tell", probe=other, time=T0 + timedelta(seconds=2)),
     ]
     for r in written:
-        store.add_review(r)
+        store.add_review(r, decided(r))
     store.delete_faces(cid, ids(faces))
     assert store.reviews(cid) == written
     assert store.reviews(cid, probe_sha256=other) == written[2:]
+    assert [a.details["decision"] for a in store.audit_records(operation="ReviewMatch")] == [
+        r.decision for r in written
+    ]
     with pytest.raises(Exception, match=r"(?i)check"):  # the database refuses a decision it does not know
-        store.add_review(review(cid, faces[0].face_id, "maybe"))
+        store.add_review(review(cid, faces[0].face_id, "maybe"), decided(review(cid, faces[0].face_id, "maybe")))
+    # A decision and its audit record are written together or not at all.
+    assert len(store.audit_records(operation="ReviewMatch")) == len(written)
+    unwritable = review(cid, faces[0].face_id, time=T0 + timedelta(seconds=3))
+    with pytest.raises(TypeError):
+        store.add_review(unwritable, decided(unwritable, note=object()))  # its record cannot be written
+    assert store.reviews(cid) == written
 
 
 def test_audit_records_are_kept_in_time_order(store: Store) -> None:
@@ -1298,6 +1323,27 @@ def test_rotating_a_key_revokes_it_and_adds_the_new_one_at_once(store: Store) ->
         store.rotate_access_key("VSAKCCCCCCCCCCCCCCCC", stored_key())
     assert store.get_access_key("VSAKCCCCCCCCCCCCCCCC") == new
     assert store.get_access_key("VSAKDDDDDDDDDDDDDDDD") is None
+
+
+def test_a_change_of_keys_and_its_audit_record_are_written_together(store: Store) -> None:
+    """Adding, revoking and rotating a key append its audit record in the same transaction:
+    a record that cannot be written leaves the key as it was."""
+
+    def record(operation: str, **details: object) -> AuditRecord:
+        return AuditRecord(T0, "VSAKADMIN", operation, None, None, 0, None, details=details)
+
+    broken = record("broken", note=object())  # not JSON: its insert fails
+    with pytest.raises(TypeError):
+        store.add_access_key(stored_key(), broken)
+    assert store.list_access_keys() == []
+    store.add_access_key(stored_key(), record("CreateAccessKey"))
+    with pytest.raises(TypeError):
+        store.revoke_access_key("VSAKAAAAAAAAAAAAAAAA", T0, broken)
+    with pytest.raises(TypeError):
+        store.rotate_access_key("VSAKAAAAAAAAAAAAAAAA", stored_key("VSAKCCCCCCCCCCCCCCCC"), broken)
+    assert store.list_access_keys() == [stored_key()]
+    store.revoke_access_key("VSAKAAAAAAAAAAAAAAAA", T0, record("RevokeAccessKey"))
+    assert [r.operation for r in store.audit_records()] == ["CreateAccessKey", "RevokeAccessKey"]
 
 
 def test_last_use_only_moves_forward(store: Store) -> None:
@@ -1647,7 +1693,7 @@ def test_sqlite_deleting_a_collection_leaves_no_rows_behind(tmp_path: Path, rng:
         store.create_collection(collection("c1", tags={"k": "v"}))
         faces = random_faces(rng, 3)
         store.add_faces("c1", faces, thumbnails={f.face_id: b"jpeg" for f in faces})
-        store.add_review(review("c1", faces[0].face_id))
+        store.add_review(review("c1", faces[0].face_id), decided(review("c1", faces[0].face_id)))
         store.create_user("c1", "alice", RequestToken("t1", "CreateUser", "d"))
         store.associate_faces("c1", "alice", ids(faces))
         store.delete_collection("c1")

@@ -507,7 +507,6 @@ def keys_create(
     """Make a new access key with a policy (the secret is shown this once).
 
     Without --policy, --admin or --collection the key is read-only: least privilege first."""
-    from visage.contract import shape_pattern
     from visage.policy import known_actions
     from visage.service import collection_arn
 
@@ -531,8 +530,6 @@ def keys_create(
     elif admin:
         policy, label = Policy.admin(), "admin"
     elif collection is not None:
-        if not shape_pattern("CollectionId").fullmatch(collection):
-            raise click.UsageError(f"--collection {collection!r} is not a CollectionId (letters, digits, _ . -).")
         policy, label = Policy.for_collection(collection_arn(settings, collection)), f"collection {collection}"
     else:
         policy, label = Policy.read_only(), "read-only"

@@ -43,6 +43,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from visage.config import Settings
 from visage.errors import ConflictException, ResourceNotFoundException, SecretKeyFileError
 from visage.policy import Policy
+from visage.secret_file import make_once
 from visage.store.base import AuditRecord, Store, StoredKey
 
 log = logging.getLogger("visage")
@@ -146,8 +147,8 @@ class SecretBox:
     def _cipher(self, create: bool) -> Fernet:
         with self._lock:
             if self._fernet is None:
-                if create:
-                    _make_key_file(self.path)
+                if create:  # a new Fernet key, unless the file exists
+                    make_once(self.path, lambda: Fernet.generate_key() + b"\n")
                 try:
                     key = self.path.read_bytes().strip()
                     mode = self.path.stat().st_mode
@@ -165,19 +166,6 @@ class SecretBox:
                         f"The key file {self.path} does not hold a Fernet key (32 bytes, URL-safe base64)."
                     ) from None
             return self._fernet
-
-
-def _make_key_file(path: Path) -> None:
-    """A new Fernet key in ``path``, mode 0600, unless the file exists (two processes may race: one wins)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(Fernet.generate_key() + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class KeyRing:
@@ -203,8 +191,7 @@ class KeyRing:
         """A new key with this policy; the only time its secret is seen. ``by`` made it (for the audit log)."""
         credentials = generate_credentials()
         stored = self._stored(credentials, name, policy)
-        self.store.add_access_key(stored)
-        self._audit(by, "CreateAccessKey", stored)
+        self.store.add_access_key(stored, self._record(by, "CreateAccessKey", stored))
         return AccessKey.of(stored), credentials
 
     def keys(self) -> list[AccessKey]:
@@ -212,24 +199,29 @@ class KeyRing:
         return [AccessKey.of(stored) for stored in self.store.list_access_keys()]
 
     def get(self, access_key_id: str) -> AccessKey:
+        return AccessKey.of(self._stored_key(access_key_id))
+
+    def _stored_key(self, access_key_id: str) -> StoredKey:
         stored = self.store.get_access_key(access_key_id)
         if stored is None:
             raise ResourceNotFoundException(f"No access key has the id {access_key_id}; `visage keys list` shows them.")
-        return AccessKey.of(stored)
+        return stored
 
     def revoke(self, access_key_id: str, by: str) -> AccessKey:
         """Revokes the key from its next request on (a revoked key stays revoked)."""
-        stored = self.store.revoke_access_key(access_key_id, _now())
-        self._audit(by, "RevokeAccessKey", stored)
-        return AccessKey.of(stored)
+        key = self._stored_key(access_key_id)  # (never deleted; its name and policy never change)
+        return AccessKey.of(
+            self.store.revoke_access_key(access_key_id, _now(), self._record(by, "RevokeAccessKey", key))
+        )
 
     def rotate(self, access_key_id: str, by: str) -> tuple[AccessKey, Credentials]:
         """A new key with the old one's name and policy; the old one is revoked in the same transaction."""
         old = self.get(access_key_id)
         credentials = generate_credentials()
         stored = self._stored(credentials, old.name, old.policy)
-        self.store.rotate_access_key(access_key_id, stored)
-        self._audit(by, "RotateAccessKey", stored, {"replaces": access_key_id})
+        self.store.rotate_access_key(
+            access_key_id, stored, self._record(by, "RotateAccessKey", stored, {"replaces": access_key_id})
+        )
         return AccessKey.of(stored), credentials
 
     def import_legacy(self, path: Path) -> list[str]:
@@ -245,10 +237,11 @@ class KeyRing:
             credentials = Credentials(entry["access_key_id"], entry["secret_access_key"])
             stored = self._stored(credentials, IMPORTED_NAME, Policy.admin())
             try:
-                self.store.add_access_key(stored)
+                self.store.add_access_key(
+                    stored, self._record("visage", "ImportAccessKey", stored, {"from": str(path)})
+                )
             except ConflictException:
                 continue  # imported already (by another process, or before a crash)
-            self._audit("visage", "ImportAccessKey", stored, {"from": str(path)})
             imported.append(credentials.access_key_id)
         try:
             os.replace(path, path.with_name(path.name + ".imported"))
@@ -297,23 +290,22 @@ class KeyRing:
             created_at=_now(),
         )
 
-    def _audit(self, by: str, operation: str, key: StoredKey, extra: dict[str, str] | None = None) -> None:
-        self.store.append_audit(
-            AuditRecord(
-                time=_now(),
-                access_key_id=by,
-                operation=operation,
-                collection_id=None,
-                threshold=None,
-                match_count=0,
-                best_similarity=None,
-                details={
-                    "key": key.access_key_id,
-                    "name": key.name,
-                    "policy": Policy.loads(key.policy).summary(),
-                    **(extra or {}),
-                },
-            )
+    def _record(self, by: str, operation: str, key: StoredKey, extra: dict[str, str] | None = None) -> AuditRecord:
+        """The audit record of a change to ``key``, made by ``by``."""
+        return AuditRecord(
+            time=_now(),
+            access_key_id=by,
+            operation=operation,
+            collection_id=None,
+            threshold=None,
+            match_count=0,
+            best_similarity=None,
+            details={
+                "key": key.access_key_id,
+                "name": key.name,
+                "policy": Policy.loads(key.policy).summary(),
+                **(extra or {}),
+            },
         )
 
 

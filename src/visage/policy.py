@@ -39,7 +39,7 @@ Effect = Literal["Allow", "Deny"]
 
 #: Actions only Visage has, with what each allows.
 VISAGE_ACTIONS: Mapping[str, str] = {
-    "visage:ManageKeys": "create, list, rotate and revoke access keys",
+    "visage:ManageKeys": "create, list, rotate and revoke access keys (with any policy: as strong as an admin key)",
     "visage:ReadAuditLog": "read and export the audit log",
     "visage:ReviewMatch": "record a reviewer's decision on a search candidate (checked on the collection)",
     "visage:ConfigureCollection": "turn a collection's face thumbnails on or off (checked on the collection)",
@@ -169,7 +169,18 @@ class Policy:
 
     @classmethod
     def for_collection(cls, collection_arn: str) -> Policy:
-        """Everything on one collection, plus the operations that touch no collection."""
+        """Everything on one collection, plus the operations that touch no collection.
+
+        The ARN must name one collection by its CollectionId: a wildcard there (``*``,
+        ``team-*``) would make a key for many, so it is refused."""
+        from visage.contract import shape_pattern
+
+        collection_id = collection_arn.rpartition(":collection/")[2]
+        if not shape_pattern("CollectionId").fullmatch(collection_id):
+            raise PolicyError(
+                f"{collection_id!r} is not a CollectionId (letters, digits, _ . -): a key for one collection"
+                " names it exactly, without wildcards."
+            )
         return cls(
             (
                 Statement(

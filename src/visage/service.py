@@ -837,6 +837,7 @@ class RekognitionService:
             raise InvalidParameterException(f"{face_id!r} is not a FaceId.")
         if not 0.0 <= similarity <= 100.0:
             raise InvalidParameterException(f"similarity must be between 0 and 100, not {similarity}.")
+        note = note.replace("\r\n", "\n")  # a form's line breaks, counted as one as the browser does
         if len(note) > MAX_REVIEW_NOTE:
             raise InvalidParameterException(f"A note may hold at most {MAX_REVIEW_NOTE} characters.")
         review = Review(
@@ -849,8 +850,8 @@ class RekognitionService:
             decision=decision,
             note=note,
         )
-        self.store.add_review(review)
-        self.store.append_audit(
+        self.store.add_review(
+            review,
             AuditRecord(
                 time=review.time,
                 access_key_id=caller.access_key_id,
@@ -862,7 +863,7 @@ class RekognitionService:
                 face_ids=[face_id],
                 probe_sha256=probe_sha256,
                 details={"decision": decision, "note": note},
-            )
+            ),
         )
         return review
 

@@ -208,14 +208,14 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                         403,
                     )
                 )
-        context = Context(request, console, session, caller, form, messages=_take_flash(request, console))
+        context = Context(request, console, session, caller, form, messages=take_flash(request, console))
         try:
             response = await handler(context)
         finally:
             if form is not None:
                 await form.close()
         if context.messages and not context.flashed:
-            response.delete_cookie(FLASH_COOKIE, path=PREFIX, httponly=True, samesite="strict")
+            forget_flash(response)
         if context.keep_session:
             console.sessions.write(response, session, request)  # the idle timeout starts again
         return secured(response)
@@ -248,7 +248,9 @@ FLASH_COOKIE = "visage_console_flash"
 FLASH_SECONDS = 60
 
 
-def _take_flash(request: Request, console: Console) -> list[str]:
+def take_flash(request: Request, console: Console) -> list[str]:
+    """The message the previous page left for this one, if any (the response should then
+    :func:`forget_flash` it)."""
     signed = request.cookies.get(FLASH_COOKIE)
     if not signed:
         return []
@@ -257,6 +259,10 @@ def _take_flash(request: Request, console: Console) -> list[str]:
     except BadSignature:
         return []
     return [message] if isinstance(message, str) else []
+
+
+def forget_flash(response: Response) -> None:
+    response.delete_cookie(FLASH_COOKIE, path=PREFIX, httponly=True, samesite="strict")
 
 
 # The app ---------------------------------------------------------------------------------------

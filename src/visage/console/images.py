@@ -59,7 +59,12 @@ def points_of(detail: dict[str, Any], every: bool = True) -> tuple[tuple[float, 
     return tuple((lm["X"], lm["Y"]) for lm in detail.get("Landmarks", []) if every or lm["Type"] in _FIVE)
 
 
-async def collection_ids(context: Context) -> list[str]:
+async def collection_ids(context: Context) -> list[str] | None:
+    """Every collection's id, for a form to choose from; None when the caller's key may not
+    list them (a key for one collection), so the form asks for the id instead. Its policy
+    is asked first, so showing a form records no refused ListCollections."""
+    if not context.caller.policy.allows("rekognition:ListCollections", context.service.collection_arn("*")):
+        return None
     ids: list[str] = []
     token = None
     while True:

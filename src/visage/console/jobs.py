@@ -66,7 +66,7 @@ async def jobs_page(context: Context, error: str | None = None) -> Response:
     try:
         collections = await collection_ids(context)
     except VisageError:
-        collections = []  # a key that may not list collections can still start a face detection
+        collections = []
     settings = context.console.settings
     return context.render(
         "jobs.html",

@@ -14,7 +14,7 @@ from visage.policy import Policy, PolicyError, known_actions
 
 #: The policies the create form offers, in the order of `visage keys create`'s options.
 PRESETS = {
-    "read-only": "Read-only: detect, compare, describe, list, search, read the audit log",
+    "read-only": "Read-only: detect, compare, describe, list, search, get, read the audit log",
     "collection": "One collection: everything on it (with review), plus Detect and Compare",
     "admin": "Administrator: everything, keys included",
     "policy": "A policy document (IAM's JSON grammar, docs/keys.md)",

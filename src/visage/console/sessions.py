@@ -20,14 +20,16 @@ sign-in form has one too, bound to the anonymous session its page opened.
 
 Failed sign-ins are counted per client address: :data:`MAX_FAILED_SIGN_INS` within
 :data:`FAILED_SIGN_IN_WINDOW_S` seconds block that address until the oldest of them
-leaves the window. The count is kept by each server process.
+leaves the window. Each attempt is counted as failed when it starts, under one lock with
+the check, so attempts sent at once cannot all pass the check; one that succeeds takes
+back its own count only, so signing in with a valid key does not clear the address's
+failures. The count is kept by each server process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import threading
 import time
@@ -38,6 +40,8 @@ from pathlib import Path
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
+
+from visage.secret_file import make_once
 
 COOKIE = "visage_console"
 COOKIE_PATH = "/console"
@@ -118,25 +122,7 @@ class Sessions:
 def load_secret(path: Path) -> bytes:
     """The server's console secret: read from ``path``, or made there (mode 0600) if absent.
     Several worker processes starting at once agree on one."""
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_bytes(32)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret.hex())
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(temporary, path)  # fails if another process made it first: then use theirs
-    except FileExistsError:
-        return bytes.fromhex(path.read_text().strip())
-    finally:
-        temporary.unlink()
-    return secret
+    return bytes.fromhex(make_once(path, lambda: secrets.token_bytes(32).hex().encode()).decode().strip())
 
 
 class SignInLimiter:
@@ -147,29 +133,30 @@ class SignInLimiter:
         self._failures: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def wait_seconds(self, address: str) -> float:
-        """How long ``address`` must wait before it may try again (0: it may now)."""
+    def begin(self, address: str) -> float:
+        """How long ``address`` must wait before it may try to sign in. 0: it may now, and this
+        attempt counts as failed unless :meth:`succeeded` takes it back."""
         now = time.monotonic()
         with self._lock:
             failures = self._recent(address, now)
-            if len(failures) < self.max_failures:
-                return 0.0
-            return failures[0] + self.window_s - now
-
-    def failed(self, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(address, now).append(now)
+            if len(failures) >= self.max_failures:
+                return failures[0] + self.window_s - now
+            failures.append(now)
+            return 0.0
 
     def succeeded(self, address: str) -> None:
+        """Takes back the count of one attempt from ``address`` that succeeded."""
         with self._lock:
-            self._failures.pop(address, None)
+            failures = self._failures.get(address)
+            if failures:
+                failures.pop()
 
     def _recent(self, address: str, now: float) -> deque[float]:
         failures = self._failures.setdefault(address, deque())
         while failures and failures[0] <= now - self.window_s:
             failures.popleft()
-        if len(self._failures) > 10_000:  # forget addresses that have no recent failure
-            for other in [a for a, f in self._failures.items() if not f and a != address]:
-                del self._failures[other]
+        if len(self._failures) > 10_000:  # forget addresses that have no failure in the window
+            for other in [a for a, f in self._failures.items() if (not f or f[-1] <= now - self.window_s)]:
+                if other != address:
+                    del self._failures[other]
         return failures

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from visage.console.app import PREFIX, Console, Context, page, read_form, secured
+from visage.console.app import PREFIX, Console, Context, forget_flash, page, read_form, secured, take_flash
 
 log = logging.getLogger("visage.console")
 
@@ -34,10 +34,21 @@ async def sign_in_page(request: Request) -> Response:
     if session is not None and session.access_key_id is not None:
         if await console.run(console.caller, session.access_key_id) is not None:
             return RedirectResponse(_next(request.query_params.get("next")), 303)
-    return _form(request, console, status=200)
+    messages = take_flash(request, console)  # for example: the key of the session that ended was revoked
+    response = _form(request, console, status=200, messages=messages)
+    if messages:
+        forget_flash(response)
+    return response
 
 
-def _form(request: Request, console: Console, status: int, error: str | None = None, key_id: str = "") -> Response:
+def _form(
+    request: Request,
+    console: Console,
+    status: int,
+    error: str | None = None,
+    key_id: str = "",
+    messages: list[str] | None = None,
+) -> Response:
     session = console.sessions.anonymous()
     html = console.templates.get_template("sign_in.html").render(
         title="Sign in",
@@ -45,7 +56,7 @@ def _form(request: Request, console: Console, status: int, error: str | None = N
         session=None,
         key=None,
         csrf=console.sessions.csrf_token(session),
-        messages=[],
+        messages=messages or [],
         error=error,
         next=_next(request.query_params.get("next") or request.scope.get("visage.next")),
         key_id=key_id,
@@ -71,7 +82,7 @@ async def sign_in(request: Request) -> Response:
     if session is None or not console.sessions.csrf_ok(session, form.get("csrf_token")):
         log.warning("console: refused a sign-in from %s without a valid CSRF token", address)
         return _form(request, console, 403, "The sign-in form had expired; sign in again.", key_id)
-    wait = console.limiter.wait_seconds(address)
+    wait = console.limiter.begin(address)
     if wait > 0:
         log.warning("console: sign-in from %s refused: too many failed sign-ins", address)
         request.scope["visage.wait"] = wait
@@ -84,7 +95,6 @@ async def sign_in(request: Request) -> Response:
         )
     caller = await console.run(console.authenticate, key_id, secret)
     if caller is None:
-        console.limiter.failed(address)
         log.warning("console: failed sign-in from %s with access key id %r", address, key_id[:40])
         return _form(request, console, 401, "Wrong access key id or secret access key, or the key was revoked.", key_id)
     console.limiter.succeeded(address)

@@ -322,8 +322,9 @@ class Store(Protocol):
         """A token recorded by a user write of this collection, if any."""
 
     # Access keys -------------------------------------------------------------------
-    def add_access_key(self, key: StoredKey) -> None:
-        """ConflictException if the id is taken."""
+    def add_access_key(self, key: StoredKey, audit: AuditRecord | None = None) -> None:
+        """Adds the key, and appends ``audit`` to the audit log in the same transaction.
+        ConflictException if the id is taken."""
 
     def get_access_key(self, access_key_id: str) -> StoredKey | None:
         """The key, revoked or not; None if there is no such key."""
@@ -331,13 +332,15 @@ class Store(Protocol):
     def list_access_keys(self) -> list[StoredKey]:
         """Every key, revoked ones too, oldest first."""
 
-    def revoke_access_key(self, access_key_id: str, at: datetime) -> StoredKey:
-        """Marks the key revoked at ``at`` (a revoked key keeps its first revocation time);
-        returns it. ResourceNotFoundException if there is no such key."""
+    def revoke_access_key(self, access_key_id: str, at: datetime, audit: AuditRecord | None = None) -> StoredKey:
+        """Marks the key revoked at ``at`` (a revoked key keeps its first revocation time),
+        and appends ``audit`` to the audit log in the same transaction; returns the key.
+        ResourceNotFoundException if there is no such key."""
 
-    def rotate_access_key(self, access_key_id: str, new: StoredKey) -> None:
-        """In one transaction: revokes the key at ``new.created_at`` and adds ``new``.
-        ResourceNotFoundException if there is no such key, or it is already revoked."""
+    def rotate_access_key(self, access_key_id: str, new: StoredKey, audit: AuditRecord | None = None) -> None:
+        """In one transaction: revokes the key at ``new.created_at``, adds ``new`` and appends
+        ``audit`` to the audit log. ResourceNotFoundException if there is no such key, or it
+        is already revoked."""
 
     def touch_access_key(self, access_key_id: str, at: datetime) -> None:
         """Records a use of the key at ``at`` (an earlier time than the one recorded is ignored)."""
@@ -367,8 +370,9 @@ class Store(Protocol):
         """The chain from position ``after_seq`` on (exclusive), in order, at most ``limit`` entries."""
 
     # Reviews -----------------------------------------------------------------------
-    def add_review(self, review: Review) -> None:
-        """Stores a decision on a candidate of a search of ``review.collection_id``."""
+    def add_review(self, review: Review, audit: AuditRecord) -> AuditEntry:
+        """Stores a decision on a candidate of a search of ``review.collection_id`` and appends
+        ``audit`` (its record) to the audit log, in one transaction: both or neither."""
 
     def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
         """The decisions on the collection's candidates (those on one probe, if given), oldest first."""

@@ -31,6 +31,7 @@ renews; :meth:`SQLStore.expire_jobs` takes back the jobs of workers that died.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -705,7 +706,7 @@ class SQLStore(ABC):
         self._run(write, write=True)
 
     # Reviews -----------------------------------------------------------------------
-    def add_review(self, review: Review) -> None:
+    def add_review(self, review: Review, audit: AuditRecord) -> AuditEntry:
         d = self.dialect
         row = (
             d.time_to_db(review.time),
@@ -717,15 +718,16 @@ class SQLStore(ABC):
             review.note,
         )
 
-        def write(con: Connection) -> None:
+        def write(con: Connection) -> AuditEntry:
             pk = self._pk(con, review.collection_id, lock=True)
             self._sql(
                 con,
                 f"INSERT INTO reviews (collection_pk, {_REVIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (pk, *row),
             )
+            return self._append_audit(con, audit)
 
-        self._run(write, write=True)
+        return self._run(write, write=True)
 
     def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
         d = self.dialect
@@ -746,8 +748,13 @@ class SQLStore(ABC):
         return self._run(read, write=False)
 
     # Access keys -------------------------------------------------------------------
-    def add_access_key(self, key: StoredKey) -> None:
-        self._run(lambda con: self._insert_key(con, key), write=True)
+    def add_access_key(self, key: StoredKey, audit: AuditRecord | None = None) -> None:
+        def write(con: Connection) -> None:
+            self._insert_key(con, key)
+            if audit is not None:
+                self._append_audit(con, audit)
+
+        self._run(write, write=True)
 
     def get_access_key(self, access_key_id: str) -> StoredKey | None:
         query = f"SELECT {_KEY_COLUMNS} FROM access_keys WHERE access_key_id = ?"
@@ -762,7 +769,7 @@ class SQLStore(ABC):
         query = f"SELECT {_KEY_COLUMNS} FROM access_keys ORDER BY created_at, access_key_id"
         return self._run(lambda con: [self.dialect.stored_key(row) for row in self._sql(con, query)], write=False)
 
-    def revoke_access_key(self, access_key_id: str, at: datetime) -> StoredKey:
+    def revoke_access_key(self, access_key_id: str, at: datetime, audit: AuditRecord | None = None) -> StoredKey:
         def write(con: Connection) -> StoredKey:
             row = self._row(
                 con,
@@ -772,11 +779,13 @@ class SQLStore(ABC):
             )
             if row is None:
                 raise no_key(access_key_id)
+            if audit is not None:
+                self._append_audit(con, audit)
             return self.dialect.stored_key(row)
 
         return self._run(write, write=True)
 
-    def rotate_access_key(self, access_key_id: str, new: StoredKey) -> None:
+    def rotate_access_key(self, access_key_id: str, new: StoredKey, audit: AuditRecord | None = None) -> None:
         def write(con: Connection) -> None:
             revoked = self._row(
                 con,
@@ -786,6 +795,8 @@ class SQLStore(ABC):
             if revoked is None:
                 raise no_key(access_key_id, active=True)
             self._insert_key(con, new)
+            if audit is not None:
+                self._append_audit(con, audit)
 
         self._run(write, write=True)
 
@@ -805,26 +816,26 @@ class SQLStore(ABC):
 
     # Audit log ---------------------------------------------------------------------
     def append_audit(self, record: AuditRecord) -> AuditEntry:
+        return self._run(functools.partial(self._append_audit, record=record), write=True)
+
+    def _append_audit(self, con: Connection, record: AuditRecord) -> AuditEntry:
+        """Appends ``record`` to the chain in ``con``'s write transaction."""
         d = self.dialect
         row = d.audit_row(record)
-
-        def write(con: Connection) -> AuditEntry:
-            if d.hold_audit_log:
-                self._sql(con, d.hold_audit_log)
-            head = self._row(con, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            prev = head[0] if head is not None and head[0] is not None else GENESIS
-            digest = record_hash(record, prev)
-            inserted = self._row(
-                con,
-                f"INSERT INTO audit_log ({_AUDIT_COLUMNS}, prev_hash, hash)"
-                f" VALUES ({', '.join('?' * (len(row) + 2))}) RETURNING seq",
-                (*row, prev, digest),
-            )
-            assert inserted is not None
-            seq = int(inserted[0])
-            return AuditEntry(seq, replace(record, seq=seq), prev, digest)
-
-        return self._run(write, write=True)
+        if d.hold_audit_log:
+            self._sql(con, d.hold_audit_log)
+        head = self._row(con, "SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        prev = head[0] if head is not None and head[0] is not None else GENESIS
+        digest = record_hash(record, prev)
+        inserted = self._row(
+            con,
+            f"INSERT INTO audit_log ({_AUDIT_COLUMNS}, prev_hash, hash)"
+            f" VALUES ({', '.join('?' * (len(row) + 2))}) RETURNING seq",
+            (*row, prev, digest),
+        )
+        assert inserted is not None
+        seq = int(inserted[0])
+        return AuditEntry(seq, replace(record, seq=seq), prev, digest)
 
     def audit_records(
         self,
