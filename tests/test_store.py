@@ -622,6 +622,24 @@ def change_log_length(store: Store, collection_id: str) -> int:
     )  # type: ignore[attr-defined]
 
 
+def test_writes_to_other_collections_do_not_trim_a_collections_log(
+    store: Store, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite numbers every collection's changes in one sequence: a collection's log is trimmed
+    by how many changes it holds, not by how far the numbers moved on in between."""
+    monkeypatch.setattr(collection_indexes, "KEEP_CHANGES", 20)
+    for name in ("quiet", "busy"):
+        store.create_collection(collection(name))
+    store.add_faces("quiet", random_faces(rng, 5))
+    for _ in range(30):  # 60 changes, and no face left
+        (face_,) = random_faces(rng, 1)
+        store.add_faces("busy", [face_])
+        store.delete_faces("busy", [face_.face_id])
+    store.add_faces("quiet", random_faces(rng, 1))
+    assert change_log_length(store, "quiet") == 6
+    assert change_log_length(store, "busy") <= 2 * 20 + 1
+
+
 @pytest.mark.parametrize("searched", [True, False], ids=["searched", "never-searched"])
 def test_the_change_log_of_a_small_collection_is_trimmed(
     open_store: Callable[[], Store], rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, searched: bool
@@ -1422,6 +1440,40 @@ def test_concurrent_writers_on_one_database(open_store: Callable[[], Store], rng
     assert main.count("c1") == (200, 0)
     assert sorted(ids(main.list_faces("c1", None, 1000))) == sorted(ids(everything))
     assert_search_matches(main, "c1", everything, query, limit=200, min_score=-1.0)
+
+
+def test_associations_at_once_cannot_together_pass_a_users_limit(
+    open_store: Callable[[], Store], rng: np.random.Generator
+) -> None:
+    """Instances (servers) associating faces with one user at once: each counts the user's faces
+    in its write, and the writes of one user take turns, so the limit holds."""
+    main = open_store()
+    main.create_collection(collection("c1"))
+    faces = random_faces(rng, 40)
+    main.add_faces("c1", faces)
+    main.create_user("c1", "alice")
+    main.associate_faces("c1", "alice", ids(faces[:8]))
+    writers = [open_store() for _ in range(4)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(writers))
+
+    def associate(store: Store, mine: list[StoredFace]) -> None:
+        barrier.wait()
+        try:
+            store.associate_faces("c1", "alice", ids(mine), max_faces=10)
+            outcomes.append("ok")
+        except ServiceQuotaExceededException:
+            outcomes.append("refused")
+
+    threads = [
+        threading.Thread(target=associate, args=(w, faces[8 + 2 * n : 10 + 2 * n])) for n, w in enumerate(writers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["ok", "refused", "refused", "refused"]
+    assert main.get_user("c1", "alice") == User("alice", "ACTIVE", 10)
 
 
 def test_threads_sharing_one_instance(store: Store, cid: str, rng: np.random.Generator) -> None:

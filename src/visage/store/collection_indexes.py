@@ -179,7 +179,8 @@ class CollectionIndexes:
                 log.info("dropped the vector index of collection %d, deleted by another process", pk)
 
     def _save(self, pk: int, ann: _Ann) -> None:  # under self._lock
-        """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` changes."""
+        """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` changes
+        (on SQLite, change numbers: they count other collections' changes too, so it may save sooner)."""
         if self.index_dir is None or not len(ann.index):
             return
         if ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0:
@@ -196,11 +197,21 @@ class CollectionIndexes:
     def trim_log(self, con: Connection, pk: int) -> None:
         """Called last in a write that changed collection ``pk``'s faces, in its transaction:
         drops the oldest changes once the log holds more than twice what it keeps (about as
-        many changes as the collection has faces, at least ``KEEP_CHANGES``), down to that."""
+        many changes as the collection has faces, at least ``KEEP_CHANGES``), down to that.
+
+        PostgreSQL numbers each collection's changes on their own; SQLite numbers all
+        collections' changes in one sequence, so there the gap between two change numbers
+        only bounds how many of the collection's changes lie between them: the changes are
+        counted (from the newest, on the log's index) before any is dropped."""
         last, trimmed, face_count = dialect_sql(con, self._dialect, self._state_sql, (pk,)).fetchone()
         keep = max(int(face_count), KEEP_CHANGES)
-        if last - trimmed > 2 * keep:
-            self._trim(con, pk, last - keep)
+        if last - trimmed <= 2 * keep:
+            return
+        newest = "SELECT seq FROM face_changes WHERE collection_pk = ? ORDER BY seq DESC LIMIT 1 OFFSET ?"
+        if dialect_sql(con, self._dialect, newest, (pk, 2 * keep)).fetchone() is None:
+            return  # at most 2 * keep changes
+        (upto,) = dialect_sql(con, self._dialect, newest, (pk, keep)).fetchone()
+        self._trim(con, pk, int(upto))  # the newest ``keep`` are kept
 
     def _trim(self, con: Connection, pk: int, upto: int) -> None:
         dialect_sql(con, self._dialect, "DELETE FROM face_changes WHERE collection_pk = ? AND seq <= ?", (pk, upto))

@@ -291,6 +291,7 @@ class PostgresDialect(Dialect):
     vector_column = "embedding"
     #: Writes hold their collection's row (and a user's) so that a concurrent delete waits for them.
     lock = " FOR KEY SHARE"
+    lock_alone = " FOR NO KEY UPDATE"
     null_safe_equal = "IS NOT DISTINCT FROM"
     duplicate = errors.UniqueViolation
     #: Appending to the audit log: one writer at a time, in every server sharing the database.

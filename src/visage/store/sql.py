@@ -103,6 +103,9 @@ class Dialect:
     #: Appended to the SELECT of a row a write depends on, to hold the row until the commit
     #: ("" where a write holds the whole database).
     lock: str
+    #: Like ``lock``, but writes that hold the row wait for each other too (two AssociateFaces of
+    #: one user must not both count its faces before either adds to them).
+    lock_alone: str
     #: ``a <null_safe_equal> b`` is true when both are equal or both NULL.
     null_safe_equal: str
     #: What an INSERT raises when a unique key is taken.
@@ -647,11 +650,10 @@ class SQLStore(ABC):
             if self._replayed(con, pk, token):
                 return
             # The user's row is held: a concurrent DeleteUser waits, so no face is left
-            # pointing at a deleted user.
-            if (
-                self._row(con, f"SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?{d.lock}", (pk, user_id))
-                is None
-            ):
+            # pointing at a deleted user, and so does another association of this user, so
+            # the two cannot together pass the user's limit of faces.
+            query = f"SELECT 1 FROM users WHERE collection_pk = ? AND user_id = ?{d.lock_alone}"
+            if self._row(con, query, (pk, user_id)) is None:
                 raise no_user(collection_id, user_id)
             ids = d.list_to_db(face_ids)
             if associate:  # a face another user took meanwhile stays theirs

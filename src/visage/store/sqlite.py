@@ -220,6 +220,7 @@ class SQLiteDialect(Dialect):
 
     vector_column = "vector"
     lock = ""  # a write holds the whole database (BEGIN IMMEDIATE)
+    lock_alone = ""
     null_safe_equal = "IS"
     duplicate = sqlite3.IntegrityError  # not seen in practice: writes are serial, the id check comes first
     hold_audit_log = ""  # a write holds the whole database (BEGIN IMMEDIATE), in every process

@@ -116,7 +116,9 @@ class SQLiteSearch:
                 exact = self._older.get(key)
                 if exact is not None and (exact.stamp[0] != pk or exact.stamp[1] > last):
                     exact = None
-            # More changes to read than faces: reading the faces is the shorter way.
+            # More changes to read than faces: reading the faces is the shorter way. (Change numbers
+            # are shared by every collection here, so the gap may overstate them: a whole read is
+            # then chosen sooner than needed, never wrongly.)
             if exact is not None and trimmed <= exact.stamp[1] < last and last - exact.stamp[1] <= face_count:
                 exact = exact.caught_up(read_changes(con, self._dialect, pk, exact.stamp[1]), last)
             if exact is None or exact.stamp != (pk, last) or len(exact.face_ids) != face_count:
@@ -145,9 +147,12 @@ class SQLiteSearch:
         self, con: sqlite3.Connection, pk: int, query: np.ndarray, limit: int, min_score: float, exclude: str | None
     ) -> list[tuple[str, float]]:
         keys = self.indexes.candidates(con, pk, query, limit + (exclude is not None), min_score)
+        # The collection is named too: the index may be ahead of this transaction (caught up by
+        # another thread), and SQLite gives a deleted newest face's key to the next face inserted,
+        # in any collection, so a key it proposes may be another collection's face in this snapshot.
         rows = con.execute(
-            "SELECT face_id, vector FROM faces WHERE seq IN (SELECT value FROM json_each(?))",
-            (json.dumps(keys.tolist()),),
+            "SELECT face_id, vector FROM faces WHERE collection_pk = ? AND seq IN (SELECT value FROM json_each(?))",
+            (pk, json.dumps(keys.tolist())),
         ).fetchall()
         if not rows:
             return []
