@@ -288,6 +288,32 @@ def test_missing_required_nested_member(model):
     assert message == "Missing required parameter NotificationChannel.RoleArn"
 
 
+def test_a_lone_surrogate_is_refused_not_passed_on(model):
+    """JSON can spell a UTF-16 surrogate on its own (``\\ud800``), which is no character: refused
+    at the door, not left to fail (a 500) where the string is written or hashed."""
+    raw = b'{"ResourceArn": "arn:aws:rekognition:x:y:collection/\\ud800", "Tags": {"a": "b"}}'
+    with pytest.raises(InvalidParameterException, match="lone UTF-16 surrogate"):
+        model.decode_request("TagResource", raw)
+    raw = b'{"ResourceArn": "arn:aws:rekognition:x:y:collection/c", "Tags": {"\\udfff": "b"}}'
+    with pytest.raises(InvalidParameterException, match="lone UTF-16 surrogate"):
+        model.decode_request("TagResource", raw)
+    assert model.decode_request("CreateCollection", body({"CollectionId": "a"}))  # (a pair is a character: fine)
+
+
+def test_each_errors_status_is_the_models_client_or_server_fault():
+    """An error the service model marks ``"fault": true`` is the server's (HTTP 500), any other the client's."""
+    from visage import errors
+
+    shapes = definition()["shapes"]
+    checked = 0
+    for name, shape in shapes.items():
+        error = getattr(errors, name, None)
+        if shape.get("exception") and error is not None:
+            assert (error.status >= 500) == bool(shape.get("fault")), name
+            checked += 1
+    assert checked >= 15
+
+
 def test_string_too_long(model):
     model.decode_request("CreateCollection", body({"CollectionId": "a" * 255}))
     message = decode_error(model, "CreateCollection", {"CollectionId": "a" * 256})

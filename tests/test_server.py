@@ -210,6 +210,12 @@ def test_index_faces_max_faces_and_reasons(rekognition: Any, collection: str, po
     again = rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, MaxFaces=5, QualityFilter="NONE")
     assert {r["Face"]["FaceId"] for r in again["FaceRecords"]} == {r["Face"]["FaceId"] for r in response["FaceRecords"]}
     assert rekognition.describe_collection(CollectionId=collection)["FaceCount"] == 5
+    # Asked for more of its faces, the five stored answer for themselves and the three others are stored.
+    more = rekognition.index_faces(CollectionId=collection, Image={"Bytes": group}, MaxFaces=8, QualityFilter="NONE")
+    ids = [r["Face"]["FaceId"] for r in more["FaceRecords"]]
+    assert len(ids) == len(set(ids)) == 8 and set(ids) >= {r["Face"]["FaceId"] for r in response["FaceRecords"]}
+    assert rekognition.describe_collection(CollectionId=collection)["FaceCount"] == 8
+    assert len({r["Face"]["ImageId"] for r in more["FaceRecords"]}) == 1  # one image
 
 
 def test_index_faces_quality_filter_high_drops_small_faces(rekognition: Any, collection: str, portraits: Path) -> None:

@@ -31,6 +31,7 @@ from visage.errors import (
     InvalidImageFormatException,
     InvalidPaginationTokenException,
     InvalidParameterException,
+    InvalidS3ObjectException,
     ResourceNotFoundException,
     ServiceQuotaExceededException,
     UnrecognizedClientException,
@@ -688,6 +689,17 @@ def test_an_image_has_exactly_one_of_bytes_or_s3_object(engine: Engine, tmp_path
             service.image(neither_or_both)
 
 
+@pytest.mark.parametrize("name", ["a\x00b", "a" * 300, "../outside.jpg", "missing.jpg"])
+def test_an_s3_name_the_local_folder_cannot_hold_is_an_invalid_s3_object(
+    engine: Engine, tmp_path: Path, s3_root: Path, name: str
+) -> None:
+    """The model gives S3ObjectName no pattern: a NUL byte or a name too long for the file
+    system is InvalidS3ObjectException, as a missing object is, never a 500."""
+    service = make_service(engine, tmp_path / "data", s3_root=s3_root)
+    with pytest.raises(InvalidS3ObjectException):
+        service.image({"S3Object": {"Bucket": "photos", "Name": name}})
+
+
 def test_bytes_and_s3_objects_have_their_own_size_limits(engine: Engine, tmp_path: Path, s3_root: Path) -> None:
     jpeg = (s3_root / "photos" / "a.jpg").read_bytes()
     s3_object = {"S3Object": {"Bucket": "photos", "Name": "a.jpg"}}
@@ -736,10 +748,11 @@ def test_base64_of_an_image_is_told_from_other_bytes(portraits: Path) -> None:
         assert not _is_base64_of_an_image(other), other[:20]
 
 
-def test_a_face_found_again_is_paired_with_the_stored_face_of_the_nearest_centre() -> None:
-    """IndexFaces of an image already indexed answers with the stored faces; each face found now
-    takes the stored face whose box centre is nearest. The boxes are chosen so that nearest
-    by corner, by one axis only, or by any other distance pairs them otherwise."""
+def test_a_face_found_again_is_paired_with_the_stored_face_of_its_box() -> None:
+    """IndexFaces of an image already indexed (same bytes, same ExternalImageId) answers with
+    the stored face of each face found again: the one whose box overlaps its box most (IoU at
+    least SAME_FACE_OVERLAP), each stored face for one face at most. A face with no such stored
+    face (MaxFaces was smaller before, or it was deleted) is to be stored: None."""
 
     def stored(left: float, top: float, side: float) -> StoredFace:
         box = BoundingBox(left, top, side, side)
@@ -748,10 +761,12 @@ def test_a_face_found_again_is_paired_with_the_stored_face_of_the_nearest_centre
     def found(left: float, top: float, side: float) -> Face:
         return Face(FaceDetail(BoundingBox(left, top, side, side), 99.0, (), Pose(0, 0, 0), Quality(50, 50)))
 
-    a, b, c = stored(0.6, 0.7, 0.2), stored(0.1, 0.2, 0.4), stored(0.7, 0.7, 0.1)  # centres .7,.8 .3,.4 .75,.75
-    now = [found(0.1, 0.6, 0.2), found(0.4, 0.3, 0.4)]  # centres .2,.7 and .6,.5
-    assert _match_stored([a, b, c], now) == [b, c]
-    assert _match_stored([a, b, c], []) == []
+    a, b = stored(0.1, 0.1, 0.2), stored(0.5, 0.5, 0.2)
+    same_a, near_b, elsewhere = found(0.1, 0.1, 0.2), found(0.52, 0.5, 0.2), found(0.1, 0.6, 0.2)
+    assert _match_stored([a, b], [near_b, elsewhere, same_a]) == [b, None, a]
+    assert _match_stored([a], [found(0.11, 0.1, 0.2), same_a]) == [None, a]  # a answers for its best match only
+    assert _match_stored([], [same_a]) == [None]
+    assert _match_stored([a, b], []) == []
 
 
 # Access keys and the audit log -------------------------------------------------------

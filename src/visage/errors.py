@@ -157,10 +157,6 @@ class SerializationException(VisageError):
     """The request body is not valid JSON for this protocol."""
 
 
-class ThrottlingException(VisageError):
-    """The server is too busy; retry with backoff."""
-
-
 class LimitExceededException(VisageError):
     """Too many video jobs are queued or running; start this one when one has finished."""
 
@@ -170,6 +166,12 @@ class VideoTooLargeException(VisageError):
 
 
 # Server errors (HTTP 500) -------------------------------------------------------------
+
+
+class ThrottlingException(VisageError):
+    """The server is too busy; retry with backoff. A server fault (HTTP 500) in the service model."""
+
+    status = 500
 
 
 class InternalServerError(VisageError):

@@ -64,12 +64,15 @@ def _no_s3() -> InvalidS3ObjectException:
 def _local_path(root: Path, bucket: str, name: str) -> Path:
     """The file of an object in the local folder; refused if it is outside its bucket or missing."""
     base = root.resolve()
-    path = (base / bucket / name).resolve()
-    bucket_dir = (base / bucket).resolve()
-    if not path.is_relative_to(bucket_dir) or not bucket_dir.is_relative_to(base):
-        raise InvalidS3ObjectException(f"S3 object s3://{bucket}/{name} points outside the bucket; it is refused.")
-    if not path.is_file():
-        raise InvalidS3ObjectException(f"S3 object s3://{bucket}/{name} does not exist.")
+    try:
+        path = (base / bucket / name).resolve()
+        bucket_dir = (base / bucket).resolve()
+        if not path.is_relative_to(bucket_dir) or not bucket_dir.is_relative_to(base):
+            raise InvalidS3ObjectException(f"S3 object s3://{bucket}/{name} points outside the bucket; it is refused.")
+        if not path.is_file():
+            raise InvalidS3ObjectException(f"S3 object s3://{bucket}/{name} does not exist.")
+    except (ValueError, OSError) as error:  # a NUL byte, a name too long for the file system...
+        raise InvalidS3ObjectException(f"S3 object s3://{bucket}/{name!r} cannot be read here: {error}.") from None
     return path
 
 

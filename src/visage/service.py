@@ -65,7 +65,7 @@ from visage.errors import (
     rekognition_message,
     user_face_limit,
 )
-from visage.faces import BoundingBox, Face
+from visage.faces import Face
 from visage.jobs.operations import ENDED_OPERATIONS, VideoJobs
 from visage.keys import AccessKey, Credentials, KeyRing, SecretBox
 from visage.policy import Policy
@@ -436,19 +436,21 @@ class RekognitionService:
                 reasons = list(face.filter_reasons) or ["EXCEEDS_MAX_FACES"]
                 unindexed.append({"Reasons": reasons, "FaceDetail": face.detail.to_rekognition()})
 
+        # The same image with the same ExternalImageId: a face already stored from it is not
+        # stored twice (as Rekognition does); its stored face answers. The others are stored.
         existing = self.store.find_image(collection.collection_id, image_hash, external_id)
-        if existing:
-            # The same image with the same ExternalImageId: answer with the faces already stored.
-            stored = _match_stored(existing, indexed)
-        else:
+        matched = _match_stored(existing, indexed)
+        new = [face for face, match in zip(indexed, matched) if match is None]
+        added: list[StoredFace] = []
+        if new:
             faces_now, _ = self.store.count(collection.collection_id)
-            if faces_now + len(indexed) > self.settings.max_faces_per_collection:
+            if faces_now + len(new) > self.settings.max_faces_per_collection:
                 raise ServiceQuotaExceededException(
                     f"Collection {collection.collection_id} holds {faces_now:,} faces; indexing "
-                    f"{len(indexed)} more would pass its limit of {self.settings.max_faces_per_collection:,}."
+                    f"{len(new)} more would pass its limit of {self.settings.max_faces_per_collection:,}."
                 )
-            image_id, now = str(uuid.uuid4()), datetime.now(UTC)
-            stored = [
+            image_id, now = existing[0].image_id if existing else str(uuid.uuid4()), datetime.now(UTC)
+            added = [
                 StoredFace(
                     face_id=str(uuid.uuid4()),
                     image_id=image_id,
@@ -459,12 +461,14 @@ class RekognitionService:
                     image_hash=image_hash,
                     indexed_at=now,
                 )
-                for face in indexed
+                for face in new
             ]
             thumbnails = None
             if self.keeps_face_thumbnails(collection):
-                thumbnails = {s.face_id: face_thumbnail(image, f.detail) for s, f in zip(stored, indexed)}
-            self.store.add_faces(collection.collection_id, stored, thumbnails)
+                thumbnails = {s.face_id: face_thumbnail(image, f.detail) for s, f in zip(added, new)}
+            self.store.add_faces(collection.collection_id, added, thumbnails)
+        fresh = iter(added)
+        stored = [match if match is not None else next(fresh) for match in matched]
         return {
             "FaceRecords": [
                 {"Face": s.to_rekognition(collection.face_model_version), "FaceDetail": f.detail.to_rekognition()}
@@ -1084,16 +1088,27 @@ def _token_key(token: str | None, pattern: re.Pattern[str]) -> str | None:
     return token
 
 
-def _match_stored(existing: list[StoredFace], faces: list[Face]) -> list[StoredFace]:
-    """Pair each face found now with the stored face of the same box (same image, same order)."""
+#: A face found now is the stored face of the same image whose box overlaps its box at least this much (IoU).
+SAME_FACE_OVERLAP = 0.5
 
-    def centre(box: BoundingBox) -> tuple[float, float]:
-        return box.left + box.width / 2, box.top + box.height / 2
 
-    out = []
-    for face in faces:
-        cx, cy = centre(face.detail.bounding_box)
-        out.append(
-            min(existing, key=lambda s: (centre(s.bounding_box)[0] - cx) ** 2 + (centre(s.bounding_box)[1] - cy) ** 2)
-        )
-    return out
+def _match_stored(existing: list[StoredFace], faces: list[Face]) -> list[StoredFace | None]:
+    """For each face found now, the face stored from the same image with the same box (each
+    stored face answers for one face at most; best overlaps first), or None: a face to store."""
+    pairs = sorted(
+        (
+            (face.detail.bounding_box.overlap(stored.bounding_box), i, j)
+            for i, face in enumerate(faces)
+            for j, stored in enumerate(existing)
+        ),
+        reverse=True,
+    )
+    matched: list[StoredFace | None] = [None] * len(faces)
+    taken: set[int] = set()
+    for overlap, i, j in pairs:
+        if overlap < SAME_FACE_OVERLAP:
+            break
+        if matched[i] is None and j not in taken:
+            matched[i] = existing[j]
+            taken.add(j)
+    return matched

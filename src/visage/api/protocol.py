@@ -38,6 +38,7 @@ import base64
 import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -258,6 +259,9 @@ def _parse_json(body: bytes) -> Any:
     return params
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -267,6 +271,8 @@ def _decode_scalar(value: Any, shape: Shape, path: str) -> Any:
     if kind == "string":
         if not isinstance(value, str):
             raise _invalid(path, "must be a string")
+        if _SURROGATE.search(value):  # JSON may spell one (\\ud800) that is no character: UTF-8 has none
+            raise _invalid(path, "must be Unicode text (it holds a lone UTF-16 surrogate)")
         if "enum" in shape and value not in shape["enum"]:
             raise _invalid(path, "must be one of " + ", ".join(shape["enum"]))
         _check_size(len(value), shape, path, "character")
