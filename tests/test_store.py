@@ -1568,7 +1568,12 @@ def test_a_job_runs_saves_pages_and_finishes(store: Store) -> None:
     assert [(r.person_index, r.timestamp_ms) for r in rest] == [(1, 400), (2, 400)]
 
     assert store.finish_job("job0001", "w2", "SUCCEEDED") is None  # not its job
-    done = store.finish_job("job0001", "w1", "SUCCEEDED", renumber={2: 0})  # person 2 was person 0
+    searched = AuditRecord(T0, "VSAKVIDEO", "StartFaceSearch", "c1", 80.0, 1, 99.0, ["f1"])
+    with pytest.raises(TypeError):  # its audit record cannot be written: the job does not end either
+        store.finish_job("job0001", "w1", "SUCCEEDED", audit=replace(searched, details={"x": object()}))
+    assert store.get_job("job0001").status == "RUNNING"
+    done = store.finish_job("job0001", "w1", "SUCCEEDED", renumber={2: 0}, audit=searched)  # person 2 was person 0
+    assert [r.operation for r in store.audit_records()] == ["StartFaceSearch"]
     assert done is not None and (done.status, done.progress, done.worker) == ("SUCCEEDED", 1.0, None)
     renumbered = store.job_results("job0001", by_person=True, after=None, limit=10)
     assert [(r.person_index, r.timestamp_ms) for r in renumbered] == [(0, 0), (0, 200), (0, 400), (1, 0), (1, 400)]

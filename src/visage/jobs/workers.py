@@ -36,7 +36,7 @@ from visage.jobs.tracker import FaceTracker
 from visage.jobs.tracker import preload as preload_tracker
 from visage.jobs.video import BrokenVideo, Video
 from visage.s3 import open_s3_object
-from visage.store.base import JobResult, Store, VideoJob
+from visage.store.base import AuditRecord, JobResult, Store, VideoJob
 
 if TYPE_CHECKING:
     from visage.service import RekognitionService
@@ -147,9 +147,9 @@ class JobWorkers:
             log.exception("job %s failed", job.job_id)
             finished = store.finish_job(job.job_id, worker, "FAILED", f"Internal error: {type(error).__name__}.")
         else:
-            finished = store.finish_job(job.job_id, worker, "SUCCEEDED", renumber=renumber)
-            if finished is not None and finished.operation == "StartFaceSearch":
-                self._audit(finished, matched)
+            # A face search's identifications are audited in the transaction that ends it.
+            audit = search_audit(job, matched) if job.operation == "StartFaceSearch" else None
+            finished = store.finish_job(job.job_id, worker, "SUCCEEDED", renumber=renumber, audit=audit)
         if finished is not None:
             publish_completion(finished, self.settings.sns_endpoint_url)
 
@@ -195,10 +195,11 @@ class JobWorkers:
             if tracker is not None:
                 renumber.update(tracker.merged())
 
-    def _audit(self, job: VideoJob, matched: dict[str, float]) -> None:
-        threshold = job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
-        record = search_audit_record(job.access_key_id, job.request["CollectionId"], threshold, matched)
-        self.service.store.append_audit(record)
+
+def search_audit(job: VideoJob, matched: dict[str, float]) -> AuditRecord:
+    """The audit record of a face search job: the faces it matched, each with its best Similarity."""
+    threshold = job.request.get("FaceMatchThreshold", DEFAULT_THRESHOLD)
+    return search_audit_record(job.access_key_id, job.request["CollectionId"], threshold, matched)
 
 
 class _LeaseLost(Exception):

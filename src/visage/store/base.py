@@ -414,9 +414,11 @@ class Store(Protocol):
         status: str,
         message: str | None = None,
         renumber: Mapping[int, int] | None = None,
+        audit: AuditRecord | None = None,
     ) -> VideoJob | None:
         """Ends a job ``worker`` holds as SUCCEEDED or FAILED (None if it does not hold it), and
-        in the same transaction gives its results of each person_index in ``renumber`` the new one."""
+        in the same transaction gives its results of each person_index in ``renumber`` the new
+        one and appends ``audit`` to the audit log."""
 
     def release_job(self, job_id: str, worker: str) -> None:
         """Puts a job ``worker`` holds back in the queue, the attempt not counted (a clean shutdown)."""

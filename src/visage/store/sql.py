@@ -999,6 +999,7 @@ class SQLStore(ABC):
         status: str,
         message: str | None = None,
         renumber: Mapping[int, int] | None = None,
+        audit: AuditRecord | None = None,
     ) -> VideoJob | None:
         if status not in ("SUCCEEDED", "FAILED"):
             raise ValueError(f"A job finishes SUCCEEDED or FAILED, not {status}.")
@@ -1023,6 +1024,8 @@ class SQLStore(ABC):
                         ),
                         [(new, job_id, old) for old, new in renumber.items()],
                     )
+            if audit is not None:
+                self._append_audit(con, audit)
             return d.job(row)
 
         return self._run(write, write=True)
