@@ -10,6 +10,10 @@ keeps its connection, its buffers and its place under ``limit_concurrency`` for 
   began to wait for them (it was made, or the previous response was sent);
 - its body must have arrived ``body_seconds`` after its headers.
 
+A request a client sends before the answer to its previous one (HTTP/1.1 pipelining) waits in
+uvicorn, which stops reading meanwhile: no deadline runs while it waits, and when it starts,
+only its body's, if the body is not all in yet.
+
 A client that misses one gets ``408 Request Timeout`` (if no response has begun) and its
 connection is closed; an app still waiting for the body sees a disconnect. Engine threads are
 never held by a slow client: the app reads the whole body before it hands the request to one.
@@ -75,7 +79,10 @@ class DeadlineProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm(self.body_seconds, "body")
+        if self.pipeline:  # queued behind a request not yet answered; reading stops until it starts
+            self._disarm()
+        else:
+            self._arm(self.body_seconds, "body")
 
     def on_message_complete(self) -> None:
         answered = self.cycle is not None and self.cycle.response_complete
@@ -84,9 +91,14 @@ class DeadlineProtocol(HttpToolsProtocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing():  # a keep-alive connection waits for the next request's headers
+        queued = bool(self.pipeline)
+        super().on_response_complete()  # starts the request queued next, if any
+        if self.transport.is_closing():
+            return
+        if not queued:  # a keep-alive connection waits for the next request's headers
             self._arm(self.header_seconds, "headers")
+        elif self.cycle is not None and self.cycle.more_body:  # reading again: the rest of its body is due
+            self._arm(self.body_seconds, "body")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
