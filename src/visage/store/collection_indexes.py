@@ -32,8 +32,10 @@ replaying them would take; a collection written to and never searched keeps a lo
 bounded length.
 
 A collection deleted by another process. Its pk is never given again, so its index can
-no longer answer a search; the process drops it from memory at its next search of a big
-collection, at most every ``SWEEP_SECONDS`` (one query over the collections it holds).
+no longer answer a search; the process drops it from memory, and its saves from disk, at
+its next search of a big collection, at most every ``SWEEP_SECONDS`` (one query over the
+collections it holds). (A search in this process that began before the delete may also have
+saved it after the delete's own discard; the sweep removes that save too.)
 
 A backend supplies ``state_sql`` (the collection's last change, trimmed-to change and
 face count, by row key) and ``read_vectors`` (every face's key and vector, in batches).
@@ -176,7 +178,10 @@ class CollectionIndexes:
         with self._lock:
             for pk in set(others) - alive:
                 self._ann.pop(pk, None)
-                log.info("dropped the vector index of collection %d, deleted by another process", pk)
+                # (A search that began before the delete may have saved it after the deleter's discard.)
+                if self.index_dir is not None:
+                    VectorIndex.discard(self.index_dir, str(pk))
+                log.info("dropped the vector index of collection %d, deleted", pk)
 
     def _save(self, pk: int, ann: _Ann) -> None:  # under self._lock
         """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` changes
