@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from visage.errors import InvalidParameterException
-from visage.policy import Policy, PolicyError
+from visage.policy import Policy, PolicyError, _contains, _glob, _meet
 
 STAFF = "arn:aws:rekognition:us-east-1:000000000000:collection/staff"
 GUESTS = "arn:aws:rekognition:us-east-1:000000000000:collection/guests"
@@ -98,3 +102,62 @@ def test_a_misspelt_action_is_refused_when_the_actions_are_known() -> None:
         Policy.parse(
             '{"Statement": {"Effect": "Allow", "Action": "rekognition:SearchFaceByImage", "Resource": "*"}}', known
         )
+
+
+def test_a_policy_covers_what_it_allows_and_no_more() -> None:
+    admin, reader, staff = Policy.admin(), Policy.read_only(), Policy.for_collection(STAFF)
+    manager = policy(
+        {"Effect": "Allow", "Action": ["visage:ManageKeys", "rekognition:*"], "Resource": "*"},
+        {"Effect": "Deny", "Action": "rekognition:Delete*", "Resource": STAFF},
+    )
+    assert admin.covers(admin) and admin.covers(manager) and not manager.covers(admin)
+    on_staff = policy({"Effect": "Allow", "Action": "rekognition:*", "Resource": STAFF})
+    assert not manager.covers(on_staff)  # it may delete faces in staff; the manager may not
+    assert manager.covers(Policy(on_staff.statements + manager.statements[1:]))  # with the manager's Deny, it may
+    assert not manager.covers(staff)  # staff may also record decisions (visage:ReviewMatch)
+    assert not manager.covers(reader)  # the reader may read the audit log
+    lister = policy({"Effect": "Allow", "Action": ["rekognition:Search*", "rekognition:List*"], "Resource": "*"})
+    assert manager.covers(lister)  # no request it may make is denied to the manager
+    searcher = policy({"Effect": "Allow", "Action": "rekognition:Search*", "Resource": STAFF})
+    assert staff.covers(searcher) and reader.covers(searcher) and not searcher.covers(staff)
+    team = policy({"Effect": "Allow", "Action": "rekognition:*", "Resource": STAFF.replace("staff", "team-*")})
+    one = policy({"Effect": "Allow", "Action": "rekognition:IndexFaces", "Resource": STAFF.replace("staff", "team-a")})
+    assert team.covers(one) and not one.covers(team) and not staff.covers(team)
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner", "contains"),
+    [
+        ("*", "anything*", True),
+        ("team-*", "team-a?c*", True),
+        ("team-?", "team-*", False),  # team-* holds team-ab
+        ("a?c", "a*c", False),
+        ("a*c", "a?c", True),
+        ("*x", "*", False),
+        ("rekognition:search*", "rekognition:SearchFaces", False),  # case matters unless folded
+    ],
+)
+def test_pattern_containment(outer: str, inner: str, contains: bool) -> None:
+    assert _contains(outer, inner, fold=False) == contains
+
+
+@given(
+    outer=st.text(alphabet="ab*?", max_size=6),
+    inner=st.text(alphabet="ab*?", max_size=6),
+    word=st.text(alphabet="ab", max_size=8),
+)
+def test_containment_is_sound(outer: str, inner: str, word: str) -> None:
+    """When it says ``outer`` contains ``inner``, every word ``inner`` matches, ``outer`` matches."""
+    if _contains(outer, inner, fold=False) and re.fullmatch(_glob(inner), word):
+        assert re.fullmatch(_glob(outer), word), (outer, inner, word)
+
+
+@given(
+    one=st.text(alphabet="ab*?", max_size=6),
+    other=st.text(alphabet="ab*?", max_size=6),
+    word=st.text(alphabet="ab", max_size=8),
+)
+def test_meeting_is_never_missed(one: str, other: str, word: str) -> None:
+    """When a word matches both patterns, they are said to meet."""
+    if re.fullmatch(_glob(one), word) and re.fullmatch(_glob(other), word):
+        assert _meet(one, other, fold=False), (one, other, word)

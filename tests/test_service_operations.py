@@ -778,6 +778,44 @@ def test_a_caller_is_made_of_its_key(service: RekognitionService) -> None:
     assert Caller.local("visage index") == Caller("visage index", Policy.admin(), "visage index")
 
 
+def test_a_key_manager_manages_only_keys_no_stronger_than_itself(service: RekognitionService) -> None:
+    """visage:ManageKeys beside a Deny: the key may not make, rotate or revoke a key that is
+    allowed what it is not (an admin key, a key without its Deny), and each refusal is audited."""
+    arn = service.collection_arn("staff")
+    manager_policy = Policy.parse(
+        {
+            "Statement": [
+                {"Effect": "Allow", "Action": ["visage:ManageKeys", "rekognition:*"], "Resource": "*"},
+                {"Effect": "Deny", "Action": "rekognition:Delete*", "Resource": arn},
+            ]
+        }
+    )
+    manager_key, _ = service.keys.create(manager_policy, "manager", by="test")
+    admin_key, _ = service.keys.create(Policy.admin(), "admin", by="test")
+    manager = Caller.of(manager_key)
+    searcher = Policy.parse({"Statement": [{"Effect": "Allow", "Action": "rekognition:Search*", "Resource": arn}]})
+    made, _ = service.create_key(manager, searcher, "searcher")  # allowed no more than the manager
+    for refused in (
+        lambda: service.create_key(manager, Policy.admin(), "escalated"),
+        lambda: service.create_key(manager, Policy.for_collection(arn), "no deny"),
+        lambda: service.rotate_key(manager, admin_key.access_key_id),
+        lambda: service.revoke_key(manager, admin_key.access_key_id),
+    ):
+        with pytest.raises(AccessDeniedException, match="allowed no more than itself"):
+            refused()
+    assert service.keys.get(admin_key.access_key_id).revoked_at is None
+    assert [k.name for k in service.keys.keys()] == ["manager", "admin", "searcher"]
+    refusals = service.store.audit_records(outcome="refused")
+    assert [r.operation for r in refusals] == [
+        "CreateAccessKey",
+        "CreateAccessKey",
+        "RotateAccessKey",
+        "RevokeAccessKey",
+    ]
+    service.rotate_key(manager, made.access_key_id)
+    service.revoke_key(manager, manager_key.access_key_id)  # its own
+
+
 def test_authenticate_checks_the_pair_and_notes_the_keys_use(service: RekognitionService) -> None:
     key, pair = service.keys.create(Policy.read_only(), "reader", by="test")
     _, other = service.keys.create(Policy.admin(), "other", by="test")

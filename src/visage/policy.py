@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from visage.errors import InvalidParameterException
@@ -39,7 +39,7 @@ Effect = Literal["Allow", "Deny"]
 
 #: Actions only Visage has, with what each allows.
 VISAGE_ACTIONS: Mapping[str, str] = {
-    "visage:ManageKeys": "create, list, rotate and revoke access keys (with any policy: as strong as an admin key)",
+    "visage:ManageKeys": "create, list, rotate and revoke access keys (those allowed no more than the caller's)",
     "visage:ReadAuditLog": "read and export the audit log",
     "visage:ReviewMatch": "record a reviewer's decision on a search candidate (checked on the collection)",
     "visage:ConfigureCollection": "turn a collection's face thumbnails on or off (checked on the collection)",
@@ -95,6 +95,40 @@ class Policy:
 
     def allows(self, action: str, resource: str) -> bool:
         return self.decide(action, resource).allowed
+
+    def covers(self, other: Policy) -> bool:
+        """Whether this policy allows every request ``other`` allows: a key of this policy may
+        make, rotate or revoke a key of ``other`` without gaining a permission.
+
+        Decided on the documents, soundly: each (action, resource) pattern pair an Allow of
+        ``other`` names must be contained in the patterns of one Allow here (a pattern
+        contains another when it matches every string that one matches), and no Deny here
+        may match any request of that pair, unless ``other`` holds that Deny too. It may say
+        no where the answer is yes (patterns whose containment this test cannot see), never
+        yes where it is no."""
+        if self.is_admin:
+            return True
+        allows = [s for s in self.statements if s.effect == "Allow"]
+        denies = [s for s in self.statements if s.effect == "Deny" and s not in other.statements]
+
+        def covered(action: str, resource: str) -> bool:
+            return any(
+                any(_contains(mine, action, fold=True) for mine in s.actions)
+                and any(_contains(mine, resource, fold=False) for mine in s.resources)
+                for s in allows
+            ) and not any(
+                any(_meet(mine, action, fold=True) for mine in s.actions)
+                and any(_meet(mine, resource, fold=False) for mine in s.resources)
+                for s in denies
+            )
+
+        return all(
+            covered(action, resource)
+            for statement in other.statements
+            if statement.effect == "Allow"
+            for action in statement.actions
+            for resource in statement.resources
+        )
 
     @property
     def is_admin(self) -> bool:
@@ -249,6 +283,47 @@ def _action_pattern(pattern: str) -> re.Pattern[str]:
 @lru_cache(maxsize=4096)
 def _resource_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(_glob(pattern))
+
+
+def _contains(outer: str, inner: str, fold: bool) -> bool:
+    """Whether the pattern ``outer`` matches every string the pattern ``inner`` matches (``*``
+    any run, ``?`` one character; ``fold``: without regard to case). Sound, not complete:
+    ``inner``'s ``*`` must meet a ``*`` of ``outer``, its ``?`` a ``?`` or ``*``."""
+    if fold:
+        outer, inner = outer.lower(), inner.lower()
+
+    @cache
+    def contains(i: int, j: int) -> bool:  # outer[i:] contains inner[j:]
+        if i == len(outer):
+            return j == len(inner)
+        if outer[i] == "*":  # matches nothing more of inner, or one more of its tokens, whatever it is
+            return contains(i + 1, j) or (j < len(inner) and contains(i, j + 1))
+        if j == len(inner):
+            return False
+        if outer[i] == "?":
+            return inner[j] != "*" and contains(i + 1, j + 1)
+        return inner[j] == outer[i] and contains(i + 1, j + 1)
+
+    return contains(0, 0)
+
+
+def _meet(one: str, other: str, fold: bool) -> bool:
+    """Whether some string matches both patterns (``fold``: without regard to case). It may say
+    yes where none does, never no where one does."""
+    if fold:
+        one, other = one.lower(), other.lower()
+
+    @cache
+    def meet(i: int, j: int) -> bool:  # one[i:] and other[j:] match a string in common
+        if i == len(one) or j == len(other):
+            return all(c == "*" for c in one[i:]) and all(c == "*" for c in other[j:])
+        if one[i] == "*":
+            return meet(i + 1, j) or meet(i, j + 1)
+        if other[j] == "*":
+            return meet(i, j + 1) or meet(i + 1, j)
+        return (one[i] == "?" or other[j] == "?" or one[i] == other[j]) and meet(i + 1, j + 1)
+
+    return meet(0, 0)
 
 
 def _glob(pattern: str) -> str:

@@ -283,8 +283,10 @@ class RekognitionService:
     # Keys and the audit log: what only Visage has ------------------------------------
 
     def create_key(self, caller: Caller, policy: Policy, name: str) -> tuple[AccessKey, Credentials]:
-        """A new key (``visage:ManageKeys``); the returned credentials are the only copy of its secret."""
+        """A new key (``visage:ManageKeys``, and a policy the caller's covers); the returned
+        credentials are the only copy of its secret."""
         self.authorize(caller, "visage:ManageKeys", "*", operation="CreateAccessKey")
+        self._no_stronger(caller, policy, "CreateAccessKey", "make")
         return self.keys.create(policy, name, by=caller.access_key_id)
 
     def list_keys(self, caller: Caller) -> list[AccessKey]:
@@ -295,12 +297,33 @@ class RekognitionService:
     def revoke_key(self, caller: Caller, access_key_id: str) -> AccessKey:
         """Revokes a key from its next request on, everywhere (``visage:ManageKeys``)."""
         self.authorize(caller, "visage:ManageKeys", "*", operation="RevokeAccessKey")
+        self._no_stronger(caller, self.keys.get(access_key_id).policy, "RevokeAccessKey", "revoke", access_key_id)
         return self.keys.revoke(access_key_id, by=caller.access_key_id)
 
     def rotate_key(self, caller: Caller, access_key_id: str) -> tuple[AccessKey, Credentials]:
         """A new pair with the key's name and policy; the old key is revoked (``visage:ManageKeys``)."""
         self.authorize(caller, "visage:ManageKeys", "*", operation="RotateAccessKey")
+        self._no_stronger(caller, self.keys.get(access_key_id).policy, "RotateAccessKey", "rotate", access_key_id)
         return self.keys.rotate(access_key_id, by=caller.access_key_id)
+
+    def _no_stronger(self, caller: Caller, policy: Policy, operation: str, verb: str, key_id: str = "") -> None:
+        """Refuses (and audits the refusal) when ``policy`` may allow what the caller's does not: a
+        key allowed ``visage:ManageKeys`` manages only keys no stronger than itself."""
+        if caller.policy.covers(policy):
+            return
+        self._audit(
+            caller,
+            operation,
+            None,
+            None,
+            outcome="refused",
+            details={"key": key_id, "policy": policy.summary(), "reason": "stronger than the caller's key"},
+        )
+        target = f"the key {key_id}" if key_id else "a key with this policy"
+        raise AccessDeniedException(
+            f"User: {caller.access_key_id} may not {verb} {target}: its policy allows what the caller's does not"
+            " (a key manages only keys allowed no more than itself)."
+        )
 
     def read_audit_log(self, caller: Caller, since: datetime | None = None, **filters: Any) -> list[AuditRecord]:
         """Audit records (``visage:ReadAuditLog``); ``filters`` are those of
