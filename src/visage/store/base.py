@@ -370,7 +370,7 @@ class Store(Protocol):
         """The chain from position ``after_seq`` on (exclusive), in order, at most ``limit`` entries."""
 
     # Reviews -----------------------------------------------------------------------
-    def add_review(self, review: Review, audit: AuditRecord) -> AuditEntry:
+    def add_review(self, review: Review, audit: AuditRecord) -> None:
         """Stores a decision on a candidate of a search of ``review.collection_id`` and appends
         ``audit`` (its record) to the audit log, in one transaction: both or neither."""
 

@@ -184,8 +184,8 @@ class CollectionIndexes:
                 log.info("dropped the vector index of collection %d, deleted", pk)
 
     def _save(self, pk: int, ann: _Ann) -> None:  # under self._lock
-        """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` changes
-        (on SQLite, change numbers: they count other collections' changes too, so it may save sooner)."""
+        """Saves the index (with an ``index_dir``) the first time and every ``SAVE_INDEX_EVERY`` change
+        numbers (on SQLite these count other collections' changes too, so it may save sooner)."""
         if self.index_dir is None or not len(ann.index):
             return
         if ann.index.applied - ann.saved >= SAVE_INDEX_EVERY or ann.saved == 0:

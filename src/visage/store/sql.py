@@ -708,7 +708,7 @@ class SQLStore(ABC):
         self._run(write, write=True)
 
     # Reviews -----------------------------------------------------------------------
-    def add_review(self, review: Review, audit: AuditRecord) -> AuditEntry:
+    def add_review(self, review: Review, audit: AuditRecord) -> None:
         d = self.dialect
         row = (
             d.time_to_db(review.time),
@@ -720,16 +720,16 @@ class SQLStore(ABC):
             review.note,
         )
 
-        def write(con: Connection) -> AuditEntry:
+        def write(con: Connection) -> None:
             pk = self._pk(con, review.collection_id, lock=True)
             self._sql(
                 con,
                 f"INSERT INTO reviews (collection_pk, {_REVIEW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (pk, *row),
             )
-            return self._append_audit(con, audit)
+            self._append_audit(con, audit)
 
-        return self._run(write, write=True)
+        self._run(write, write=True)
 
     def reviews(self, collection_id: str, probe_sha256: str | None = None) -> list[Review]:
         d = self.dialect
